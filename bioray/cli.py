@@ -1,0 +1,118 @@
+"""`bioray` command line: run the whole DAG, one stage (with its inputs), or show what is cached."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import click
+
+from bioray.config import ConfigError, load_workflow
+
+STAGE_COMMANDS = {
+    "ingest": "Raw files -> deduplicated, sentence-split documents Parquet (Ray Data).",
+    "vocab": "Train the WordPiece vocabulary (or take an initial checkpoint's).",
+    "tokenize": "Documents -> packed token sequences in balanced Parquet shards (Ray Data).",
+    "pretrain": "MLM pretraining with Ray Train + DeepSpeed ZeRO; exports an HF model.",
+    "finetune": "Fine-tune the encoder on every dataset and seed (Ray Train).",
+    "evaluate": "Score every fine-tuned model on its test set.",
+    "register": "Register the evaluated encoder in the MLflow model registry.",
+}
+
+workflow_argument = click.argument("workflow", type=click.Path(dir_okay=False))
+set_option = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                          help="Override a config value (repeatable), e.g. --set finetune.lr=3e-5.")
+address_option = click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
+
+
+def _load(workflow: str, overrides: tuple[str, ...], address: str | None = None):
+    try:
+        config = load_workflow(workflow, list(overrides))
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if address:
+        config.ray.address = address
+    return config
+
+
+def _run(workflow: str, overrides, address, stage: str | None) -> None:
+    config = _load(workflow, overrides, address)
+    from bioray.pipeline.plan import build_plan, nodes_for
+    from bioray.pipeline.runner import run_workflow
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    targets = nodes_for(build_plan(config), stage) if stage else None
+    summary = run_workflow(config, targets, workflow_file=os.path.abspath(workflow))
+    ran = [n for n, r in summary.results.items() if not r.cached]
+    cached = [n for n, r in summary.results.items() if r.cached]
+    click.echo(f"\nbioray: {len(ran)} stage(s) ran, {len(cached)} cached, {len(summary.failed)} failed "
+               f"in {summary.seconds:.1f}s; MLflow parent run {summary.parent_run_id}")
+    for name, result in summary.results.items():
+        scores = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("ner/test_")}
+        click.echo(f"  {name:36s} {'cached' if result.cached else 'ran':6s} {result.path}" + (f"  {scores}" if scores else ""))
+    for name, error in summary.failed.items():
+        click.echo(f"  {name:36s} FAILED {error}", err=True)
+    if summary.failed:
+        sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """bioray: pretrain, fine-tune and evaluate BioBERT-style encoders on Ray + DeepSpeed, tracked in MLflow."""
+
+
+@main.command()
+@workflow_argument
+@set_option
+@address_option
+def run(workflow, overrides, address):
+    """Run every stage of WORKFLOW (cached stages are reused, not re-run)."""
+    _run(workflow, overrides, address, None)
+
+
+def _stage_command(stage: str, help_text: str):
+    @main.command(name=stage, help=f"{help_text} Runs its stale inputs first.")
+    @workflow_argument
+    @set_option
+    @address_option
+    def command(workflow, overrides, address):
+        _run(workflow, overrides, address, stage)
+
+    return command
+
+
+for _stage, _help in STAGE_COMMANDS.items():
+    _stage_command(_stage, _help)
+
+
+@main.command()
+@workflow_argument
+@set_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(workflow, overrides, as_json):
+    """List each stage of WORKFLOW as cached or stale, with its key and output location."""
+    config = _load(workflow, overrides)
+    from bioray.pipeline.runner import stage_status
+
+    rows = stage_status(config)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['stage']:36s} {row['status']:7s} {row['key']}  {row['output']}")
+
+
+@main.command()
+@workflow_argument
+@set_option
+def validate(workflow, overrides):
+    """Check WORKFLOW (keys, types, input files) without starting anything."""
+    _load(workflow, overrides)
+    click.echo(f"{workflow}: ok")
+
+
+if __name__ == "__main__":
+    main()

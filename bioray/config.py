@@ -1,0 +1,331 @@
+"""Typed workflow configuration: YAML in, validated dataclasses out, clear errors.
+
+Everything here runs before any Ray or MLflow resource starts, so a bad workflow fails in well
+under a second with a message naming the key or file and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A workflow file that cannot be used; the message names the key or file."""
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --- one section per stage --------------------------------------------------------------------
+
+
+class SourceConfig(Section):
+    """One raw input of the ingest stage."""
+
+    name: str = Field(description="Short source name stored with every document (e.g. 'pubmed').")
+    format: Literal["text", "jsonl", "medline", "pmc"] = Field(
+        description="text: one document per line; jsonl: JSON Lines (.jsonl/.jsonl.gz); "
+        "medline: PubMed XML (.xml/.xml.gz); pmc: PMC JATS (.nxml/.xml)."
+    )
+    path: str = Field(description="A file, a directory (all matching files inside) or a glob, under data_root.")
+    text_field: str = Field("text", description="jsonl only: the field holding the text.")
+    id_field: str = Field("id", description="jsonl only: the field holding the document id.")
+    max_docs: int | None = Field(None, ge=1, description="Read at most this many documents (toy runs).")
+
+
+class IngestConfig(Section):
+    """Raw files -> documents Parquet (deduplicated, sentence-split)."""
+
+    sources: list[SourceConfig] = Field(min_length=1, description="The raw inputs.")
+    min_chars: int = Field(20, ge=0, description="Documents with fewer characters are dropped.")
+    partitions: int = Field(16, ge=1, description="Hash partitions (and output files) of the deduplication shuffle.")
+
+
+class VocabConfig(Section):
+    """WordPiece vocabulary: trained on the corpus, or taken from an initial checkpoint."""
+
+    size: int = Field(30522, ge=100, description="Vocabulary size to train.")
+    lowercase: bool = Field(False, description="Uncased vocabulary (lower-case and strip accents).")
+    sample_docs: int = Field(100_000, ge=1, description="Train on at most this many documents.")
+    min_frequency: int = Field(2, ge=1, description="Minimum count of a WordPiece to enter the vocabulary.")
+    init_checkpoint: str | None = Field(
+        None, description="HF checkpoint directory whose vocabulary is reused (BioBERT-style); skips training."
+    )
+
+
+class TokenizeConfig(Section):
+    """Documents -> packed token sequences in Parquet shards."""
+
+    seq_len: int = Field(128, ge=16, le=8192, description="Tokens per packed sequence, [CLS] and [SEP] included.")
+    num_shards: int = Field(2, ge=1, description="Number of Parquet shards (a multiple of the training workers).")
+    tokenizer_actors: int = Field(1, ge=1, description="Ray Data actors holding a tokenizer.")
+    batch_size: int = Field(64, ge=1, description="Documents per tokenizer batch.")
+    seed: int = Field(0, description="Seed for the A/B split points.")
+
+
+class ModelConfig(Section):
+    """BERT encoder shape (ignored when pretrain.init_checkpoint is set)."""
+
+    layers: int = Field(12, ge=1, description="Transformer layers.")
+    hidden: int = Field(768, ge=8, description="Hidden size.")
+    heads: int = Field(12, ge=1, description="Attention heads (must divide hidden).")
+    intermediate: int = Field(3072, ge=8, description="Feed-forward size.")
+    max_position: int = Field(512, ge=16, description="Maximum sequence length the model supports.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Hidden and attention dropout.")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ModelConfig:
+        if self.hidden % self.heads:
+            raise ValueError(f"model.hidden ({self.hidden}) must be divisible by model.heads ({self.heads})")
+        return self
+
+
+class PretrainConfig(Section):
+    """Masked-language-model pretraining with Ray Train + DeepSpeed."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Encoder shape.")
+    init_checkpoint: str | None = Field(None, description="HF checkpoint directory to continue pretraining from.")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers.")
+    use_gpu: bool = Field(False, description="One GPU per worker, NCCL, bf16-capable.")
+    steps: int = Field(1000, ge=1, description="Optimizer steps.")
+    global_batch_size: int = Field(256, ge=1, description="Sequences per optimizer step, all workers together.")
+    micro_batch_size: int = Field(32, ge=1, description="Sequences per worker per forward pass.")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(100, ge=0, description="Linear warmup steps, then linear decay to 0.")
+    grad_clip: float = Field(1.0, ge=0, description="Gradient norm clipping (0 = off).")
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="Training precision.")
+    mask_rate: float = Field(0.15, gt=0, lt=1, description="Fraction of tokens masked (80/10/10).")
+    log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
+    seed: int = Field(0, description="Random seed.")
+
+    @model_validator(mode="after")
+    def _batch_splits(self) -> PretrainConfig:
+        per_step = self.num_workers * self.micro_batch_size
+        if self.global_batch_size % per_step:
+            raise ValueError(
+                f"pretrain.global_batch_size ({self.global_batch_size}) must be a multiple of "
+                f"num_workers x micro_batch_size ({self.num_workers} x {self.micro_batch_size} = {per_step})"
+            )
+        return self
+
+    @property
+    def grad_accum_steps(self) -> int:
+        return self.global_batch_size // (self.num_workers * self.micro_batch_size)
+
+
+class DatasetConfig(Section):
+    """One downstream dataset (a registry entry: task type + files + label scheme)."""
+
+    name: str = Field(description="Dataset name, used in stage names and metric names.")
+    task: Literal["ner"] = Field(description="Task type.")
+    train: str = Field(description="Training file, under data_root.")
+    dev: str | None = Field(None, description="Development file, under data_root.")
+    test: str = Field(description="Test file, under data_root.")
+    max_train_sentences: int | None = Field(None, ge=1, description="Use only the first N training sentences.")
+
+
+class FinetuneConfig(Section):
+    """Fine-tuning of the pretrained encoder on each dataset and seed."""
+
+    datasets: list[DatasetConfig] = Field(min_length=1, description="Datasets to fine-tune on.")
+    seeds: list[int] = Field([42], min_length=1, description="One fine-tuning run per seed.")
+    epochs: int = Field(3, ge=1, description="Training epochs.")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate (linear decay).")
+    batch_size: int = Field(32, ge=1, description="Sentences per step per worker.")
+    max_length: int = Field(128, ge=8, description="Sub-tokens per window; longer sentences are split.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers per fine-tuning run.")
+
+
+class EvaluateConfig(Section):
+    """Scoring of each fine-tuned model on its test set."""
+
+    batch_size: int = Field(64, ge=1, description="Sentences per inference batch.")
+
+
+class RegisterConfig(Section):
+    """Registration of the evaluated encoder in the MLflow model registry."""
+
+    model_name: str = Field("bioray-encoder", description="Registered model name.")
+    alias: str = Field("challenger", description="Alias set on the new version.")
+
+
+class RayConfig(Section):
+    """Where Ray runs."""
+
+    address: str | None = Field(None, description="Cluster address; empty = start a local Ray (RAY_ADDRESS also works).")
+    num_cpus: int | None = Field(
+        None, ge=1, description="Local Ray only: logical CPUs (default: max(4, cores), so training workers and data tasks fit)."
+    )
+
+
+class TrackingConfig(Section):
+    """Where MLflow tracks."""
+
+    uri: str | None = Field(None, description="Tracking URI; empty = MLFLOW_TRACKING_URI or sqlite:///<workdir>/mlflow.db.")
+    experiment: str = Field("bioray", description="MLflow experiment name.")
+
+
+class WorkflowConfig(Section):
+    """A whole pipeline: global settings plus one section per stage."""
+
+    name: str = Field(description="Workflow name (parent MLflow run name).")
+    workdir: str = Field("./bioray-work", description="Stage outputs, MLflow store and Ray Train storage live here.")
+    data_root: str = Field(".", description="Relative input paths are resolved against this directory.")
+    storage_path: str | None = Field(None, description="Ray Train storage (local path or s3://); default <workdir>/ray_train.")
+    ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    ingest: IngestConfig
+    vocab: VocabConfig = Field(default_factory=VocabConfig)
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    registry: RegisterConfig = Field(default_factory=RegisterConfig, description="The register stage.")
+
+    def data_path(self, relative: str) -> Path:
+        """An input path resolved against data_root (absolute paths stay as they are)."""
+        return (Path(self.data_root) / relative).resolve()
+
+    @property
+    def workdir_path(self) -> Path:
+        return Path(self.workdir).resolve()
+
+    @property
+    def train_storage(self) -> str:
+        return self.storage_path or str(self.workdir_path / "ray_train")
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
+
+
+def interpolate_env(value: Any, where: str = "") -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string of a YAML tree."""
+    if isinstance(value, dict):
+        return {k: interpolate_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        name, has_default, default = match.group(1), match.group(2), match.group(3)
+        if name in os.environ and (os.environ[name] or not has_default):
+            return os.environ[name]
+        if has_default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable ${{{name}}} is not set (use ${{{name}:-default}} for a default)")
+
+    return _ENV_PATTERN.sub(substitute, value)
+
+
+def _override_path(dotted: str) -> list[str | int]:
+    """'finetune.datasets[0].lr' or 'finetune.datasets.0.lr' -> ['finetune', 'datasets', 0, 'lr']."""
+    parts: list[str | int] = []
+    for part in re.split(r"\.|(?=\[)", dotted.strip()):
+        if part.startswith("[") and part.endswith("]"):
+            part = part[1:-1]
+        if part:
+            parts.append(int(part) if part.isdigit() else part)
+    return parts
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` overrides; the value is parsed as YAML (numbers, lists, booleans)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        dotted, raw = item.split("=", 1)
+        parts = _override_path(dotted)
+        node = tree
+        for i, part in enumerate(parts[:-1]):
+            where = dotted.split("=")[0]
+            if isinstance(part, int):
+                if not isinstance(node, list) or part >= len(node):
+                    raise ConfigError(f"--set {where}: no list item {part} there")
+                child = node[part]
+            else:
+                if not isinstance(node, dict):
+                    raise ConfigError(f"--set {where}: {part!r} is not inside a section")
+                child = node.setdefault(part, {})
+            if not isinstance(child, (dict, list)):
+                raise ConfigError(f"--set {where}: {'.'.join(map(str, parts[: i + 1]))} is a value, not a section")
+            node = child
+        last = parts[-1]
+        value = yaml.safe_load(raw) if raw.strip() else None
+        if isinstance(last, int):
+            if not isinstance(node, list) or last >= len(node):
+                raise ConfigError(f"--set {dotted}: no list item {last} there")
+        node[last] = value
+    return tree
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid workflow configuration"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        elif item["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            got = item.get("input")
+            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            lines.append(f"  {key}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def check_inputs(config: WorkflowConfig) -> None:
+    """Every input file named by the workflow must exist."""
+    missing = []
+    for i, source in enumerate(config.ingest.sources):
+        from bioray.corpus.files import list_source_files  # local import: keeps config import light
+
+        if not list_source_files(config.data_path(source.path), source.format):
+            missing.append(f"ingest.sources[{i}].path: no {source.format} files at {config.data_path(source.path)}")
+    for i, dataset in enumerate(config.finetune.datasets):
+        for split in ("train", "dev", "test"):
+            relative = getattr(dataset, split)
+            if relative is not None and not config.data_path(relative).is_file():
+                missing.append(f"finetune.datasets[{i}].{split}: file not found: {config.data_path(relative)}")
+    for key, path in (("vocab.init_checkpoint", config.vocab.init_checkpoint),
+                      ("pretrain.init_checkpoint", config.pretrain.init_checkpoint)):
+        if path and not (config.data_path(path) / "config.json").is_file():
+            missing.append(f"{key}: no HF checkpoint (config.json) at {config.data_path(path)}")
+    if missing:
+        raise ConfigError("missing inputs:\n  " + "\n  ".join(missing))
+
+
+def load_workflow(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> WorkflowConfig:
+    """Read, interpolate, override and validate a workflow YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"workflow file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    tree = apply_overrides(tree, overrides or [])
+    tree = interpolate_env(tree)
+    try:
+        config = WorkflowConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, str(path))) from None
+    if check_files:
+        check_inputs(config)
+    return config

@@ -1,0 +1,1 @@
+"""Raw corpus formats -> document records (one dict per document)."""

@@ -1,0 +1,62 @@
+"""PMC Open Access JATS XML (.nxml): title, abstract and body paragraphs by section.
+
+Tables, figures, formulas and reference lists are left out: they are not running text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from lxml import etree
+
+SKIPPED = {"table-wrap", "table", "fig", "disp-formula", "inline-formula", "ref-list", "xref", "graphic",
+           "media", "supplementary-material", "tex-math", "{http://www.w3.org/1998/Math/MathML}math"}
+
+
+def _clean_text(element) -> str:
+    """Text of an element without the text inside skipped children (their tails are kept)."""
+    parts = [element.text or ""]
+    for child in element:
+        if child.tag not in SKIPPED:
+            parts.append(_clean_text(child))
+        parts.append(child.tail or "")
+    return " ".join("".join(parts).split())
+
+
+def _paragraphs(container) -> list[str]:
+    """Paragraphs of a section tree, with each section's title before its paragraphs."""
+    out = []
+    for node in container.iter("title", "p"):
+        if any(a.tag in SKIPPED for a in node.iterancestors()):
+            continue
+        text = _clean_text(node)
+        if text:
+            out.append(text)
+    return out
+
+
+def parse_jats(root, source: str) -> dict:
+    meta = root.find("front/article-meta")
+    if meta is None:
+        raise ValueError("not a JATS article: no front/article-meta")
+    ids = {node.get("pub-id-type"): (node.text or "").strip() for node in meta.iterfind("article-id")}
+    doc_id = next((f"{kind}:{ids[kind]}" for kind in ("pmc", "pmcid", "pmid", "doi", "publisher-id") if ids.get(kind)), None)
+    if doc_id is None:
+        raise ValueError("no article-id")
+    title = _clean_text(meta.find("title-group/article-title")) if meta.find("title-group/article-title") is not None else ""
+    abstract = [p for a in meta.iterfind("abstract") for p in _paragraphs(a)]
+    body = root.find("body")
+    sections = _paragraphs(body) if body is not None else []
+    text = "\n".join([title, *abstract, *sections]).strip()
+    metadata = {"ids": ids, "journal": root.findtext("front/journal-meta/journal-title-group/journal-title")}
+    return {"source": source, "doc_id": doc_id, "version": 1, "text": text,
+            "metadata": json.dumps(metadata), "deleted": False}
+
+
+def read_pmc(path: Path, source: str) -> Iterator[dict]:
+    """One record per article file (PMC articles are a few hundred KB: parsed whole)."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+    root = etree.parse(str(path), parser).getroot()
+    yield parse_jats(root, source)

@@ -1,0 +1,24 @@
+"""One entry point from (file, format) to document records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from bioray.corpus.medline import read_medline
+from bioray.corpus.pmc import read_pmc
+from bioray.corpus.text import read_jsonl, read_text_lines
+
+RECORD_FIELDS = ("source", "doc_id", "version", "text", "metadata", "deleted")
+
+
+def read_documents(path: Path, fmt: str, source: str, text_field: str = "text", id_field: str = "id") -> Iterator[dict]:
+    if fmt == "medline":
+        return read_medline(path, source)
+    if fmt == "pmc":
+        return read_pmc(path, source)
+    if fmt == "text":
+        return read_text_lines(path, source)
+    if fmt == "jsonl":
+        return read_jsonl(path, source, text_field, id_field)
+    raise ValueError(f"unknown source format {fmt!r}")

@@ -1,0 +1,49 @@
+"""Vocab stage: a WordPiece vocabulary trained on a document sample (PubMedBERT-style), or the
+vocabulary of an initial checkpoint (BioBERT-style). Output: an HF tokenizer directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.dataset as pads
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, BertTokenizerFast
+
+from bioray.config import VocabConfig
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def sample_texts(documents_dir: Path, limit: int):
+    """Stream at most `limit` document texts from the documents Parquet."""
+    seen = 0
+    for batch in pads.dataset(str(documents_dir), format="parquet").to_batches(columns=["text"]):
+        for text in batch.column("text").to_pylist():
+            if seen >= limit:
+                return
+            seen += 1
+            yield text
+
+
+def train_wordpiece(texts, size: int, lowercase: bool, min_frequency: int) -> BertTokenizerFast:
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    trainer = trainers.WordPieceTrainer(vocab_size=size, min_frequency=min_frequency,
+                                        special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##")
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return BertTokenizerFast(tokenizer_object=tokenizer, do_lower_case=lowercase, model_max_length=512)
+
+
+def run_vocab(config: VocabConfig, documents_dir: Path, output: Path, init_checkpoint: Path | None) -> dict:
+    if init_checkpoint is not None:
+        tokenizer = AutoTokenizer.from_pretrained(str(init_checkpoint))
+    else:
+        tokenizer = train_wordpiece(sample_texts(documents_dir, config.sample_docs), config.size,
+                                    config.lowercase, config.min_frequency)
+    tokenizer.save_pretrained(str(output / "tokenizer"))
+    return {"vocab/size": len(tokenizer)}

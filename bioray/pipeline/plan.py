@@ -1,0 +1,136 @@
+"""The stage graph of a workflow and each stage's content-addressed key.
+
+key = hash(stage name, the config that defines its output, its inputs' keys, its external input
+files' fingerprints, the source code of its modules). Keys are computed without Ray or MLflow, so
+`bioray status` is instant and a run knows what is cached before it starts anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bioray.config import WorkflowConfig
+from bioray.corpus.files import list_source_files
+
+STAGE_CODE = {
+    "ingest": ["bioray.data.ingest", "bioray.corpus.files", "bioray.corpus.readers", "bioray.corpus.medline",
+               "bioray.corpus.pmc", "bioray.corpus.text", "bioray.corpus.sentences"],
+    "vocab": ["bioray.data.vocab"],
+    "tokenize": ["bioray.data.tokenize", "bioray.data.pack"],
+    "pretrain": ["bioray.train.pretrain", "bioray.train.deepspeed", "bioray.model.encoder", "bioray.data.masking"],
+    "finetune": ["bioray.train.finetune", "bioray.tasks.ner"],
+    "evaluate": ["bioray.tasks.evaluate", "bioray.tasks.ner"],
+    "register": ["bioray.pipeline.register"],
+}
+STAGE_KINDS = list(STAGE_CODE)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One stage instance in the graph (fine-tuning has one per dataset and seed)."""
+
+    name: str
+    kind: str
+    inputs: tuple[str, ...]
+    params: dict = field(hash=False)
+    files: tuple[str, ...] = ()
+    num_cpus: float = 0  # orchestration stages start Ray Data / Ray Train work and hold no CPU themselves
+    dataset: str | None = None
+    seed: int | None = None
+
+
+def build_plan(config: WorkflowConfig) -> list[Node]:
+    """All nodes in topological order."""
+    source_files = [str(p) for s in config.ingest.sources for p in list_source_files(config.data_path(s.path), s.format)]
+    nodes = [
+        Node("ingest", "ingest", (), config.ingest.model_dump(), tuple(source_files)),
+        Node("vocab", "vocab", ("ingest",), config.vocab.model_dump(), _checkpoint_files(config, config.vocab.init_checkpoint), num_cpus=1),
+        Node("tokenize", "tokenize", ("vocab", "ingest"), config.tokenize.model_dump()),
+        Node("pretrain", "pretrain", ("tokenize", "vocab"), config.pretrain.model_dump(),
+             _checkpoint_files(config, config.pretrain.init_checkpoint)),
+    ]
+    common = config.finetune.model_dump(exclude={"datasets", "seeds"})
+    evaluations = []
+    for dataset in config.finetune.datasets:
+        files = tuple(str(config.data_path(p)) for p in (dataset.train, dataset.dev, dataset.test) if p)
+        for seed in config.finetune.seeds:
+            tune = f"finetune/{dataset.name}/seed-{seed}"
+            nodes.append(Node(tune, "finetune", ("pretrain",), {**common, "dataset": dataset.model_dump(), "seed": seed},
+                              files, dataset=dataset.name, seed=seed))
+            evaluation = f"evaluate/{dataset.name}/seed-{seed}"
+            nodes.append(Node(evaluation, "evaluate", (tune,),
+                              {**config.evaluate.model_dump(), "max_length": config.finetune.max_length},
+                              (str(config.data_path(dataset.test)),), num_cpus=1, dataset=dataset.name, seed=seed))
+            evaluations.append(evaluation)
+    nodes.append(Node("register", "register", ("pretrain", *evaluations), config.registry.model_dump()))
+    return nodes
+
+
+def _checkpoint_files(config: WorkflowConfig, checkpoint: str | None) -> tuple[str, ...]:
+    if not checkpoint:
+        return ()
+    return tuple(str(p) for p in sorted(config.data_path(checkpoint).rglob("*")) if p.is_file())
+
+
+def _fingerprint(path: str) -> list:
+    stat = Path(path).stat()
+    return [path, stat.st_size, stat.st_mtime_ns]
+
+
+_code_cache: dict[str, str] = {}
+
+
+def code_version(kind: str) -> str:
+    """Hash of the source of the modules that implement a stage: editing them invalidates its outputs."""
+    if kind not in _code_cache:
+        digest = hashlib.sha256()
+        for module in STAGE_CODE[kind]:
+            digest.update(Path(importlib.util.find_spec(module).origin).read_bytes())  # no import needed
+        _code_cache[kind] = digest.hexdigest()[:16]
+    return _code_cache[kind]
+
+
+def compute_keys(nodes: list[Node]) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for node in nodes:
+        payload = {
+            "name": node.name,
+            "params": node.params,
+            "inputs": {name: keys[name] for name in node.inputs},
+            "files": [_fingerprint(p) for p in node.files],
+            "code": code_version(node.kind),
+        }
+        keys[node.name] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return keys
+
+
+def stage_dir(config: WorkflowConfig, name: str, key: str) -> Path:
+    return config.workdir_path / "stages" / name / key
+
+
+def is_cached(config: WorkflowConfig, name: str, key: str) -> bool:
+    """Committed outputs only: the directory appears by an atomic rename after the stage finished."""
+    return (stage_dir(config, name, key) / "result.json").is_file()
+
+
+def nodes_for(nodes: list[Node], stage: str | None) -> list[str]:
+    """The target nodes of a CLI command: every node of a stage kind, or all of them."""
+    return [n.name for n in nodes if stage is None or n.kind == stage]
+
+
+def needed_nodes(nodes: list[Node], keys: dict[str, str], config: WorkflowConfig, targets: list[str]) -> list[Node]:
+    """Targets plus every upstream node that must run because something downstream is not cached."""
+    by_name = {n.name: n for n in nodes}
+    needed, stack = set(), list(targets)
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        if not is_cached(config, name, keys[name]):
+            stack.extend(by_name[name].inputs)
+    return [n for n in nodes if n.name in needed]

@@ -1,0 +1,122 @@
+"""What each stage kind does: inputs from upstream results -> a committed output directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from bioray.config import WorkflowConfig
+from bioray.pipeline.plan import Node, stage_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageResult:
+    name: str
+    key: str
+    path: str
+    metrics: dict
+    cached: bool = False
+
+    @classmethod
+    def load(cls, directory: Path, cached: bool = True) -> StageResult:
+        return cls(**{**json.loads((directory / "result.json").read_text()), "cached": cached})
+
+
+def _ingest(config, node, out, up, ctx):
+    from bioray.data.ingest import run_ingest
+    return run_ingest(config, out)
+
+
+def _vocab(config, node, out, up, ctx):
+    from bioray.data.vocab import run_vocab
+    init = config.data_path(config.vocab.init_checkpoint) if config.vocab.init_checkpoint else None
+    return run_vocab(config.vocab, Path(up["ingest"].path) / "documents", out, init)
+
+
+def _tokenize(config, node, out, up, ctx):
+    from bioray.data.tokenize import run_tokenize
+    return run_tokenize(config.tokenize, Path(up["ingest"].path) / "documents", Path(up["vocab"].path) / "tokenizer", out)
+
+
+def _pretrain(config, node, out, up, ctx):
+    from bioray.train.pretrain import run_pretrain
+    from bioray.plots import plot_history
+    init = config.data_path(config.pretrain.init_checkpoint) if config.pretrain.init_checkpoint else None
+    metrics = run_pretrain(config.pretrain, sequences_dir=Path(up["tokenize"].path) / "sequences",
+                           tokenizer_dir=Path(up["vocab"].path) / "tokenizer", output=out, storage=config.train_storage,
+                           run_name=f"pretrain-{ctx['key']}", tracking_uri=ctx["tracking_uri"], run_id=ctx["run_id"],
+                           init_checkpoint=init)
+    plot_history(json.loads((out / "history.json").read_text()), ["pretrain/loss", "pretrain/mlm_accuracy"],
+                 out / "loss_curve.png", title="MLM pretraining")
+    return metrics
+
+
+def _dataset(config: WorkflowConfig, node: Node):
+    return next(d for d in config.finetune.datasets if d.name == node.dataset)
+
+
+def _finetune(config, node, out, up, ctx):
+    from bioray.train.finetune import run_finetune
+    dataset = _dataset(config, node)
+    files = {split: str(config.data_path(getattr(dataset, split))) for split in ("train", "dev", "test")
+             if getattr(dataset, split)}
+    files.pop("test")  # the test set is for the evaluate stage only
+    return run_finetune(config.finetune, dataset, node.seed, files=files, encoder_dir=Path(up["pretrain"].path) / "model",
+                        output=out, storage=config.train_storage,
+                        run_name=f"{node.name.replace('/', '-')}-{ctx['key']}", tracking_uri=ctx["tracking_uri"],
+                        run_id=ctx["run_id"])
+
+
+def _evaluate(config, node, out, up, ctx):
+    from bioray.tasks.evaluate import run_evaluate
+    dataset = _dataset(config, node)
+    (upstream,) = up.values()
+    return run_evaluate(config.evaluate, dataset, model_dir=Path(upstream.path) / "model",
+                        test_file=config.data_path(dataset.test), max_length=config.finetune.max_length, output=out)
+
+
+def _register(config, node, out, up, ctx):
+    from bioray.pipeline.register import run_register
+    scores = {f"{name.split('/', 1)[1]}/{metric}": value for name, result in up.items() if name.startswith("evaluate/")
+              for metric, value in result.metrics.items()}
+    return run_register(config.registry, encoder_dir=Path(up["pretrain"].path) / "model", scores=scores,
+                        run_id=ctx["run_id"], tracking_uri=ctx["tracking_uri"], output=out)
+
+
+RUNNERS = {"ingest": _ingest, "vocab": _vocab, "tokenize": _tokenize, "pretrain": _pretrain,
+           "finetune": _finetune, "evaluate": _evaluate, "register": _register}
+
+
+def execute_node(node: Node, key: str, config_json: str, run_id: str, tracking_uri: str,
+                 *upstream: StageResult) -> StageResult:
+    """Run one stage into a temporary directory, then commit it with an atomic rename."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    config = WorkflowConfig.model_validate_json(config_json)
+    final = stage_dir(config, node.name, key)
+    tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        context = {"key": key, "run_id": run_id, "tracking_uri": tracking_uri}
+        metrics = RUNNERS[node.kind](config, node, tmp, {u.name: u for u in upstream}, context)
+        (tmp / "stage.yaml").write_text(yaml.safe_dump({"name": node.name, "key": key, "params": node.params,
+                                                        "inputs": {u.name: u.key for u in upstream}}, sort_keys=False))
+        result = StageResult(node.name, key, str(final), metrics)
+        (tmp / "result.json").write_text(json.dumps({k: v for k, v in asdict(result).items() if k != "cached"}, indent=2))
+        if final.exists():  # a concurrent run committed the same key first: keep its output
+            shutil.rmtree(tmp)
+        else:
+            os.rename(tmp, final)
+        return result
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

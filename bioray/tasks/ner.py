@@ -1,0 +1,133 @@
+"""Named-entity recognition: BioBERT/CoNLL tsv files, sub-token alignment, entity-level F1 (seqeval)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Sentence:
+    words: list[str]
+    tags: list[str]
+
+
+def read_conll(path: Path) -> list[Sentence]:
+    """`token<TAB>tag` lines, a blank line between sentences. Errors name the file and line."""
+    sentences, words, tags = [], [], []
+    with open(path, encoding="utf-8") as stream:
+        for line_no, line in enumerate(stream, start=1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                if words:
+                    sentences.append(Sentence(words, tags))
+                    words, tags = [], []
+                continue
+            parts = line.split("\t")
+            if len(parts) < 2:
+                raise ValueError(f"{path}:{line_no}: expected 'token<TAB>tag', got {line!r}")
+            words.append(parts[0])
+            tags.append(parts[-1])
+    if words:
+        sentences.append(Sentence(words, tags))
+    return sentences
+
+
+def label_list(*splits: list[Sentence]) -> list[str]:
+    """All tags seen, 'O' first, then sorted."""
+    tags = {t for split in splits for s in split for t in s.tags}
+    return ["O"] + sorted(tags - {"O"})
+
+
+def for_seqeval(tags: list[str]) -> list[str]:
+    """Untyped BioBERT tags (B, I) become B-ENT/I-ENT so seqeval sees one entity type."""
+    return [f"{t}-ENT" if t in ("B", "I") else t for t in tags]
+
+
+@dataclass
+class Window:
+    """A model input: one sentence, or a piece of one that is too long for the model."""
+    sentence: int
+    first_word: int
+    input_ids: list[int]
+    labels: list[int]       # label id on each word's first sub-token, IGNORE_INDEX elsewhere
+    word_index: list[int]   # word position of each labelled sub-token (-1 elsewhere)
+
+
+def make_windows(sentences: list[Sentence], tokenizer, label_ids: dict[str, int], max_length: int) -> list[Window]:
+    """Sub-tokenize each sentence; sentences over max_length are split at word boundaries, never truncated."""
+    budget = max_length - 2
+    encoded = tokenizer([s.words for s in sentences], is_split_into_words=True, add_special_tokens=False)
+    windows = []
+    for s_index, sentence in enumerate(sentences):
+        per_word: list[list[int]] = [[] for _ in sentence.words]
+        for token_id, word in zip(encoded["input_ids"][s_index], encoded.word_ids(s_index)):
+            per_word[word].append(token_id)
+        per_word = [ids or [tokenizer.unk_token_id] for ids in per_word]  # e.g. a lone control character
+        start = 0
+        while start < len(sentence.words):
+            ids, labels, index = [tokenizer.cls_token_id], [IGNORE_INDEX], [-1]
+            end = start
+            while end < len(sentence.words) and (len(ids) - 1 + len(per_word[end]) <= budget or end == start):
+                word_ids = per_word[end][:budget]
+                ids += word_ids
+                labels += [label_ids.get(sentence.tags[end], 0)] + [IGNORE_INDEX] * (len(word_ids) - 1)
+                index += [end] + [-1] * (len(word_ids) - 1)
+                end += 1
+            ids.append(tokenizer.sep_token_id)
+            labels.append(IGNORE_INDEX)
+            index.append(-1)
+            windows.append(Window(s_index, start, ids, labels, index))
+            start = end
+    return windows
+
+
+def collate(windows: list[Window], pad_id: int) -> dict[str, torch.Tensor]:
+    """Dynamic padding to the longest window of the batch."""
+    width = max(len(w.input_ids) for w in windows)
+    ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(windows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(windows), width), dtype=torch.long)
+    for row, w in enumerate(windows):
+        ids[row, : len(w.input_ids)] = torch.tensor(w.input_ids)
+        labels[row, : len(w.labels)] = torch.tensor(w.labels)
+        mask[row, : len(w.input_ids)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+@torch.no_grad()
+def predict_tags(model, tokenizer, sentences: list[Sentence], labels: list[str], max_length: int,
+                 batch_size: int, device: torch.device | str = "cpu") -> list[list[str]]:
+    """Tag of every word, predicted on its first sub-token; windows of a sentence are stitched back."""
+    model.eval()
+    label_ids = {t: i for i, t in enumerate(labels)}
+    windows = make_windows(sentences, tokenizer, label_ids, max_length)
+    predicted = [["O"] * len(s.words) for s in sentences]
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))  # similar lengths share a batch
+    for begin in range(0, len(order), batch_size):
+        chunk = [windows[i] for i in order[begin:begin + batch_size]]
+        batch = collate(chunk, tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        best = logits.argmax(-1).cpu()
+        for row, window in enumerate(chunk):
+            for position, word in enumerate(window.word_index):
+                if word >= 0:
+                    predicted[window.sentence][word] = labels[int(best[row, position])]
+    return predicted
+
+
+def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, float]:
+    """Entity-level exact-match precision/recall/F1 (conlleval semantics)."""
+    gold = [for_seqeval(t) for t in gold]
+    predicted = [for_seqeval(t) for t in predicted]
+    return {"precision": precision_score(gold, predicted), "recall": recall_score(gold, predicted),
+            "f1": f1_score(gold, predicted)}
+
+
+def entity_report(gold: list[list[str]], predicted: list[list[str]]) -> str:
+    return classification_report([for_seqeval(t) for t in gold], [for_seqeval(t) for t in predicted], digits=4)

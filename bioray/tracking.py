@@ -1,0 +1,93 @@
+"""MLflow helpers: where to track, parent/child stage runs, worker-side logging, registry."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+MAX_PARAM_LENGTH = 6000
+
+
+def tracking_uri_for(configured: str | None, workdir: Path) -> str:
+    """Config, then MLFLOW_TRACKING_URI, then a SQLite store inside the workdir (no server needed)."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workdir / 'mlflow.db'}"
+
+
+def ensure_experiment(client: MlflowClient, name: str, workdir: Path) -> str:
+    """The experiment's id; a new experiment on a local store keeps its artifacts under the workdir."""
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    local_store = client.tracking_uri.startswith(("sqlite:", "file:", "/"))
+    location = (workdir / "mlartifacts").as_uri() if local_store else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    """{"a": {"b": 1}} -> {"a.b": "1"}: MLflow params are flat strings."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def git_commit() -> str | None:
+    """The commit of the working tree the job runs from (None outside git)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def common_tags() -> dict[str, str]:
+    """Tags that link a run to its code and, when submitted with `ray job submit`, its Ray job."""
+    tags = {}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    job_id = os.environ.get("RAY_JOB_SUBMISSION_ID") or os.environ.get("RAY_JOB_ID")
+    if job_id:
+        tags["ray.job_id"] = job_id
+    return tags
+
+
+def log_params_and_tags(client: MlflowClient, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:
+    items = list(params.items())
+    for i in range(0, max(len(items), 1), 100):  # MLflow accepts at most 100 params per batch
+        client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + 100]],
+                         tags=[RunTag(k, v) for k, v in tags.items()] if i == 0 else [])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    now = int(time.time() * 1000)
+    numeric = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float))]
+    for i in range(0, len(numeric), 1000):
+        client.log_batch(run_id, metrics=numeric[i:i + 1000])
+
+
+class WorkerLogger:
+    """Logs metrics from a Ray worker (any node) to a stage run, straight to the tracking store."""
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        self.client = MlflowClient(tracking_uri)
+        self.run_id = run_id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        log_metrics(self.client, self.run_id, metrics, step)
+
+
+def configure(tracking_uri: str) -> MlflowClient:
+    mlflow.set_tracking_uri(tracking_uri)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # child processes (Ray tasks on this node) inherit it
+    return MlflowClient(tracking_uri)

@@ -1,0 +1,113 @@
+import gzip
+import json
+
+import pytest
+
+from bioray.corpus.files import list_source_files
+from bioray.corpus.medline import read_medline
+from bioray.corpus.pmc import read_pmc
+from bioray.corpus.readers import read_documents
+from bioray.corpus.sentences import sentence_spans
+from bioray.corpus.text import read_jsonl, read_text_lines
+
+MEDLINE = """<?xml version="1.0"?>
+<PubmedArticleSet>
+ <PubmedArticle><MedlineCitation Status="MEDLINE" Owner="NLM">
+  <PMID Version="1">111</PMID>
+  <DateCompleted><Year>2020</Year><Month>01</Month><Day>02</Day></DateCompleted>
+  <Article><Journal><Title>J Test</Title></Journal>
+   <ArticleTitle>BRCA1 and <i>breast</i> cancer.</ArticleTitle>
+   <Abstract>
+    <AbstractText Label="BACKGROUND">Mutations matter.</AbstractText>
+    <AbstractText Label="METHODS">We sequenced 12 genes.</AbstractText>
+   </Abstract>
+   <Language>eng</Language>
+  </Article>
+  <MeshHeadingList><MeshHeading><DescriptorName UI="D001943">Breast Neoplasms</DescriptorName></MeshHeading></MeshHeadingList>
+ </MedlineCitation></PubmedArticle>
+ <PubmedArticle><MedlineCitation><PMID Version="2">222</PMID>
+  <Article><ArticleTitle>Second.</ArticleTitle><Language>eng</Language></Article>
+ </MedlineCitation></PubmedArticle>
+ <DeleteCitation><PMID Version="1">333</PMID><PMID Version="1">444</PMID></DeleteCitation>
+</PubmedArticleSet>
+"""
+
+JATS = """<?xml version="1.0"?>
+<article xmlns:mml="http://www.w3.org/1998/Math/MathML"><front><journal-meta><journal-title-group>
+<journal-title>PLoS One</journal-title></journal-title-group></journal-meta>
+<article-meta><article-id pub-id-type="pmid">999</article-id><article-id pub-id-type="pmc">PMC42</article-id>
+<title-group><article-title>Gene X in mice</article-title></title-group>
+<abstract><p>We study gene X.</p></abstract></article-meta></front>
+<body><sec><title>Introduction</title><p>Gene X is known <xref ref-type="bibr">[1]</xref> to matter.</p>
+<table-wrap><table><tr><td>SECRET TABLE</td></tr></table></table-wrap>
+<p>Value <disp-formula><mml:math>FORMULA</mml:math></disp-formula> rises.</p></sec></body>
+<back><ref-list><ref>REFERENCE TEXT</ref></ref-list></back></article>
+"""
+
+
+def test_medline_record_fields_and_deletions(tmp_path):
+    path = tmp_path / "pubmed26n0001.xml.gz"
+    with gzip.open(path, "wt") as f:
+        f.write(MEDLINE)
+    records = list(read_medline(path, "pubmed"))
+    assert [r["doc_id"] for r in records] == ["pmid:111", "pmid:222", "pmid:333", "pmid:444"]
+    first = records[0]
+    assert first["text"] == "BRCA1 and breast cancer.\nBACKGROUND: Mutations matter.\nMETHODS: We sequenced 12 genes."
+    meta = json.loads(first["metadata"])
+    assert meta["language"] == "eng" and meta["mesh"] == ["Breast Neoplasms"] and meta["date"] == "2020-01-02"
+    assert records[1]["version"] == 2
+    assert [r["deleted"] for r in records] == [False, False, True, True]
+
+
+def test_real_medline_sample_parses(data_root):
+    records = list(read_medline(data_root / "pubmed-raw/medline_xml/pubmed-29768149.xml", "pubmed"))
+    assert len(records) == 1 and records[0]["doc_id"] == "pmid:29768149"
+    assert len(records[0]["text"]) > 200
+
+
+def test_jats_keeps_running_text_only(tmp_path):
+    path = tmp_path / "a.nxml"
+    path.write_text(JATS)
+    (record,) = read_pmc(path, "pmc")
+    assert record["doc_id"] == "pmc:PMC42"
+    assert "Gene X in mice" in record["text"] and "We study gene X." in record["text"]
+    assert "Gene X is known to matter." in record["text"]
+    for hidden in ("SECRET TABLE", "FORMULA", "REFERENCE TEXT", "[1]"):
+        assert hidden not in record["text"]
+
+
+def test_real_pmc_samples_parse(data_root):
+    files = list_source_files(data_root / "pubmed-raw/pmc_oa_nxml", "pmc")
+    assert len(files) == 8
+    for path in files:
+        (record,) = read_pmc(path, "pmc")
+        assert len(record["text"]) > 1000, path
+
+
+def test_text_and_jsonl(tmp_path):
+    text = tmp_path / "a.txt"
+    text.write_text("first doc.\n\nsecond doc.\n")
+    assert [r["doc_id"] for r in read_text_lines(text, "t")] == ["t:a.txt:1", "t:a.txt:3"]
+    jsonl = tmp_path / "b.jsonl.gz"
+    with gzip.open(jsonl, "wt") as f:
+        f.write(json.dumps({"id": "x1", "body": "hello world", "pmid": "5"}) + "\n")
+    (record,) = read_jsonl(jsonl, "j", text_field="body")
+    assert record["doc_id"] == "j:x1" and record["text"] == "hello world" and json.loads(record["metadata"]) == {"pmid": "5"}
+
+
+def test_corrupt_inputs_raise_errors_naming_the_problem(tmp_path):
+    bad_gz = tmp_path / "broken.xml.gz"
+    bad_gz.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(Exception):
+        list(read_documents(bad_gz, "medline", "m"))
+    bad_json = tmp_path / "c.jsonl"
+    bad_json.write_text('{"text": "ok"}\n{not json\n')
+    with pytest.raises(ValueError, match=r"c\.jsonl:2: not valid JSON"):
+        list(read_jsonl(bad_json, "j"))
+
+
+def test_sentence_spans_respect_abbreviations():
+    text = "Title line\nThe dose, e.g. 5 mg, was given (Fig. 2). Patients improved. No harm."
+    spans = sentence_spans(text)
+    sentences = [text[s:e] for s, e in spans]
+    assert sentences == ["Title line", "The dose, e.g. 5 mg, was given (Fig. 2).", "Patients improved.", "No harm."]

@@ -1,0 +1,85 @@
+import json
+import os
+
+from bioray.config import load_workflow
+from bioray.pipeline import plan
+from bioray.pipeline.plan import build_plan, compute_keys, is_cached, needed_nodes, stage_dir
+
+
+def _keys(path, overrides=()):
+    config = load_workflow(path, list(overrides))
+    return compute_keys(build_plan(config))
+
+
+def test_graph_shape(write_workflow, quickstart_tree):
+    quickstart_tree["finetune"]["seeds"] = [1, 2]
+    nodes = build_plan(load_workflow(write_workflow(quickstart_tree)))
+    names = [n.name for n in nodes]
+    assert names[:4] == ["ingest", "vocab", "tokenize", "pretrain"]
+    assert "finetune/ncbi-disease/seed-1" in names and "evaluate/ncbi-disease/seed-2" in names
+    register = nodes[-1]
+    assert register.name == "register" and set(register.inputs) == {"pretrain", "evaluate/ncbi-disease/seed-1",
+                                                                      "evaluate/ncbi-disease/seed-2"}
+    position = {n: i for i, n in enumerate(names)}
+    assert all(position[i] < position[n.name] for n in nodes for i in n.inputs)  # topological order
+
+
+def test_keys_are_stable(write_workflow, quickstart_tree):
+    path = write_workflow(quickstart_tree)
+    assert _keys(path) == _keys(path)
+
+
+def test_finetune_lr_change_invalidates_only_downstream(write_workflow, quickstart_tree):
+    path = write_workflow(quickstart_tree)
+    before, after = _keys(path), _keys(path, ["finetune.lr=3e-5"])
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "register"}
+
+
+def test_tokenize_change_invalidates_training_but_not_ingest(write_workflow, quickstart_tree):
+    path = write_workflow(quickstart_tree)
+    before, after = _keys(path), _keys(path, ["tokenize.seq_len=256"])
+    changed = {name for name in before if before[name] != after[name]}
+    assert "ingest" not in changed and "vocab" not in changed
+    assert {"tokenize", "pretrain", "finetune/ncbi-disease/seed-42", "register"} <= changed
+
+
+def test_code_change_invalidates_its_stage(write_workflow, quickstart_tree, monkeypatch):
+    path = write_workflow(quickstart_tree)
+    before = _keys(path)
+    monkeypatch.setitem(plan._code_cache, "vocab", "edited")
+    after = _keys(path)
+    assert before["ingest"] == after["ingest"] and before["vocab"] != after["vocab"] and before["pretrain"] != after["pretrain"]
+
+
+def test_input_file_change_invalidates_ingest(write_workflow, quickstart_tree, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("one abstract about BRCA1 and cancer risk.\n")
+    quickstart_tree["ingest"]["sources"] = [{"name": "t", "format": "text", "path": str(corpus)}]
+    path = write_workflow(quickstart_tree)
+    before = _keys(path)
+    corpus.write_text("a different abstract about TP53 in tumours.\n")
+    os.utime(corpus, ns=(1, 1))
+    assert _keys(path)["ingest"] != before["ingest"]
+
+
+def test_needed_nodes_stop_at_cached_outputs(write_workflow, quickstart_tree):
+    config = load_workflow(write_workflow(quickstart_tree))
+    nodes = build_plan(config)
+    keys = compute_keys(nodes)
+    assert [n.name for n in needed_nodes(nodes, keys, config, ["pretrain"])] == ["ingest", "vocab", "tokenize", "pretrain"]
+    for name in ("vocab", "tokenize"):
+        committed = stage_dir(config, name, keys[name])
+        committed.mkdir(parents=True)
+        (committed / "result.json").write_text(json.dumps({"name": name, "key": keys[name], "path": str(committed), "metrics": {}}))
+        assert is_cached(config, name, keys[name])
+    # pretrain reads both committed outputs; nothing sends it back to ingest
+    assert [n.name for n in needed_nodes(nodes, keys, config, ["pretrain"])] == ["vocab", "tokenize", "pretrain"]
+
+
+def test_uncommitted_output_is_not_cached(write_workflow, quickstart_tree):
+    config = load_workflow(write_workflow(quickstart_tree))
+    keys = compute_keys(build_plan(config))
+    partial = stage_dir(config, "ingest", keys["ingest"])
+    partial.mkdir(parents=True)  # a crash left a directory but no committed result
+    assert not is_cached(config, "ingest", keys["ingest"])
