@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
@@ -10,6 +11,11 @@ from mlflow.tracking import MlflowClient
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from bioray.config import RegisterConfig
+
+
+def _requirements() -> list[str]:
+    """Stated explicitly: MLflow's inference would import torchvision, which a text encoder does not need."""
+    return [f"{name}=={version(name)}" for name in ("torch", "transformers", "tokenizers", "safetensors")]
 
 
 def run_register(config: RegisterConfig, *, encoder_dir: Path, scores: dict[str, float], run_id: str,
@@ -25,7 +31,7 @@ def run_register(config: RegisterConfig, *, encoder_dir: Path, scores: dict[str,
     with mlflow.start_run(run_id=run_id):
         info = mlflow.transformers.log_model(
             transformers_model={"model": model, "tokenizer": tokenizer}, name="encoder", task="fill-mask",
-            registered_model_name=config.model_name)
+            registered_model_name=config.model_name, pip_requirements=_requirements())
     client = MlflowClient(tracking_uri)
     version = str(info.registered_model_version)
     client.set_registered_model_alias(config.model_name, config.alias, version)

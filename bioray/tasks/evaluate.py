@@ -27,4 +27,4 @@ def run_evaluate(config: EvaluateConfig, dataset: DatasetConfig, *, model_dir: P
               f"```\n{entity_report(gold, predicted)}\n```\n")
     (output / "report.md").write_text(report)
     (output / "scores.json").write_text(json.dumps(scores, indent=2))
-    return {f"ner/test_{k}": v for k, v in scores.items()}
+    return {f"ner/test_{k}": float(v) for k, v in scores.items()}

@@ -1,0 +1,108 @@
+"""The quickstart for real, through the CLI: local Ray, DeepSpeed over gloo, an MLflow server over HTTP.
+
+One test, three runs: a first run executes every stage; an unchanged second run executes none; a
+third run that changes only the fine-tuning learning rate re-runs only what depends on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO
+
+WORKFLOW = str(REPO / "workflows" / "quickstart.yaml")
+STAGES = ["ingest", "vocab", "tokenize", "pretrain", "finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "register"]
+# Shorter than the shipped quickstart (300 pretraining steps, 3 epochs) to keep CI time down.
+FAST = ["--set", "pretrain.steps=60", "--set", "pretrain.log_every=10", "--set", "finetune.epochs=2"]
+
+
+def _bioray(args: list[str], env: dict) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "bioray.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=1800)
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 0, f"bioray {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
+    return done, elapsed
+
+
+def _stage_runs(client: MlflowClient, experiment_id: str) -> tuple:
+    """The newest parent run and its child runs by stage name."""
+    runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=200)
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = {r.data.tags["bioray.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    return parent, children
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "BIORAY_WORKDIR": str(tmp_path / "work"),
+           "BIORAY_DATA_ROOT": str(data_root)}
+    client = MlflowClient(mlflow_server)
+
+    # --- first run: everything executes --------------------------------------------------------
+    _, first_seconds = _bioray(["run", WORKFLOW, *FAST], env)
+    experiment = client.get_experiment_by_name("bioray-quickstart")
+    parent, children = _stage_runs(client, experiment.experiment_id)
+    assert parent.info.status == "FINISHED"
+    assert sorted(children) == sorted(STAGES)
+    for name, run in children.items():
+        assert run.info.status == "FINISHED", name
+        assert run.data.tags["bioray.cache"] == "miss", name
+        assert len(run.data.tags["bioray.stage_key"]) == 16
+        assert "mlflow.source.git.commit" in run.data.tags
+
+    f1 = children["evaluate/ncbi-disease/seed-42"].data.metrics["ner/test_f1"]
+    assert 0 < f1 <= 1
+    assert parent.data.metrics["ncbi-disease/ner/test_f1"] == pytest.approx(f1)
+
+    pretrain = children["pretrain"]
+    assert pretrain.data.params["zero_stage"] == "2" and pretrain.data.params["num_workers"] == "2"
+    losses = client.get_metric_history(pretrain.info.run_id, "pretrain/loss")
+    assert [m.step for m in losses] == [10, 20, 30, 40, 50, 60]
+    assert losses[-1].value < losses[0].value  # it learns
+    assert client.get_metric_history(pretrain.info.run_id, "pretrain/tokens_per_s")[-1].value > 0
+    artifacts = {a.path for a in client.list_artifacts(pretrain.info.run_id)}
+    assert {"loss_curve.png", "deepspeed_config.json", "history.json", "result.json"} <= artifacts
+    ingest = children["ingest"].data.metrics
+    assert ingest["ingest/quarantined_files"] == 0 and ingest["ingest/documents_pmc-oa"] == 8
+    assert children["tokenize"].data.metrics["tokenize/fill_ratio"] > 0.5
+
+    version = client.get_model_version_by_alias("bioray-encoder", "challenger")
+    assert version.tags["ncbi-disease/seed-42/ner/test_f1"]
+    import mlflow
+    from transformers import AutoModel
+
+    mlflow.set_tracking_uri(mlflow_server)
+    files = Path(mlflow.artifacts.download_artifacts(f"models:/bioray-encoder@challenger", dst_path=str(tmp_path / "dl")))
+    encoder = AutoModel.from_pretrained(str(files / "model"))
+    assert encoder.config.num_hidden_layers == 2 and encoder.config.hidden_size == 128
+
+    # --- second run, unchanged: nothing executes ----------------------------------------------
+    _, second_seconds = _bioray(["run", WORKFLOW, *FAST], env)
+    parent2, children2 = _stage_runs(client, experiment.experiment_id)
+    assert parent2.info.run_id != parent.info.run_id and parent2.info.status == "FINISHED"
+    assert {name: run.data.tags["bioray.cache"] for name, run in children2.items()} == {name: "hit" for name in STAGES}
+    assert children2["evaluate/ncbi-disease/seed-42"].data.metrics["ner/test_f1"] == pytest.approx(f1)
+    status, _ = _bioray(["status", WORKFLOW, "--json", *FAST], env)
+    assert {row["stage"]: row["status"] for row in json.loads(status.stdout)} == {name: "cached" for name in STAGES}
+    _bioray(["evaluate", WORKFLOW, *FAST], env)  # one stage: its cached output is reused, nothing else is touched
+    parent_eval, children_eval = _stage_runs(client, experiment.experiment_id)
+    assert list(children_eval) == ["evaluate/ncbi-disease/seed-42"]
+    assert parent_eval.data.tags["bioray.targets"] == "evaluate/ncbi-disease/seed-42"
+    print(f"first run {first_seconds:.1f}s, unchanged second run {second_seconds:.1f}s "
+          f"({100 * second_seconds / first_seconds:.1f}% of the first)")
+
+    # --- third run, only the fine-tuning learning rate changed ---------------------------------
+    _bioray(["run", WORKFLOW, *FAST, "--set", "finetune.lr=2e-3"], env)
+    _, children3 = _stage_runs(client, experiment.experiment_id)
+    reran = {name for name, run in children3.items() if run.data.tags["bioray.cache"] == "miss"}
+    assert reran == {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "register"}
+    assert client.get_model_version_by_alias("bioray-encoder", "challenger").version == "2"
