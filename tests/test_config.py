@@ -1,12 +1,12 @@
 import subprocess
+from pathlib import Path
 import sys
 import time
 
 import pytest
-import yaml
 
 from bioray.config import ConfigError, apply_overrides, interpolate_env, load_workflow
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_quickstart_validates(write_workflow, quickstart_tree):

@@ -1,4 +1,3 @@
-from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 

@@ -10,7 +10,6 @@ import json
 import random
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import ray
 from ray.data import ActorPoolStrategy

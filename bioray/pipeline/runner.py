@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from bioray.config import WorkflowConfig
-from bioray.pipeline.plan import Node, build_plan, compute_keys, is_cached, needed_nodes, stage_dir
+from bioray.pipeline.plan import build_plan, compute_keys, is_cached, needed_nodes, stage_dir
 from bioray.pipeline.stages import StageResult, execute_node
 from bioray import tracking
 

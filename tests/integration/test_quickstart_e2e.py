@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[2]
 
 WORKFLOW = str(REPO / "workflows" / "quickstart.yaml")
 STAGES = ["ingest", "vocab", "tokenize", "pretrain", "finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "register"]
@@ -81,7 +81,7 @@ def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
     from transformers import AutoModel
 
     mlflow.set_tracking_uri(mlflow_server)
-    files = Path(mlflow.artifacts.download_artifacts(f"models:/bioray-encoder@challenger", dst_path=str(tmp_path / "dl")))
+    files = Path(mlflow.artifacts.download_artifacts("models:/bioray-encoder@challenger", dst_path=str(tmp_path / "dl")))
     encoder = AutoModel.from_pretrained(str(files / "model"))
     assert encoder.config.num_hidden_layers == 2 and encoder.config.hidden_size == 128
 
