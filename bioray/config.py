@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bioray.corpus.files import list_source_files
+
 
 class ConfigError(ValueError):
     """A workflow file that cannot be used; the message names the key or file."""
@@ -276,7 +278,7 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid workflow configuration"]
     for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"]).lstrip(".") or "(top level)"
         if item["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
         elif item["type"] == "missing":
@@ -292,8 +294,6 @@ def check_inputs(config: WorkflowConfig) -> None:
     """Every input file named by the workflow must exist."""
     missing = []
     for i, source in enumerate(config.ingest.sources):
-        from bioray.corpus.files import list_source_files  # local import: keeps config import light
-
         if not list_source_files(config.data_path(source.path), source.format):
             missing.append(f"ingest.sources[{i}].path: no {source.format} files at {config.data_path(source.path)}")
     for i, dataset in enumerate(config.finetune.datasets):

@@ -1,11 +1,12 @@
 import subprocess
-from pathlib import Path
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from bioray.config import ConfigError, apply_overrides, interpolate_env, load_workflow
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -103,6 +104,7 @@ def test_cli_misspelled_key_fails_fast_and_names_it(write_workflow, quickstart_t
 
 def test_every_command_has_help():
     from click.testing import CliRunner
+
     from bioray.cli import main
 
     runner = CliRunner()

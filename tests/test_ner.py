@@ -3,8 +3,15 @@ import pytest
 from transformers import AutoTokenizer
 
 from bioray.data.vocab import train_wordpiece
-from bioray.tasks.ner import (IGNORE_INDEX, Sentence, entity_scores, label_list, make_windows, predict_tags,
-                              read_conll)
+from bioray.tasks.ner import (
+    IGNORE_INDEX,
+    Sentence,
+    entity_scores,
+    label_list,
+    make_windows,
+    predict_tags,
+    read_conll,
+)
 
 
 @pytest.fixture(scope="module")

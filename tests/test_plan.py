@@ -3,7 +3,13 @@ import os
 
 from bioray.config import load_workflow
 from bioray.pipeline import plan
-from bioray.pipeline.plan import build_plan, compute_keys, is_cached, needed_nodes, stage_dir
+from bioray.pipeline.plan import (
+    build_plan,
+    compute_keys,
+    is_cached,
+    needed_nodes,
+    stage_dir,
+)
 
 
 def _keys(path, overrides=()):

@@ -1,7 +1,12 @@
 
 from mlflow.tracking import MlflowClient
 
-from bioray.tracking import ensure_experiment, flatten, log_params_and_tags, tracking_uri_for
+from bioray.tracking import (
+    ensure_experiment,
+    flatten,
+    log_params_and_tags,
+    tracking_uri_for,
+)
 
 
 def test_default_store_is_sqlite_in_workdir(tmp_path, monkeypatch):

@@ -6,7 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.dataset as pads
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import AutoTokenizer, BertTokenizerFast
 
 from bioray.config import VocabConfig

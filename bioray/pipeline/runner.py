@@ -16,10 +16,17 @@ from pathlib import Path
 
 import yaml
 
-from bioray.config import WorkflowConfig
-from bioray.pipeline.plan import build_plan, compute_keys, is_cached, needed_nodes, stage_dir
-from bioray.pipeline.stages import StageResult, execute_node
 from bioray import tracking
+from bioray.config import WorkflowConfig
+from bioray.pipeline.plan import (
+    Node,
+    build_plan,
+    compute_keys,
+    is_cached,
+    needed_nodes,
+    stage_dir,
+)
+from bioray.pipeline.stages import StageResult, execute_node
 
 log = logging.getLogger(__name__)
 
@@ -28,35 +35,34 @@ ARTIFACT_SUFFIXES = (".json", ".md", ".png", ".yaml")
 
 @dataclass
 class RunSummary:
+    """What a pipeline run did: results of finished stages (run or cached), errors of failed ones."""
+
     parent_run_id: str
     results: dict[str, StageResult] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
 
-def _start_ray(config: WorkflowConfig) -> None:
+def ray_module(config: WorkflowConfig):
+    """Ray, connected: to RAY_ADDRESS / ray.address when given, else to a new local instance.
+
+    Imported here, not at module level, so `bioray status` and fully cached runs never start Ray.
+    """
     import ray
 
-    if ray.is_initialized():
-        return
-    address = config.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:  # logical CPUs: training workers, data tasks and stage tasks share the cores
-        ray.init(num_cpus=config.ray.num_cpus or max(4, os.cpu_count() or 1))
+    if not ray.is_initialized():
+        address = config.ray.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address)
+        else:  # logical CPUs: training workers, data tasks and stage tasks share the cores
+            ray.init(num_cpus=config.ray.num_cpus or max(4, os.cpu_count() or 1))
+    return ray
 
 
 def _log_small_outputs(client, run_id: str, directory: Path) -> None:
     for path in sorted(directory.iterdir()):
         if path.is_file() and path.suffix in ARTIFACT_SUFFIXES and path.stat().st_size < 5_000_000:
             client.log_artifact(run_id, str(path))
-
-
-def _finish_child(client, run_id: str, result: StageResult) -> None:
-    tracking.log_metrics(client, run_id, {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
-    client.set_tag(run_id, "bioray.output", result.path)
-    _log_small_outputs(client, run_id, Path(result.path))
-    client.set_terminated(run_id, "FINISHED")
 
 
 def _last_line(exc: Exception) -> str:
@@ -82,7 +88,56 @@ def _parent_metrics(results: dict[str, StageResult]) -> dict[str, float]:
     return metrics
 
 
+class _StageRuns:
+    """The MLflow side of one pipeline run: a parent run and a child run per stage."""
+
+    def __init__(self, config: WorkflowConfig, targets: list[str] | None, workflow_file: str):
+        self.uri = tracking.tracking_uri_for(config.tracking.uri, config.workdir_path)
+        config.workdir_path.mkdir(parents=True, exist_ok=True)
+        self.client = tracking.configure(self.uri)
+        self.experiment_id = tracking.ensure_experiment(self.client, config.tracking.experiment, config.workdir_path)
+        self.tags = tracking.common_tags()
+        parent = self.client.create_run(self.experiment_id, run_name=config.name, tags={
+            **self.tags, "bioray.workflow": workflow_file, "bioray.targets": ",".join(targets or ["all"])})
+        self.parent_id = parent.info.run_id
+        self.client.log_text(self.parent_id, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False),
+                             "workflow.resolved.yaml")
+        tracking.log_params_and_tags(self.client, self.parent_id,
+                                     {"workflow": config.name, "workdir": str(config.workdir_path)}, {})
+        self.children: dict[str, str] = {}
+
+    def start_child(self, node: Node, key: str, output: Path, cached: bool) -> str:
+        child = self.client.create_run(self.experiment_id, run_name=node.name, tags={
+            **self.tags, "mlflow.parentRunId": self.parent_id, "bioray.stage": node.name,
+            "bioray.stage_kind": node.kind, "bioray.stage_key": key, "bioray.cache": "hit" if cached else "miss",
+            "bioray.output": str(output)})
+        self.children[node.name] = child.info.run_id
+        tracking.log_params_and_tags(self.client, child.info.run_id, tracking.flatten(node.params), {})
+        return child.info.run_id
+
+    def finish_child(self, name: str, result: StageResult) -> None:
+        run_id = self.children[name]
+        tracking.log_metrics(self.client, run_id, {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
+        _log_small_outputs(self.client, run_id, Path(result.path))
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def fail_child(self, name: str, error: str) -> None:
+        self.client.set_tag(self.children[name], "bioray.error", error[:5000])
+        self.client.set_terminated(self.children[name], "FAILED")
+
+    def finish(self, summary: RunSummary, run_count: int, interrupted: bool = False) -> None:
+        for name, run_id in self.children.items():  # a stage still running when the driver stops
+            if name not in summary.results and name not in summary.failed:
+                self.client.set_terminated(run_id, "KILLED")
+        tracking.log_metrics(self.client, self.parent_id, {
+            **_parent_metrics(summary.results), "pipeline/seconds": summary.seconds,
+            "pipeline/stages_run": run_count, "pipeline/stages_cached": len(self.children) - run_count})
+        status = "KILLED" if interrupted else "FAILED" if summary.failed else "FINISHED"
+        self.client.set_terminated(self.parent_id, status)
+
+
 def run_workflow(config: WorkflowConfig, targets: list[str] | None = None, workflow_file: str = "") -> RunSummary:
+    """Run the target stages (default: all) and whatever stale stages they need."""
     started = time.perf_counter()
     nodes = build_plan(config)
     keys = compute_keys(nodes)
@@ -90,74 +145,64 @@ def run_workflow(config: WorkflowConfig, targets: list[str] | None = None, workf
     to_run = [n for n in wanted if not is_cached(config, n.name, keys[n.name])]
     log.info("%d stage(s) selected, %d cached, %d to run", len(wanted), len(wanted) - len(to_run), len(to_run))
 
-    uri = tracking.tracking_uri_for(config.tracking.uri, config.workdir_path)
-    config.workdir_path.mkdir(parents=True, exist_ok=True)
-    client = tracking.configure(uri)
-    experiment_id = tracking.ensure_experiment(client, config.tracking.experiment, config.workdir_path)
-    tags = tracking.common_tags()
-    parent = client.create_run(experiment_id, run_name=config.name,
-                               tags={**tags, "bioray.workflow": workflow_file, "bioray.targets": ",".join(targets or ["all"])})
-    parent_id = parent.info.run_id
-    summary = RunSummary(parent_id)
-    resolved = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    client.log_text(parent_id, resolved, "workflow.resolved.yaml")
-    tracking.log_params_and_tags(client, parent_id, {"workflow": config.name, "workdir": str(config.workdir_path)}, {})
+    runs = _StageRuns(config, targets, workflow_file)
+    summary = RunSummary(runs.parent_id)
+    try:
+        pending = _submit(config, wanted, to_run, keys, runs, summary)
+        _collect(pending, runs, summary)
+    except BaseException:
+        summary.seconds = time.perf_counter() - started
+        runs.finish(summary, len(to_run), interrupted=True)
+        raise
+    summary.seconds = time.perf_counter() - started
+    runs.finish(summary, len(to_run))
+    return summary
 
-    if to_run:
-        _start_ray(config)
-        import ray
-        remote_execute = ray.remote(execute_node)
 
-    pending, handles, child_ids = {}, {}, {}
+def _submit(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], keys: dict[str, str],
+            runs: _StageRuns, summary: RunSummary) -> dict:
+    """Cached stages are reported at once; the others become Ray tasks wired by their inputs' ObjectRefs."""
+    remote_execute = ray_module(config).remote(execute_node) if to_run else None
+    handles, pending = {}, {}
     config_json = config.model_dump_json()
     for node in wanted:
         key = keys[node.name]
+        output = stage_dir(config, node.name, key)
         cached = node not in to_run
-        child = client.create_run(experiment_id, run_name=node.name, tags={
-            **tags, "mlflow.parentRunId": parent_id, "bioray.stage": node.name, "bioray.stage_kind": node.kind,
-            "bioray.stage_key": key, "bioray.cache": "hit" if cached else "miss",
-            "bioray.output": str(stage_dir(config, node.name, key))})
-        child_ids[node.name] = child.info.run_id
-        tracking.log_params_and_tags(client, child.info.run_id, tracking.flatten(node.params), {})
+        run_id = runs.start_child(node, key, output, cached)
         if cached:
-            result = StageResult.load(stage_dir(config, node.name, key))
-            handles[node.name] = result
-            summary.results[node.name] = result
-            _finish_child(client, child.info.run_id, result)
+            result = StageResult.load(output)
+            handles[node.name] = summary.results[node.name] = result
+            runs.finish_child(node.name, result)
             log.info("stage %-32s cached (%s)", node.name, key)
             continue
         upstream = [handles[name] for name in node.inputs]
         ref = remote_execute.options(num_cpus=node.num_cpus, name=node.name, max_retries=0).remote(
-            node, key, config_json, child.info.run_id, uri, *upstream)
+            node, key, config_json, run_id, runs.uri, *upstream)
         handles[node.name] = ref
-        pending[ref] = (node, time.perf_counter())
+        pending[ref] = node
+    return pending
+
+
+def _collect(pending: dict, runs: _StageRuns, summary: RunSummary) -> None:
+    """Wait for stages in completion order; a failure marks its run and everything downstream of it."""
+    import ray
 
     while pending:
-        import ray
         done, _ = ray.wait(list(pending), num_returns=1)
-        node, submitted = pending.pop(done[0])
-        run_id = child_ids[node.name]
+        node = pending.pop(done[0])
         try:
             result = ray.get(done[0])
         except Exception as exc:  # the stage failed, or an upstream stage did
             upstream_failed = [name for name in node.inputs if name in summary.failed]
             summary.failed[node.name] = (f"not run: upstream stage {upstream_failed[0]} failed" if upstream_failed
                                          else _last_line(exc))
-            client.set_tag(run_id, "bioray.error", summary.failed[node.name][:5000])
-            client.set_terminated(run_id, "FAILED")
+            runs.fail_child(node.name, summary.failed[node.name])
             log.error("stage %s failed: %s", node.name, summary.failed[node.name])
             continue
         summary.results[node.name] = result
-        _finish_child(client, run_id, result)
-        log.info("stage %-32s done in %.1fs (%s)", node.name, time.perf_counter() - submitted, result.key)
-
-    tracking.log_metrics(client, parent_id, _parent_metrics(summary.results))
-    summary.seconds = time.perf_counter() - started
-    tracking.log_metrics(client, parent_id, {"pipeline/seconds": summary.seconds,
-                                             "pipeline/stages_run": len(to_run),
-                                             "pipeline/stages_cached": len(wanted) - len(to_run)})
-    client.set_terminated(parent_id, "FAILED" if summary.failed else "FINISHED")
-    return summary
+        runs.finish_child(node.name, result)
+        log.info("stage %-32s done in %.1fs (%s)", node.name, result.metrics.get("stage/seconds", 0.0), result.key)
 
 
 def stage_status(config: WorkflowConfig) -> list[dict]:

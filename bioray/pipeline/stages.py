@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,8 +49,8 @@ def _tokenize(config, node, out, up, ctx):
 
 
 def _pretrain(config, node, out, up, ctx):
-    from bioray.train.pretrain import run_pretrain
     from bioray.plots import plot_history
+    from bioray.train.pretrain import run_pretrain
     init = config.data_path(config.pretrain.init_checkpoint) if config.pretrain.init_checkpoint else None
     metrics = run_pretrain(config.pretrain, sequences_dir=Path(up["tokenize"].path) / "sequences",
                            tokenizer_dir=Path(up["vocab"].path) / "tokenizer", output=out, storage=config.train_storage,
@@ -107,7 +108,9 @@ def execute_node(node: Node, key: str, config_json: str, run_id: str, tracking_u
     tmp.mkdir(parents=True)
     try:
         context = {"key": key, "run_id": run_id, "tracking_uri": tracking_uri}
+        started = time.perf_counter()
         metrics = RUNNERS[node.kind](config, node, tmp, {u.name: u for u in upstream}, context)
+        metrics["stage/seconds"] = time.perf_counter() - started
         (tmp / "stage.yaml").write_text(yaml.safe_dump({"name": node.name, "key": key, "params": node.params,
                                                         "inputs": {u.name: u.key for u in upstream}}, sort_keys=False))
         result = StageResult(node.name, key, str(final), metrics)

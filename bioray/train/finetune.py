@@ -14,7 +14,14 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from bioray.config import DatasetConfig, FinetuneConfig
-from bioray.tasks.ner import collate, entity_scores, label_list, make_windows, predict_tags, read_conll
+from bioray.tasks.ner import (
+    collate,
+    entity_scores,
+    label_list,
+    make_windows,
+    predict_tags,
+    read_conll,
+)
 from bioray.tracking import WorkerLogger
 from bioray.train.deepspeed import linear_warmup_decay
 

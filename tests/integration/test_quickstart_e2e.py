@@ -24,12 +24,12 @@ STAGES = ["ingest", "vocab", "tokenize", "pretrain", "finetune/ncbi-disease/seed
 FAST = ["--set", "pretrain.steps=60", "--set", "pretrain.log_every=10", "--set", "finetune.epochs=2"]
 
 
-def _bioray(args: list[str], env: dict) -> tuple[subprocess.CompletedProcess, float]:
+def _bioray(args: list[str], env: dict, expect: int = 0) -> tuple[subprocess.CompletedProcess, float]:
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "bioray.cli", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=1800)
     elapsed = time.perf_counter() - started
-    assert done.returncode == 0, f"bioray {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
+    assert done.returncode == expect, f"bioray {' '.join(args)}:\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
     return done, elapsed
 
 
@@ -106,3 +106,16 @@ def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
     reran = {name for name, run in children3.items() if run.data.tags["bioray.cache"] == "miss"}
     assert reran == {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "register"}
     assert client.get_model_version_by_alias("bioray-encoder", "challenger").version == "2"
+
+    # --- fourth run, a broken training file: its stage fails naming file and line, the rest is untouched
+    broken = tmp_path / "broken_train.tsv"
+    broken.write_text("Aspirin\tO\nthis line has no tag column\n")
+    done, _ = _bioray(["run", WORKFLOW, *FAST, "--set", f"finetune.datasets[0].train={broken}"], env, expect=1)
+    assert "broken_train.tsv:2: expected 'token<TAB>tag'" in done.stderr
+    parent4, children4 = _stage_runs(client, experiment.experiment_id)
+    assert parent4.info.status == "FAILED"
+    assert children4["pretrain"].data.tags["bioray.cache"] == "hit"
+    assert children4["finetune/ncbi-disease/seed-42"].info.status == "FAILED"
+    assert "broken_train.tsv:2" in children4["finetune/ncbi-disease/seed-42"].data.tags["bioray.error"]
+    assert children4["register"].data.tags["bioray.error"] == "not run: upstream stage evaluate/ncbi-disease/seed-42 failed"
+    assert client.get_model_version_by_alias("bioray-encoder", "challenger").version == "2"  # nothing registered
