@@ -106,6 +106,26 @@ def status(workflow, overrides, as_json):
 
 
 @main.command()
+@click.argument("destination", type=click.Path(file_okay=False))
+@click.option("--source", type=click.Choice(["pubmed-baseline", "pubmed-updates"]), default="pubmed-updates",
+              show_default=True, help="Which NLM directory to mirror.")
+@click.option("--url", default=None, help="Listing URL instead of NLM's (a mirror).")
+@click.option("--limit", type=int, default=None, help="At most this many files of the listing (the first ones).")
+def fetch(destination, source, url, limit):
+    """Download the PubMed files DESTINATION lacks (resuming partial ones, checking MD5s)."""
+    from pathlib import Path
+
+    from bioray.corpus.fetch import PUBMED_BASELINE, PUBMED_UPDATES, fetch_pubmed
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    listing = url or (PUBMED_BASELINE if source == "pubmed-baseline" else PUBMED_UPDATES)
+    report = fetch_pubmed(listing, Path(destination), limit=limit)
+    click.echo(json.dumps(report.__dict__, indent=2))
+    if report.failed:
+        sys.exit(1)
+
+
+@main.command()
 @workflow_argument
 @set_option
 def validate(workflow, overrides):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -56,10 +57,25 @@ def common_tags() -> dict[str, str]:
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    job_id = os.environ.get("RAY_JOB_SUBMISSION_ID") or os.environ.get("RAY_JOB_ID")
+    job_id = ray_job_submission_id()
     if job_id:
         tags["ray.job_id"] = job_id
     return tags
+
+
+def ray_job_submission_id() -> str | None:
+    """The id `ray job submit` printed, when this driver runs as a Ray job.
+
+    The job supervisor hands the driver its job config (with the submission id in its metadata)
+    through the RAY_JOB_CONFIG_JSON_ENV_VAR environment variable.
+    """
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return None
+    try:
+        return json.loads(raw).get("metadata", {}).get("job_submission_id")
+    except (ValueError, AttributeError):
+        return None
 
 
 def log_params_and_tags(client: MlflowClient, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:

@@ -32,3 +32,13 @@ def test_many_params_are_logged_in_batches(tmp_path):
     log_params_and_tags(client, run.info.run_id, params, {"bioray.stage": "x"})
     logged = client.get_run(run.info.run_id).data
     assert len(logged.params) == 251 and logged.params["model.layers"] == "2" and logged.tags["bioray.stage"] == "x"
+
+
+def test_ray_job_id_tag_from_the_job_supervisor_env(monkeypatch):
+    from bioray.tracking import common_tags
+
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert "ray.job_id" not in common_tags()
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR",
+                       '{"runtime_env": {}, "metadata": {"job_submission_id": "raysubmit_abc123"}}')
+    assert common_tags()["ray.job_id"] == "raysubmit_abc123"

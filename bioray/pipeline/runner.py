@@ -194,7 +194,8 @@ def _collect(pending: dict, runs: _StageRuns, summary: RunSummary) -> None:
         try:
             result = ray.get(done[0])
         except Exception as exc:  # the stage failed, or an upstream stage did
-            upstream_failed = [name for name in node.inputs if name in summary.failed]
+            # A stage starts only after all its inputs succeeded, so an input without a result failed.
+            upstream_failed = [name for name in node.inputs if name not in summary.results]
             summary.failed[node.name] = (f"not run: upstream stage {upstream_failed[0]} failed" if upstream_failed
                                          else _last_line(exc))
             runs.fail_child(node.name, summary.failed[node.name])

@@ -97,7 +97,7 @@ def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
     parent_eval, children_eval = _stage_runs(client, experiment.experiment_id)
     assert list(children_eval) == ["evaluate/ncbi-disease/seed-42"]
     assert parent_eval.data.tags["bioray.targets"] == "evaluate/ncbi-disease/seed-42"
-    print(f"first run {first_seconds:.1f}s, unchanged second run {second_seconds:.1f}s "
+    print(f"NCBI-disease test F1 {f1:.4f}; first run {first_seconds:.1f}s, unchanged second run {second_seconds:.1f}s "
           f"({100 * second_seconds / first_seconds:.1f}% of the first)")
 
     # --- third run, only the fine-tuning learning rate changed ---------------------------------

@@ -1,0 +1,117 @@
+"""Fetch NLM files: only what is not here yet, resuming partial downloads, verifying MD5 checksums.
+
+The PubMed baseline and update directories (https://ftp.ncbi.nlm.nih.gov/pubmed/baseline/,
+.../updatefiles/) are HTTP listings of `pubmedYYnNNNN.xml.gz` files, each with a `.md5` sibling
+holding `MD5(name)= <hex>`. PMC Open Access packages are fetched from a list of URLs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urljoin
+
+log = logging.getLogger(__name__)
+
+PUBMED_BASELINE = "https://ftp.ncbi.nlm.nih.gov/pubmed/baseline/"
+PUBMED_UPDATES = "https://ftp.ncbi.nlm.nih.gov/pubmed/updatefiles/"
+PUBMED_FILE = re.compile(r'href="(pubmed\d+n\d+\.xml\.gz)"')
+CHUNK = 1 << 20
+
+
+class ChecksumError(ValueError):
+    """A downloaded file does not match its published MD5."""
+
+
+@dataclass
+class FetchReport:
+    downloaded: list[str] = field(default_factory=list)
+    already_present: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _get(url: str, timeout: float, headers: dict | None = None):
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout)
+
+
+def list_pubmed_files(listing_url: str, timeout: float = 60) -> list[str]:
+    """The `.xml.gz` file names of a PubMed directory listing, in publication order."""
+    with _get(listing_url, timeout) as response:
+        html = response.read().decode("utf-8", errors="replace")
+    return sorted(set(PUBMED_FILE.findall(html)))
+
+
+def published_md5(md5_url: str, timeout: float = 60) -> str:
+    """Parse NLM's `MD5(pubmed26n0001.xml.gz)= 0123…` (or a bare `hex  name`) checksum file."""
+    with _get(md5_url, timeout) as response:
+        text = response.read().decode("ascii", errors="replace")
+    match = re.search(r"\b([0-9a-fA-F]{32})\b", text)
+    if not match:
+        raise ChecksumError(f"{md5_url}: no MD5 checksum in {text[:80]!r}")
+    return match.group(1).lower()
+
+
+def _md5_of(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, destination: Path, expected_md5: str | None = None, timeout: float = 60) -> bool:
+    """Download url to destination through `<name>.part`, resuming a partial file with an HTTP Range.
+
+    Returns True when an earlier partial download was resumed. The file appears under its final
+    name only after its checksum matched (a rename, so readers never see half a file).
+    """
+    partial = destination.with_name(destination.name + ".part")
+    offset = partial.stat().st_size if partial.exists() else 0
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    try:
+        response = _get(url, timeout, headers)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 416:  # 416: the partial file is already complete
+            raise
+        response = None
+    resumed = bool(offset) and (response is None or response.status == 206)
+    if response is not None:
+        with response, open(partial, "ab" if resumed else "wb") as out:
+            for block in iter(lambda: response.read(CHUNK), b""):
+                out.write(block)
+    if expected_md5 is not None:
+        actual = _md5_of(partial)
+        if actual != expected_md5:
+            partial.unlink()  # a corrupt download is not resumed from
+            raise ChecksumError(f"{destination.name}: MD5 {actual} does not match the published {expected_md5}")
+    os.replace(partial, destination)
+    return resumed
+
+
+def fetch_pubmed(listing_url: str, destination: Path, limit: int | None = None, timeout: float = 60) -> FetchReport:
+    """Bring destination up to date with a PubMed listing: new files only, each checked against its .md5."""
+    destination.mkdir(parents=True, exist_ok=True)
+    report = FetchReport()
+    names = list_pubmed_files(listing_url, timeout)
+    for name in names[:limit] if limit else names:
+        target = destination / name
+        if target.exists():
+            report.already_present.append(name)
+            continue
+        try:
+            expected = published_md5(urljoin(listing_url, name + ".md5"), timeout)
+            if download(urljoin(listing_url, name), target, expected, timeout):
+                report.resumed.append(name)
+            report.downloaded.append(name)
+            log.info("fetched %s", name)
+        except (OSError, ChecksumError) as exc:  # one bad file does not stop the others
+            report.failed[name] = f"{type(exc).__name__}: {exc}"
+            log.error("could not fetch %s: %s", name, exc)
+    return report

@@ -1,0 +1,127 @@
+"""The fetcher against a real HTTP server on loopback that serves an NLM-style listing with Range support."""
+
+import gzip
+import hashlib
+import http.server
+import threading
+
+import pytest
+
+from bioray.corpus.fetch import ChecksumError, download, fetch_pubmed, list_pubmed_files
+
+
+class NlmLikeServer(http.server.ThreadingHTTPServer):
+    def __init__(self, files: dict[str, bytes]):
+        self.files = files
+        self.bytes_sent: dict[str, int] = {}
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        name = self.path.rsplit("/", 1)[-1]
+        server: NlmLikeServer = self.server
+        if name == "":
+            body = "".join(f'<a href="{n}">{n}</a>\n' for n in server.files).encode()
+            return self._send(200, body)
+        if name not in server.files:
+            return self._send(404, b"not found")
+        body, status = server.files[name], 200
+        ranged = self.headers.get("Range")
+        if ranged:
+            start = int(ranged.removeprefix("bytes=").split("-")[0])
+            if start >= len(body):
+                return self._send(416, b"")
+            body, status = body[start:], 206
+        server.bytes_sent[name] = server.bytes_sent.get(name, 0) + len(body)
+        self._send(status, body)
+
+    def _send(self, status: int, body: bytes):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _update_file(pmid: int) -> bytes:
+    xml = f"<PubmedArticleSet><PubmedArticle><MedlineCitation><PMID>{pmid}</PMID></MedlineCitation></PubmedArticle></PubmedArticleSet>"
+    return gzip.compress(xml.encode() * 200, compresslevel=0)  # stored: big enough to cut in two
+
+
+def _md5_file(name: str, content: bytes) -> bytes:
+    return f"MD5({name})= {hashlib.md5(content).hexdigest()}\n".encode()
+
+
+@pytest.fixture
+def nlm():
+    files = {}
+    for i in (1, 2):
+        name = f"pubmed26n{i:04d}.xml.gz"
+        files[name] = _update_file(i)
+        files[name + ".md5"] = _md5_file(name, files[name])
+    server = NlmLikeServer(files)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}/pubmed/updatefiles/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_listing_names_in_order(nlm):
+    _, url = nlm
+    assert list_pubmed_files(url) == ["pubmed26n0001.xml.gz", "pubmed26n0002.xml.gz"]
+
+
+def test_fetches_only_new_files_and_verifies_them(nlm, tmp_path):
+    server, url = nlm
+    first = fetch_pubmed(url, tmp_path)
+    assert first.downloaded == ["pubmed26n0001.xml.gz", "pubmed26n0002.xml.gz"] and not first.failed
+    assert (tmp_path / "pubmed26n0002.xml.gz").read_bytes() == server.files["pubmed26n0002.xml.gz"]
+
+    name = "pubmed26n0003.xml.gz"  # NLM publishes a new update file
+    server.files[name] = _update_file(3)
+    server.files[name + ".md5"] = _md5_file(name, server.files[name])
+    sent_before = dict(server.bytes_sent)
+    second = fetch_pubmed(url, tmp_path)
+    assert second.downloaded == [name]
+    assert second.already_present == ["pubmed26n0001.xml.gz", "pubmed26n0002.xml.gz"]
+    assert {k: v for k, v in server.bytes_sent.items() if k.endswith(".xml.gz")} == {**{k: v for k, v in sent_before.items() if k.endswith(".xml.gz")}, name: len(server.files[name])}
+
+
+def test_resumes_a_partial_download(nlm, tmp_path):
+    server, url = nlm
+    name = "pubmed26n0001.xml.gz"
+    content = server.files[name]
+    (tmp_path / (name + ".part")).write_bytes(content[:1000])
+    report = fetch_pubmed(url, tmp_path, limit=1)
+    assert report.resumed == [name]
+    assert server.bytes_sent[name] == len(content) - 1000  # only the missing tail travelled
+    assert (tmp_path / name).read_bytes() == content
+    assert not (tmp_path / (name + ".part")).exists()
+
+
+def test_checksum_mismatch_is_reported_and_nothing_is_committed(nlm, tmp_path):
+    server, url = nlm
+    server.files["pubmed26n0002.xml.gz.md5"] = _md5_file("pubmed26n0002.xml.gz", b"something else")
+    report = fetch_pubmed(url, tmp_path)
+    assert report.downloaded == ["pubmed26n0001.xml.gz"]
+    assert "pubmed26n0002.xml.gz: MD5" in report.failed["pubmed26n0002.xml.gz"]
+    assert not (tmp_path / "pubmed26n0002.xml.gz").exists() and not (tmp_path / "pubmed26n0002.xml.gz.part").exists()
+    with pytest.raises(ChecksumError):
+        download(f"{url}pubmed26n0002.xml.gz", tmp_path / "x.xml.gz", expected_md5="0" * 32)
+
+
+def test_cli_fetch(nlm, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from bioray.cli import main
+
+    _, url = nlm
+    result = CliRunner().invoke(main, ["fetch", str(tmp_path / "mirror"), "--url", url])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["downloaded"] == ["pubmed26n0001.xml.gz", "pubmed26n0002.xml.gz"]
