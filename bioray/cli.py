@@ -125,6 +125,38 @@ def fetch(destination, source, url, limit):
         sys.exit(1)
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks (speed is measured here, never asserted in tests)."""
+
+
+@bench.command(name="tokenize")
+@click.option("--data", "data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Raw corpus directory (.jsonl[.gz], MEDLINE/PMC .xml[.gz], .nxml, .txt).")
+@click.option("--tokenizer", type=click.Path(exists=True, file_okay=False), default=None,
+              help="HF tokenizer directory (default: train a 30,522-piece WordPiece on the corpus, untimed).")
+@click.option("--seq-len", type=int, default=128, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_tokenize_command(data, tokenizer, seq_len, as_json):
+    """Raw tokenizer vs. the Ray Data tokenize+pack stage vs. ingest, in one run."""
+    from pathlib import Path
+
+    from bioray.bench import bench_tokenize
+
+    result = bench_tokenize(Path(data), Path(tokenizer) if tokenizer else None, seq_len)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"cores                      {result['cores']}")
+    click.echo(f"corpus                     {result['documents']} documents, {result['text_mb']:.1f} MB of text")
+    click.echo(f"(a) raw tokenizer, 1 core  {result['raw_tokens_per_s'] / 1e6:.3f} M tokens/s, {result['raw_mb_per_s']:.2f} MB/s")
+    click.echo(f"(b) tokenize+pack on Ray   {result['pipeline_tokens_per_s'] / 1e6:.3f} M tokens/s ({result['pipeline_seconds']:.1f} s)")
+    click.echo(f"    ratio (b) / (cores x a) {result['ratio']:.2f}")
+    click.echo(f"(c) ingest                 {result['ingest_mb_per_s']:.2f} MB/s of text ({result['ingest_seconds']:.1f} s)")
+    click.echo(f"fill ratio                 {result['fill_ratio']:.3f}")
+    click.echo(f"peak memory                {result['peak_rss_mb']:.0f} MB")
+
+
 @main.command()
 @workflow_argument
 @set_option

@@ -6,6 +6,7 @@ import pytest
 from bioray.corpus.files import list_source_files
 from bioray.corpus.medline import read_medline
 from bioray.corpus.pmc import read_pmc
+from bioray.corpus.quarantine import Quarantined
 from bioray.corpus.readers import read_documents
 from bioray.corpus.sentences import sentence_spans
 from bioray.corpus.text import read_jsonl, read_text_lines
@@ -95,15 +96,40 @@ def test_text_and_jsonl(tmp_path):
     assert record["doc_id"] == "j:x1" and record["text"] == "hello world" and json.loads(record["metadata"]) == {"pmid": "5"}
 
 
-def test_corrupt_inputs_raise_errors_naming_the_problem(tmp_path):
+def test_bad_records_are_quarantined_one_by_one(tmp_path):
+    text = tmp_path / "mixed.txt"
+    text.write_bytes(b"good first line\nbad \xff\xfe bytes\ngood third line\n")
+    records = list(read_text_lines(text, "t"))
+    assert [r["text"] for r in records if isinstance(r, dict)] == ["good first line", "good third line"]
+    (bad,) = [r for r in records if isinstance(r, Quarantined)]
+    assert bad.location == "line 2" and "not UTF-8: byte 0xff at column 5" in bad.error
+
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_text('{"text": "ok"}\n{not json\n{"text": ""}\n{"id": 3}\n')
+    records = list(read_jsonl(jsonl, "j"))
+    assert [r["text"] for r in records if isinstance(r, dict)] == ["ok"]
+    assert [(q.location, q.error.split(" (")[0]) for q in records if isinstance(q, Quarantined)] == [
+        ("line 2", "not valid JSON"), ("line 3", "no text in field 'text'"), ("line 4", "no text in field 'text'")]
+
+
+def test_medline_article_without_pmid_or_text_is_quarantined(tmp_path):
+    path = tmp_path / "m.xml"
+    path.write_text("<PubmedArticleSet>"
+                    "<PubmedArticle><MedlineCitation><Article><ArticleTitle>No id.</ArticleTitle></Article></MedlineCitation></PubmedArticle>"
+                    "<PubmedArticle><MedlineCitation><PMID>7</PMID><Article><Abstract><AbstractText></AbstractText></Abstract></Article></MedlineCitation></PubmedArticle>"
+                    "<PubmedArticle><MedlineCitation><PMID>8</PMID><Article><ArticleTitle>Fine.</ArticleTitle></Article></MedlineCitation></PubmedArticle>"
+                    "</PubmedArticleSet>")
+    records = list(read_medline(path, "m"))
+    assert [(q.location, q.error) for q in records if isinstance(q, Quarantined)] == [
+        ("PubmedArticle 1", "no MedlineCitation/PMID"), ("PubmedArticle 2 (PMID 7)", "no title or abstract text")]
+    assert [r["doc_id"] for r in records if isinstance(r, dict)] == ["pmid:8"]
+
+
+def test_unreadable_gzip_raises(tmp_path):
     bad_gz = tmp_path / "broken.xml.gz"
     bad_gz.write_bytes(b"\x1f\x8b\x08\x00garbage")
-    with pytest.raises(EOFError):  # ingest quarantines the file with this error and its path
+    with pytest.raises(EOFError):  # ingest keeps what parsed before and quarantines the rest of the file
         list(read_documents(bad_gz, "medline", "m"))
-    bad_json = tmp_path / "c.jsonl"
-    bad_json.write_text('{"text": "ok"}\n{not json\n')
-    with pytest.raises(ValueError, match=r"c\.jsonl:2: not valid JSON"):
-        list(read_jsonl(bad_json, "j"))
 
 
 def test_sentence_spans_respect_abbreviations():

@@ -9,6 +9,8 @@ from typing import Iterator
 
 from lxml import etree
 
+from bioray.corpus.quarantine import Quarantined
+
 
 def _text(element) -> str:
     """All text inside an element (inline markup such as <i> or <sup> kept as plain text)."""
@@ -58,16 +60,30 @@ def _record(source: str, element) -> dict:
     }
 
 
-def read_medline(path: Path, source: str) -> Iterator[dict]:
+def _checked_record(source: str, element, index: int) -> dict | Quarantined:
+    pmid = (element.findtext("MedlineCitation/PMID") or "").strip()
+    where = f"PubmedArticle {index}" + (f" (PMID {pmid})" if pmid else "")
+    if not pmid:
+        return Quarantined(where, "no MedlineCitation/PMID")
+    record = _record(source, element)
+    if not record["text"]:
+        return Quarantined(where, "no title or abstract text")
+    return record
+
+
+def read_medline(path: Path, source: str) -> Iterator[dict | Quarantined]:
     """Yield one record per PubmedArticle and one deletion record per PMID in a DeleteCitation.
 
-    Elements are cleared as soon as they are read, so memory stays flat on 30k-article files.
+    Elements are cleared as soon as they are read, so memory stays flat on 30k-article files. An
+    article without a PMID or without any text is quarantined; the next one is read.
     """
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rb") as stream:
+        articles = 0
         for _, element in etree.iterparse(stream, events=("end",), tag=("PubmedArticle", "DeleteCitation")):
             if element.tag == "PubmedArticle":
-                yield _record(source, element)
+                articles += 1
+                yield _checked_record(source, element, articles)
             else:
                 for pmid in element.iterfind("PMID"):
                     yield {"source": source, "doc_id": f"pmid:{pmid.text.strip()}",

@@ -1,4 +1,8 @@
-"""One entry point from (file, format) to document records."""
+"""One entry point from (file, format) to document records.
+
+Readers yield a dict per document and a `Quarantined` per record they cannot use (bad encoding,
+missing id, no text), and go on with the next record: one bad record never costs the others.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,12 @@ from typing import Iterator
 
 from bioray.corpus.medline import read_medline
 from bioray.corpus.pmc import read_pmc
+from bioray.corpus.quarantine import Quarantined
 from bioray.corpus.text import read_jsonl, read_text_lines
 
-RECORD_FIELDS = ("source", "doc_id", "version", "text", "metadata", "deleted")
 
-
-def read_documents(path: Path, fmt: str, source: str, text_field: str = "text", id_field: str = "id") -> Iterator[dict]:
+def read_documents(path: Path, fmt: str, source: str, text_field: str = "text",
+                   id_field: str = "id") -> Iterator[dict | Quarantined]:
     if fmt == "medline":
         return read_medline(path, source)
     if fmt == "pmc":

@@ -7,33 +7,45 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
+from bioray.corpus.quarantine import Quarantined
 
 
-def read_text_lines(path: Path, source: str) -> Iterator[dict]:
-    """One document per non-empty line; the id is the file name and line number."""
-    with _open_text(path) as stream:
-        for line_no, line in enumerate(stream, start=1):
-            text = line.strip()
-            if text:
-                yield {"source": source, "doc_id": f"{source}:{path.name}:{line_no}", "version": 1,
-                       "text": text, "metadata": "{}", "deleted": False}
-
-
-def read_jsonl(path: Path, source: str, text_field: str = "text", id_field: str = "id") -> Iterator[dict]:
-    with _open_text(path) as stream:
-        for line_no, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
+def _lines(path: Path) -> Iterator[tuple[int, str | Quarantined]]:
+    """Numbered lines, decoded one by one so that a non-UTF-8 line is quarantined alone."""
+    with (gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")) as stream:
+        for line_no, raw in enumerate(stream, start=1):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if text_field not in row:
-                raise ValueError(f"{path}:{line_no}: no field {text_field!r}")
-            doc_id = row.get(id_field, f"{path.name}:{line_no}")
-            meta = {k: v for k, v in row.items() if k not in (text_field, id_field)}
-            yield {"source": source, "doc_id": f"{source}:{doc_id}", "version": 1, "text": row[text_field],
-                   "metadata": json.dumps(meta), "deleted": False}
+                yield line_no, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield line_no, Quarantined(f"line {line_no}", f"not UTF-8: byte {raw[exc.start]:#04x} at column {exc.start + 1}")
+
+
+def read_text_lines(path: Path, source: str) -> Iterator[dict | Quarantined]:
+    """One document per non-empty line; the id is the file name and line number."""
+    for line_no, line in _lines(path):
+        if isinstance(line, Quarantined):
+            yield line
+        elif line.strip():
+            yield {"source": source, "doc_id": f"{source}:{path.name}:{line_no}", "version": 1,
+                   "text": line.strip(), "metadata": "{}", "deleted": False}
+
+
+def read_jsonl(path: Path, source: str, text_field: str = "text", id_field: str = "id") -> Iterator[dict | Quarantined]:
+    for line_no, line in _lines(path):
+        if isinstance(line, Quarantined):
+            yield line
+            continue
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield Quarantined(f"line {line_no}", f"not valid JSON ({exc.msg})")
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get(text_field), str) or not row[text_field].strip():
+            yield Quarantined(f"line {line_no}", f"no text in field {text_field!r}")
+            continue
+        doc_id = row.get(id_field, f"{path.name}:{line_no}")
+        meta = {k: v for k, v in row.items() if k not in (text_field, id_field)}
+        yield {"source": source, "doc_id": f"{source}:{doc_id}", "version": 1, "text": row[text_field],
+               "metadata": json.dumps(meta), "deleted": False}

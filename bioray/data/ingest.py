@@ -16,8 +16,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import ray
 
-from bioray.config import IngestConfig, WorkflowConfig
+from bioray.config import IngestConfig
 from bioray.corpus.files import list_source_files
+from bioray.corpus.quarantine import Quarantined
 from bioray.corpus.readers import read_documents
 from bioray.corpus.sentences import sentence_spans
 
@@ -25,19 +26,31 @@ log = logging.getLogger(__name__)
 
 
 def _read_file(item: dict) -> list[dict]:
-    """All records of one file, or a single error record naming the file."""
+    """The records of one file, plus a quarantine row for each record (or rest of file) that failed.
+
+    Whatever parsed before an error is kept: a truncated .gz loses only its unreadable tail.
+    """
+    path = Path(item["path"])
+    rows, documents = [], 0
+    common = {"file": item["path"], "file_rank": item["file_rank"]}
     try:
-        records = list(read_documents(Path(item["path"]), item["format"], item["source"],
-                                      item["text_field"], item["id_field"]))
-        if item["max_docs"]:
-            records = records[: item["max_docs"]]
-    except Exception as exc:  # any parse failure quarantines this file only
-        return [{"source": item["source"], "doc_id": "", "version": 0, "text": "", "metadata": "{}",
-                 "deleted": False, "file": item["path"], "file_rank": item["file_rank"],
-                 "error": f"{type(exc).__name__}: {exc}"}]
-    for record in records:
-        record.update(file=item["path"], file_rank=item["file_rank"], error="")
-    return records
+        for record in read_documents(path, item["format"], item["source"], item["text_field"], item["id_field"]):
+            if isinstance(record, Quarantined):
+                rows.append(_quarantine_row(item, record))
+                continue
+            if item["max_docs"] and documents >= item["max_docs"]:
+                break
+            documents += 1
+            rows.append({**record, **common, "location": "", "error": ""})
+    except Exception as exc:  # unreadable from here on (truncated gzip, malformed XML, not XML at all)
+        where = f"after record {documents}" if documents else "start of file"
+        rows.append(_quarantine_row(item, Quarantined(where, f"{type(exc).__name__}: {exc}")))
+    return rows
+
+
+def _quarantine_row(item: dict, bad: Quarantined) -> dict:
+    return {"source": item["source"], "doc_id": "", "version": 0, "text": "", "metadata": "{}", "deleted": False,
+            "file": item["path"], "file_rank": item["file_rank"], "location": bad.location, "error": bad.error}
 
 
 def _latest_version(group: pd.DataFrame) -> pd.DataFrame:
@@ -64,11 +77,11 @@ def _document_counts(documents_dir: Path) -> tuple[dict[str, int], int]:
     return per_source, sentences
 
 
-def file_items(config: WorkflowConfig) -> list[dict]:
+def file_items(ingest: IngestConfig, data_root: Path) -> list[dict]:
     """Every input file with its source settings and its rank in publication order."""
     items = []
-    for source in config.ingest.sources:
-        for path in list_source_files(config.data_path(source.path), source.format):
+    for source in ingest.sources:
+        for path in list_source_files((Path(data_root) / source.path).resolve(), source.format):
             items.append({"path": str(path), "format": source.format, "source": source.name,
                           "text_field": source.text_field, "id_field": source.id_field,
                           "max_docs": source.max_docs or 0})
@@ -77,15 +90,16 @@ def file_items(config: WorkflowConfig) -> list[dict]:
     return items
 
 
-def run_ingest(config: WorkflowConfig, output: Path) -> dict:
-    ingest: IngestConfig = config.ingest
-    items = file_items(config)
+def run_ingest(ingest: IngestConfig, data_root: Path, output: Path) -> dict:
+    items = file_items(ingest, data_root)
+    if not items:
+        raise ValueError(f"ingest: no input files under {data_root} for sources {[s.path for s in ingest.sources]}")
     records = ray.data.from_items(items, override_num_blocks=len(items)).flat_map(_read_file)
     records = records.materialize()
 
-    errors = records.filter(lambda r: bool(r["error"])).select_columns(["file", "error"]).take_all()
-    if errors:
-        log.warning("quarantined %d file(s): %s", len(errors), "; ".join(f"{e['file']}: {e['error']}" for e in errors))
+    errors = records.filter(lambda r: bool(r["error"])).select_columns(["file", "location", "error"]).take_all()
+    for error in errors:
+        log.warning("quarantined %s (%s): %s", error["file"], error["location"], error["error"])
     (output / "quarantine.json").write_text(json.dumps(errors, indent=2))
 
     documents = (
@@ -95,13 +109,14 @@ def run_ingest(config: WorkflowConfig, output: Path) -> dict:
         .map(lambda r: {**r, "text_hash": hashlib.sha1(" ".join(r["text"].lower().split()).encode()).hexdigest()})
         .groupby("text_hash", num_partitions=ingest.partitions).map_groups(lambda g: g.sort_values("doc_id").head(1), batch_format="pandas")
         .map_batches(_add_sentences, batch_format="pandas")
-        .drop_columns(["deleted", "error", "file_rank", "text_hash"])
+        .drop_columns(["deleted", "error", "location", "file_rank", "text_hash"])
     )
     documents.write_parquet(str(output / "documents"))
 
     per_source, sentences = _document_counts(output / "documents")
-    metrics = {"ingest/files": len(items), "ingest/quarantined_files": len(errors),
-               "ingest/records_read": records.count(), "ingest/documents": sum(per_source.values()),
+    metrics = {"ingest/files": len(items), "ingest/quarantined_records": len(errors),
+               "ingest/quarantined_files": len({e["file"] for e in errors}),
+               "ingest/records_read": records.count() - len(errors), "ingest/documents": sum(per_source.values()),
                "ingest/sentences": sentences}
     metrics.update({f"ingest/documents_{name}": count for name, count in per_source.items()})
     return metrics

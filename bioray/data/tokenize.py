@@ -7,6 +7,7 @@ documents is tokenized sentence by sentence in one fast-tokenizer call, then pac
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class TokenizePacker:
     """Ray Data actor: holds one tokenizer, turns document batches into packed sequences."""
 
     def __init__(self, tokenizer_dir: str, seq_len: int, seed: int):
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per actor: Ray provides the parallelism
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.seq_len = seq_len
         self.seed = seed

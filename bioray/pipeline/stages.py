@@ -34,7 +34,7 @@ class StageResult:
 
 def _ingest(config, node, out, up, ctx):
     from bioray.data.ingest import run_ingest
-    return run_ingest(config, out)
+    return run_ingest(config.ingest, Path(config.data_root), out)
 
 
 def _vocab(config, node, out, up, ctx):

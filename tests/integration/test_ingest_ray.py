@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -42,14 +43,13 @@ def test_ingest_applies_updates_and_quarantines_a_corrupt_file(local_ray, tmp_pa
              + "<DeleteCitation><PMID Version=\"1\">2</PMID></DeleteCitation>"
              + _article("4", 1, "Kept.", "Metformin reduces glucose. Patients improved markedly."))  # same text as PMID 3
     (raw / "pubmed26n0003.xml.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not gzip")
-
     tree = {**quickstart_tree, "data_root": str(data_root), "workdir": str(tmp_path / "work"),
             "ingest": {"sources": [{"name": "pubmed", "format": "medline", "path": str(raw)}], "partitions": 2}}
     (tmp_path / "wf.yaml").write_text(yaml.safe_dump(tree))
     config = load_workflow(tmp_path / "wf.yaml")
     out = tmp_path / "out"
     out.mkdir()
-    metrics = run_ingest(config, out)
+    metrics = run_ingest(config.ingest, Path(config.data_root), out)
 
     table = pq.read_table(out / "documents").to_pandas().sort_values("doc_id")
     assert list(table["doc_id"]) == ["pmid:1", "pmid:3"]  # 2 deleted, 4 an exact duplicate of 3
@@ -59,5 +59,47 @@ def test_ingest_applies_updates_and_quarantines_a_corrupt_file(local_ray, tmp_pa
     assert sentences == ["New title.", "Aspirin lowers fever in adults.", "It was well tolerated."]
     quarantine = json.loads((out / "quarantine.json").read_text())
     assert len(quarantine) == 1 and quarantine[0]["file"].endswith("pubmed26n0003.xml.gz")
+    assert quarantine[0]["location"] == "start of file"
     assert metrics["ingest/quarantined_files"] == 1 and metrics["ingest/documents"] == 2
     assert metrics["ingest/sentences"] == 3 + 3
+
+
+def test_planted_bad_files_are_reported_and_every_good_document_kept(local_ray, tmp_path, quickstart_tree, data_root):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    many = "".join(_article(str(1000 + i), 1, f"Study {i} of drug {i * 7}.", f"Outcome {i} improved in {i} patients.")
+                   for i in range(600))
+    whole = gzip.compress(f"<PubmedArticleSet>{many}</PubmedArticleSet>".encode())
+    (raw / "a_truncated.xml.gz").write_bytes(whole[: int(len(whole) * 0.8)])  # a download cut short
+    (raw / "b_malformed.xml").write_text("<PubmedArticleSet>" + _article("1", 1, "Complete article.", "It parses fine.")
+                                         + "<PubmedArticle><MedlineCitation><PMID>2</PMID></Broken></PubmedArticleSet>")
+    (raw / "c_not_xml.xml").write_text("PMID- 12345\nTI  - a MEDLINE text export, not XML\n")
+    (raw / "d_empty_abstract.xml").write_text("<PubmedArticleSet>" + _article("3", 1, "", "")
+                                              + _article("4", 1, "Title kept.", "Abstract kept.") + "</PubmedArticleSet>")
+    text = tmp_path / "abstracts.txt"
+    text.write_bytes(b"First good abstract about asthma.\nLatin-1 \xe9t\xe9 line.\nThird good abstract about gout.\n")
+
+    tree = {**quickstart_tree, "data_root": str(data_root), "workdir": str(tmp_path / "work"),
+            "ingest": {"sources": [{"name": "pubmed", "format": "medline", "path": str(raw)},
+                                   {"name": "text", "format": "text", "path": str(text)}], "partitions": 2}}
+    (tmp_path / "wf.yaml").write_text(yaml.safe_dump(tree))
+    out = tmp_path / "out"
+    out.mkdir()
+    config = load_workflow(tmp_path / "wf.yaml")
+    metrics = run_ingest(config.ingest, Path(config.data_root), out)
+
+    report = {(Path(q["file"]).name, q["location"]): q["error"] for q in json.loads((out / "quarantine.json").read_text())}
+    truncated = [(loc, err) for (name, loc), err in report.items() if name == "a_truncated.xml.gz"]
+    assert len(truncated) == 1 and truncated[0][0].startswith("after record ")
+    kept_from_truncated = int(truncated[0][0].split()[-1])
+    assert 0 < kept_from_truncated < 600
+    assert report[("b_malformed.xml", "after record 1")].startswith("XMLSyntaxError")
+    assert report[("c_not_xml.xml", "start of file")].startswith("XMLSyntaxError")
+    assert report[("d_empty_abstract.xml", "PubmedArticle 1 (PMID 3)")] == "no title or abstract text"
+    assert "not UTF-8" in report[("abstracts.txt", "line 2")]
+    assert len(report) == 5
+
+    ids = set(pq.read_table(out / "documents", columns=["doc_id"]).column("doc_id").to_pylist())
+    assert {"pmid:1", "pmid:4", "text:abstracts.txt:1", "text:abstracts.txt:3"} <= ids
+    assert len([i for i in ids if i.startswith("pmid:1") and len(i) == 9]) == kept_from_truncated  # pmid:1000..
+    assert metrics["ingest/quarantined_records"] == 5 and metrics["ingest/quarantined_files"] == 5
