@@ -60,7 +60,7 @@ def _format_of(path: Path) -> str | None:
         opener = gzip.open if name.endswith(".gz") else open
         with opener(path, "rb") as stream:
             head = stream.read(4096)
-        return "medline" if b"<PubmedArticleSet" in head else "pmc"
+        return "medline" if b"<PubmedArticle" in head else "pmc"
     if name.endswith((".txt", ".txt.gz")):
         return "text"
     return None

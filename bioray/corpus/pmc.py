@@ -11,6 +11,8 @@ from typing import Iterator
 
 from lxml import etree
 
+from bioray.corpus.quarantine import Quarantined
+
 SKIPPED = {"table-wrap", "table", "fig", "disp-formula", "inline-formula", "ref-list", "xref", "graphic",
            "media", "supplementary-material", "tex-math", "{http://www.w3.org/1998/Math/MathML}math"}
 
@@ -55,8 +57,18 @@ def parse_jats(root, source: str) -> dict:
             "metadata": json.dumps(metadata), "deleted": False}
 
 
-def read_pmc(path: Path, source: str) -> Iterator[dict]:
-    """One record per article file (PMC articles are a few hundred KB: parsed whole)."""
+def read_pmc(path: Path, source: str) -> Iterator[dict | Quarantined]:
+    """One record per article: an .nxml file holds one, an efetch `pmc-articleset` several.
+
+    PMC articles are a few hundred KB, so each file is parsed whole.
+    """
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
     root = etree.parse(str(path), parser).getroot()
-    yield parse_jats(root, source)
+    if root.tag != "pmc-articleset":
+        yield parse_jats(root, source)
+        return
+    for index, article in enumerate(root.iterfind("article"), start=1):
+        try:
+            yield parse_jats(article, source)
+        except ValueError as exc:
+            yield Quarantined(f"article {index}", str(exc))

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from bioray.config import WorkflowConfig
-from bioray.pipeline.plan import Node, stage_dir
+from bioray.pipeline.plan import Node, code_version, stage_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,19 @@ class StageResult:
 
 def _ingest(config, node, out, up, ctx):
     from bioray.data.ingest import run_ingest
-    return run_ingest(config.ingest, Path(config.data_root), out)
+    return run_ingest(config.ingest, Path(config.data_root), out, _same_stage_outputs(config, node))
+
+
+def _same_stage_outputs(config: WorkflowConfig, node: Node) -> list[Path]:
+    """Committed outputs of this stage made with the same settings and code (inputs may differ):
+    what an incremental stage can build on."""
+    outputs = []
+    for stage_file in (config.workdir_path / "stages" / node.name).glob("*/stage.yaml"):
+        done = yaml.safe_load(stage_file.read_text())
+        if (stage_file.parent / "result.json").is_file() and done.get("params") == node.params \
+                and done.get("code") == code_version(node.kind):
+            outputs.append(stage_file.parent)
+    return outputs
 
 
 def _vocab(config, node, out, up, ctx):
@@ -112,6 +124,7 @@ def execute_node(node: Node, key: str, config_json: str, run_id: str, tracking_u
         metrics = RUNNERS[node.kind](config, node, tmp, {u.name: u for u in upstream}, context)
         metrics["stage/seconds"] = time.perf_counter() - started
         (tmp / "stage.yaml").write_text(yaml.safe_dump({"name": node.name, "key": key, "params": node.params,
+                                                        "code": code_version(node.kind),
                                                         "inputs": {u.name: u.key for u in upstream}}, sort_keys=False))
         result = StageResult(node.name, key, str(final), metrics)
         (tmp / "result.json").write_text(json.dumps({k: v for k, v in asdict(result).items() if k != "cached"}, indent=2))

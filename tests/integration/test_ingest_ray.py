@@ -103,3 +103,50 @@ def test_planted_bad_files_are_reported_and_every_good_document_kept(local_ray, 
     assert {"pmid:1", "pmid:4", "text:abstracts.txt:1", "text:abstracts.txt:3"} <= ids
     assert len([i for i in ids if i.startswith("pmid:1") and len(i) == 9]) == kept_from_truncated  # pmid:1000..
     assert metrics["ingest/quarantined_records"] == 5 and metrics["ingest/quarantined_files"] == 5
+
+
+def _table(directory):
+    frame = pq.read_table(directory).to_pandas().sort_values("doc_id").reset_index(drop=True)
+    return frame.assign(sentence_starts=frame["sentence_starts"].map(list), sentence_ends=frame["sentence_ends"].map(list))
+
+
+def test_incremental_ingest_equals_full_rebuild(local_ray, tmp_path):
+    from bioray.config import IngestConfig, SourceConfig
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _medline(raw / "pubmed26n0001.xml.gz",
+             _article("1", 1, "Aspirin.", "Aspirin lowers fever. It was tolerated.")
+             + _article("2", 1, "Statins.", "Statins lower cholesterol.")
+             + _article("3", 1, "Same.", "Identical abstract text here.")
+             + _article("4", 1, "Same.", "Identical abstract text here."))  # duplicate of 3: dropped while 3 exists
+    _medline(raw / "pubmed26n0002.xml.gz", _article("5", 1, "Gout.", "Urate crystals cause gout."))
+    ingest = IngestConfig(sources=[SourceConfig(name="pubmed", format="medline", path=str(raw))], partitions=2)
+    first = tmp_path / "first"
+    first.mkdir()
+    run_ingest(ingest, tmp_path, first)
+    assert set(_table(first / "documents")["doc_id"]) == {"pmid:1", "pmid:2", "pmid:3", "pmid:5"}
+
+    # NLM publishes an update: a new version of 1, PMID 2 and 3 deleted, a new PMID 6
+    _medline(raw / "pubmed26n0003.xml.gz",
+             _article("1", 2, "Aspirin, revised.", "Aspirin lowers fever in children. It was tolerated.")
+             + "<DeleteCitation><PMID Version=\"1\">2</PMID><PMID Version=\"1\">3</PMID></DeleteCitation>"
+             + _article("6", 1, "Asthma.", "Inhaled steroids help asthma."))
+    incremental = tmp_path / "incremental"
+    incremental.mkdir()
+    metrics = run_ingest(ingest, tmp_path, incremental, [first])
+    rebuild = tmp_path / "rebuild"
+    rebuild.mkdir()
+    run_ingest(ingest, tmp_path, rebuild)
+
+    assert metrics["ingest/files_parsed"] == 1 and metrics["ingest/files_reused"] == 2
+    got, expected = _table(incremental / "documents"), _table(rebuild / "documents")
+    assert got.equals(expected)
+    assert list(got["doc_id"]) == ["pmid:1", "pmid:4", "pmid:5", "pmid:6"]  # 4 is back: its twin 3 was deleted
+    assert got.iloc[0]["text"].startswith("Aspirin, revised.")
+
+    # A changed earlier file makes an incremental run impossible: it rebuilds in full
+    _medline(raw / "pubmed26n0001.xml.gz", _article("1", 1, "Changed.", "The baseline file was replaced."))
+    again = tmp_path / "again"
+    again.mkdir()
+    assert run_ingest(ingest, tmp_path, again, [first, incremental])["ingest/files_reused"] == 0
