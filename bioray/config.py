@@ -41,6 +41,8 @@ class SourceConfig(Section):
     path: str = Field(description="A file, a directory (all matching files inside) or a glob, under data_root.")
     text_field: str = Field("text", description="jsonl only: the field holding the text.")
     id_field: str = Field("id", description="jsonl only: the field holding the document id.")
+    documents: Literal["line", "blank_line"] = Field(
+        "line", description="text only: one document per line, or per blank-line separated block.")
     max_docs: int | None = Field(None, ge=1, description="Read at most this many documents (toy runs).")
 
 

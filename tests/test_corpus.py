@@ -137,3 +137,29 @@ def test_sentence_spans_respect_abbreviations():
     spans = sentence_spans(text)
     sentences = [text[s:e] for s, e in spans]
     assert sentences == ["Title line", "The dose, e.g. 5 mg, was given (Fig. 2).", "Patients improved.", "No harm."]
+
+
+def test_pmc_tar_gz_package_is_streamed_member_by_member(tmp_path):
+    import io
+    import tarfile
+
+    package = tmp_path / "oa_package.tar.gz"
+    with tarfile.open(package, "w:gz") as tar:
+        for name, body in [("PMC42/a.nxml", JATS.encode()), ("PMC42/figure.jpg", b"\xff\xd8"),
+                           ("PMC43/broken.nxml", b"<article><front>")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    records = list(read_documents(package, "pmc", "pmc"))
+    assert [r["doc_id"] for r in records if isinstance(r, dict)] == ["pmc:PMC42"]
+    (bad,) = [r for r in records if isinstance(r, Quarantined)]
+    assert bad.location == "PMC43/broken.nxml" and bad.error.startswith("XMLSyntaxError")
+    assert list_source_files(tmp_path, "pmc") == [package]
+
+
+def test_blank_line_separated_text(tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_text("Title one\nbody one.\n\n\nTitle two\nbody two.\n")
+    records = list(read_documents(path, "text", "t", documents="blank_line"))
+    assert [(r["doc_id"], r["text"]) for r in records] == [("t:docs.txt:1", "Title one\nbody one."),
+                                                            ("t:docs.txt:5", "Title two\nbody two.")]

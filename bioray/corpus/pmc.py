@@ -6,6 +6,7 @@ Tables, figures, formulas and reference lists are left out: they are not running
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 from typing import Iterator
 
@@ -57,13 +58,32 @@ def parse_jats(root, source: str) -> dict:
             "metadata": json.dumps(metadata), "deleted": False}
 
 
-def read_pmc(path: Path, source: str) -> Iterator[dict | Quarantined]:
-    """One record per article: an .nxml file holds one, an efetch `pmc-articleset` several.
+def _parser():
+    return etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
-    PMC articles are a few hundred KB, so each file is parsed whole.
+
+def read_pmc_package(path: Path, source: str) -> Iterator[dict | Quarantined]:
+    """A PMC OA `.tar.gz` package, streamed member by member: one record per `.nxml` inside."""
+    with tarfile.open(path, "r|gz") as package:
+        for member in package:
+            if not (member.isfile() and member.name.endswith(".nxml")):
+                continue
+            try:
+                yield parse_jats(etree.fromstring(package.extractfile(member).read(), _parser()), source)
+            except (etree.XMLSyntaxError, ValueError) as exc:
+                yield Quarantined(member.name, f"{type(exc).__name__}: {exc}")
+
+
+def read_pmc(path: Path, source: str) -> Iterator[dict | Quarantined]:
+    """One record per article: an .nxml file holds one, an efetch `pmc-articleset` several, a
+    `.tar.gz` OA package one per .nxml member.
+
+    PMC articles are a few hundred KB, so each is parsed whole.
     """
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
-    root = etree.parse(str(path), parser).getroot()
+    if path.name.endswith(".tar.gz"):
+        yield from read_pmc_package(path, source)
+        return
+    root = etree.parse(str(path), _parser()).getroot()
     if root.tag != "pmc-articleset":
         yield parse_jats(root, source)
         return

@@ -30,6 +30,22 @@ def read_text_lines(path: Path, source: str) -> Iterator[dict | Quarantined]:
                    "text": line.strip(), "metadata": "{}", "deleted": False}
 
 
+def read_text_blocks(path: Path, source: str) -> Iterator[dict | Quarantined]:
+    """One document per blank-line separated block; the id is the file name and first line number."""
+    block, first = [], 0
+    for line_no, line in [*_lines(path), (0, "")]:  # a final empty line closes the last block
+        if isinstance(line, Quarantined):
+            yield line
+            continue
+        if line.strip():
+            first = first or line_no
+            block.append(line.strip())
+        elif block:
+            yield {"source": source, "doc_id": f"{source}:{path.name}:{first}", "version": 1,
+                   "text": "\n".join(block), "metadata": "{}", "deleted": False}
+            block, first = [], 0
+
+
 def read_jsonl(path: Path, source: str, text_field: str = "text", id_field: str = "id") -> Iterator[dict | Quarantined]:
     for line_no, line in _lines(path):
         if isinstance(line, Quarantined):

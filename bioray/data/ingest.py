@@ -36,7 +36,8 @@ def _read_file(item: dict) -> list[dict]:
     rows, documents = [], 0
     common = {"file": item["path"], "file_rank": item["file_rank"]}
     try:
-        for record in read_documents(path, item["format"], item["source"], item["text_field"], item["id_field"]):
+        for record in read_documents(path, item["format"], item["source"], item["text_field"], item["id_field"],
+                                     item["documents"]):
             if isinstance(record, Quarantined):
                 rows.append(_quarantine_row(item, record))
                 continue
@@ -99,7 +100,7 @@ def file_items(ingest: IngestConfig, data_root: Path) -> list[dict]:
     for source in ingest.sources:
         for path in list_source_files((Path(data_root) / source.path).resolve(), source.format):
             items.append({"path": str(path), "format": source.format, "source": source.name,
-                          "text_field": source.text_field, "id_field": source.id_field,
+                          "text_field": source.text_field, "id_field": source.id_field, "documents": source.documents,
                           "max_docs": source.max_docs or 0})
     for rank, item in enumerate(items):
         item["file_rank"] = rank
