@@ -115,7 +115,9 @@ def bench_tokenize(data: Path, tokenizer_dir: Path | None = None, seq_len: int =
     with tempfile.TemporaryDirectory(prefix="bioray-bench-") as tmp:
         work = Path(tmp)
         ingest = IngestConfig(sources=sources, partitions=cores * 2)
-        ray.init(num_cpus=cores, include_dashboard=False, ignore_reinit_error=True)
+        # One tokenizer actor per core holds every core; one more logical CPU lets the Parquet read,
+        # shuffle and write tasks of the same pipeline run beside them instead of waiting forever.
+        ray.init(num_cpus=cores + 1, include_dashboard=False, ignore_reinit_error=True)
         try:
             with PeakMemory() as memory:
                 (work / "ingest").mkdir()
