@@ -3,7 +3,7 @@
 (a) the raw tokenizer in one process, one thread, on the corpus text; (b) the tokenize+pack stage
 on Ray Data over all cores, end to end (documents Parquet -> tokenize -> pack -> Parquet); (c) the
 ingest stage (raw files -> parse -> sentence-split -> documents Parquet). Peak memory is the
-largest summed RSS of this process and its children (the Ray workers), sampled every 0.2 s.
+largest summed PSS of this process and its children (the Ray workers), sampled every 0.5 s.
 """
 
 from __future__ import annotations
@@ -22,10 +22,15 @@ from bioray.config import IngestConfig, SourceConfig, TokenizeConfig
 
 
 class PeakMemory:
-    """Largest summed RSS of this process tree while the context is open."""
+    """Largest summed PSS of this process tree while the context is open.
 
-    def __init__(self):
+    PSS, not RSS: Ray's workers map the same shared object-store pages, and summing their RSS
+    would count those pages once per worker.
+    """
+
+    def __init__(self, interval: float = 0.5):
         self.peak = 0
+        self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -35,11 +40,11 @@ class PeakMemory:
             total = 0
             for process in [me, *me.children(recursive=True)]:
                 try:
-                    total += process.memory_info().rss
+                    total += process.memory_full_info().pss
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
-            self._stop.wait(0.2)
+            self._stop.wait(self.interval)
 
     def __enter__(self):
         self._thread.start()

@@ -70,6 +70,9 @@ class TokenizeConfig(Section):
     """Documents -> packed token sequences in Parquet shards."""
 
     seq_len: int = Field(128, ge=16, le=8192, description="Tokens per packed sequence, [CLS] and [SEP] included.")
+    packing: Literal["stream", "document"] = Field(
+        "stream", description="stream: documents back to back, every position filled (MosaicBERT); "
+        "document: whole sentences of one document per sequence (BERT).")
     num_shards: int = Field(2, ge=1, description="Number of Parquet shards (a multiple of the training workers).")
     tokenizer_actors: int = Field(1, ge=1, description="Ray Data actors holding a tokenizer.")
     batch_size: int = Field(64, ge=1, description="Documents per tokenizer batch.")
@@ -111,6 +114,7 @@ class PretrainConfig(Section):
     precision: Literal["fp32", "bf16"] = Field("fp32", description="Training precision.")
     mask_rate: float = Field(0.15, gt=0, lt=1, description="Fraction of tokens masked (80/10/10).")
     log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
+    shuffle_buffer: int = Field(10_000, ge=1, description="Sequences in each worker's local shuffle buffer.")
     seed: int = Field(0, description="Random seed.")
 
     @model_validator(mode="after")

@@ -71,3 +71,22 @@ def test_masking_accepts_ray_object_columns():
     batch["token_type_ids"] = np.array(list(batch["token_type_ids"]), dtype=object)
     out = mask_batch(batch, 0.3, MASK, 1000, [CLS, SEP], torch.Generator().manual_seed(1))
     assert out["input_ids"].shape == (4, 128)
+
+
+def test_stream_packing_fills_every_position_and_keeps_order():
+    from bioray.data.pack import pack_stream
+
+    documents = [[_sentence(1000 * d + 100 * i, 17 + i) for i in range(4)] for d in range(1, 6)]  # 5 docs x 4 sentences
+    packed = pack_stream(documents, seq_len=32, cls_id=CLS, sep_id=SEP, rng=random.Random(0))
+    stream = [t for doc in documents for s in doc for t in s.ids]
+    assert all(seq.length == 32 for _, seq in packed[:-1])  # only the last sequence is partial
+    real = [t for _, seq in packed for t in seq.input_ids[: seq.length] if t not in (CLS, SEP)]
+    assert real == stream  # nothing lost, nothing repeated, order kept
+    sentence_firsts = {s.ids[0] for doc in documents for s in doc}
+    for _, seq in packed[:-1]:  # sentences are shorter than a sequence: each full one holds a boundary
+        seps = np.flatnonzero(seq.input_ids == SEP)
+        assert len(seps) == 2 and int(seq.input_ids[seps[0] + 1]) in sentence_firsts  # B starts a sentence
+    owners = [owner for owner, _ in packed]
+    assert owners == sorted(owners) and owners[0] == 0 and owners[-1] == 4
+    fill = sum(seq.length for _, seq in packed) / (32 * len(packed))
+    assert fill > 0.97

@@ -11,23 +11,29 @@ import os
 import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import ray
 from ray.data import ActorPoolStrategy
 from transformers import AutoTokenizer
 
 from bioray.config import TokenizeConfig
-from bioray.data.pack import Sentence, pack_document
+from bioray.data.pack import Sentence, pack_document, pack_stream
 
 
 class TokenizePacker:
     """Ray Data actor: holds one tokenizer, turns document batches into packed sequences."""
 
-    def __init__(self, tokenizer_dir: str, seq_len: int, seed: int):
+    def __init__(self, tokenizer_dir: str, seq_len: int, seed: int, packing: str = "stream"):
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per actor: Ray provides the parallelism
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        pieces = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+        self.word_start = np.array([not p.startswith("##") for p in pieces], dtype=np.int8)  # by token id
         self.seq_len = seq_len
         self.seed = seed
+        self.packing = packing
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         texts, owners = [], []
@@ -37,42 +43,50 @@ class TokenizePacker:
                 owners.append(row)
         encoded = self.tokenizer(texts, add_special_tokens=False) if texts else {"input_ids": []}
         per_doc: list[list[Sentence]] = [[] for _ in range(len(batch))]
-        for i, ids in enumerate(encoded["input_ids"]):
-            word_ids = encoded.word_ids(i)
-            starts = [int(w is not None and (j == 0 or word_ids[j - 1] != w)) for j, w in enumerate(word_ids)]
-            per_doc[owners[i]].append(Sentence(ids, starts))
+        for owner, ids in zip(owners, encoded["input_ids"]):
+            per_doc[owner].append(Sentence(ids, self.word_start[ids].tolist()))
 
         cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        rows = {"doc_id": [], "source": [], "input_ids": [], "token_type_ids": [], "word_start": [], "length": []}
-        for doc_id, source, sentences in zip(batch["doc_id"], batch["source"], per_doc):
-            rng = random.Random(f"{self.seed}:{doc_id}")  # deterministic per document, whatever the batching
-            for seq in pack_document(sentences, self.seq_len, cls_id, sep_id, rng):
-                rows["doc_id"].append(doc_id)
-                rows["source"].append(source)
-                rows["input_ids"].append(seq.input_ids)
-                rows["token_type_ids"].append(seq.token_type_ids)
-                rows["word_start"].append(seq.word_start)
-                rows["length"].append(seq.length)
-        return pd.DataFrame(rows)
+        ids, sources = list(batch["doc_id"]), list(batch["source"])
+        if self.packing == "stream":
+            rng = random.Random(f"{self.seed}:{ids[0] if ids else ''}")  # deterministic for the same batch
+            packed = pack_stream(per_doc, self.seq_len, cls_id, sep_id, rng)
+        else:
+            packed = [(i, seq) for i, sentences in enumerate(per_doc)  # rng per document, whatever the batching
+                      for seq in pack_document(sentences, self.seq_len, cls_id, sep_id, random.Random(f"{self.seed}:{ids[i]}"))]
+        return pd.DataFrame({
+            "doc_id": [ids[i] for i, _ in packed],  # the document the sequence starts in
+            "source": [sources[i] for i, _ in packed],
+            "input_ids": [seq.input_ids for _, seq in packed],
+            "token_type_ids": [seq.token_type_ids for _, seq in packed],
+            "word_start": [seq.word_start for _, seq in packed],
+            "length": [seq.length for _, seq in packed],
+        })
 
 
 def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Path, output: Path) -> dict:
     documents = ray.data.read_parquet(str(documents_dir), columns=["doc_id", "source", "text", "sentence_starts", "sentence_ends"])
     sequences = documents.map_batches(
         TokenizePacker,
-        fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "seq_len": config.seq_len, "seed": config.seed},
+        fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "seq_len": config.seq_len, "seed": config.seed,
+                               "packing": config.packing},
         batch_size=config.batch_size,
         batch_format="pandas",
         compute=ActorPoolStrategy(size=config.tokenizer_actors),
     )
-    # Shuffle then split into equal shards, so each training worker gets a balanced stream.
-    sequences = sequences.random_shuffle(seed=config.seed).repartition(config.num_shards)
+    # Equal shards, one stream per training worker; sequences are shuffled when training reads them
+    # (a local shuffle buffer), so no global shuffle is paid here.
+    sequences = sequences.repartition(config.num_shards)
     sequences.write_parquet(str(output / "sequences"), min_rows_per_file=1)
 
     written = ray.data.read_parquet(str(output / "sequences"), columns=["doc_id", "source", "length"])
     lengths = written.to_pandas()
+    sentences = sum(pc.sum(pc.list_value_length(b.column("sentence_starts"))).as_py() or 0 for b in
+                    pads.dataset(str(documents_dir), format="parquet").to_batches(columns=["sentence_starts"]))
     stats = {
-        "documents": int(lengths["doc_id"].nunique()),
+        "packing": config.packing,
+        "documents": pads.dataset(str(documents_dir), format="parquet").count_rows(),
+        "sentences": int(sentences),
         "sequences": int(len(lengths)),
         "tokens": int(lengths["length"].sum()),
         "seq_len": config.seq_len,

@@ -59,7 +59,9 @@ def train_loop(loop_config: dict) -> None:
     window = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, masked, micro-batches
     micro, epoch = 0, 0
     while engine.global_steps < config.steps:
-        for batch in shard.iter_torch_batches(batch_size=config.micro_batch_size, collate_fn=collate, drop_last=True):
+        for batch in shard.iter_torch_batches(batch_size=config.micro_batch_size, collate_fn=collate, drop_last=True,
+                                              local_shuffle_buffer_size=config.shuffle_buffer,
+                                              local_shuffle_seed=config.seed + epoch):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss, correct, masked = masked_lm_loss(engine.module, batch)
             engine.backward(loss)
