@@ -36,15 +36,21 @@ class TokenizePacker:
         self.packing = packing
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        texts, owners = [], []
-        for row, (text, starts, ends) in enumerate(zip(batch["text"], batch["sentence_starts"], batch["sentence_ends"])):
-            for s, e in zip(starts, ends):
-                texts.append(text[s:e])
-                owners.append(row)
-        encoded = self.tokenizer(texts, add_special_tokens=False) if texts else {"input_ids": []}
-        per_doc: list[list[Sentence]] = [[] for _ in range(len(batch))]
-        for owner, ids in zip(owners, encoded["input_ids"]):
-            per_doc[owner].append(Sentence(ids, self.word_start[ids].tolist()))
+        # Whole documents in one Rust call (a call per sentence costs more than the tokenizing), then
+        # cut each token stream at the sentence starts by character offset.
+        encodings = self.tokenizer.backend_tokenizer.encode_batch(list(batch["text"]), add_special_tokens=False)
+        per_doc: list[list[Sentence]] = []
+        for encoding, starts in zip(encodings, batch["sentence_starts"]):
+            ids = np.asarray(encoding.ids, dtype=np.int64)
+            if not len(ids):
+                per_doc.append([])
+                continue
+            token_starts = np.asarray(encoding.offsets, dtype=np.int64)[:, 0]
+            cuts = np.unique(np.searchsorted(token_starts, np.asarray(starts, dtype=np.int64)))
+            cuts = cuts[(cuts > 0) & (cuts < len(ids))]
+            flags = self.word_start[ids]
+            per_doc.append([Sentence(piece.tolist(), flag.tolist())
+                            for piece, flag in zip(np.split(ids, cuts), np.split(flags, cuts))])
 
         cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         ids, sources = list(batch["doc_id"]), list(batch["source"])
