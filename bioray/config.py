@@ -332,6 +332,9 @@ def load_workflow(path: str | Path, overrides: list[str] | None = None, check_fi
         config = WorkflowConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, str(path))) from None
+    # Absolute paths: stage tasks may run in another working directory (a Ray job's working_dir).
+    config.workdir = str(Path(config.workdir).resolve()) if "://" not in config.workdir else config.workdir
+    config.data_root = str(Path(config.data_root).resolve())
     if check_files:
         check_inputs(config)
     return config

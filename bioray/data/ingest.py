@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pyarrow.compute as pc
@@ -27,28 +28,27 @@ from bioray.corpus.sentences import sentence_spans
 log = logging.getLogger(__name__)
 
 
-def _read_file(item: dict) -> list[dict]:
-    """The records of one file, plus a quarantine row for each record (or rest of file) that failed.
+def _read_file(item: dict) -> Iterator[dict]:
+    """The records of one file, streamed, plus a quarantine row for each record (or rest of file) that failed.
 
     Whatever parsed before an error is kept: a truncated .gz loses only its unreadable tail.
     """
     path = Path(item["path"])
-    rows, documents = [], 0
+    documents = 0
     common = {"file": item["path"], "file_rank": item["file_rank"]}
     try:
         for record in read_documents(path, item["format"], item["source"], item["text_field"], item["id_field"],
                                      item["documents"]):
             if isinstance(record, Quarantined):
-                rows.append(_quarantine_row(item, record))
+                yield _quarantine_row(item, record)
                 continue
             if item["max_docs"] and documents >= item["max_docs"]:
                 break
             documents += 1
-            rows.append({**record, **common, "location": "", "error": ""})
+            yield {**record, **common, "location": "", "error": ""}
     except Exception as exc:  # unreadable from here on (truncated gzip, malformed XML, not XML at all)
         where = f"after record {documents}" if documents else "start of file"
-        rows.append(_quarantine_row(item, Quarantined(where, f"{type(exc).__name__}: {exc}")))
-    return rows
+        yield _quarantine_row(item, Quarantined(where, f"{type(exc).__name__}: {exc}"))
 
 
 def _quarantine_row(item: dict, bad: Quarantined) -> dict:
