@@ -62,7 +62,8 @@ def train_loop(loop_config: dict) -> None:
     core = model.module if hasattr(model, "module") else model
 
     windows = make_windows(train, tokenizer, {t: i for i, t in enumerate(labels)}, config.max_length)
-    windows = windows[rank::world]  # each worker its own slice
+    # Each worker its own slice, all of the same length: DDP needs the same number of steps everywhere.
+    windows = windows[rank::world][: len(windows) // world]
     rng = random.Random(seed)
     steps_per_epoch = -(-len(windows) // config.batch_size)
     total = steps_per_epoch * config.epochs
