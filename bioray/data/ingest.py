@@ -83,7 +83,7 @@ def _add_sentences(batch: pd.DataFrame) -> pd.DataFrame:
     return batch
 
 
-def _document_counts(documents_dir: Path) -> tuple[dict[str, int], int]:
+def document_counts(documents_dir: Path) -> tuple[dict[str, int], int]:
     """Documents per source and total sentences, streamed from the written Parquet."""
     per_source: dict[str, int] = {}
     sentences = 0
@@ -176,7 +176,7 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     documents.write_parquet(str(output / "documents"))
     (output / "manifest.json").write_text(json.dumps({"files": [_fingerprint(i) for i in items]}, indent=2))
 
-    per_source, sentences = _document_counts(output / "documents")
+    per_source, sentences = document_counts(output / "documents")
     metrics = {"ingest/files": len(items), "ingest/files_parsed": len(new_items), "ingest/files_reused": reused,
                "ingest/quarantined_records": len(errors), "ingest/quarantined_files": len({e["file"] for e in errors}),
                "ingest/records_parsed": parsed_count, "ingest/documents": sum(per_source.values()),

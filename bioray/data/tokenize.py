@@ -1,7 +1,7 @@
 """Tokenize stage: documents Parquet -> packed token sequences in balanced Parquet shards.
 
 Tokenizers are stateful, so they live in Ray Data actors (ActorPoolStrategy); each batch of
-documents is tokenized sentence by sentence in one fast-tokenizer call, then packed.
+documents is tokenized whole in one fast-tokenizer call, cut at the sentence starts, then packed.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import ray
 from ray.data import ActorPoolStrategy
 from transformers import AutoTokenizer
 
 from bioray.config import TokenizeConfig
+from bioray.data.ingest import document_counts
 from bioray.data.pack import Sentence, pack_document, pack_stream
 
 
@@ -71,7 +70,7 @@ class TokenizePacker:
 
 
 def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Path, output: Path) -> dict:
-    documents = ray.data.read_parquet(str(documents_dir), columns=["doc_id", "source", "text", "sentence_starts", "sentence_ends"])
+    documents = ray.data.read_parquet(str(documents_dir), columns=["doc_id", "source", "text", "sentence_starts"])
     sequences = documents.map_batches(
         TokenizePacker,
         fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "seq_len": config.seq_len, "seed": config.seed,
@@ -87,12 +86,11 @@ def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Pat
 
     written = ray.data.read_parquet(str(output / "sequences"), columns=["doc_id", "source", "length"])
     lengths = written.to_pandas()
-    sentences = sum(pc.sum(pc.list_value_length(b.column("sentence_starts"))).as_py() or 0 for b in
-                    pads.dataset(str(documents_dir), format="parquet").to_batches(columns=["sentence_starts"]))
+    per_source, sentences = document_counts(documents_dir)
     stats = {
         "packing": config.packing,
-        "documents": pads.dataset(str(documents_dir), format="parquet").count_rows(),
-        "sentences": int(sentences),
+        "documents": sum(per_source.values()),
+        "sentences": sentences,
         "sequences": int(len(lengths)),
         "tokens": int(lengths["length"].sum()),
         "seq_len": config.seq_len,

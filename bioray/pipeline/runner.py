@@ -117,7 +117,7 @@ class _StageRuns:
 
     def finish_child(self, name: str, result: StageResult) -> None:
         run_id = self.children[name]
-        tracking.log_metrics(self.client, run_id, {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
+        tracking.log_metrics(self.client, run_id, result.metrics)  # keeps the numeric ones
         _log_small_outputs(self.client, run_id, Path(result.path))
         self.client.set_terminated(run_id, "FINISHED")
 

@@ -58,7 +58,6 @@ def for_seqeval(tags: list[str]) -> list[str]:
 class Window:
     """A model input: one sentence, or a piece of one that is too long for the model."""
     sentence: int
-    first_word: int
     input_ids: list[int]
     labels: list[int]       # label id on each word's first sub-token, IGNORE_INDEX elsewhere
     word_index: list[int]   # word position of each labelled sub-token (-1 elsewhere)
@@ -87,7 +86,7 @@ def make_windows(sentences: list[Sentence], tokenizer, label_ids: dict[str, int]
             ids.append(tokenizer.sep_token_id)
             labels.append(IGNORE_INDEX)
             index.append(-1)
-            windows.append(Window(s_index, start, ids, labels, index))
+            windows.append(Window(s_index, ids, labels, index))
             start = end
     return windows
 
