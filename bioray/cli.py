@@ -107,19 +107,24 @@ def status(workflow, overrides, as_json):
 
 @main.command()
 @click.argument("destination", type=click.Path(file_okay=False))
-@click.option("--source", type=click.Choice(["pubmed-baseline", "pubmed-updates"]), default="pubmed-updates",
-              show_default=True, help="Which NLM directory to mirror.")
-@click.option("--url", default=None, help="Listing URL instead of NLM's (a mirror).")
+@click.option("--source", type=click.Choice(["pubmed-baseline", "pubmed-updates", "pmc-oa"]), default="pubmed-updates",
+              show_default=True, help="Which NLM collection to mirror.")
+@click.option("--url", default=None, help="Listing (PubMed) or bucket (PMC) URL instead of NLM's: a mirror.")
+@click.option("--prefix", default=None, help="pmc-oa: the bucket prefix to mirror (default oa_comm/xml/all/).")
 @click.option("--limit", type=int, default=None, help="At most this many files of the listing (the first ones).")
-def fetch(destination, source, url, limit):
-    """Download the PubMed files DESTINATION lacks (resuming partial ones, checking MD5s)."""
+def fetch(destination, source, url, prefix, limit):
+    """Download the PubMed / PMC OA files DESTINATION lacks (resuming partial ones, checking MD5s)."""
     from pathlib import Path
 
-    from bioray.corpus.fetch import PUBMED_BASELINE, PUBMED_UPDATES, fetch_pubmed
+    from bioray.corpus import fetch as nlm
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    listing = url or (PUBMED_BASELINE if source == "pubmed-baseline" else PUBMED_UPDATES)
-    report = fetch_pubmed(listing, Path(destination), limit=limit)
+    if source == "pmc-oa":
+        report = nlm.fetch_s3_prefix(url or nlm.PMC_OA_BUCKET, prefix or nlm.PMC_OA_PREFIX, Path(destination),
+                                     limit=limit)
+    else:
+        listing = url or (nlm.PUBMED_BASELINE if source == "pubmed-baseline" else nlm.PUBMED_UPDATES)
+        report = nlm.fetch_pubmed(listing, Path(destination), limit=limit)
     click.echo(json.dumps(report.__dict__, indent=2))
     if report.failed:
         sys.exit(1)
@@ -136,22 +141,27 @@ def bench() -> None:
 @click.option("--tokenizer", type=click.Path(exists=True, file_okay=False), default=None,
               help="HF tokenizer directory (default: train a 30,522-piece WordPiece on the corpus, untimed).")
 @click.option("--seq-len", type=int, default=128, show_default=True)
+@click.option("--scale", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run on a corpus this many times larger (distinct copies of the JSON Lines sources): the "
+                   "bounded-memory check.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_tokenize_command(data, tokenizer, seq_len, as_json):
+def bench_tokenize_command(data, tokenizer, seq_len, scale, as_json):
     """Raw tokenizer vs. the Ray Data tokenize+pack stage vs. ingest, in one run."""
     from pathlib import Path
 
     from bioray.bench import bench_tokenize
 
-    result = bench_tokenize(Path(data), Path(tokenizer) if tokenizer else None, seq_len)
+    result = bench_tokenize(Path(data), Path(tokenizer) if tokenizer else None, seq_len, scale=scale)
     if as_json:
         click.echo(json.dumps(result))
         return
     click.echo(f"cores                      {result['cores']}")
     click.echo(f"corpus                     {result['documents']} documents, {result['text_mb']:.1f} MB of text")
     click.echo(f"(a) raw tokenizer, 1 core  {result['raw_tokens_per_s'] / 1e6:.3f} M tokens/s, {result['raw_mb_per_s']:.2f} MB/s")
+    click.echo(f"    raw tokenizer, {result['cores']} processes at once {result['raw_all_cores_tokens_per_s'] / 1e6:.3f} M tokens/s "
+               f"(core scaling {result['core_scaling']:.2f})")
     click.echo(f"(b) tokenize+pack on Ray   {result['pipeline_tokens_per_s'] / 1e6:.3f} M tokens/s ({result['pipeline_seconds']:.1f} s)")
-    click.echo(f"    ratio (b) / (cores x a) {result['ratio']:.2f}")
+    click.echo(f"    ratio (b) / (cores x a) {result['ratio']:.2f}; (b) / all-cores raw {result['ratio_to_all_cores']:.2f}")
     click.echo(f"(c) ingest                 {result['ingest_mb_per_s']:.2f} MB/s of text ({result['ingest_seconds']:.1f} s)")
     click.echo(f"fill ratio                 {result['fill_ratio']:.3f}")
     click.echo(f"peak memory                {result['peak_rss_mb']:.0f} MB")

@@ -51,7 +51,6 @@ class IngestConfig(Section):
 
     sources: list[SourceConfig] = Field(min_length=1, description="The raw inputs.")
     min_chars: int = Field(20, ge=0, description="Documents with fewer characters are dropped.")
-    partitions: int = Field(16, ge=1, description="Hash partitions (and output files) of the deduplication shuffle.")
 
 
 class VocabConfig(Section):
@@ -59,7 +58,7 @@ class VocabConfig(Section):
 
     size: int = Field(30522, ge=100, description="Vocabulary size to train.")
     lowercase: bool = Field(False, description="Uncased vocabulary (lower-case and strip accents).")
-    sample_docs: int = Field(100_000, ge=1, description="Train on at most this many documents.")
+    sample_docs: int = Field(100_000, ge=1, description="Train on about this many documents, sampled uniformly from the corpus.")
     min_frequency: int = Field(2, ge=1, description="Minimum count of a WordPiece to enter the vocabulary.")
     init_checkpoint: str | None = Field(
         None, description="HF checkpoint directory whose vocabulary is reused (BioBERT-style); skips training."
@@ -73,10 +72,19 @@ class TokenizeConfig(Section):
     packing: Literal["stream", "document"] = Field(
         "stream", description="stream: documents back to back, every position filled (MosaicBERT); "
         "document: whole sentences of one document per sequence (BERT).")
-    num_shards: int = Field(2, ge=1, description="Number of Parquet shards (a multiple of the training workers).")
+    shard_rows: int = Field(16384, ge=1, description="Sequences per Parquet shard (at most); training splits rows equally over workers.")
     tokenizer_actors: int = Field(1, ge=1, description="Ray Data actors holding a tokenizer.")
-    batch_size: int = Field(64, ge=1, description="Documents per tokenizer batch.")
+    nsp: bool = Field(False, description="Next-sentence-prediction pairs: half the B segments taken from another "
+                      "document (`next_sentence_label` column); needs packing: document.")
+    batch_size: int = Field(1024, ge=1, description="Documents per tokenizer batch.")
     seed: int = Field(0, description="Seed for the A/B split points.")
+
+    @model_validator(mode="after")
+    def _nsp_needs_documents(self) -> TokenizeConfig:
+        if self.nsp and self.packing != "document":
+            raise ValueError("tokenize.nsp: next-sentence pairs need `packing: document` (a streamed B may "
+                             "continue A across a document boundary, so its label would be wrong)")
+        return self
 
 
 class ModelConfig(Section):

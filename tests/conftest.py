@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("BIORAY_DATA_ROOT", REPO.parent / "shared" / "data")).resolve()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def data_root() -> Path:
     if not (DATA_ROOT / "NCBI-disease").is_dir():
         pytest.fail(f"shared data not found at {DATA_ROOT} (set BIORAY_DATA_ROOT)")

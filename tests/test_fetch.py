@@ -125,3 +125,88 @@ def test_cli_fetch(nlm, tmp_path):
     result = CliRunner().invoke(main, ["fetch", str(tmp_path / "mirror"), "--url", url])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["downloaded"] == ["pubmed26n0001.xml.gz", "pubmed26n0002.xml.gz"]
+
+
+class S3LikeServer(http.server.ThreadingHTTPServer):
+    """Public-bucket ListObjectsV2 (2 keys a page, continuation tokens) and object GETs with Range."""
+
+    def __init__(self, objects: dict[str, bytes]):
+        self.objects = objects
+        self.etags: dict[str, str] = {}
+        self.bytes_sent: dict[str, int] = {}
+        super().__init__(("127.0.0.1", 0), _S3Handler)
+
+
+class _S3Handler(_Handler):
+    def do_GET(self):
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        server: S3LikeServer = self.server
+        url = urlsplit(self.path)
+        if url.path == "/" and "list-type=2" in url.query:
+            query = parse_qs(url.query)
+            keys = sorted(k for k in server.objects if k.startswith(query.get("prefix", [""])[0]))
+            start = int(query.get("continuation-token", ["0"])[0])
+            page, more = keys[start:start + 2], start + 2 < len(keys)
+            contents = "".join(
+                f"<Contents><Key>{k}</Key><Size>{len(server.objects[k])}</Size>"
+                f"<ETag>&quot;{server.etags.get(k, hashlib.md5(server.objects[k]).hexdigest())}&quot;</ETag></Contents>"
+                for k in page)
+            token = f"<NextContinuationToken>{start + 2}</NextContinuationToken>" if more else ""
+            body = ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                    f"<IsTruncated>{'true' if more else 'false'}</IsTruncated>{contents}{token}</ListBucketResult>")
+            return self._send(200, body.encode())
+        key = unquote(url.path.lstrip("/"))
+        if key not in server.objects:
+            return self._send(404, b"NoSuchKey")
+        body = server.objects[key]
+        server.bytes_sent[key] = server.bytes_sent.get(key, 0) + len(body)
+        self._send(200, body)
+
+
+def _article(pmcid: int) -> bytes:
+    return f"<article><front><article-meta><article-id pub-id-type='pmc'>PMC{pmcid}</article-id></article-meta></front></article>".encode()
+
+
+@pytest.fixture
+def bucket():
+    objects = {f"oa_comm/xml/all/PMC{i}.xml": _article(i) for i in range(1, 6)}
+    objects["oa_comm/txt/all/PMC1.txt"] = b"plain text, another prefix"
+    server = S3LikeServer(objects)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_pmc_bucket_listing_follows_pages_and_fetches_only_new_articles(bucket, tmp_path):
+    from bioray.corpus.fetch import fetch_s3_prefix, list_s3_objects
+
+    server, url = bucket
+    listed = list_s3_objects(url, "oa_comm/xml/all/")
+    assert [o.key for o in listed] == [f"oa_comm/xml/all/PMC{i}.xml" for i in range(1, 6)]  # 3 pages
+    assert listed[0].md5 == hashlib.md5(_article(1)).hexdigest()
+
+    first = fetch_s3_prefix(url, "oa_comm/xml/all/", tmp_path)
+    assert first.downloaded == [f"PMC{i}.xml" for i in range(1, 6)] and not first.failed
+    assert (tmp_path / "PMC3.xml").read_bytes() == _article(3)
+
+    server.objects["oa_comm/xml/all/PMC6.xml"] = _article(6)  # a new article appears
+    sent_before = dict(server.bytes_sent)
+    second = fetch_s3_prefix(url, "oa_comm/xml/all/", tmp_path)
+    assert second.downloaded == ["PMC6.xml"] and len(second.already_present) == 5
+    assert {k: v - sent_before.get(k, 0) for k, v in server.bytes_sent.items() if v != sent_before.get(k)} == \
+        {"oa_comm/xml/all/PMC6.xml": len(_article(6))}
+
+
+def test_pmc_object_not_matching_its_etag_is_refused(bucket, tmp_path):
+    from bioray.corpus.fetch import fetch_s3_prefix
+
+    server, url = bucket
+    server.etags["oa_comm/xml/all/PMC2.xml"] = hashlib.md5(b"what was published").hexdigest()
+    server.etags["oa_comm/xml/all/PMC4.xml"] = "0123456789abcdef0123456789abcdef-3"  # multipart: no MD5 to check
+    report = fetch_s3_prefix(url, "oa_comm/xml/all/", tmp_path)
+    assert "PMC2.xml: MD5" in report.failed["PMC2.xml"]
+    assert not (tmp_path / "PMC2.xml").exists()
+    assert sorted(report.downloaded) == ["PMC1.xml", "PMC3.xml", "PMC4.xml", "PMC5.xml"]

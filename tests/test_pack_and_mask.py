@@ -4,35 +4,62 @@ import numpy as np
 import torch
 
 from bioray.data.masking import IGNORE_INDEX, mask_batch
-from bioray.data.pack import Sentence, pack_document
+from bioray.data.pack import pack_documents, pack_stream
 
 CLS, SEP, MASK = 2, 3, 4
 
 
-def _sentence(start: int, n: int) -> Sentence:
-    return Sentence(list(range(start, start + n)), [1] * n)
+def _stream(documents: list[list[int]]):
+    """Documents given as sentence lengths -> the flat arrays the packers take; token i has id 1000 + i."""
+    boundaries, doc_starts, position = [], [], 0
+    for sentences in documents:
+        doc_starts.append(position)
+        for n in sentences:
+            boundaries.append(position)
+            position += n
+    ids = np.arange(1000, 1000 + position, dtype=np.int32)
+    word_start = (ids % 3 != 0).astype(np.int8)
+    return ids, word_start, np.array(boundaries), np.array(doc_starts)
 
 
-def test_packing_fills_sequences_with_consecutive_sentences():
-    sentences = [_sentence(100 * i + 10, 20) for i in range(1, 6)]  # 5 x 20 tokens
-    packed = pack_document(sentences, seq_len=64, cls_id=CLS, sep_id=SEP, rng=random.Random(0))
+def _real(packed) -> list[int]:
+    return [int(t) for row, n in zip(packed["input_ids"], packed["length"]) for t in row[:n] if t not in (CLS, SEP)]
+
+
+def test_document_packing_fills_sequences_with_consecutive_sentences():
+    ids, word_start, boundaries, doc_starts = _stream([[20] * 5])  # one document, 5 x 20 tokens
+    packed = pack_documents(ids, word_start, boundaries, doc_starts, 64, CLS, SEP, np.random.default_rng(0))
     # 61 tokens of budget per sequence: 3 sentences (60) then 2 (40)
-    assert [p.length for p in packed] == [63, 43]
-    first = packed[0]
-    assert first.input_ids[0] == CLS and first.input_ids[62] == SEP and first.input_ids[63] == 0
-    real = [t for t in first.input_ids[: first.length] if t not in (CLS, SEP)]
-    assert real == [t for s in sentences[:3] for t in s.ids]  # order kept, nothing lost
-    seps = np.flatnonzero(first.input_ids == SEP)
-    assert len(seps) == 2  # [CLS] A [SEP] B [SEP]
-    assert (first.token_type_ids[: seps[0] + 1] == 0).all() and (first.token_type_ids[seps[0] + 1: seps[1] + 1] == 1).all()
-    assert first.word_start[0] == 0 and first.word_start[1] == 1
+    assert packed["length"].tolist() == [63, 43]
+    first = packed["input_ids"][0]
+    assert first[0] == CLS and first[62] == SEP and first[63] == 0
+    assert _real(packed) == ids.tolist()  # order kept, nothing lost
+    seps = np.flatnonzero(first == SEP)
+    assert len(seps) == 2 and (seps[0] - 1) % 20 == 0  # [CLS] A [SEP] B [SEP], A whole sentences
+    types = packed["token_type_ids"][0]
+    assert (types[: seps[0] + 1] == 0).all() and (types[seps[0] + 1: seps[1] + 1] == 1).all() and types[63] == 0
+    assert packed["word_start"][0][0] == 0 and packed["word_start"][0][1:5].tolist() == word_start[:4].tolist()
 
 
-def test_long_sentence_is_split_not_truncated():
-    packed = pack_document([_sentence(10, 150)], seq_len=64, cls_id=CLS, sep_id=SEP, rng=random.Random(0))
-    tokens = [t for p in packed for t in p.input_ids[: p.length] if t not in (CLS, SEP)]
-    assert tokens == list(range(10, 160))
-    assert all(p.length <= 64 for p in packed)
+def test_document_packing_splits_a_long_sentence_and_never_mixes_documents():
+    ids, word_start, boundaries, doc_starts = _stream([[150], [10, 10]])
+    packed = pack_documents(ids, word_start, boundaries, doc_starts, 64, CLS, SEP, np.random.default_rng(0))
+    assert _real(packed) == ids.tolist()  # split, not truncated
+    assert (packed["length"] <= 64).all()
+    assert packed["doc_index"].tolist() == [0, 0, 0, 1]
+
+
+def test_next_sentence_pairs_take_a_random_b_from_another_document():
+    ids, word_start, boundaries, doc_starts = _stream([[10, 10, 10]] * 40)
+    packed = pack_documents(ids, word_start, boundaries, doc_starts, 64, CLS, SEP, np.random.default_rng(0), nsp=True)
+    labels = packed["next_sentence_label"]
+    assert 0.3 < labels.mean() < 0.7
+    for row, doc, label in zip(packed["input_ids"], packed["doc_index"], labels):
+        seps = np.flatnonzero(row == SEP)
+        b_first = int(row[seps[0] + 1]) - 1000  # stream position of B's first token
+        b_doc = int(np.searchsorted(doc_starts, b_first, side="right") - 1)
+        assert (b_doc != doc) == bool(label)
+        assert b_first in set(boundaries.tolist())  # a random B starts at a sentence
 
 
 def _batch(n=64, seq_len=128, length=100):
@@ -74,19 +101,16 @@ def test_masking_accepts_ray_object_columns():
 
 
 def test_stream_packing_fills_every_position_and_keeps_order():
-    from bioray.data.pack import pack_stream
-
-    documents = [[_sentence(1000 * d + 100 * i, 17 + i) for i in range(4)] for d in range(1, 6)]  # 5 docs x 4 sentences
-    packed = pack_stream(documents, seq_len=32, cls_id=CLS, sep_id=SEP, rng=random.Random(0))
-    stream = [t for doc in documents for s in doc for t in s.ids]
-    assert all(seq.length == 32 for _, seq in packed[:-1])  # only the last sequence is partial
-    real = [t for _, seq in packed for t in seq.input_ids[: seq.length] if t not in (CLS, SEP)]
-    assert real == stream  # nothing lost, nothing repeated, order kept
-    sentence_firsts = {s.ids[0] for doc in documents for s in doc}
-    for _, seq in packed[:-1]:  # sentences are shorter than a sequence: each full one holds a boundary
-        seps = np.flatnonzero(seq.input_ids == SEP)
-        assert len(seps) == 2 and int(seq.input_ids[seps[0] + 1]) in sentence_firsts  # B starts a sentence
-    owners = [owner for owner, _ in packed]
+    ids, word_start, boundaries, doc_starts = _stream([[17, 18, 19, 20]] * 5)  # 5 docs x 4 sentences
+    packed = pack_stream(ids, word_start, boundaries, doc_starts, 32, CLS, SEP, np.random.default_rng(0))
+    assert (packed["length"][:-1] == 32).all()  # only the last sequence is partial
+    assert _real(packed) == ids.tolist()  # nothing lost, nothing repeated, order kept
+    sentence_firsts = set(ids[boundaries].tolist())
+    for row in packed["input_ids"][:-1]:  # sentences are shorter than a sequence: each full one holds a boundary
+        seps = np.flatnonzero(row == SEP)
+        assert len(seps) == 2 and int(row[seps[0] + 1]) in sentence_firsts  # B starts a sentence
+    owners = packed["doc_index"].tolist()
     assert owners == sorted(owners) and owners[0] == 0 and owners[-1] == 4
-    fill = sum(seq.length for _, seq in packed) / (32 * len(packed))
-    assert fill > 0.97
+    flags = [int(f) for row, n, starts in zip(packed["input_ids"], packed["length"], packed["word_start"]) for t, f in zip(row[:n], starts[:n]) if t not in (CLS, SEP)]
+    assert flags == word_start.tolist()
+    assert packed["length"].sum() / packed["length"].size / 32 > 0.97

@@ -2,7 +2,10 @@
 
 The PubMed baseline and update directories (https://ftp.ncbi.nlm.nih.gov/pubmed/baseline/,
 .../updatefiles/) are HTTP listings of `pubmedYYnNNNN.xml.gz` files, each with a `.md5` sibling
-holding `MD5(name)= <hex>`. PMC Open Access packages are fetched from a list of URLs.
+holding `MD5(name)= <hex>`. The PMC Open Access subset is served (since PMC retired its FTP bulk
+packages in 2026) from the public S3 bucket `pmc-oa-opendata` over HTTPS: objects are listed with
+S3's ListObjectsV2 API, page by page, and each download is checked against the object's ETag, which
+is its MD5 for single-part uploads.
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
+
+from lxml import etree
 
 log = logging.getLogger(__name__)
 
 PUBMED_BASELINE = "https://ftp.ncbi.nlm.nih.gov/pubmed/baseline/"
 PUBMED_UPDATES = "https://ftp.ncbi.nlm.nih.gov/pubmed/updatefiles/"
 PUBMED_FILE = re.compile(r'href="(pubmed\d+n\d+\.xml\.gz)"')
+PMC_OA_BUCKET = "https://pmc-oa-opendata.s3.amazonaws.com/"
+PMC_OA_PREFIX = "oa_comm/xml/all/"
+S3 = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 CHUNK = 1 << 20
 
 
@@ -114,4 +122,55 @@ def fetch_pubmed(listing_url: str, destination: Path, limit: int | None = None, 
         except (OSError, ChecksumError) as exc:  # one bad file does not stop the others
             report.failed[name] = f"{type(exc).__name__}: {exc}"
             log.error("could not fetch %s: %s", name, exc)
+    return report
+
+
+@dataclass
+class S3Object:
+    key: str
+    size: int
+    md5: str | None  # None for a multipart upload, whose ETag is not an MD5
+
+
+def list_s3_objects(bucket_url: str, prefix: str, suffixes: tuple[str, ...] = (), timeout: float = 60) -> list[S3Object]:
+    """Every object under prefix in a public S3 bucket (ListObjectsV2 over HTTPS, following continuation tokens)."""
+    objects, token = [], None
+    while True:
+        query = f"?list-type=2&prefix={quote(prefix)}" + (f"&continuation-token={quote(token)}" if token else "")
+        with _get(urljoin(bucket_url, query), timeout) as response:
+            root = etree.fromstring(response.read())
+        for item in root.iter(f"{S3}Contents"):
+            key = item.findtext(f"{S3}Key")
+            etag = (item.findtext(f"{S3}ETag") or "").strip('"')
+            if key and (not suffixes or key.endswith(suffixes)):
+                md5 = etag.lower() if re.fullmatch(r"[0-9a-fA-F]{32}", etag) else None
+                objects.append(S3Object(key, int(item.findtext(f"{S3}Size") or 0), md5))
+        if root.findtext(f"{S3}IsTruncated") != "true":
+            return objects
+        token = root.findtext(f"{S3}NextContinuationToken")
+
+
+def fetch_s3_prefix(bucket_url: str, prefix: str, destination: Path, suffixes: tuple[str, ...] = (".xml", ".nxml"),
+                    limit: int | None = None, timeout: float = 60) -> FetchReport:
+    """Bring destination up to date with the objects under prefix: new objects only, each checked against its ETag.
+
+    A file already here with the listed size is taken as present; one with another size is fetched again.
+    """
+    destination.mkdir(parents=True, exist_ok=True)
+    report = FetchReport()
+    objects = list_s3_objects(bucket_url, prefix, suffixes, timeout)
+    for item in objects[:limit] if limit else objects:
+        name = item.key.rsplit("/", 1)[-1]
+        target = destination / name
+        if target.exists() and target.stat().st_size == item.size:
+            report.already_present.append(name)
+            continue
+        try:
+            if download(urljoin(bucket_url, quote(item.key)), target, item.md5, timeout):
+                report.resumed.append(name)
+            report.downloaded.append(name)
+            log.info("fetched %s", item.key)
+        except (OSError, ChecksumError) as exc:
+            report.failed[name] = f"{type(exc).__name__}: {exc}"
+            log.error("could not fetch %s: %s", item.key, exc)
     return report

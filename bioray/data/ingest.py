@@ -1,7 +1,11 @@
 """Ingest stage: raw files -> deduplicated, sentence-split documents Parquet, with Ray Data.
 
-Each file is read by one Ray task (flat_map over the file list). A file that cannot be parsed is
-quarantined (listed in quarantine.json with its error) and the rest of the run completes.
+Each file is read by one Ray task (flat_map over the file list) straight to Parquet. A file that
+cannot be parsed is quarantined (listed in quarantine.json with its error) and the rest of the run
+completes. De-duplication needs no shuffle of the texts: the driver decides which records survive
+from a narrow key table (doc id, file rank, record number, version, deleted, text hash: ~60 bytes a
+document, read column-wise), and streaming Ray Data passes keep those records and split their
+sentences. Memory therefore grows with the number of documents by those few bytes, never with text.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -44,8 +49,9 @@ def _read_file(item: dict) -> Iterator[dict]:
                 continue
             if item["max_docs"] and documents >= item["max_docs"]:
                 break
+            yield {**record, **common, "record": documents, "text_hash": text_hash(record["text"]),
+                   "chars": len(record["text"]), "location": "", "error": ""}
             documents += 1
-            yield {**record, **common, "location": "", "error": ""}
     except Exception as exc:  # unreadable from here on (truncated gzip, malformed XML, not XML at all)
         where = f"after record {documents}" if documents else "start of file"
         yield _quarantine_row(item, Quarantined(where, f"{type(exc).__name__}: {exc}"))
@@ -53,30 +59,46 @@ def _read_file(item: dict) -> Iterator[dict]:
 
 def _quarantine_row(item: dict, bad: Quarantined) -> dict:
     return {"source": item["source"], "doc_id": "", "version": 0, "text": "", "metadata": "{}", "deleted": False,
-            "file": item["path"], "file_rank": item["file_rank"], "location": bad.location, "error": bad.error}
+            "file": item["path"], "file_rank": item["file_rank"], "record": -1, "text_hash": "", "chars": 0,
+            "location": bad.location, "error": bad.error}
 
 
-def _latest_versions(block: pd.DataFrame) -> pd.DataFrame:
-    """Per doc id, the record from the latest file (then highest version); deletions remove the document.
+def text_hash(text: str) -> str:
+    """Hash of the normalised text (case and whitespace folded): equal for exact duplicates."""
+    return hashlib.sha1(" ".join(text.lower().split()).encode()).hexdigest() if text else ""
 
-    Runs on a whole hash partition (every record of a doc id is in it), vectorised: a pandas call
-    per group would cost a millisecond per document.
+
+KEY_COLUMNS = ["doc_id", "file_rank", "record", "version", "deleted", "text_hash", "chars"]
+
+
+def _record_keys(frame: pd.DataFrame) -> np.ndarray:
+    """One int64 per parsed record: its file's rank and its number in that file."""
+    return frame["file_rank"].to_numpy(np.int64) << 32 | frame["record"].to_numpy(np.int64)
+
+
+def surviving_records(keys: pd.DataFrame, min_chars: int) -> tuple[np.ndarray, np.ndarray]:
+    """The record keys of the latest version of each document, and of the documents kept after text de-duplication.
+
+    Latest: per doc id, the record of the latest file, then the highest version, then the later
+    record; a deletion removes the document. Kept: latest documents of at least min_chars, one per
+    normalised text (the smallest doc id). Vectorised over the whole key table.
     """
-    latest = block.sort_values(["doc_id", "file_rank", "version"]).drop_duplicates("doc_id", keep="last")
-    return latest[~latest["deleted"]]
+    latest = keys.sort_values(["doc_id", "file_rank", "version", "record"]).drop_duplicates("doc_id", keep="last")
+    latest = latest[~latest["deleted"]]
+    long_enough = latest[latest["chars"] >= min_chars]
+    kept = long_enough.sort_values(["text_hash", "doc_id"]).drop_duplicates("text_hash", keep="first")
+    return np.sort(_record_keys(latest)), np.sort(_record_keys(kept))
 
 
-def _distinct_texts(block: pd.DataFrame) -> pd.DataFrame:
-    """Per normalised-text hash, the document with the smallest id (exact duplicates removed)."""
-    return block.sort_values(["text_hash", "doc_id"]).drop_duplicates("text_hash", keep="first")
+def _only(batch: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:
+    """The rows of batch whose record key is in keys (sorted)."""
+    found = np.searchsorted(keys, _record_keys(batch))
+    hit = keys[np.minimum(found, len(keys) - 1)] == _record_keys(batch) if len(keys) else np.zeros(len(batch), bool)
+    return batch[hit]
 
 
-def _with_text_hash(block: pd.DataFrame) -> pd.DataFrame:
-    block["text_hash"] = [hashlib.sha1(" ".join(t.lower().split()).encode()).hexdigest() for t in block["text"]]
-    return block
-
-
-def _add_sentences(batch: pd.DataFrame) -> pd.DataFrame:
+def _kept_with_sentences(batch: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:
+    batch = _only(batch, keys).copy()
     spans = [sentence_spans(text) for text in batch["text"]]
     batch["sentence_starts"] = [[s for s, _ in doc] for doc in spans]
     batch["sentence_ends"] = [[e for _, e in doc] for doc in spans]
@@ -140,39 +162,37 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     new_items = items[reused:]
     log.info("ingest: %d file(s) to parse, %d reused from %s", len(new_items), reused, previous if reused else "-")
 
-    # Parse straight to Parquet (streaming, bounded memory); errors and documents are read back from it.
+    # Parse straight to Parquet (streaming, bounded memory); errors and keys are read back from it column-wise.
     parsed = output / "_parsed"
+    errors, parsed_count, frames = [], 0, []
     if new_items:
         ray.data.from_items(new_items, override_num_blocks=len(new_items)).flat_map(_read_file).write_parquet(str(parsed))
         status = pads.dataset(str(parsed), format="parquet").to_table(columns=["file", "location", "error"])
         failed = pc.not_equal(status.column("error"), "")
         errors = status.filter(failed).to_pylist()
         parsed_count = status.num_rows - len(errors)
-        fresh = (ray.data.read_parquet(str(parsed)).filter(expr=col("error") == "")
-                 .drop_columns(["error", "location", "file"]))
-    else:
-        errors, fresh, parsed_count = [], None, 0
+        frames.append(pads.dataset(str(parsed), format="parquet").to_table(
+            columns=KEY_COLUMNS, filter=pc.field("error") == "").to_pandas())
     for error in errors:
         log.warning("quarantined %s (%s): %s", error["file"], error["location"], error["error"])
     (output / "quarantine.json").write_text(json.dumps(errors, indent=2))
-
     if reused:
-        earlier = ray.data.read_parquet(str(previous / "latest"))
-        fresh = earlier.union(fresh) if fresh is not None else earlier
-    latest = (fresh.repartition(ingest.partitions, keys=["doc_id"])
-              .map_batches(_latest_versions, batch_size=None, batch_format="pandas"))
-    latest.write_parquet(str(output / "latest"))
-    shutil.rmtree(parsed, ignore_errors=True)
+        frames.append(pads.dataset(str(previous / "latest"), format="parquet").to_table(columns=KEY_COLUMNS).to_pandas())
+    latest_keys, kept_keys = surviving_records(pd.concat(frames, ignore_index=True), ingest.min_chars)
 
-    min_chars = ingest.min_chars
-    documents = (
-        ray.data.read_parquet(str(output / "latest"))
-        .map_batches(lambda b: _with_text_hash(b[b["text"].str.len() >= min_chars].copy()), batch_format="pandas")
-        .repartition(ingest.partitions, keys=["text_hash"])
-        .map_batches(_distinct_texts, batch_size=None, batch_format="pandas")
-        .map_batches(_add_sentences, batch_format="pandas")
-        .drop_columns(["deleted", "file_rank", "text_hash"])
-    )
+    # Streaming passes, no shuffle: keep the surviving records, then split the kept ones' sentences.
+    parts = []
+    if new_items:
+        parts.append(ray.data.read_parquet(str(parsed)).filter(expr=col("error") == "")
+                     .drop_columns(["error", "location", "file"]))
+    if reused:
+        parts.append(ray.data.read_parquet(str(previous / "latest")))
+    records = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    records.map_batches(_only, fn_kwargs={"keys": latest_keys}, batch_format="pandas").write_parquet(str(output / "latest"))
+    shutil.rmtree(parsed, ignore_errors=True)
+    documents = (ray.data.read_parquet(str(output / "latest"))
+                 .map_batches(_kept_with_sentences, fn_kwargs={"keys": kept_keys}, batch_format="pandas")
+                 .drop_columns(["deleted", "file_rank", "record", "text_hash", "chars"]))
     documents.write_parquet(str(output / "documents"))
     (output / "manifest.json").write_text(json.dumps({"files": [_fingerprint(i) for i in items]}, indent=2))
 

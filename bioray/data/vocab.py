@@ -1,5 +1,10 @@
 """Vocab stage: a WordPiece vocabulary trained on a document sample (PubMedBERT-style), or the
-vocabulary of an initial checkpoint (BioBERT-style). Output: an HF tokenizer directory."""
+vocabulary of an initial checkpoint (BioBERT-style). Output: an HF tokenizer directory.
+
+The sample is drawn uniformly from the whole corpus by Ray Data (read and sampled in parallel,
+streamed to the trainer), not taken from the first files; the Rust trainer uses every core of
+the node it runs on.
+"""
 
 from __future__ import annotations
 
@@ -22,15 +27,16 @@ from bioray.config import VocabConfig
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def sample_texts(documents_dir: Path, limit: int):
-    """Stream at most `limit` document texts from the documents Parquet."""
-    seen = 0
-    for batch in pads.dataset(str(documents_dir), format="parquet").to_batches(columns=["text"]):
-        for text in batch.column("text").to_pylist():
-            if seen >= limit:
-                return
-            seen += 1
-            yield text
+def sample_texts(documents_dir: Path, limit: int, seed: int = 0):
+    """About `limit` document texts, a uniform random sample of the documents Parquet, streamed."""
+    import ray
+
+    total = pads.dataset(str(documents_dir), format="parquet").count_rows()
+    documents = ray.data.read_parquet(str(documents_dir)).select_columns(["text"])
+    if limit < total:
+        documents = documents.random_sample(limit / total, seed=seed)
+    for batch in documents.iter_batches(batch_size=1024, batch_format="pyarrow"):
+        yield from batch.column("text").to_pylist()
 
 
 def train_wordpiece(texts, size: int, lowercase: bool, min_frequency: int) -> BertTokenizerFast:

@@ -44,7 +44,7 @@ def test_ingest_applies_updates_and_quarantines_a_corrupt_file(local_ray, tmp_pa
              + _article("4", 1, "Kept.", "Metformin reduces glucose. Patients improved markedly."))  # same text as PMID 3
     (raw / "pubmed26n0003.xml.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not gzip")
     tree = {**quickstart_tree, "data_root": str(data_root), "workdir": str(tmp_path / "work"),
-            "ingest": {"sources": [{"name": "pubmed", "format": "medline", "path": str(raw)}], "partitions": 2}}
+            "ingest": {"sources": [{"name": "pubmed", "format": "medline", "path": str(raw)}]}}
     (tmp_path / "wf.yaml").write_text(yaml.safe_dump(tree))
     config = load_workflow(tmp_path / "wf.yaml")
     out = tmp_path / "out"
@@ -81,7 +81,7 @@ def test_planted_bad_files_are_reported_and_every_good_document_kept(local_ray, 
 
     tree = {**quickstart_tree, "data_root": str(data_root), "workdir": str(tmp_path / "work"),
             "ingest": {"sources": [{"name": "pubmed", "format": "medline", "path": str(raw)},
-                                   {"name": "text", "format": "text", "path": str(text)}], "partitions": 2}}
+                                   {"name": "text", "format": "text", "path": str(text)}]}}
     (tmp_path / "wf.yaml").write_text(yaml.safe_dump(tree))
     out = tmp_path / "out"
     out.mkdir()
@@ -121,7 +121,7 @@ def test_incremental_ingest_equals_full_rebuild(local_ray, tmp_path):
              + _article("3", 1, "Same.", "Identical abstract text here.")
              + _article("4", 1, "Same.", "Identical abstract text here."))  # duplicate of 3: dropped while 3 exists
     _medline(raw / "pubmed26n0002.xml.gz", _article("5", 1, "Gout.", "Urate crystals cause gout."))
-    ingest = IngestConfig(sources=[SourceConfig(name="pubmed", format="medline", path=str(raw))], partitions=2)
+    ingest = IngestConfig(sources=[SourceConfig(name="pubmed", format="medline", path=str(raw))])
     first = tmp_path / "first"
     first.mkdir()
     run_ingest(ingest, tmp_path, first)

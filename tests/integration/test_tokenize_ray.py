@@ -1,0 +1,85 @@
+"""Vocab and tokenize+pack on a real local Ray, over real corpus documents from ../shared/data."""
+
+import collections
+import hashlib
+import json
+
+import numpy as np
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+import ray
+from transformers import AutoTokenizer
+
+from bioray.config import IngestConfig, SourceConfig, TokenizeConfig, VocabConfig
+from bioray.data.ingest import run_ingest
+from bioray.data.tokenize import run_tokenize
+from bioray.data.vocab import run_vocab, sample_texts
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, data_root):
+    ray.init(num_cpus=2, include_dashboard=False)
+    work = tmp_path_factory.mktemp("tokenize")
+    sources = [SourceConfig(name="pmc", format="jsonl", path="corpus/craft-pmc", max_docs=40),
+               SourceConfig(name="abstracts", format="jsonl", path="corpus/medical-abstracts-tc", max_docs=400)]
+    (work / "ingest").mkdir()
+    run_ingest(IngestConfig(sources=sources), data_root, work / "ingest")
+    (work / "vocab").mkdir()
+    run_vocab(VocabConfig(size=3000, sample_docs=200), work / "ingest" / "documents", work / "vocab", None)
+    yield work
+    ray.shutdown()
+
+
+def _rows(directory) -> list[tuple]:
+    table = pads.dataset(str(directory), format="parquet").to_table()
+    columns = [c for c in ("doc_id", "input_ids", "token_type_ids", "word_start", "length", "next_sentence_label")
+               if c in table.column_names]
+    rows = zip(*(table.column(c).to_pylist() for c in columns))
+    return sorted(tuple(json.dumps(v.tolist() if hasattr(v, "tolist") else v) for v in row) for row in rows)
+
+
+def test_vocab_trains_on_a_sample_of_the_whole_corpus(corpus):
+    documents = corpus / "ingest" / "documents"
+    total = pads.dataset(str(documents), format="parquet").count_rows()
+    sample = list(sample_texts(documents, 200))
+    assert 120 < len(sample) < 280 < total  # about the requested size, not the whole corpus
+    tokenizer = AutoTokenizer.from_pretrained(str(corpus / "vocab" / "tokenizer"))
+    assert 1000 < len(tokenizer) <= 3000 and tokenizer.mask_token == "[MASK]"
+
+
+def test_stream_packing_keeps_every_token_in_small_shards_deterministically(corpus, tmp_path):
+    documents, tokenizer_dir = corpus / "ingest" / "documents", corpus / "vocab" / "tokenizer"
+    config = TokenizeConfig(seq_len=64, shard_rows=100, tokenizer_actors=2, batch_size=50)
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        out.mkdir()
+        stats = run_tokenize(config, documents, tokenizer_dir, out)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    texts = pq.read_table(documents, columns=["text"]).column("text").to_pylist()
+    expected = collections.Counter(t for text in texts for t in tokenizer(text, add_special_tokens=False)["input_ids"])
+    table = pads.dataset(str(first / "sequences"), format="parquet").to_table()
+    ids = np.array(table.column("input_ids").to_pylist())
+    lengths = np.array(table.column("length").to_pylist())
+    real = ids[np.arange(64)[None, :] < lengths[:, None]]
+    special = (real == tokenizer.cls_token_id) | (real == tokenizer.sep_token_id)
+    assert collections.Counter(real[~special].tolist()) == expected  # nothing lost, nothing repeated
+    assert (lengths == 64).mean() > 0.95  # every sequence full but each batch's last
+
+    shard_sizes = [pq.read_metadata(f).num_rows for f in (first / "sequences").glob("*.parquet")]
+    assert max(shard_sizes) <= 100 and sum(shard_sizes) == stats["tokenize/sequences"] == len(lengths)
+    assert stats["tokenize/tokens"] == lengths.sum() and stats["tokenize/fill_ratio"] > 0.95
+    assert _rows(first / "sequences") == _rows(second / "sequences")  # same sequences, whatever the scheduling
+    written = json.loads((first / "stats.json").read_text())
+    assert set(written["tokens_per_source"]) == {"pmc", "abstracts"}
+
+
+def test_document_packing_with_next_sentence_pairs(corpus, tmp_path):
+    config = TokenizeConfig(seq_len=64, packing="document", nsp=True, tokenizer_actors=1)
+    stats = run_tokenize(config, corpus / "ingest" / "documents", corpus / "vocab" / "tokenizer", tmp_path)
+    table = pads.dataset(str(tmp_path / "sequences"), format="parquet").to_table()
+    labels = np.array(table.column("next_sentence_label").to_pylist())
+    has_b = np.array(table.column("token_type_ids").to_pylist()).sum(axis=1) > 0
+    assert 0.4 < labels[has_b].mean() < 0.6 and not labels[~has_b].any()  # half the pairs get a random B
+    assert stats["tokenize/fill_ratio"] < 0.99  # whole sentences of one document leave padding
