@@ -184,15 +184,20 @@ def bench_tokenize(data: Path, tokenizer_dir: Path | None = None, seq_len: int =
                 if tokenizer_dir is None:  # not timed: the vocabulary is an input of the benchmark
                     tokenizer_dir = work / "tokenizer"
                     train_wordpiece(sample, vocab_size, lowercase=False, min_frequency=2).save_pretrained(str(tokenizer_dir))
-                raw = raw_tokenizer_speed(tokenizer_dir, sample)
+                # This VM's core speed drifts by 2x over minutes: the raw tokenizer is timed before and
+                # after the pipeline and its best figure is used, which can only lower the ratio.
+                raws = [raw_tokenizer_speed(tokenizer_dir, sample)]
                 raw_all_cores = raw_tokenizer_parallel(tokenizer_dir, sample, cores)
-                del sample
 
                 (work / "tokenize").mkdir()
                 started = time.perf_counter()
                 stats = run_tokenize(TokenizeConfig(seq_len=seq_len, tokenizer_actors=cores),
                                      work / "ingest" / "documents", tokenizer_dir, work / "tokenize")
                 pipeline_seconds = time.perf_counter() - started
+                raws.append(raw_tokenizer_speed(tokenizer_dir, sample))
+                raw_all_cores = max(raw_all_cores, raw_tokenizer_parallel(tokenizer_dir, sample, cores))
+                raw = max(raws, key=lambda r: r["raw_tokens_per_s"])
+                del sample
         finally:
             ray.shutdown()
     real_tokens = stats["tokenize/tokens"] - 3 * stats["tokenize/sequences"]  # [CLS]/[SEP] are not text
@@ -204,6 +209,7 @@ def bench_tokenize(data: Path, tokenizer_dir: Path | None = None, seq_len: int =
         "text_mb": text_bytes / 1e6,
         "raw_tokens_per_s": raw["raw_tokens_per_s"],
         "raw_mb_per_s": raw["raw_mb_per_s"],
+        "raw_tokens_per_s_runs": [r["raw_tokens_per_s"] for r in raws],
         "raw_all_cores_tokens_per_s": raw_all_cores,
         "core_scaling": raw_all_cores / (cores * raw["raw_tokens_per_s"]),
         "pipeline_tokens_per_s": pipeline_tokens_per_s,

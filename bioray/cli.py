@@ -167,6 +167,32 @@ def bench_tokenize_command(data, tokenizer, seq_len, scale, as_json):
     click.echo(f"peak memory                {result['peak_rss_mb']:.0f} MB")
 
 
+@bench.command(name="pretrain")
+@click.option("--data", "data", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Text files, one document per line (default: ../shared/data/pubmed-raw/abstracts_one_per_line).")
+@click.option("--tokenizer", type=click.Path(exists=True, file_okay=False), default=None,
+              help="HF tokenizer directory (default: train a 30,522-piece WordPiece on the text, untimed).")
+@click.option("--tokens", "budget", type=int, default=200_000, show_default=True, help="Real tokens each side trains on.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_pretrain_command(data, tokenizer, budget, as_json):
+    """bioray's pretraining step vs. the HF run_mlm --line_by_line step: real tokens/s, in one run."""
+    from pathlib import Path
+
+    from bioray.bench_pretrain import bench_pretrain
+
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubmed-raw" / "abstracts_one_per_line"
+    result = bench_pretrain(Path(data) if data else default, Path(tokenizer) if tokenizer else None, budget)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"model                 {result['model_params'] / 1e6:.2f} M parameters, vocab {result['vocab_size']}, "
+               f"{result['torch_threads']} torch threads")
+    for side in ("bioray", "baseline"):
+        click.echo(f"{side:9s} {result[side + '_tokens_per_s']:10.0f} real tokens/s  ({result['real_tokens'][side]} "
+                   f"tokens, fill {result['fill_ratio'][side]:.2f}, {result['seconds'][side]:.1f} s)")
+    click.echo(f"ratio     {result['ratio']:.2f}")
+
+
 @main.command()
 @workflow_argument
 @set_option

@@ -72,11 +72,10 @@ class TokenizeConfig(Section):
     packing: Literal["stream", "document"] = Field(
         "stream", description="stream: documents back to back, every position filled (MosaicBERT); "
         "document: whole sentences of one document per sequence (BERT).")
-    shard_rows: int = Field(16384, ge=1, description="Sequences per Parquet shard (at most); training splits rows equally over workers.")
     tokenizer_actors: int = Field(1, ge=1, description="Ray Data actors holding a tokenizer.")
     nsp: bool = Field(False, description="Next-sentence-prediction pairs: half the B segments taken from another "
                       "document (`next_sentence_label` column); needs packing: document.")
-    batch_size: int = Field(1024, ge=1, description="Documents per tokenizer batch.")
+    batch_size: int = Field(1024, ge=1, description="Documents per tokenizer batch; each batch becomes one Parquet shard.")
     seed: int = Field(0, description="Seed for the A/B split points.")
 
     @model_validator(mode="after")
@@ -116,12 +115,18 @@ class PretrainConfig(Section):
     micro_batch_size: int = Field(32, ge=1, description="Sequences per worker per forward pass.")
     lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    warmup_steps: int = Field(100, ge=0, description="Linear warmup steps, then linear decay to 0.")
+    optimizer: Literal["adamw", "lamb"] = Field("adamw", description="AdamW (fused on GPU) or LAMB (large batches).")
+    warmup_steps: int = Field(100, ge=0, description="Linear warmup steps, then decay to 0 at the last step.")
+    decay_power: float = Field(1.0, gt=0, description="Decay after warmup: 1 = linear, other values polynomial (BERT used 1).")
     grad_clip: float = Field(1.0, ge=0, description="Gradient norm clipping (0 = off).")
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="Training precision.")
-    mask_rate: float = Field(0.15, gt=0, lt=1, description="Fraction of tokens masked (80/10/10).")
+    mask_rate: float = Field(0.15, gt=0, lt=1, description="Fraction of tokens masked (80/10/10); MosaicBERT used 0.3.")
+    whole_word_masking: bool = Field(False, description="Mask all pieces of a chosen word (uses the word_start flags).")
     log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
+    checkpoint_every: int = Field(500, ge=1, description="Checkpoint (every rank's DeepSpeed state) every N steps, and at the end.")
+    keep_checkpoints: int = Field(3, ge=1, description="Keep the last K checkpoints in Ray Train storage.")
+    max_failures: int = Field(3, ge=-1, description="Worker failures survived by restarting from the last checkpoint (-1: no limit).")
     shuffle_buffer: int = Field(10_000, ge=1, description="Sequences in each worker's local shuffle buffer.")
     seed: int = Field(0, description="Random seed.")
 

@@ -1,4 +1,3 @@
-import random
 
 import numpy as np
 import torch
@@ -114,3 +113,21 @@ def test_stream_packing_fills_every_position_and_keeps_order():
     flags = [int(f) for row, n, starts in zip(packed["input_ids"], packed["length"], packed["word_start"]) for t, f in zip(row[:n], starts[:n]) if t not in (CLS, SEP)]
     assert flags == word_start.tolist()
     assert packed["length"].sum() / packed["length"].size / 32 > 0.97
+
+
+def test_whole_word_masking_takes_every_piece_of_a_chosen_word():
+    batch = _batch(n=256)
+    starts = np.random.default_rng(1).random(batch["input_ids"].shape) < 0.6  # words of 1-4 pieces
+    starts[:, 1] = True
+    batch["word_start"] = starts.astype(np.int8)
+    out = mask_batch(batch, 0.15, MASK, 1000, [0, 1, CLS, SEP, MASK], torch.Generator().manual_seed(0), whole_word=True)
+    chosen = (out["labels"] != IGNORE_INDEX).numpy()
+    word = np.cumsum(batch["word_start"], axis=1)
+    real = np.zeros_like(chosen)
+    real[:, 1:99] = True  # between [CLS] and [SEP]
+    for row in range(0, 256, 17):
+        for w in np.unique(word[row][real[row]]):
+            pieces = chosen[row][real[row] & (word[row] == w)]
+            assert pieces.all() or not pieces.any()  # a word is masked whole or not at all
+    assert 0.12 < chosen[real].mean() < 0.18
+    assert not chosen[:, 0].any() and not chosen[:, 99:].any()

@@ -14,10 +14,12 @@ def _stack(column) -> np.ndarray:
 
 
 def mask_batch(batch: dict, mask_rate: float, mask_id: int, vocab_size: int, special_ids: list[int],
-               generator: torch.Generator) -> dict[str, torch.Tensor]:
+               generator: torch.Generator, whole_word: bool = False) -> dict[str, torch.Tensor]:
     """BERT masking: choose mask_rate of the real tokens; of those 80% [MASK], 10% random, 10% kept.
 
     Special tokens and padding are never chosen. Labels are IGNORE_INDEX where nothing is predicted.
+    With whole_word, words are chosen (each with probability mask_rate) and all their word pieces
+    with them, using the `word_start` flags written by the tokenize stage.
     """
     input_ids = torch.from_numpy(_stack(batch["input_ids"]).astype(np.int64))
     token_type_ids = torch.from_numpy(_stack(batch["token_type_ids"]).astype(np.int64))
@@ -26,7 +28,13 @@ def mask_batch(batch: dict, mask_rate: float, mask_id: int, vocab_size: int, spe
     attention_mask = (positions < lengths.unsqueeze(1)).long()
 
     candidates = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(special_ids))
-    chosen = (torch.rand(input_ids.shape, generator=generator) < mask_rate) & candidates
+    if whole_word:
+        word_start = torch.from_numpy(_stack(batch["word_start"]).astype(np.int64))
+        word_index = torch.cumsum(word_start, dim=1)  # the pieces of one word share an index
+        per_word = torch.rand((input_ids.shape[0], input_ids.shape[1] + 1), generator=generator) < mask_rate
+        chosen = per_word.gather(1, word_index) & candidates
+    else:
+        chosen = (torch.rand(input_ids.shape, generator=generator) < mask_rate) & candidates
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
 
     action = torch.rand(input_ids.shape, generator=generator)

@@ -1,9 +1,12 @@
-"""Tokenize stage: documents Parquet -> packed token sequences in balanced Parquet shards.
+"""Tokenize stage: documents Parquet -> packed token sequences in Parquet shards.
 
 Tokenizers are stateful, so they live in Ray Data actors (ActorPoolStrategy). Each batch of
 documents is tokenized in one fast-tokenizer call with the tokenizer's [SEP] string between
 sentences (a special token, so it comes back as one id marking each sentence start without the cost
-of character offsets), then packed with numpy over the whole batch.
+of character offsets), then packed with numpy over the whole batch, and written by the actor as one
+Parquet shard named after the batch's content: the sequences never travel through the object store
+(memory stays flat whatever the corpus size), and a batch retried after an actor died rewrites the
+same shard atomically instead of adding a duplicate. The dataset's rows are only per-shard counts.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import ray
 from ray.data import ActorPoolStrategy
 from transformers import AutoTokenizer
@@ -37,7 +41,8 @@ def batch_rng(seed: int, first_doc_id: str) -> np.random.Generator:
 class TokenizePacker:
     """Ray Data actor: holds one tokenizer, turns document batches into packed sequences."""
 
-    def __init__(self, tokenizer_dir: str, seq_len: int, seed: int, packing: str = "stream", nsp: bool = False):
+    def __init__(self, tokenizer_dir: str, output_dir: str, seq_len: int, seed: int, packing: str = "stream",
+                 nsp: bool = False):
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per actor: Ray provides the parallelism
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.backend = tokenizer.backend_tokenizer
@@ -45,12 +50,35 @@ class TokenizePacker:
         self.word_start = np.array([not p.startswith("##") for p in pieces], dtype=np.int8)  # by token id
         self.cls_id, self.sep_id, self.marker = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.sep_token
         self.seq_len, self.seed, self.packing, self.nsp = seq_len, seed, packing, nsp
+        self.output_dir = Path(output_dir)
 
     def _marked(self, text: str, starts: list[int]) -> str:
         cuts = [s for s in starts if 0 < s < len(text)]
         return self.marker.join(text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)]))
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        packed = self.pack(batch)
+        shard = self._write(packed)
+        lengths, sources = packed["length"], packed["source"]
+        names = sorted(set(sources.tolist()))
+        return {"shard": np.array([shard] * len(names)), "source": np.array(names, dtype=object),
+                "sequences": np.array([int((sources == n).sum()) for n in names]),
+                "tokens": np.array([int(lengths[sources == n].sum()) for n in names])}
+
+    def _write(self, packed: dict[str, np.ndarray]) -> str:
+        """One shard per batch, named by its content; written to a temporary name, then renamed."""
+        digest = hashlib.sha1(packed["input_ids"].tobytes())
+        digest.update(packed["doc_id"].astype(str).tobytes())
+        name = f"part-{digest.hexdigest()[:20]}.parquet"
+        columns = {k: pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), self.seq_len) if v.ndim == 2 else pa.array(v)
+                   for k, v in packed.items()}
+        temporary = self.output_dir / f".{name}.{os.getpid()}.tmp"
+        pq.write_table(pa.table(columns), temporary)
+        os.replace(temporary, self.output_dir / name)
+        return name
+
+    def pack(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        """Documents (doc_id, source, text, sentence_starts) -> packed sequence arrays."""
         texts = batch.column("text").to_pylist()
         starts = batch.column("sentence_starts").to_pylist()
         marked = [self._marked(t, s) for t, s in zip(texts, starts)]
@@ -66,7 +94,7 @@ class TokenizePacker:
         boundaries = np.union1d(kept_before[:-1][marker], doc_starts)
         ids = stream[~marker]
 
-        doc_ids = batch.column("doc_id").to_numpy(zero_copy_only=False)
+        doc_ids = batch.column("doc_id").to_numpy(zero_copy_only=False).astype(object)
         rng = batch_rng(self.seed, str(doc_ids[0]) if len(doc_ids) else "")
         args = (ids, self.word_start[ids], boundaries, doc_starts, self.seq_len, self.cls_id, self.sep_id, rng)
         packed = pack_stream(*args) if self.packing == "stream" else pack_documents(*args, nsp=self.nsp)
@@ -82,33 +110,22 @@ def _actor_cpus(actors: int) -> float:
 
 
 def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Path, output: Path) -> dict:
+    shards = output / "sequences"
+    shards.mkdir(parents=True, exist_ok=True)
     documents = ray.data.read_parquet(str(documents_dir)).select_columns(["doc_id", "source", "text", "sentence_starts"])
-    packed = documents.map_batches(
+    written = documents.map_batches(
         TokenizePacker,
-        fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "seq_len": config.seq_len, "seed": config.seed,
-                               "packing": config.packing, "nsp": config.nsp},
+        fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "output_dir": str(shards), "seq_len": config.seq_len,
+                               "seed": config.seed, "packing": config.packing, "nsp": config.nsp},
         batch_size=config.batch_size,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(size=config.tokenizer_actors),
         num_cpus=_actor_cpus(config.tokenizer_actors),
-    )
-    # Streaming repartition (no barrier, memory independent of corpus size) into shards of
-    # shard_rows sequences. Training splits the rows equally over its workers (Ray Train's
-    # equal streaming split) and shuffles them in a local buffer, so no global shuffle is paid here.
-    packed = packed.repartition(target_num_rows_per_block=config.shard_rows)
-    packed.write_parquet(str(output / "sequences"))
-
-    # Counted from the written shards (a few small columns, streamed): what training will read.
-    tokens_per_source: dict[str, int] = {}
-    sequences = 0
-    for batch in pads.dataset(str(output / "sequences"), format="parquet").to_batches(columns=["source", "length"]):
-        sequences += batch.num_rows
-        per_source = pa.table({"source": batch.column("source"), "length": batch.column("length")}).group_by(
-            "source").aggregate([("length", "sum")])
-        for source, total in zip(per_source.column("source").to_pylist(), per_source.column("length_sum").to_pylist()):
-            tokens_per_source[source] = tokens_per_source.get(source, 0) + total
-    tokens = sum(tokens_per_source.values())
+    ).to_pandas()  # a few rows per shard: (shard, source, sequences, tokens)
+    # A batch retried after a lost actor wrote its shard again under the same name: count shards once.
+    written = written.drop_duplicates(["shard", "source"])
     per_source, sentences = document_counts(documents_dir)
+    sequences, tokens = int(written["sequences"].sum()), int(written["tokens"].sum())
     stats = {
         "packing": config.packing,
         "documents": sum(per_source.values()),
@@ -117,8 +134,8 @@ def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Pat
         "tokens": tokens,
         "seq_len": config.seq_len,
         "fill_ratio": tokens / max(1, sequences * config.seq_len),
-        "tokens_per_source": tokens_per_source,
-        "shards": len(list((output / "sequences").glob("*.parquet"))),
+        "tokens_per_source": {k: int(v) for k, v in written.groupby("source")["tokens"].sum().items()},
+        "shards": int(written["shard"].nunique()),
     }
     (output / "stats.json").write_text(json.dumps(stats, indent=2))
     return {f"tokenize/{k}": v for k, v in stats.items() if isinstance(v, (int, float))}

@@ -7,6 +7,7 @@ import os
 import torch
 
 from bioray.config import PretrainConfig
+from bioray.train.optim import build_optimizer, warmup_decay
 
 
 def deepspeed_config(config: PretrainConfig) -> dict:
@@ -23,17 +24,8 @@ def deepspeed_config(config: PretrainConfig) -> dict:
     }
 
 
-def linear_warmup_decay(warmup: int, total: int):
-    """LR multiplier: linear warmup to 1, then linear decay to 0 at `total`."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return factor
-
-
 def build_engine(model: torch.nn.Module, config: PretrainConfig, use_gpu: bool):
-    """DeepSpeed engine over an AdamW (fused on GPU) with warmup + linear decay.
+    """DeepSpeed engine over AdamW (fused on GPU) or LAMB, with warmup then linear/polynomial decay.
 
     The torch.distributed group already exists (Ray Train made it: gloo on CPU, NCCL on GPU);
     DeepSpeed attaches to it.
@@ -47,8 +39,8 @@ def build_engine(model: torch.nn.Module, config: PretrainConfig, use_gpu: bool):
         {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), eps=1e-6, fused=use_gpu)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(config.warmup_steps, config.steps))
+    optimizer = build_optimizer(config.optimizer, groups, config.lr, use_gpu)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(config.warmup_steps, config.steps, config.decay_power))
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(config))
     return engine, scheduler

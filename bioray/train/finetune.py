@@ -23,7 +23,7 @@ from bioray.tasks.ner import (
     read_conll,
 )
 from bioray.tracking import WorkerLogger
-from bioray.train.deepspeed import linear_warmup_decay
+from bioray.train.optim import warmup_decay
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def train_loop(loop_config: dict) -> None:
     steps_per_epoch = -(-len(windows) // config.batch_size)
     total = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(int(total * config.warmup_ratio), total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(int(total * config.warmup_ratio), total))
     logger = WorkerLogger(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 else None
 
     step, metrics = 0, {}

@@ -1,7 +1,6 @@
 """Vocab and tokenize+pack on a real local Ray, over real corpus documents from ../shared/data."""
 
 import collections
-import hashlib
 import json
 
 import numpy as np
@@ -50,7 +49,7 @@ def test_vocab_trains_on_a_sample_of_the_whole_corpus(corpus):
 
 def test_stream_packing_keeps_every_token_in_small_shards_deterministically(corpus, tmp_path):
     documents, tokenizer_dir = corpus / "ingest" / "documents", corpus / "vocab" / "tokenizer"
-    config = TokenizeConfig(seq_len=64, shard_rows=100, tokenizer_actors=2, batch_size=50)
+    config = TokenizeConfig(seq_len=64, tokenizer_actors=2, batch_size=50)
     first, second = tmp_path / "first", tmp_path / "second"
     for out in (first, second):
         out.mkdir()
@@ -68,7 +67,9 @@ def test_stream_packing_keeps_every_token_in_small_shards_deterministically(corp
     assert (lengths == 64).mean() > 0.95  # every sequence full but each batch's last
 
     shard_sizes = [pq.read_metadata(f).num_rows for f in (first / "sequences").glob("*.parquet")]
-    assert max(shard_sizes) <= 100 and sum(shard_sizes) == stats["tokenize/sequences"] == len(lengths)
+    assert len(shard_sizes) == stats["tokenize/shards"] > 4  # one shard per batch of 50 documents
+    assert sum(shard_sizes) == stats["tokenize/sequences"] == len(lengths)
+    assert sorted(p.name for p in (first / "sequences").iterdir()) == sorted(p.name for p in (second / "sequences").iterdir())
     assert stats["tokenize/tokens"] == lengths.sum() and stats["tokenize/fill_ratio"] > 0.95
     assert _rows(first / "sequences") == _rows(second / "sequences")  # same sequences, whatever the scheduling
     written = json.loads((first / "stats.json").read_text())
