@@ -164,7 +164,8 @@ def bench_tokenize_command(data, tokenizer, seq_len, scale, as_json):
     click.echo(f"    ratio (b) / (cores x a) {result['ratio']:.2f}; (b) / all-cores raw {result['ratio_to_all_cores']:.2f}")
     click.echo(f"(c) ingest                 {result['ingest_mb_per_s']:.2f} MB/s of text ({result['ingest_seconds']:.1f} s)")
     click.echo(f"fill ratio                 {result['fill_ratio']:.3f}")
-    click.echo(f"peak memory                {result['peak_rss_mb']:.0f} MB")
+    click.echo(f"peak memory                {result['peak_rss_mb']:.0f} MB (ingest {result['peak_ingest_mb']:.0f}, "
+               f"tokenize {result['peak_tokenize_mb']:.0f})")
 
 
 @bench.command(name="pretrain")
