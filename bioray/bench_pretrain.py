@@ -53,7 +53,7 @@ def _timed(step, batches, budget_tokens: int, warmup: int = 2) -> tuple[float, i
     return seconds, tokens, positions
 
 
-def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens: int = 200_000, batch_size: int = 32,
+def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens: int = 150_000, batch_size: int = 32,
                    seq_len: int = 128) -> dict:
     from transformers import AutoTokenizer, BertForMaskedLM, DataCollatorForLanguageModeling
 

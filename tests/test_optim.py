@@ -40,3 +40,10 @@ def test_warmup_then_linear_or_polynomial_decay():
     linear, poly = warmup_decay(10, 110), warmup_decay(10, 110, power=2.0)
     assert linear(0) == 0.1 and linear(9) == 1.0 and linear(10) == 1.0
     assert math.isclose(linear(60), 0.5) and math.isclose(poly(60), 0.25) and linear(110) == 0.0
+
+
+def test_flops_per_token_counts_dense_and_attention_terms():
+    from bioray.train.flops import flops_per_token
+
+    # BERT-base: 110M parameters, 12 layers, 768 hidden, 128 tokens
+    assert flops_per_token(110_000_000, 12, 768, 128) == 6 * 110_000_000 + 12 * 12 * 768 * 128

@@ -28,6 +28,7 @@ from bioray.data.masking import mask_batch
 from bioray.model.encoder import build_mlm_model, masked_lm_loss
 from bioray.tracking import WorkerLogger, log_metrics
 from bioray.train.deepspeed import build_engine, deepspeed_config
+from bioray.train.flops import device_peak_flops, flops_per_token
 from bioray.train.throughput import Throughput, format_eta
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ def train_loop(loop_config: dict) -> None:
     special = list(tokenizer.all_special_ids)
     shard = ray.train.get_dataset_shard("train")
     meter = Throughput(config.steps, start_step=engine.global_steps)
+    peak = device_peak_flops()
+    per_token = flops_per_token(sum(p.numel() for p in model.parameters()), model.config.num_hidden_layers,
+                                model.config.hidden_size, loop_config["seq_len"])
     accum = config.grad_accum_steps
     window = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, masked, micro-batches
     epoch, skip = position["epoch"], position["micro"]
@@ -119,6 +123,8 @@ def train_loop(loop_config: dict) -> None:
             if step % config.log_every == 0 or step == config.steps:
                 metrics = _window_metrics(engine, scheduler, window, meter, step, world)
                 window.zero_()
+                if peak:  # on GPU: real-token FLOPs over the peak of all workers' devices
+                    metrics["pretrain/mfu"] = metrics["pretrain/tokens_per_s"] * per_token / (peak * world)
                 if rank == 0:
                     history.append({"step": step, "attempt": position["attempt"], **metrics})
                     logger.log(metrics, step)
@@ -161,6 +167,13 @@ def _window_metrics(engine, scheduler, window: torch.Tensor, meter: Throughput, 
     }
 
 
+def _sequence_length(sequences_dir: Path) -> int:
+    """Positions per packed sequence, from the shards' schema."""
+    import pyarrow.dataset as pads
+
+    return pads.dataset(str(sequences_dir), format="parquet").schema.field("input_ids").type.list_size
+
+
 class CheckpointTracker(UserCallback):
     """On the Ray Train controller: records every persisted checkpoint in the stage's MLflow run
     (step, storage URI, size, the metrics reported with it) as `checkpoints/step-<n>.json`."""
@@ -190,7 +203,8 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
         train_loop,
         train_loop_config={"pretrain": config.model_dump(), "tokenizer_dir": str(tokenizer_dir),
                            "output_dir": str(output), "tracking_uri": tracking_uri, "run_id": run_id,
-                           "init_checkpoint": str(init_checkpoint) if init_checkpoint else None},
+                           "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
+                           "seq_len": _sequence_length(sequences_dir)},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         run_config=RunConfig(name=run_name, storage_path=storage,
