@@ -3,8 +3,8 @@
 Each file is read by one Ray task (flat_map over the file list) straight to Parquet. A file that
 cannot be parsed is quarantined (listed in quarantine.json with its error) and the rest of the run
 completes. De-duplication needs no shuffle of the texts: the driver decides which records survive
-from a narrow key table (doc id, file rank, record number, version, deleted, text hash: ~60 bytes a
-document, read column-wise), and streaming Ray Data passes keep those records and split their
+from a narrow key table (doc id, file rank, record number, version, deleted, text hash: a few
+hundred bytes a document in pandas, read column-wise), and streaming Ray Data passes keep those records and split their
 sentences. Memory therefore grows with the number of documents by those few bytes, never with text.
 """
 

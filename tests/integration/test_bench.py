@@ -30,3 +30,16 @@ def test_bench_tokenize_json(data_root):
                 "fill_ratio", "peak_rss_mb"):
         assert result[key] > 0, key
     assert result["documents"] > 700 and 0 < result["fill_ratio"] <= 1
+
+
+@pytest.mark.slow
+def test_bench_pretrain_json(data_root):
+    done = subprocess.run([sys.executable, "-m", "bioray.cli", "bench", "pretrain", "--data",
+                           str(data_root / "pubmed-raw" / "abstracts_one_per_line"), "--tokens", "20000", "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("bioray_tokens_per_s", "baseline_tokens_per_s", "ratio", "model_params"):
+        assert result[key] > 0, key
+    assert min(result["real_tokens"].values()) >= 20000  # each side trained on at least the budget
+    assert result["fill_ratio"]["bioray"] > 0.99 > result["fill_ratio"]["baseline"]  # packing vs padding
