@@ -124,7 +124,7 @@ def test_cli_fetch(nlm, tmp_path):
     _, url = nlm
     result = CliRunner().invoke(main, ["fetch", str(tmp_path / "mirror"), "--url", url])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["downloaded"] == ["pubmed26n0001.xml.gz", "pubmed26n0002.xml.gz"]
+    assert json.loads(result.stdout)["downloaded"] == ["pubmed26n0001.xml.gz", "pubmed26n0002.xml.gz"]  # logs go to stderr
 
 
 class S3LikeServer(http.server.ThreadingHTTPServer):
