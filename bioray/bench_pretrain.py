@@ -55,7 +55,11 @@ def _timed(step, batches, budget_tokens: int, warmup: int = 2) -> tuple[float, i
 
 def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens: int = 150_000, batch_size: int = 32,
                    seq_len: int = 128) -> dict:
-    from transformers import AutoTokenizer, BertForMaskedLM, DataCollatorForLanguageModeling
+    from transformers import (
+        AutoTokenizer,
+        BertForMaskedLM,
+        DataCollatorForLanguageModeling,
+    )
 
     from bioray.data.masking import mask_batch
     from bioray.data.pack import pack_stream

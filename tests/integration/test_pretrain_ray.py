@@ -13,7 +13,14 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from bioray.config import IngestConfig, ModelConfig, PretrainConfig, SourceConfig, TokenizeConfig, VocabConfig
+from bioray.config import (
+    IngestConfig,
+    ModelConfig,
+    PretrainConfig,
+    SourceConfig,
+    TokenizeConfig,
+    VocabConfig,
+)
 from bioray.data.ingest import run_ingest
 from bioray.data.tokenize import run_tokenize
 from bioray.data.vocab import run_vocab
