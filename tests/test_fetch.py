@@ -1,5 +1,6 @@
 """The fetcher against a real HTTP server on loopback that serves an NLM-style listing with Range support."""
 
+import contextlib
 import gzip
 import hashlib
 import http.server
@@ -55,6 +56,17 @@ def _md5_file(name: str, content: bytes) -> bytes:
     return f"MD5({name})= {hashlib.md5(content).hexdigest()}\n".encode()
 
 
+@contextlib.contextmanager
+def _serving(server: http.server.ThreadingHTTPServer):
+    """The server answering on a background thread until the block ends."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def nlm():
     files = {}
@@ -62,12 +74,8 @@ def nlm():
         name = f"pubmed26n{i:04d}.xml.gz"
         files[name] = _update_file(i)
         files[name + ".md5"] = _md5_file(name, files[name])
-    server = NlmLikeServer(files)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, f"http://127.0.0.1:{server.server_address[1]}/pubmed/updatefiles/"
-    server.shutdown()
-    server.server_close()
+    with _serving(NlmLikeServer(files)) as server:
+        yield server, f"http://127.0.0.1:{server.server_address[1]}/pubmed/updatefiles/"
 
 
 def test_listing_names_in_order(nlm):
@@ -172,12 +180,8 @@ def _article(pmcid: int) -> bytes:
 def bucket():
     objects = {f"oa_comm/xml/all/PMC{i}.xml": _article(i) for i in range(1, 6)}
     objects["oa_comm/txt/all/PMC1.txt"] = b"plain text, another prefix"
-    server = S3LikeServer(objects)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with _serving(S3LikeServer(objects)) as server:
+        yield server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
 def test_pmc_bucket_listing_follows_pages_and_fetches_only_new_articles(bucket, tmp_path):
