@@ -104,7 +104,7 @@ class TokenizePacker:
 
 def _actor_cpus(actors: int) -> float:
     """CPUs each tokenizer actor reserves: one, unless the pool would then hold every CPU of the
-    cluster and starve the Parquet read and write tasks of the same pipeline (a deadlock)."""
+    cluster and starve the Parquet read tasks that feed it (a deadlock)."""
     cpus = ray.cluster_resources().get("CPU", 1.0)
     return min(1.0, max(0.1, (cpus - 1.0) / actors))
 
