@@ -64,7 +64,7 @@ def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens:
     from bioray.data.masking import mask_batch
     from bioray.data.pack import pack_stream
     from bioray.data.vocab import train_wordpiece
-    from bioray.model.encoder import build_mlm_model, masked_lm_loss
+    from bioray.model.encoder import build_mlm_model, pretraining_loss
 
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     sentences = read_sentences(data, limit_bytes=4_000_000)
@@ -90,7 +90,7 @@ def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def bioray_step(batch):
-        loss, _, _ = masked_lm_loss(model, batch)
+        loss, _ = pretraining_loss(model, batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

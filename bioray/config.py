@@ -69,6 +69,9 @@ class TokenizeConfig(Section):
     """Documents -> packed token sequences in Parquet shards."""
 
     seq_len: int = Field(128, ge=16, le=8192, description="Tokens per packed sequence, [CLS] and [SEP] included.")
+    long_seq_len: int | None = Field(
+        None, ge=16, le=8192, description="Also pack the same tokens into sequences of this length (e.g. 512), "
+        "for pretraining's long phase; written beside the first set, tokenized once.")
     packing: Literal["stream", "document"] = Field(
         "stream", description="stream: documents back to back, every position filled (MosaicBERT); "
         "document: whole sentences of one document per sequence (BERT).")
@@ -83,7 +86,14 @@ class TokenizeConfig(Section):
         if self.nsp and self.packing != "document":
             raise ValueError("tokenize.nsp: next-sentence pairs need `packing: document` (a streamed B may "
                              "continue A across a document boundary, so its label would be wrong)")
+        if self.long_seq_len is not None and self.long_seq_len <= self.seq_len:
+            raise ValueError(f"tokenize.long_seq_len ({self.long_seq_len}) must be longer than tokenize.seq_len "
+                             f"({self.seq_len})")
         return self
+
+    @property
+    def seq_lens(self) -> list[int]:
+        return [self.seq_len] + ([self.long_seq_len] if self.long_seq_len else [])
 
 
 class ModelConfig(Section):
@@ -113,6 +123,13 @@ class PretrainConfig(Section):
     steps: int = Field(1000, ge=1, description="Optimizer steps.")
     global_batch_size: int = Field(256, ge=1, description="Sequences per optimizer step, all workers together.")
     micro_batch_size: int = Field(32, ge=1, description="Sequences per worker per forward pass.")
+    long_phase_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Last fraction of the steps trained on tokenize.long_seq_len sequences "
+        "(BERT/BioBERT: 0.1 at 512 after 0.9 at 128); 0 = one phase.")
+    long_micro_batch_size: int | None = Field(
+        None, ge=1, description="Micro-batch size in the long phase (default micro_batch_size); the global batch "
+        "stays the same, so gradient accumulation grows instead.")
+    nsp: bool = Field(False, description="Next-sentence-prediction head and loss beside MLM (needs tokenize.nsp).")
     lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     optimizer: Literal["adamw", "lamb"] = Field("adamw", description="AdamW (fused on GPU) or LAMB (large batches).")
@@ -132,13 +149,26 @@ class PretrainConfig(Section):
 
     @model_validator(mode="after")
     def _batch_splits(self) -> PretrainConfig:
-        per_step = self.num_workers * self.micro_batch_size
-        if self.global_batch_size % per_step:
-            raise ValueError(
-                f"pretrain.global_batch_size ({self.global_batch_size}) must be a multiple of "
-                f"num_workers x micro_batch_size ({self.num_workers} x {self.micro_batch_size} = {per_step})"
-            )
+        for key, micro in (("micro_batch_size", self.micro_batch_size), ("long_micro_batch_size", self.long_micro)):
+            per_step = self.num_workers * micro
+            if self.global_batch_size % per_step:
+                raise ValueError(
+                    f"pretrain.global_batch_size ({self.global_batch_size}) must be a multiple of "
+                    f"num_workers x {key} ({self.num_workers} x {micro} = {per_step})"
+                )
+        if self.long_phase_fraction and not self.long_steps:
+            raise ValueError(f"pretrain.long_phase_fraction ({self.long_phase_fraction}) of {self.steps} steps "
+                             "is less than one step")
         return self
+
+    @property
+    def long_micro(self) -> int:
+        return self.long_micro_batch_size or self.micro_batch_size
+
+    @property
+    def long_steps(self) -> int:
+        """Steps of the long phase (the last ones)."""
+        return round(self.steps * self.long_phase_fraction)
 
     @property
     def grad_accum_steps(self) -> int:
@@ -214,6 +244,20 @@ class WorkflowConfig(Section):
     finetune: FinetuneConfig
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegisterConfig = Field(default_factory=RegisterConfig, description="The register stage.")
+
+    @model_validator(mode="after")
+    def _pretrain_matches_tokenize(self) -> WorkflowConfig:
+        """Pretraining options that need something from the tokenize stage."""
+        pretrain, tokenize = self.pretrain, self.tokenize
+        if pretrain.long_phase_fraction and tokenize.long_seq_len is None:
+            raise ValueError("pretrain.long_phase_fraction needs tokenize.long_seq_len (the long phase's sequences)")
+        if pretrain.nsp and not tokenize.nsp:
+            raise ValueError("pretrain.nsp needs tokenize.nsp (sequence pairs with next_sentence_label)")
+        longest = max(tokenize.seq_lens) if pretrain.long_phase_fraction else tokenize.seq_len
+        if pretrain.init_checkpoint is None and longest > pretrain.model.max_position:
+            raise ValueError(f"tokenize sequences of {longest} tokens exceed pretrain.model.max_position "
+                             f"({pretrain.model.max_position})")
+        return self
 
     def data_path(self, relative: str) -> Path:
         """An input path resolved against data_root (absolute paths stay as they are)."""

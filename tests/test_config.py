@@ -113,3 +113,35 @@ def test_every_command_has_help():
         result = runner.invoke(main, [command, "--help"])
         assert result.exit_code == 0, command
         assert ("DESTINATION" if command == "fetch" else "WORKFLOW") in result.output
+
+
+@pytest.mark.parametrize("tokenize, pretrain, message", [
+    ({"long_seq_len": None}, {"long_phase_fraction": 0.1}, r"pretrain\.long_phase_fraction needs tokenize\.long_seq_len"),
+    ({"long_seq_len": 64}, {}, r"tokenize\.long_seq_len \(64\) must be longer than tokenize\.seq_len \(128\)"),
+    ({"long_seq_len": 1024}, {"long_phase_fraction": 0.1}, r"1024 tokens exceed pretrain\.model\.max_position \(512\)"),
+    ({"long_seq_len": 512}, {"long_phase_fraction": 0.1, "long_micro_batch_size": 5},
+     r"num_workers x long_micro_batch_size \(2 x 5 = 10\)"),
+    ({"long_seq_len": 512}, {"long_phase_fraction": 0.001}, r"less than one step"),
+    ({}, {"nsp": True}, r"pretrain\.nsp needs tokenize\.nsp"),
+])
+def test_pretraining_options_that_need_the_tokenize_stage(write_workflow, quickstart_tree, tokenize, pretrain, message):
+    quickstart_tree["tokenize"].update(tokenize)
+    quickstart_tree["pretrain"].update(pretrain)
+    with pytest.raises(ConfigError, match=message):
+        load_workflow(write_workflow(quickstart_tree))
+
+
+def test_two_phase_schedule_splits_the_steps(write_workflow, quickstart_tree):
+    quickstart_tree["tokenize"]["long_seq_len"] = 512
+    quickstart_tree["pretrain"].update(long_phase_fraction=0.1, long_micro_batch_size=4)
+    config = load_workflow(write_workflow(quickstart_tree))
+    assert config.tokenize.seq_lens == [128, 512]
+    assert (config.pretrain.long_steps, config.pretrain.long_micro) == (30, 4)  # 10% of 300 steps
+
+
+def test_shipped_production_workflow_validates():
+    """workflows/pubmedbert.yaml is for a GPU cluster (its corpus is not here): its keys and batch
+    splits must still be valid."""
+    config = load_workflow(REPO / "workflows" / "pubmedbert.yaml", check_files=False)
+    assert config.pretrain.grad_accum_steps == 2 and config.pretrain.long_steps == 6250
+    assert config.tokenize.seq_lens == [128, 512]

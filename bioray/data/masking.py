@@ -8,7 +8,7 @@ import torch
 IGNORE_INDEX = -100
 
 
-def _stack(column) -> np.ndarray:
+def stack_column(column) -> np.ndarray:
     """Ray Data hands list columns over as object arrays of equal-length arrays."""
     return np.stack(column) if column.dtype == object else np.asarray(column)
 
@@ -21,15 +21,15 @@ def mask_batch(batch: dict, mask_rate: float, mask_id: int, vocab_size: int, spe
     With whole_word, words are chosen (each with probability mask_rate) and all their word pieces
     with them, using the `word_start` flags written by the tokenize stage.
     """
-    input_ids = torch.from_numpy(_stack(batch["input_ids"]).astype(np.int64))
-    token_type_ids = torch.from_numpy(_stack(batch["token_type_ids"]).astype(np.int64))
+    input_ids = torch.from_numpy(stack_column(batch["input_ids"]).astype(np.int64))
+    token_type_ids = torch.from_numpy(stack_column(batch["token_type_ids"]).astype(np.int64))
     lengths = torch.tensor(np.asarray(batch["length"]), dtype=torch.int64)
     positions = torch.arange(input_ids.shape[1]).unsqueeze(0)
     attention_mask = (positions < lengths.unsqueeze(1)).long()
 
     candidates = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(special_ids))
     if whole_word:
-        word_start = torch.from_numpy(_stack(batch["word_start"]).astype(np.int64))
+        word_start = torch.from_numpy(stack_column(batch["word_start"]).astype(np.int64))
         word_index = torch.cumsum(word_start, dim=1)  # the pieces of one word share an index
         per_word = torch.rand((input_ids.shape[0], input_ids.shape[1] + 1), generator=generator) < mask_rate
         chosen = per_word.gather(1, word_index) & candidates

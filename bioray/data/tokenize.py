@@ -41,7 +41,7 @@ def batch_rng(seed: int, first_doc_id: str) -> np.random.Generator:
 class TokenizePacker:
     """Ray Data actor: holds one tokenizer, turns document batches into packed sequences."""
 
-    def __init__(self, tokenizer_dir: str, output_dir: str, seq_len: int, seed: int, packing: str = "stream",
+    def __init__(self, tokenizer_dir: str, output_dirs: dict[int, str], seed: int, packing: str = "stream",
                  nsp: bool = False):
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per actor: Ray provides the parallelism
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -49,36 +49,47 @@ class TokenizePacker:
         pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         self.word_start = np.array([not p.startswith("##") for p in pieces], dtype=np.int8)  # by token id
         self.cls_id, self.sep_id, self.marker = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.sep_token
-        self.seq_len, self.seed, self.packing, self.nsp = seq_len, seed, packing, nsp
-        self.output_dir = Path(output_dir)
+        self.seed, self.packing, self.nsp = seed, packing, nsp
+        self.output_dirs = {int(length): Path(path) for length, path in output_dirs.items()}
 
     def _marked(self, text: str, starts: list[int]) -> str:
         cuts = [s for s in starts if 0 < s < len(text)]
         return self.marker.join(text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)]))
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        packed = self.pack(batch)
-        shard = self._write(packed)
-        lengths, sources = packed["length"], packed["source"]
-        names = sorted(set(sources.tolist()))
-        return {"shard": np.array([shard] * len(names)), "source": np.array(names, dtype=object),
-                "sequences": np.array([int((sources == n).sum()) for n in names]),
-                "tokens": np.array([int(lengths[sources == n].sum()) for n in names])}
+        """Tokenize the batch once, pack it at every sequence length, write one shard per length."""
+        ids, word_start, boundaries, doc_starts = self.tokenize(batch)
+        doc_ids = batch.column("doc_id").to_numpy(zero_copy_only=False).astype(object)
+        sources = batch.column("source").to_numpy(zero_copy_only=False)
+        rows: dict[str, list] = {"seq_len": [], "shard": [], "source": [], "sequences": [], "tokens": []}
+        for seq_len, directory in self.output_dirs.items():
+            packed = self.pack(ids, word_start, boundaries, doc_starts, doc_ids, sources, seq_len)
+            shard = self._write(packed, directory, seq_len)
+            for name in sorted(set(packed["source"].tolist())):
+                of_source = packed["source"] == name
+                rows["seq_len"].append(seq_len)
+                rows["shard"].append(shard)
+                rows["source"].append(name)
+                rows["sequences"].append(int(of_source.sum()))
+                rows["tokens"].append(int(packed["length"][of_source].sum()))
+        return {k: np.array(v, dtype=object if k in ("shard", "source") else np.int64) for k, v in rows.items()}
 
-    def _write(self, packed: dict[str, np.ndarray]) -> str:
+    @staticmethod
+    def _write(packed: dict[str, np.ndarray], directory: Path, seq_len: int) -> str:
         """One shard per batch, named by its content; written to a temporary name, then renamed."""
         digest = hashlib.sha1(packed["input_ids"].tobytes())
         digest.update(packed["doc_id"].astype(str).tobytes())
         name = f"part-{digest.hexdigest()[:20]}.parquet"
-        columns = {k: pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), self.seq_len) if v.ndim == 2 else pa.array(v)
+        columns = {k: pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), seq_len) if v.ndim == 2 else pa.array(v)
                    for k, v in packed.items()}
-        temporary = self.output_dir / f".{name}.{os.getpid()}.tmp"
+        temporary = directory / f".{name}.{os.getpid()}.tmp"
         pq.write_table(pa.table(columns), temporary)
-        os.replace(temporary, self.output_dir / name)
+        os.replace(temporary, directory / name)
         return name
 
-    def pack(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        """Documents (doc_id, source, text, sentence_starts) -> packed sequence arrays."""
+    def tokenize(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Documents (text, sentence_starts) -> one token stream, its word-start flags, the stream
+        positions where sentences start and where documents start."""
         texts = batch.column("text").to_pylist()
         starts = batch.column("sentence_starts").to_pylist()
         marked = [self._marked(t, s) for t, s in zip(texts, starts)]
@@ -93,13 +104,15 @@ class TokenizePacker:
         doc_starts = kept_before[np.concatenate([[0], np.cumsum(lengths)[:-1]])]
         boundaries = np.union1d(kept_before[:-1][marker], doc_starts)
         ids = stream[~marker]
+        return ids, self.word_start[ids], boundaries, doc_starts
 
-        doc_ids = batch.column("doc_id").to_numpy(zero_copy_only=False).astype(object)
-        rng = batch_rng(self.seed, str(doc_ids[0]) if len(doc_ids) else "")
-        args = (ids, self.word_start[ids], boundaries, doc_starts, self.seq_len, self.cls_id, self.sep_id, rng)
+    def pack(self, ids, word_start, boundaries, doc_starts, doc_ids, sources, seq_len: int) -> dict[str, np.ndarray]:
+        """The batch's token stream -> packed sequence arrays of seq_len positions."""
+        rng = batch_rng(self.seed, f"{doc_ids[0] if len(doc_ids) else ''}:{seq_len}")
+        args = (ids, word_start, boundaries, doc_starts, seq_len, self.cls_id, self.sep_id, rng)
         packed = pack_stream(*args) if self.packing == "stream" else pack_documents(*args, nsp=self.nsp)
         owner = packed.pop("doc_index")  # the document each sequence starts in
-        return {"doc_id": doc_ids[owner], "source": batch.column("source").to_numpy(zero_copy_only=False)[owner], **packed}
+        return {"doc_id": doc_ids[owner], "source": sources[owner], **packed}
 
 
 def _actor_cpus(actors: int) -> float:
@@ -109,14 +122,36 @@ def _actor_cpus(actors: int) -> float:
     return min(1.0, max(0.1, (cpus - 1.0) / actors))
 
 
+def sequences_dir(tokenize_output: Path, config: TokenizeConfig, seq_len: int | None = None) -> Path:
+    """Where the shards of one sequence length live: `sequences/` for tokenize.seq_len,
+    `sequences-<L>/` for the long length."""
+    if seq_len is None or seq_len == config.seq_len:
+        return tokenize_output / "sequences"
+    return tokenize_output / f"sequences-{seq_len}"
+
+
+def _length_stats(written, seq_len: int) -> dict:
+    """Sequences, tokens, fill and tokens per source of the shards of one length."""
+    written = written[written["seq_len"] == seq_len]
+    sequences, tokens = int(written["sequences"].sum()), int(written["tokens"].sum())
+    return {
+        "sequences": sequences,
+        "tokens": tokens,
+        "fill_ratio": tokens / max(1, sequences * seq_len),
+        "tokens_per_source": {k: int(v) for k, v in written.groupby("source")["tokens"].sum().items()},
+        "shards": int(written["shard"].nunique()),
+    }
+
+
 def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Path, output: Path) -> dict:
-    shards = output / "sequences"
-    shards.mkdir(parents=True, exist_ok=True)
+    directories = {length: sequences_dir(output, config, length) for length in config.seq_lens}
+    for directory in directories.values():
+        directory.mkdir(parents=True, exist_ok=True)
     documents = ray.data.read_parquet(str(documents_dir)).select_columns(["doc_id", "source", "text", "sentence_starts"])
     packed = documents.map_batches(
         TokenizePacker,
-        fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "output_dir": str(shards), "seq_len": config.seq_len,
-                               "seed": config.seed, "packing": config.packing, "nsp": config.nsp},
+        fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "seed": config.seed, "packing": config.packing,
+                               "nsp": config.nsp, "output_dirs": {k: str(v) for k, v in directories.items()}},
         batch_size=config.batch_size,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(size=config.tokenizer_actors),
@@ -126,21 +161,15 @@ def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Pat
     # buffer (and so peak memory) the same whatever the corpus size.
     limits = packed.context.execution_options.resource_limits
     packed.context.execution_options.resource_limits = limits.copy(object_store_memory=READ_AHEAD_BYTES)
-    written = packed.to_pandas()  # a few rows per shard: (shard, source, sequences, tokens)
+    written = packed.to_pandas()  # a few rows per shard: (seq_len, shard, source, sequences, tokens)
     # A batch retried after a lost actor wrote its shard again under the same name: count shards once.
-    written = written.drop_duplicates(["shard", "source"])
+    written = written.drop_duplicates(["seq_len", "shard", "source"])
     per_source, sentences = document_counts(documents_dir)
-    sequences, tokens = int(written["sequences"].sum()), int(written["tokens"].sum())
-    stats = {
-        "packing": config.packing,
-        "documents": sum(per_source.values()),
-        "sentences": sentences,
-        "sequences": sequences,
-        "tokens": tokens,
-        "seq_len": config.seq_len,
-        "fill_ratio": tokens / max(1, sequences * config.seq_len),
-        "tokens_per_source": {k: int(v) for k, v in written.groupby("source")["tokens"].sum().items()},
-        "shards": int(written["shard"].nunique()),
-    }
+    stats = {"packing": config.packing, "documents": sum(per_source.values()), "sentences": sentences,
+             "seq_len": config.seq_len, **_length_stats(written, config.seq_len)}
+    if config.long_seq_len:
+        stats["long"] = {"seq_len": config.long_seq_len, **_length_stats(written, config.long_seq_len)}
     (output / "stats.json").write_text(json.dumps(stats, indent=2))
-    return {f"tokenize/{k}": v for k, v in stats.items() if isinstance(v, (int, float))}
+    metrics = {f"tokenize/{k}": v for k, v in stats.items() if isinstance(v, (int, float))}
+    metrics.update({f"tokenize/long_{k}": v for k, v in stats.get("long", {}).items() if isinstance(v, (int, float))})
+    return metrics

@@ -61,15 +61,20 @@ def _tokenize(config, node, out, up, ctx):
 
 
 def _pretrain(config, node, out, up, ctx):
+    from bioray.data.tokenize import sequences_dir
     from bioray.plots import plot_history
     from bioray.train.pretrain import run_pretrain
     init = config.data_path(config.pretrain.init_checkpoint) if config.pretrain.init_checkpoint else None
-    metrics = run_pretrain(config.pretrain, sequences_dir=Path(up["tokenize"].path) / "sequences",
+    tokenized = Path(up["tokenize"].path)
+    long_dir = sequences_dir(tokenized, config.tokenize, config.tokenize.long_seq_len) if config.tokenize.long_seq_len else None
+    metrics = run_pretrain(config.pretrain, sequences_dir=sequences_dir(tokenized, config.tokenize),
+                           long_sequences_dir=long_dir,
                            tokenizer_dir=Path(up["vocab"].path) / "tokenizer", output=out, storage=config.train_storage,
                            run_name=f"pretrain-{ctx['key']}", tracking_uri=ctx["tracking_uri"], run_id=ctx["run_id"],
                            init_checkpoint=init)
-    plot_history(json.loads((out / "history.json").read_text()), ["pretrain/loss", "pretrain/mlm_accuracy"],
-                 out / "loss_curve.png", title="MLM pretraining")
+    curves = ["pretrain/loss", "pretrain/mlm_accuracy"] + (["pretrain/nsp_accuracy"] if config.pretrain.nsp else [])
+    plot_history(json.loads((out / "history.json").read_text()), curves, out / "loss_curve.png",
+                 title="Pretraining (MLM" + (" + NSP)" if config.pretrain.nsp else ")"))
     return metrics
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import zlib
 from pathlib import Path
 
+import numpy as np
 import ray
 import ray.train
 import torch
 import torch.distributed as dist
 from mlflow.tracking import MlflowClient
+from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.train import (
     Checkpoint,
     CheckpointConfig,
@@ -24,8 +27,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from transformers import AutoTokenizer
 
 from bioray.config import PretrainConfig
-from bioray.data.masking import mask_batch
-from bioray.model.encoder import build_mlm_model, masked_lm_loss
+from bioray.data.masking import mask_batch, stack_column
+from bioray.model.encoder import STATS, build_mlm_model, pretraining_loss
 from bioray.tracking import WorkerLogger, log_metrics
 from bioray.train.deepspeed import build_engine, deepspeed_config
 from bioray.train.flops import device_peak_flops, flops_per_token
@@ -42,10 +45,27 @@ def _export(engine, tokenizer, directory: Path, zero_stage: int) -> None:
         tokenizer.save_pretrained(str(directory))
 
 
-def _batch_generator(seed: int, rank: int, epoch: int, index: int) -> torch.Generator:
-    """The masking RNG of one micro-batch: a function of its place in the data stream only, so a
-    resumed run masks every sequence exactly as the uninterrupted run would."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + rank) * 1_000_003 + epoch) * 1_000_003 + index)
+class MaskingCollate(NumpyBatchCollateFn):
+    """Dynamic masking as the collate step of `iter_torch_batches`.
+
+    The masking RNG of a micro-batch is seeded from its content (and the seed, rank and epoch), not
+    from a call counter: a resumed run masks every sequence exactly as the uninterrupted run did,
+    whatever order Ray's prefetch threads collate in, and the same sequences get new masks each epoch.
+    """
+
+    def __init__(self, config: PretrainConfig, mask_id: int, vocab_size: int, special_ids: list[int], rank: int,
+                 epoch: int):
+        self.config, self.mask_id, self.vocab_size, self.special_ids = config, mask_id, vocab_size, special_ids
+        self.salt = f"{config.seed}:{rank}:{epoch}".encode()
+
+    def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
+        content = np.ascontiguousarray(stack_column(batch["input_ids"]))
+        generator = torch.Generator().manual_seed(zlib.crc32(content.tobytes(), zlib.crc32(self.salt)))
+        masked = mask_batch(batch, self.config.mask_rate, self.mask_id, self.vocab_size, self.special_ids, generator,
+                            self.config.whole_word_masking)
+        if self.config.nsp:
+            masked["next_sentence_label"] = torch.from_numpy(np.asarray(batch["next_sentence_label"], dtype=np.int64))
+        return masked
 
 
 def _save_checkpoint(engine, rank: int, position: dict, history: list, metrics: dict) -> None:
@@ -61,7 +81,7 @@ def _restore(engine, rank: int) -> tuple[dict, list]:
     """Model, optimizer, scheduler, step, data position and RNG from the latest checkpoint, if any."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return {"epoch": 0, "micro": 0, "attempt": 0}, []
+        return {"phase": 0, "epoch": 0, "micro": 0, "attempt": 0}, []
     with checkpoint.as_directory() as directory:
         _, client_state = engine.load_checkpoint(directory, tag="state", load_module_strict=True)
         rng = torch.load(Path(directory) / f"rng_rank{rank}.pt", weights_only=True)
@@ -72,99 +92,143 @@ def _restore(engine, rank: int) -> tuple[dict, list]:
     return position, client_state["history"]
 
 
+def _phases(config: PretrainConfig, seq_lens: list[int]) -> list[dict]:
+    """The step ranges of the schedule: (dataset, sequence length, micro-batch size, last step)."""
+    phases = [{"dataset": "train", "seq_len": seq_lens[0], "micro": config.micro_batch_size,
+               "end": config.steps - config.long_steps}]
+    if config.long_steps:
+        phases.append({"dataset": "train_long", "seq_len": seq_lens[1], "micro": config.long_micro, "end": config.steps})
+    return phases
+
+
+class PretrainWorker:
+    """The training loop of one Ray Train worker: phases, micro-batches, logging, checkpoints."""
+
+    def __init__(self, loop_config: dict):
+        self.config = config = PretrainConfig.model_validate(loop_config["pretrain"])
+        self.loop_config = loop_config
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        torch.manual_seed(config.seed * 1000 + self.rank)
+        self.tokenizer = AutoTokenizer.from_pretrained(loop_config["tokenizer_dir"])
+        init = Path(loop_config["init_checkpoint"]) if loop_config.get("init_checkpoint") else None
+        model = build_mlm_model(config.model, len(self.tokenizer), self.tokenizer.pad_token_id, init, nsp=config.nsp)
+        self.device = ray.train.torch.get_device()
+        model.to(self.device)
+        self.parameters = sum(p.numel() for p in model.parameters())
+        self.engine, self.scheduler = build_engine(model, config, config.use_gpu)
+        self.position, self.history = _restore(self.engine, self.rank)
+        self.logger = WorkerLogger(loop_config["tracking_uri"], loop_config["run_id"]) if self.rank == 0 else None
+        self.meter = Throughput(config.steps, start_step=self.engine.global_steps)
+        self.peak = device_peak_flops()
+        self.window = torch.zeros(len(STATS) + 1, dtype=torch.float64)  # STATS sums, then micro-batches
+
+    def run(self) -> None:
+        for index, phase in enumerate(_phases(self.config, self.loop_config["seq_lens"])):
+            if self.engine.global_steps >= phase["end"]:
+                continue  # finished before a restart
+            resumed = self.position.get("phase", 0) == index
+            self._train_phase(index, phase, self.position["epoch"] if resumed else 0,
+                              self.position["micro"] if resumed else 0)
+        output = Path(self.loop_config["output_dir"])
+        _export(self.engine, self.tokenizer, output / "model", self.config.zero_stage)
+        if self.rank == 0:
+            (output / "history.json").write_text(json.dumps(self.history))
+
+    def _train_phase(self, index: int, phase: dict, epoch: int, skip: int) -> None:
+        """Train until the phase's last step, epoch after epoch over its dataset, starting `skip`
+        micro-batches into `epoch` (a resumed run)."""
+        config, engine = self.config, self.engine
+        # The global batch stays; a smaller micro-batch means more accumulation (DeepSpeed re-splits).
+        engine.set_train_micro_batch_size(phase["micro"])
+        engine.set_train_batch_size(config.global_batch_size)
+        accum = engine.gradient_accumulation_steps()
+        per_token = flops_per_token(self.parameters, engine.module.config.num_hidden_layers,
+                                    engine.module.config.hidden_size, phase["seq_len"])
+        if self.rank == 0:
+            log.info("pretrain phase %d: steps %d-%d on %d-token sequences, micro-batch %d x %d accumulation",
+                     index + 1, engine.global_steps + 1, phase["end"], phase["seq_len"], phase["micro"], accum)
+        shard = ray.train.get_dataset_shard(phase["dataset"])
+        special = list(self.tokenizer.all_special_ids)
+        pending = 0  # micro-batches accumulated since the last optimizer step (may span epochs)
+        while engine.global_steps < phase["end"]:
+            collate = MaskingCollate(config, self.tokenizer.mask_token_id, len(self.tokenizer), special, self.rank,
+                                     epoch)
+            batches = shard.iter_torch_batches(batch_size=phase["micro"], collate_fn=collate, drop_last=True,
+                                               local_shuffle_buffer_size=config.shuffle_buffer,
+                                               local_shuffle_seed=config.seed + epoch)
+            for micro, batch in enumerate(batches, start=1):
+                if micro <= skip:  # trained before the restart: the stream repeats itself, so skip exactly these
+                    continue
+                pending += 1
+                engine.set_gradient_accumulation_boundary(pending == accum)
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                loss, stats = pretraining_loss(engine.module, batch)
+                engine.backward(loss)
+                engine.step()
+                self.window[:-1] += stats
+                self.window[-1] += 1
+                self.meter.add(int(batch["attention_mask"].sum()), batch["input_ids"].shape[0])
+                if pending < accum:
+                    continue
+                pending = 0
+                self._after_step({"phase": index, "epoch": epoch, "micro": micro}, phase["seq_len"], per_token)
+                if engine.global_steps >= phase["end"]:
+                    break
+            epoch, skip = epoch + 1, 0
+
+    def _after_step(self, position: dict, seq_len: int, per_token: float) -> None:
+        """Log every log_every steps, checkpoint every checkpoint_every steps and at the end."""
+        config, step = self.config, self.engine.global_steps
+        metrics = None
+        if step % config.log_every == 0 or step == config.steps:
+            metrics = _window_metrics(self.engine, self.scheduler, self.window, self.meter, step, config.nsp)
+            self.window.zero_()
+            metrics["pretrain/seq_len"] = seq_len
+            if self.peak:  # on GPU: real-token FLOPs over the peak of all workers' devices
+                metrics["pretrain/mfu"] = metrics["pretrain/tokens_per_s"] * per_token / (self.peak * self.world)
+            if self.rank == 0:
+                self.history.append({"step": step, "attempt": self.position["attempt"], **metrics})
+                self.logger.log(metrics, step)
+                log.info("pretrain step %d/%d loss %.4f acc %.3f | %.0f tok/s | ETA %s", step, config.steps,
+                         metrics["pretrain/loss"], metrics["pretrain/mlm_accuracy"],
+                         metrics["pretrain/tokens_per_s"], format_eta(metrics["pretrain/eta_s"]))
+        reported = {"step": step, **{k.split("/")[-1]: v for k, v in (metrics or {}).items()}}
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            _save_checkpoint(self.engine, self.rank, {**position, "attempt": self.position["attempt"]}, self.history,
+                             reported)
+        elif metrics is not None:
+            ray.train.report(reported)
+
+
 def train_loop(loop_config: dict) -> None:
     """Runs on every Ray Train worker."""
-    config = PretrainConfig.model_validate(loop_config["pretrain"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(config.seed * 1000 + rank)
-    tokenizer = AutoTokenizer.from_pretrained(loop_config["tokenizer_dir"])
-    init = Path(loop_config["init_checkpoint"]) if loop_config.get("init_checkpoint") else None
-    model = build_mlm_model(config.model, len(tokenizer), tokenizer.pad_token_id, init)
-    device = ray.train.torch.get_device()
-    model.to(device)
-    engine, scheduler = build_engine(model, config, config.use_gpu)
-    position, history = _restore(engine, rank)
-
-    logger = WorkerLogger(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 else None
-    special = list(tokenizer.all_special_ids)
-    shard = ray.train.get_dataset_shard("train")
-    meter = Throughput(config.steps, start_step=engine.global_steps)
-    peak = device_peak_flops()
-    per_token = flops_per_token(sum(p.numel() for p in model.parameters()), model.config.num_hidden_layers,
-                                model.config.hidden_size, loop_config["seq_len"])
-    accum = config.grad_accum_steps
-    window = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, masked, micro-batches
-    epoch, skip = position["epoch"], position["micro"]
-    while engine.global_steps < config.steps:
-        counter = iter(range(1 << 62))
-
-        def collate(batch, epoch=epoch, counter=counter):  # called once per micro-batch, in stream order
-            generator = _batch_generator(config.seed, rank, epoch, next(counter))
-            return mask_batch(batch, config.mask_rate, tokenizer.mask_token_id, len(tokenizer), special, generator,
-                              config.whole_word_masking)
-
-        batches = shard.iter_torch_batches(batch_size=config.micro_batch_size, collate_fn=collate, drop_last=True,
-                                           local_shuffle_buffer_size=config.shuffle_buffer,
-                                           local_shuffle_seed=config.seed + epoch)
-        for micro, batch in enumerate(batches, start=1):
-            if micro <= skip:  # trained before the restart: the stream repeats itself, so skip exactly these
-                continue
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            loss, correct, masked = masked_lm_loss(engine.module, batch)
-            engine.backward(loss)
-            engine.step()
-            window += torch.tensor([loss.item(), correct.item(), masked.item(), 1.0], dtype=torch.float64)
-            meter.add(int(batch["attention_mask"].sum()), batch["input_ids"].shape[0])
-            if micro % accum:
-                continue
-            step = engine.global_steps
-            metrics = None
-            if step % config.log_every == 0 or step == config.steps:
-                metrics = _window_metrics(engine, scheduler, window, meter, step, world)
-                window.zero_()
-                if peak:  # on GPU: real-token FLOPs over the peak of all workers' devices
-                    metrics["pretrain/mfu"] = metrics["pretrain/tokens_per_s"] * per_token / (peak * world)
-                if rank == 0:
-                    history.append({"step": step, "attempt": position["attempt"], **metrics})
-                    logger.log(metrics, step)
-                    log.info("pretrain step %d/%d loss %.4f acc %.3f | %.0f tok/s | ETA %s", step, config.steps,
-                             metrics["pretrain/loss"], metrics["pretrain/mlm_accuracy"],
-                             metrics["pretrain/tokens_per_s"], format_eta(metrics["pretrain/eta_s"]))
-            reported = {"step": step, **{k.split("/")[-1]: v for k, v in (metrics or {}).items()}}
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                _save_checkpoint(engine, rank, {"epoch": epoch, "micro": micro, "attempt": position["attempt"]},
-                                 history, reported)
-            elif metrics is not None:
-                ray.train.report(reported)
-            if step >= config.steps:
-                break
-        epoch, skip = epoch + 1, 0
-
-    output = Path(loop_config["output_dir"])
-    _export(engine, tokenizer, output / "model", config.zero_stage)
-    if rank == 0:
-        (output / "history.json").write_text(json.dumps(history))
+    PretrainWorker(loop_config).run()
 
 
-def _window_metrics(engine, scheduler, window: torch.Tensor, meter: Throughput, step: int, world: int) -> dict:
+def _window_metrics(engine, scheduler, window: torch.Tensor, meter: Throughput, step: int, nsp: bool) -> dict:
     """Metrics averaged over the logging window and over all workers (one all-reduce)."""
-    totals = window.clone()
     rates = meter.window(step)
-    throughput = torch.tensor([rates["tokens_per_s"], rates["sequences_per_s"]], dtype=torch.float64)
+    totals = torch.cat([window, torch.tensor([rates["tokens_per_s"], rates["sequences_per_s"]], dtype=torch.float64)])
     if dist.is_initialized():
-        dist.all_reduce(totals)
-        dist.all_reduce(throughput)  # summed: every worker's tokens/s adds up
+        dist.all_reduce(totals)  # sums: counts add up, and so does every worker's tokens/s
+    sums = dict(zip(STATS, totals.tolist()))
+    micro_batches = max(totals[len(STATS)].item(), 1)
     grad_norm = engine.get_global_grad_norm()
-    return {
-        "pretrain/loss": float(totals[0] / max(totals[3], 1)),
-        "pretrain/mlm_accuracy": float(totals[1] / max(totals[2], 1)),
+    metrics = {
+        "pretrain/loss": (sums["mlm_loss"] + sums["nsp_loss"]) / micro_batches,
+        "pretrain/mlm_accuracy": sums["mlm_correct"] / max(sums["masked"], 1),
         "pretrain/lr": float(scheduler.get_last_lr()[0]),
         "pretrain/grad_norm": float(grad_norm) if grad_norm is not None else 0.0,
-        "pretrain/tokens_per_s": float(throughput[0]),
-        "pretrain/sequences_per_s": float(throughput[1]),
+        "pretrain/tokens_per_s": float(totals[-2]),
+        "pretrain/sequences_per_s": float(totals[-1]),
         "pretrain/eta_s": rates["eta_s"],
     }
+    if nsp:
+        metrics["pretrain/mlm_loss"] = sums["mlm_loss"] / micro_batches
+        metrics["pretrain/nsp_loss"] = sums["nsp_loss"] / micro_batches
+        metrics["pretrain/nsp_accuracy"] = sums["nsp_correct"] / max(sums["pairs"], 1)
+    return metrics
 
 
 def _sequence_length(sequences_dir: Path) -> int:
@@ -195,32 +259,50 @@ class CheckpointTracker(UserCallback):
         log_metrics(client, self.run_id, {"pretrain/checkpoint_size_mb": record["size_bytes"] / 1e6}, step)
 
 
+def _sequences(directory: Path, nsp: bool):
+    columns = ["input_ids", "token_type_ids", "word_start", "length"] + (["next_sentence_label"] if nsp else [])
+    return ray.data.read_parquet(str(directory)).select_columns(columns)
+
+
 def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: Path, output: Path, storage: str,
-                 run_name: str, tracking_uri: str, run_id: str, init_checkpoint: Path | None) -> dict:
+                 run_name: str, tracking_uri: str, run_id: str, init_checkpoint: Path | None,
+                 long_sequences_dir: Path | None = None) -> dict:
     """Train, resuming from the last checkpoint of an earlier attempt with the same run name (Ray
-    Train restores a run from its storage path and name) and after worker failures (FailureConfig)."""
+    Train restores a run from its storage path and name) and after worker failures (FailureConfig).
+
+    With config.long_phase_fraction, the last steps train on `long_sequences_dir` (the tokenize
+    stage's long sequences)."""
+    datasets = {"train": _sequences(sequences_dir, config.nsp)}
+    seq_lens = [_sequence_length(sequences_dir)]
+    if config.long_steps:
+        if long_sequences_dir is None:
+            raise ValueError("pretrain.long_phase_fraction is set but the tokenize stage wrote no long sequences")
+        datasets["train_long"] = _sequences(long_sequences_dir, config.nsp)
+        seq_lens.append(_sequence_length(long_sequences_dir))
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"pretrain": config.model_dump(), "tokenizer_dir": str(tokenizer_dir),
                            "output_dir": str(output), "tracking_uri": tracking_uri, "run_id": run_id,
                            "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
-                           "seq_len": _sequence_length(sequences_dir)},
+                           "seq_lens": seq_lens},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         run_config=RunConfig(name=run_name, storage_path=storage,
                              checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=config.max_failures),
                              callbacks=[CheckpointTracker(tracking_uri, run_id)]),
-        datasets={"train": ray.data.read_parquet(str(sequences_dir)).select_columns(
-            ["input_ids", "token_type_ids", "word_start", "length"])},
+        datasets=datasets,
     )
     result = trainer.fit()
     (output / "deepspeed_config.json").write_text(json.dumps(deepspeed_config(config), indent=2))
     history = json.loads((output / "history.json").read_text())
     last = history[-1] if history else {}
-    return {
+    metrics = {
         "pretrain/final_loss": last.get("pretrain/loss", float("nan")),
         "pretrain/final_mlm_accuracy": last.get("pretrain/mlm_accuracy", float("nan")),
         "pretrain/steps": last.get("step", 0),
         "checkpoint_path": result.checkpoint.path if result.checkpoint else "",
     }
+    if config.nsp:
+        metrics["pretrain/final_nsp_accuracy"] = last.get("pretrain/nsp_accuracy", float("nan"))
+    return metrics

@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 import ray
+import torch
 from mlflow.tracking import MlflowClient
 
 from bioray.config import (
@@ -27,6 +28,7 @@ from bioray.data.vocab import run_vocab
 from bioray.train.pretrain import run_pretrain
 
 STEPS, EVERY = 24, 8
+LONG_FROM = 19  # the last quarter of the steps trains on 128-token sequences
 
 
 @pytest.fixture(scope="module")
@@ -38,28 +40,34 @@ def shards(tmp_path_factory, data_root):
     run_ingest(IngestConfig(sources=[SourceConfig(name="abstracts", format="jsonl", path="corpus/medical-abstracts-tc",
                                                   max_docs=600)]), data_root, work / "ingest")
     run_vocab(VocabConfig(size=2000, sample_docs=600), work / "ingest" / "documents", work / "vocab", None)
-    run_tokenize(TokenizeConfig(seq_len=64), work / "ingest" / "documents", work / "vocab" / "tokenizer", work / "tokenize")
+    tokenizer = work / "vocab" / "tokenizer"
+    run_tokenize(TokenizeConfig(seq_len=64, long_seq_len=128), work / "ingest" / "documents", tokenizer, work / "tokenize")
+    run_tokenize(TokenizeConfig(seq_len=64, packing="document", nsp=True), work / "ingest" / "documents", tokenizer,
+                 work / "tokenize-nsp")
     yield work
     ray.shutdown()
 
 
 def _config(**overrides) -> PretrainConfig:
-    return PretrainConfig(model=ModelConfig(layers=2, hidden=64, heads=2, intermediate=128, max_position=64),
-                          num_workers=2, steps=STEPS, global_batch_size=32, micro_batch_size=8, lr=1e-3,
-                          warmup_steps=4, log_every=1, checkpoint_every=EVERY, keep_checkpoints=2, max_failures=2,
-                          shuffle_buffer=64, **overrides)
+    settings = dict(model=ModelConfig(layers=2, hidden=64, heads=2, intermediate=128, max_position=128),
+                    num_workers=2, steps=STEPS, global_batch_size=32, micro_batch_size=8, lr=1e-3, warmup_steps=4,
+                    log_every=1, checkpoint_every=EVERY, keep_checkpoints=2, max_failures=2, shuffle_buffer=64,
+                    long_phase_fraction=0.25, long_micro_batch_size=4)
+    return PretrainConfig(**{**settings, **overrides})
 
 
-def _pretrain(shards: Path, tmp: Path, name: str, config: PretrainConfig) -> tuple[dict, MlflowClient, str]:
+def _pretrain(shards: Path, tmp: Path, name: str, config: PretrainConfig,
+              tokenized: str = "tokenize") -> tuple[dict, MlflowClient, str]:
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("t") or client.get_experiment(client.create_experiment("t"))
     run_id = client.create_run(experiment.experiment_id).info.run_id
     output = tmp / name
     output.mkdir()
-    result = run_pretrain(config, sequences_dir=shards / "tokenize" / "sequences", tokenizer_dir=shards / "vocab" / "tokenizer",
-                          output=output, storage=str(tmp / "storage"), run_name=name, tracking_uri=uri, run_id=run_id,
-                          init_checkpoint=None)
+    result = run_pretrain(config, sequences_dir=shards / tokenized / "sequences",
+                          long_sequences_dir=shards / tokenized / "sequences-128",
+                          tokenizer_dir=shards / "vocab" / "tokenizer", output=output, storage=str(tmp / "storage"),
+                          run_name=name, tracking_uri=uri, run_id=run_id, init_checkpoint=None)
     return result, client, run_id
 
 
@@ -86,6 +94,9 @@ def test_killed_worker_resumes_from_checkpoint_on_the_same_loss_curve(shards, tm
     _pretrain(shards, tmp_path, "steady", _config())
     steady = _history(tmp_path, "steady")
     assert sorted(steady) == list(range(1, STEPS + 1))
+    # two phases: 64-token sequences, then 128 (micro-batch 4, twice the accumulation, same global batch)
+    assert [steady[s]["pretrain/seq_len"] for s in (1, LONG_FROM - 1, LONG_FROM, STEPS)] == [64, 64, 128, 128]
+    assert steady[LONG_FROM]["pretrain/sequences_per_s"] > 0
 
     storage = tmp_path / "storage" / "killed"
     killed: list[int] = []
@@ -113,6 +124,7 @@ def test_killed_worker_resumes_from_checkpoint_on_the_same_loss_curve(shards, tm
     resumed, restored_at = _history(tmp_path, "killed"), killed[0]
     assert sorted(resumed) == list(range(1, STEPS + 1))  # every step once: none lost, none repeated
     assert [row["attempt"] for row in resumed.values()] == [0] * restored_at + [1] * (STEPS - restored_at)
+    assert restored_at < LONG_FROM  # the resumed attempt trains through the phase switch
     for step in range(1, STEPS + 1):  # same data order, masks and dropout after the restart
         assert resumed[step]["pretrain/loss"] == pytest.approx(steady[step]["pretrain/loss"], rel=1e-4, abs=1e-5), step
 
@@ -133,3 +145,29 @@ def test_killed_worker_resumes_from_checkpoint_on_the_same_loss_curve(shards, tm
     fill = pipeline("fill-mask", model=str(tmp_path / "killed" / "model"))
     predictions = fill("Patients with chronic kidney [MASK] were enrolled.")
     assert len(predictions) == 5 and all(0 <= p["score"] <= 1 for p in predictions)
+
+
+@pytest.mark.slow
+def test_next_sentence_head_in_bf16_on_cpu(shards, tmp_path):
+    """BertForPreTraining-style MLM + NSP on document-packed pairs, bf16 on CPU, whole-word masking."""
+    config = _config(steps=16, long_phase_fraction=0.0, long_micro_batch_size=None, nsp=True, precision="bf16",
+                     whole_word_masking=True, lr=2e-3, checkpoint_every=100)
+    result, _, _ = _pretrain(shards, tmp_path, "nsp", config, tokenized="tokenize-nsp")
+    history = _history(tmp_path, "nsp")
+    assert sorted(history) == list(range(1, 17))
+    first, last = history[1], history[16]
+    assert {"pretrain/nsp_loss", "pretrain/nsp_accuracy", "pretrain/mlm_loss"} <= set(last)
+    assert 0.0 <= last["pretrain/nsp_accuracy"] <= 1.0
+    assert last["pretrain/loss"] == pytest.approx(last["pretrain/mlm_loss"] + last["pretrain/nsp_loss"], rel=1e-6)
+    assert last["pretrain/mlm_loss"] < first["pretrain/mlm_loss"] - 0.5  # it learns, in bf16
+    assert result["pretrain/final_nsp_accuracy"] == last["pretrain/nsp_accuracy"]
+
+    from safetensors import safe_open
+    from transformers import AutoModelForMaskedLM
+
+    with safe_open(str(tmp_path / "nsp" / "model" / "model.safetensors"), "pt") as weights:
+        names = list(weights.keys())
+        assert weights.get_tensor(names[0]).dtype == torch.bfloat16  # trained in bf16
+    assert any("seq_relationship" in n for n in names)  # the NSP head is exported too
+    model = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "nsp" / "model"))  # and still loads as an MLM
+    assert model.config.num_hidden_layers == 2

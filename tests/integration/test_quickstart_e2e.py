@@ -68,6 +68,9 @@ def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
     losses = client.get_metric_history(pretrain.info.run_id, "pretrain/loss")
     assert [m.step for m in losses] == [10, 20, 30, 40, 50, 60]
     assert losses[-1].value < losses[0].value  # it learns
+    phases = client.get_metric_history(pretrain.info.run_id, "pretrain/seq_len")
+    assert [m.value for m in phases] == [128] * 5 + [256]  # the last 10% of 60 steps (55-60) at 256
+    assert children["tokenize"].data.metrics["tokenize/long_fill_ratio"] > 0.9
     assert client.get_metric_history(pretrain.info.run_id, "pretrain/tokens_per_s")[-1].value > 0
     artifacts = {a.path for a in client.list_artifacts(pretrain.info.run_id)}
     assert {"loss_curve.png", "deepspeed_config.json", "history.json", "result.json"} <= artifacts
