@@ -175,15 +175,69 @@ class PretrainConfig(Section):
         return self.global_batch_size // (self.num_workers * self.micro_batch_size)
 
 
+class SplitConfig(Section):
+    """How a dataset without an official split is split (a seeded shuffle of its document ids)."""
+
+    dev: float = Field(0.1, ge=0, lt=1, description="Fraction for the development set.")
+    test: float = Field(0.2, ge=0, lt=1, description="Fraction for the test set (when the format has no test file).")
+    seed: int = Field(0, description="Shuffle seed.")
+
+
+TASK_FORMATS = {"ner": ("conll",), "relation": ("tsv", "jsonl"), "similarity": ("tsv", "jsonl"),
+                "doc_classification": ("tsv", "jsonl", "hoc"), "qa_yesno": ("tsv", "jsonl", "pubmedqa"),
+                "qa_factoid": ("squad",)}
+
+
 class DatasetConfig(Section):
-    """One downstream dataset (a registry entry: task type + files + label scheme)."""
+    """One downstream dataset: a registry entry (task type + format + files + label scheme), so a
+    new dataset in a known format needs no code."""
 
     name: str = Field(description="Dataset name, used in stage names and metric names.")
-    task: Literal["ner"] = Field(description="Task type.")
-    train: str = Field(description="Training file, under data_root.")
+    task: Literal["ner", "relation", "similarity", "doc_classification", "qa_yesno", "qa_factoid"] = Field(
+        description="Task type: its head, loss and paper metric.")
+    format: Literal["conll", "tsv", "jsonl", "hoc", "pubmedqa", "squad"] | None = Field(
+        None, description="File format (default: conll for ner, squad for qa_factoid, tsv otherwise).")
+    train: str | None = Field(None, description="Training file, under data_root.")
     dev: str | None = Field(None, description="Development file, under data_root.")
-    test: str = Field(description="Test file, under data_root.")
-    max_train_sentences: int | None = Field(None, ge=1, description="Use only the first N training sentences.")
+    test: str | None = Field(None, description="Test file (pubmedqa: the test ground-truth JSON), under data_root.")
+    path: str | None = Field(None, description="The one source of formats without split files (hoc folder, "
+                             "pubmedqa ori_pqal.json), under data_root.")
+    folds: list[str] | None = Field(None, description="k-fold datasets (GAD/EU-ADR): one folder per fold with "
+                                    "train.tsv and test.tsv; the score is the mean over folds.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Split of formats without an official one.")
+    text_column: str = Field("sentence", description="tsv/jsonl: the text column.")
+    text_b_column: str | None = Field(None, description="tsv/jsonl: the second text of a pair (similarity).")
+    label_column: str = Field("label", description="tsv/jsonl: the label (or score) column.")
+    columns: list[str] | None = Field(None, description="tsv files without a header row: their column names, in order.")
+    label_separator: str | None = Field(None, description="doc_classification in tsv/jsonl: separator of several labels.")
+    labels: list[str] | None = Field(None, description="The label set (NER tags or classes); any other label is an error.")
+    negative_label: str | None = Field(None, description="relation: the no-relation class, excluded from micro-F1.")
+    benchmark: str | None = Field(None, description="Published numbers to report beside it (a key of "
+                                  "bioray/tasks/published.yaml, e.g. chemprot); default: the dataset name.")
+    max_train_examples: int | None = Field(None, ge=1, description="Use only the first N training examples.")
+    epochs: int | None = Field(None, ge=1, description="This dataset's epochs (default: finetune.epochs).")
+    lr: float | None = Field(None, gt=0, description="This dataset's learning rate (default: finetune.lr).")
+    batch_size: int | None = Field(None, ge=1, description="This dataset's batch size (default: finetune.batch_size).")
+    max_length: int | None = Field(None, ge=8, description="This dataset's window (default: finetune.max_length).")
+
+    @model_validator(mode="after")
+    def _files_fit_the_format(self) -> DatasetConfig:
+        if self.format is None:
+            self.format = {"ner": "conll", "qa_factoid": "squad"}.get(self.task, "tsv")
+        if self.format not in TASK_FORMATS[self.task]:
+            raise ValueError(f"format {self.format!r} does not fit task {self.task!r} "
+                             f"(expected one of {list(TASK_FORMATS[self.task])})")
+        if self.format in ("hoc", "pubmedqa"):
+            if not self.path:
+                raise ValueError(f"format {self.format!r} reads one source: set `path`")
+            if self.format == "pubmedqa" and not self.test:
+                raise ValueError("format 'pubmedqa' needs `test`: the test ground-truth JSON")
+        elif self.folds:
+            if self.train or self.test:
+                raise ValueError("k-fold entries take their files from `folds`, not train/test")
+        elif not (self.train and self.test):
+            raise ValueError("set `train` and `test` files (or `folds`, or `path` for hoc/pubmedqa)")
+        return self
 
 
 class FinetuneConfig(Section):
@@ -197,6 +251,11 @@ class FinetuneConfig(Section):
     max_length: int = Field(128, ge=8, description="Sub-tokens per window; longer sentences are split.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps spent warming up.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers per fine-tuning run.")
+
+    def for_dataset(self, dataset: DatasetConfig) -> FinetuneConfig:
+        """These settings with the dataset's own epochs / lr / batch_size / max_length where it sets them."""
+        own = {k: getattr(dataset, k) for k in ("epochs", "lr", "batch_size", "max_length") if getattr(dataset, k)}
+        return self.model_copy(update=own)
 
 
 class EvaluateConfig(Section):
@@ -360,10 +419,14 @@ def check_inputs(config: WorkflowConfig) -> None:
         if not list_source_files(config.data_path(source.path), source.format):
             missing.append(f"ingest.sources[{i}].path: no {source.format} files at {config.data_path(source.path)}")
     for i, dataset in enumerate(config.finetune.datasets):
-        for split in ("train", "dev", "test"):
-            relative = getattr(dataset, split)
-            if relative is not None and not config.data_path(relative).is_file():
-                missing.append(f"finetune.datasets[{i}].{split}: file not found: {config.data_path(relative)}")
+        for key in ("train", "dev", "test", "path"):
+            relative = getattr(dataset, key)
+            if relative is not None and not config.data_path(relative).exists():
+                missing.append(f"finetune.datasets[{i}].{key}: file not found: {config.data_path(relative)}")
+        for k, fold in enumerate(dataset.folds or []):
+            for split in ("train", "test"):
+                if not (config.data_path(fold) / f"{split}.tsv").is_file():
+                    missing.append(f"finetune.datasets[{i}].folds[{k}]: no {split}.tsv in {config.data_path(fold)}")
     for key, path in (("vocab.init_checkpoint", config.vocab.init_checkpoint),
                       ("pretrain.init_checkpoint", config.pretrain.init_checkpoint)):
         if path and not (config.data_path(path) / "config.json").is_file():

@@ -24,3 +24,27 @@ def plot_history(history: list[dict], keys: list[str], path: Path, title: str) -
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_scores(rows: list[dict], published: list[tuple[str, str]], path: Path) -> None:
+    """Grouped bars per dataset: bioray (with its std over seeds) beside published models."""
+    import numpy as np
+
+    names = [r["dataset"] for r in rows]
+    series = [("bioray", [r["bioray"]["mean"] if r["bioray"] else np.nan for r in rows],
+               [r["bioray"]["std"] if r["bioray"] else 0.0 for r in rows])]
+    series += [(header, [r["published"][key] if r["published"][key] is not None else np.nan for r in rows], None)
+               for key, header in published]
+    width = 0.8 / len(series)
+    fig, axis = plt.subplots(figsize=(max(6.0, 1.6 * len(rows)), 4))
+    for i, (label, values, errors) in enumerate(series):
+        positions = np.arange(len(rows)) + (i - (len(series) - 1) / 2) * width
+        axis.bar(positions, values, width, yerr=errors, label=label, capsize=3)
+    axis.set_xticks(np.arange(len(rows)), names, rotation=20)
+    axis.set_ylabel("test score (0-100)")
+    axis.set_ylim(0, 100)
+    axis.legend(fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

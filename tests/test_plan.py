@@ -39,12 +39,12 @@ def test_finetune_lr_change_invalidates_only_downstream(write_workflow, quicksta
     path = write_workflow(quickstart_tree)
     before, after = _keys(path), _keys(path, ["finetune.lr=3e-5"])
     changed = {name for name in before if before[name] != after[name]}
-    assert changed == {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "register"}
+    assert changed == {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "report", "register"}
 
 
 def test_tokenize_change_invalidates_training_but_not_ingest(write_workflow, quickstart_tree):
     path = write_workflow(quickstart_tree)
-    before, after = _keys(path), _keys(path, ["tokenize.seq_len=256"])
+    before, after = _keys(path), _keys(path, ["tokenize.seq_len=64"])
     changed = {name for name in before if before[name] != after[name]}
     assert "ingest" not in changed and "vocab" not in changed
     assert {"tokenize", "pretrain", "finetune/ncbi-disease/seed-42", "register"} <= changed

@@ -15,15 +15,19 @@ from pathlib import Path
 
 from bioray.config import WorkflowConfig
 from bioray.corpus.files import list_source_files
+from bioray.tasks.datasets import dataset_files
 
+TASK_CODE = ["bioray.tasks.registry", "bioray.tasks.datasets", "bioray.tasks.metrics", "bioray.tasks.ner",
+             "bioray.tasks.classification", "bioray.tasks.qa"]
 STAGE_CODE = {
     "ingest": ["bioray.data.ingest", "bioray.corpus.files", "bioray.corpus.readers", "bioray.corpus.medline",
                "bioray.corpus.pmc", "bioray.corpus.text", "bioray.corpus.sentences"],
     "vocab": ["bioray.data.vocab"],
     "tokenize": ["bioray.data.tokenize", "bioray.data.pack"],
     "pretrain": ["bioray.train.pretrain", "bioray.train.deepspeed", "bioray.model.encoder", "bioray.data.masking"],
-    "finetune": ["bioray.train.finetune", "bioray.tasks.ner"],
-    "evaluate": ["bioray.tasks.evaluate", "bioray.tasks.ner"],
+    "finetune": ["bioray.train.finetune", *TASK_CODE],
+    "evaluate": ["bioray.tasks.evaluate", *TASK_CODE],
+    "report": ["bioray.tasks.report"],
     "register": ["bioray.pipeline.register"],
 }
 STAGE_KINDS = list(STAGE_CODE)
@@ -41,6 +45,7 @@ class Node:
     num_cpus: float = 0  # orchestration stages start Ray Data / Ray Train work and hold no CPU themselves
     dataset: str | None = None
     seed: int | None = None
+    fold: int | None = None  # k-fold datasets: 0-based fold
 
 
 def build_plan(config: WorkflowConfig) -> list[Node]:
@@ -56,18 +61,29 @@ def build_plan(config: WorkflowConfig) -> list[Node]:
     common = config.finetune.model_dump(exclude={"datasets", "seeds"})
     evaluations = []
     for dataset in config.finetune.datasets:
-        files = tuple(str(config.data_path(p)) for p in (dataset.train, dataset.dev, dataset.test) if p)
-        for seed in config.finetune.seeds:
-            tune = f"finetune/{dataset.name}/seed-{seed}"
-            nodes.append(Node(tune, "finetune", ("pretrain",), {**common, "dataset": dataset.model_dump(), "seed": seed},
-                              files, dataset=dataset.name, seed=seed))
-            evaluation = f"evaluate/{dataset.name}/seed-{seed}"
-            nodes.append(Node(evaluation, "evaluate", (tune,),
-                              {**config.evaluate.model_dump(), "max_length": config.finetune.max_length},
-                              (str(config.data_path(dataset.test)),), num_cpus=1, dataset=dataset.name, seed=seed))
-            evaluations.append(evaluation)
+        files = tuple(str(p) for p in _expand(dataset_files(dataset, config.data_path)))
+        folds = list(range(len(dataset.folds))) if dataset.folds else [None]
+        for fold in folds:
+            prefix = f"{dataset.name}/fold-{fold + 1}" if fold is not None else dataset.name
+            for seed in config.finetune.seeds:
+                tune, evaluation = f"finetune/{prefix}/seed-{seed}", f"evaluate/{prefix}/seed-{seed}"
+                nodes.append(Node(tune, "finetune", ("pretrain",),
+                                  {**common, "dataset": dataset.model_dump(), "seed": seed, "fold": fold}, files,
+                                  dataset=dataset.name, seed=seed, fold=fold))
+                nodes.append(Node(evaluation, "evaluate", (tune,),
+                                  {**config.evaluate.model_dump(),
+                                   "max_length": config.finetune.for_dataset(dataset).max_length}, files,
+                                  num_cpus=1, dataset=dataset.name, seed=seed, fold=fold))
+                evaluations.append(evaluation)
+    datasets = {d.name: {"task": d.task, "benchmark": d.benchmark or d.name} for d in config.finetune.datasets}
+    nodes.append(Node("report", "report", tuple(evaluations), {"datasets": datasets}))
     nodes.append(Node("register", "register", ("pretrain", *evaluations), config.registry.model_dump()))
     return nodes
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Files, with every file under a folder entry (HoC's text/ and labels/)."""
+    return [f for p in paths for f in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])]
 
 
 def _checkpoint_files(config: WorkflowConfig, checkpoint: str | None) -> tuple[str, ...]:

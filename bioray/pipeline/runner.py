@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,18 +72,15 @@ def _last_line(exc: Exception) -> str:
 
 def _parent_metrics(results: dict[str, StageResult]) -> dict[str, float]:
     """Test scores per dataset on the parent run: mean over seeds (and std when there are several)."""
-    per_dataset: dict[str, dict[str, list[float]]] = {}
-    for name, result in results.items():
-        if name.startswith("evaluate/"):
-            dataset = name.split("/")[1]
-            for metric, value in result.metrics.items():
-                per_dataset.setdefault(dataset, {}).setdefault(metric, []).append(value)
+    from bioray.tasks.report import aggregate
+
+    evaluations = {name: r.metrics for name, r in results.items() if name.startswith("evaluate/")}
     metrics = {}
-    for dataset, values in per_dataset.items():
-        for metric, scores in values.items():
-            metrics[f"{dataset}/{metric}"] = statistics.fmean(scores)
-            if len(scores) > 1:
-                metrics[f"{dataset}/{metric}_std"] = statistics.stdev(scores)
+    for dataset, values in aggregate(evaluations).items():
+        for metric, summary in values.items():
+            metrics[f"{dataset}/{metric}"] = summary["mean"]
+            if summary["seeds"] > 1:
+                metrics[f"{dataset}/{metric}_std"] = summary["std"]
     return metrics
 
 
@@ -132,6 +128,11 @@ class _StageRuns:
         tracking.log_metrics(self.client, self.parent_id, {
             **_parent_metrics(summary.results), "pipeline/seconds": summary.seconds,
             "pipeline/stages_run": run_count, "pipeline/stages_cached": len(self.children) - run_count})
+        if "report" in summary.results:  # the score table and chart on the parent run too
+            for name in ("report.md", "scores.png"):
+                path = Path(summary.results["report"].path) / name
+                if path.is_file():
+                    self.client.log_artifact(self.parent_id, str(path))
         status = "KILLED" if interrupted else "FAILED" if summary.failed else "FINISHED"
         self.client.set_terminated(self.parent_id, status)
 

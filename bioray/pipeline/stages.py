@@ -85,21 +85,24 @@ def _dataset(config: WorkflowConfig, node: Node):
 def _finetune(config, node, out, up, ctx):
     from bioray.train.finetune import run_finetune
     dataset = _dataset(config, node)
-    files = {split: str(config.data_path(getattr(dataset, split))) for split in ("train", "dev", "test")
-             if getattr(dataset, split)}
-    files.pop("test")  # the test set is for the evaluate stage only
-    return run_finetune(config.finetune, dataset, node.seed, files=files, encoder_dir=Path(up["pretrain"].path) / "model",
-                        output=out, storage=config.train_storage,
-                        run_name=f"{node.name.replace('/', '-')}-{ctx['key']}", tracking_uri=ctx["tracking_uri"],
-                        run_id=ctx["run_id"])
+    return run_finetune(config.finetune.for_dataset(dataset), dataset, node.seed, data_root=Path(config.data_root),
+                        fold=node.fold, encoder_dir=Path(up["pretrain"].path) / "model", output=out,
+                        storage=config.train_storage, run_name=f"{node.name.replace('/', '-')}-{ctx['key']}",
+                        tracking_uri=ctx["tracking_uri"], run_id=ctx["run_id"])
 
 
 def _evaluate(config, node, out, up, ctx):
     from bioray.tasks.evaluate import run_evaluate
-    dataset = _dataset(config, node)
     (upstream,) = up.values()
+    dataset = _dataset(config, node)
     return run_evaluate(config.evaluate, dataset, model_dir=Path(upstream.path) / "model",
-                        test_file=config.data_path(dataset.test), max_length=config.finetune.max_length, output=out)
+                        data_root=Path(config.data_root), fold=node.fold,
+                        max_length=config.finetune.for_dataset(dataset).max_length, output=out)
+
+
+def _report(config, node, out, up, ctx):
+    from bioray.tasks.report import run_report
+    return run_report(node.params["datasets"], {name: result.metrics for name, result in up.items()}, out)
 
 
 def _register(config, node, out, up, ctx):
@@ -111,7 +114,7 @@ def _register(config, node, out, up, ctx):
 
 
 RUNNERS = {"ingest": _ingest, "vocab": _vocab, "tokenize": _tokenize, "pretrain": _pretrain,
-           "finetune": _finetune, "evaluate": _evaluate, "register": _register}
+           "finetune": _finetune, "evaluate": _evaluate, "report": _report, "register": _register}
 
 
 def execute_node(node: Node, key: str, config_json: str, run_id: str, tracking_uri: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,39 +14,55 @@ from seqeval.metrics import (
     recall_score,
 )
 
+from bioray.tasks.datasets import DatasetError
+
 IGNORE_INDEX = -100
+
+
+_TAG = re.compile(r"^(O|[BIES](-.+)?)$")
 
 
 @dataclass
 class Sentence:
     words: list[str]
     tags: list[str]
+    where: str = ""  # file:line of its first token, for error messages
 
 
 def read_conll(path: Path) -> list[Sentence]:
-    """`token<TAB>tag` lines, a blank line between sentences. Errors name the file and line."""
-    sentences, words, tags = [], [], []
+    """`token<TAB>tag` lines, a blank line between sentences, `-DOCSTART-` lines between documents
+    (MTL-Bioinformatics-2016 files). Errors name the file and line."""
+    sentences, words, tags, first_line = [], [], [], 0
+    if not path.is_file() or path.stat().st_size == 0:
+        raise DatasetError(f"{path}: empty or missing file")
     with open(path, encoding="utf-8") as stream:
         for line_no, line in enumerate(stream, start=1):
             line = line.rstrip("\n")
-            if not line.strip():
+            if not line.strip() or line.startswith("-DOCSTART-"):
                 if words:
-                    sentences.append(Sentence(words, tags))
+                    sentences.append(Sentence(words, tags, f"{path}:{first_line}"))
                     words, tags = [], []
                 continue
             parts = line.split("\t")
-            if len(parts) < 2:
-                raise ValueError(f"{path}:{line_no}: expected 'token<TAB>tag', got {line!r}")
+            if len(parts) < 2 or not parts[0] or not parts[-1].strip():
+                raise DatasetError(f"{path}:{line_no}: expected 'token<TAB>tag', got {line!r}")
+            tag = parts[-1].strip()
+            if not _TAG.match(tag):
+                raise DatasetError(f"{path}:{line_no}: {tag!r} is not an IOB tag (O, B, I, B-type, I-type)")
+            if not words:
+                first_line = line_no
             words.append(parts[0])
-            tags.append(parts[-1])
+            tags.append(tag)
     if words:
-        sentences.append(Sentence(words, tags))
+        sentences.append(Sentence(words, tags, f"{path}:{first_line}"))
+    if not sentences:
+        raise DatasetError(f"{path}: no sentences")
     return sentences
 
 
-def label_list(*splits: list[Sentence]) -> list[str]:
-    """All tags seen, 'O' first, then sorted."""
-    tags = {t for split in splits for s in split for t in s.tags}
+def label_list(*splits: list[Sentence], known: list[str] | None = None) -> list[str]:
+    """The entry's tag list, else all tags seen; 'O' first, then sorted."""
+    tags = set(known) if known else {t for split in splits for s in split for t in s.tags}
     return ["O"] + sorted(tags - {"O"})
 
 
@@ -135,3 +152,37 @@ def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str
 
 def entity_report(gold: list[list[str]], predicted: list[list[str]]) -> str:
     return classification_report([for_seqeval(t) for t in gold], [for_seqeval(t) for t in predicted], digits=4)
+
+
+class NerTask:
+    """Token classification: windows of first-sub-token labels, entity-level F1."""
+
+    kind, primary = "ner", "f1"
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def label_list(self, *splits: list[Sentence]) -> list[str]:
+        return label_list(*splits, known=self.dataset.labels)
+
+    @staticmethod
+    def build_model(encoder_dir: str, labels: list[str]):
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification.from_pretrained(
+            encoder_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={t: i for i, t in enumerate(labels)})
+
+    @staticmethod
+    def encode(sentences: list[Sentence], tokenizer, labels: list[str], max_length: int) -> list[Window]:
+        return make_windows(sentences, tokenizer, {t: i for i, t in enumerate(labels)}, max_length)
+
+    collate = staticmethod(collate)
+
+    @staticmethod
+    def predict(model, tokenizer, sentences, labels, max_length, batch_size, device="cpu") -> list[list[str]]:
+        return predict_tags(model, tokenizer, sentences, labels, max_length, batch_size, device)
+
+    @staticmethod
+    def score(sentences: list[Sentence], predictions: list[list[str]], labels: list[str]) -> dict[str, float]:
+        return entity_scores([s.tags for s in sentences], predictions)

@@ -1,4 +1,5 @@
-"""Fine-tune stage: a token-classification head on the pretrained encoder, with Ray Train."""
+"""Fine-tune stage: the task's head on the pretrained encoder (token classification, sequence
+classification or regression, extractive QA), trained with Ray Train (DDP over gloo/NCCL)."""
 
 from __future__ import annotations
 
@@ -11,32 +12,26 @@ import ray.train
 import torch
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
-from transformers import AutoModelForTokenClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
 from bioray.config import DatasetConfig, FinetuneConfig
-from bioray.tasks.ner import (
-    collate,
-    entity_scores,
-    label_list,
-    make_windows,
-    predict_tags,
-    read_conll,
-)
+from bioray.tasks.datasets import load_splits
+from bioray.tasks.registry import task_for
 from bioray.tracking import WorkerLogger
 from bioray.train.optim import warmup_decay
 
 log = logging.getLogger(__name__)
 
 
-def _batches(windows: list, batch_size: int, rng: random.Random) -> list[list]:
+def _batches(features: list, batch_size: int, rng: random.Random) -> list[list]:
     """Length-bucketed batches: shuffle, sort within chunks of 50 batches, shuffle the batches."""
-    order = list(range(len(windows)))
+    order = list(range(len(features)))
     rng.shuffle(order)
     chunk = batch_size * 50
     batches = []
     for begin in range(0, len(order), chunk):
-        part = sorted(order[begin:begin + chunk], key=lambda i: len(windows[i].input_ids))
-        batches += [[windows[i] for i in part[j:j + batch_size]] for j in range(0, len(part), batch_size)]
+        part = sorted(order[begin:begin + chunk], key=lambda i: len(features[i].input_ids))
+        batches += [[features[i] for i in part[j:j + batch_size]] for j in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
 
@@ -48,24 +43,20 @@ def train_loop(loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(seed)
-    files = loop_config["files"]
-
-    train = read_conll(Path(files["train"]))[: dataset.max_train_sentences]
-    dev = read_conll(Path(files["dev"])) if files.get("dev") else []
+    task = task_for(dataset)
+    splits = load_splits(dataset, lambda p: Path(loop_config["data_root"]) / p, loop_config.get("fold"))
+    dev = splits.get("dev", [])
     labels = loop_config["labels"]
     tokenizer = AutoTokenizer.from_pretrained(loop_config["encoder_dir"])
-    model = AutoModelForTokenClassification.from_pretrained(
-        loop_config["encoder_dir"], num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={t: i for i, t in enumerate(labels)})
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(task.build_model(loop_config["encoder_dir"], labels))
     device = ray.train.torch.get_device()
     core = model.module if hasattr(model, "module") else model
 
-    windows = make_windows(train, tokenizer, {t: i for i, t in enumerate(labels)}, config.max_length)
+    features = task.encode(splits["train"], tokenizer, labels, config.max_length)
     # Each worker its own slice, all of the same length: DDP needs the same number of steps everywhere.
-    windows = windows[rank::world][: len(windows) // world]
+    features = features[rank::world][: len(features) // world]
     rng = random.Random(seed)
-    steps_per_epoch = -(-len(windows) // config.batch_size)
+    steps_per_epoch = -(-len(features) // config.batch_size)
     total = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(int(total * config.warmup_ratio), total))
@@ -74,10 +65,10 @@ def train_loop(loop_config: dict) -> None:
     step, metrics = 0, {}
     for epoch in range(config.epochs):
         model.train()
-        batches = _batches(windows, config.batch_size, rng)[:steps_per_epoch]
+        batches = _batches(features, config.batch_size, rng)[:steps_per_epoch]
         loss_sum = 0.0
         for batch in batches:
-            inputs = {k: v.to(device) for k, v in collate(batch, tokenizer.pad_token_id).items()}
+            inputs = {k: v.to(device) for k, v in task.collate(batch, tokenizer.pad_token_id).items()}
             loss = model(**inputs).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -89,11 +80,12 @@ def train_loop(loop_config: dict) -> None:
         metrics = {"finetune/train_loss": loss_sum / max(1, len(batches)), "finetune/epoch": epoch + 1}
         if rank == 0:
             if dev:
-                predicted = predict_tags(core, tokenizer, dev, labels, config.max_length, 64, device)
-                metrics["finetune/dev_f1"] = entity_scores([s.tags for s in dev], predicted)["f1"]
+                predicted = task.predict(core, tokenizer, dev, labels, config.max_length, 64, device)
+                metrics[f"finetune/dev_{task.primary}"] = task.score(dev, predicted, labels)[task.primary]
             logger.log(metrics, step)
-            log.info("finetune %s seed %d epoch %d/%d loss %.4f dev F1 %s", dataset.name, seed, epoch + 1,
-                     config.epochs, metrics["finetune/train_loss"], f"{metrics.get('finetune/dev_f1', float('nan')):.4f}")
+            log.info("finetune %s seed %d epoch %d/%d loss %.4f dev %s %s", dataset.name, seed, epoch + 1,
+                     config.epochs, metrics["finetune/train_loss"], task.primary,
+                     f"{metrics.get(f'finetune/dev_{task.primary}', float('nan')):.4f}")
         ray.train.report({k.split("/")[-1]: v for k, v in metrics.items()})
 
     if rank == 0:
@@ -103,15 +95,17 @@ def train_loop(loop_config: dict) -> None:
         (output / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
-def run_finetune(config: FinetuneConfig, dataset: DatasetConfig, seed: int, *, files: dict[str, str],
+def run_finetune(config: FinetuneConfig, dataset: DatasetConfig, seed: int, *, data_root: Path, fold: int | None,
                  encoder_dir: Path, output: Path, storage: str, run_name: str, tracking_uri: str, run_id: str) -> dict:
-    splits = [read_conll(Path(p)) for p in files.values() if p]
-    labels = label_list(*splits)
+    task = task_for(dataset)
+    splits = load_splits(dataset, lambda p: data_root / p, fold)  # bad data fails here, before any worker starts
+    labels = task.label_list(splits["train"], splits.get("dev", []))
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"finetune": config.model_dump(), "dataset": dataset.model_dump(), "seed": seed,
-                           "files": files, "labels": labels, "encoder_dir": str(encoder_dir),
-                           "output_dir": str(output), "tracking_uri": tracking_uri, "run_id": run_id},
+                           "data_root": str(data_root), "fold": fold, "labels": labels,
+                           "encoder_dir": str(encoder_dir), "output_dir": str(output), "tracking_uri": tracking_uri,
+                           "run_id": run_id},
         scaling_config=ScalingConfig(num_workers=config.num_workers),
         torch_config=TorchConfig(backend="gloo"),
         run_config=RunConfig(name=run_name, storage_path=storage),

@@ -19,7 +19,8 @@ from mlflow.tracking import MlflowClient
 REPO = Path(__file__).resolve().parents[2]
 
 WORKFLOW = str(REPO / "workflows" / "quickstart.yaml")
-STAGES = ["ingest", "vocab", "tokenize", "pretrain", "finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "register"]
+STAGES = ["ingest", "vocab", "tokenize", "pretrain", "finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "report",
+          "register"]
 # Shorter than the shipped quickstart (300 pretraining steps, 3 epochs) to keep CI time down.
 FAST = ["--set", "pretrain.steps=60", "--set", "pretrain.log_every=10", "--set", "finetune.epochs=2"]
 
@@ -62,6 +63,12 @@ def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
     f1 = children["evaluate/ncbi-disease/seed-42"].data.metrics["ner/test_f1"]
     assert 0 < f1 <= 1
     assert parent.data.metrics["ncbi-disease/ner/test_f1"] == pytest.approx(f1)
+    # the report: our score beside the published ones, on the report stage's run and the parent run
+    assert children["report"].data.metrics["report/ncbi-disease/f1"] == pytest.approx(100 * f1)
+    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "scores.png"} <= parent_files
+    report = Path(client.download_artifacts(parent.info.run_id, "report.md", str(tmp_path))).read_text()
+    assert "| ncbi-disease | ner | f1 |" in report and "89.13" in report  # BioBERT v1.1 in BLURB
 
     pretrain = children["pretrain"]
     assert pretrain.data.params["zero_stage"] == "2" and pretrain.data.params["num_workers"] == "2"
@@ -107,7 +114,7 @@ def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
     _bioray(["run", WORKFLOW, *FAST, "--set", "finetune.lr=2e-3"], env)
     _, children3 = _stage_runs(client, experiment.experiment_id)
     reran = {name for name, run in children3.items() if run.data.tags["bioray.cache"] == "miss"}
-    assert reran == {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "register"}
+    assert reran == {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "report", "register"}
     assert client.get_model_version_by_alias("bioray-encoder", "challenger").version == "2"
 
     # --- fourth run, a broken training file: its stage fails naming file and line, the rest is untouched
@@ -120,5 +127,7 @@ def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
     assert children4["pretrain"].data.tags["bioray.cache"] == "hit"
     assert children4["finetune/ncbi-disease/seed-42"].info.status == "FAILED"
     assert "broken_train.tsv:2" in children4["finetune/ncbi-disease/seed-42"].data.tags["bioray.error"]
-    assert children4["register"].data.tags["bioray.error"] == "not run: upstream stage evaluate/ncbi-disease/seed-42 failed"
+    for downstream in ("report", "register"):
+        assert children4[downstream].data.tags["bioray.error"] == ("not run: upstream stage "
+                                                                   "evaluate/ncbi-disease/seed-42 failed")
     assert client.get_model_version_by_alias("bioray-encoder", "challenger").version == "2"  # nothing registered

@@ -1,0 +1,68 @@
+"""The papers' metrics for the non-NER tasks, computed with the reference libraries (sklearn, scipy).
+
+NER's entity-level F1 (seqeval) lives with the NER task in bioray.tasks.ner.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+
+import numpy as np
+from scipy.stats import pearsonr
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+from sklearn.preprocessing import MultiLabelBinarizer
+
+
+def relation_scores(gold: list[str], predicted: list[str], negative: str | None) -> dict[str, float]:
+    """Micro precision/recall/F1 over the positive classes only (BioBERT re_eval, BLUE, BLURB):
+    a pair predicted negative counts as a miss, a negative pair predicted positive as a false alarm.
+    With no negative class, micro-F1 over every class (= accuracy)."""
+    positives = sorted((set(gold) | set(predicted)) - {negative})
+    precision, recall, f1, _ = precision_recall_fscore_support(gold, predicted, labels=positives, average="micro",
+                                                               zero_division=0)
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
+
+
+def classification_scores(gold: list[str], predicted: list[str]) -> dict[str, float]:
+    """Accuracy and macro-F1 over the classes present in gold or predictions (PubMedQA)."""
+    return {"accuracy": float(accuracy_score(gold, predicted)),
+            "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0))}
+
+
+def similarity_scores(gold: list[float], predicted: list[float]) -> dict[str, float]:
+    """Pearson r (BIOSSES in BLUE and BLURB)."""
+    if len(gold) < 2 or np.std(predicted) == 0:
+        return {"pearson": 0.0}  # undefined: a constant prediction explains nothing
+    return {"pearson": float(pearsonr(gold, predicted).statistic)}
+
+
+def multilabel_scores(gold: list[list[str]], predicted: list[list[str]], labels: list[str]) -> dict[str, float]:
+    """HoC: micro-F1 over (document, label) decisions (BLURB) and example-based F1, the mean of each
+    document's F1 (BLUE); a document with no gold and no predicted label scores 1."""
+    binarizer = MultiLabelBinarizer(classes=labels)
+    y_true, y_pred = binarizer.fit_transform(gold), binarizer.transform(predicted)
+    return {"micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+            "example_f1": float(f1_score(y_true, y_pred, average="samples", zero_division=1))}
+
+
+def _normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, articles or extra spaces (SQuAD-style)."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def factoid_scores(gold: list[list[str]], ranked: list[list[str]]) -> dict[str, float]:
+    """BioASQ factoid: strict accuracy (the first answer is right), lenient accuracy (one of the first
+    five is) and mean reciprocal rank over the first five; an answer is right when it equals one of
+    the gold synonyms after normalisation."""
+    strict = lenient = reciprocal = 0.0
+    for synonyms, answers in zip(gold, ranked):
+        wanted = {_normalize_answer(s) for s in synonyms}
+        ranks = [i for i, answer in enumerate(answers[:5]) if _normalize_answer(answer) in wanted]
+        if ranks:
+            strict += ranks[0] == 0
+            lenient += 1
+            reciprocal += 1 / (ranks[0] + 1)
+    n = max(len(gold), 1)
+    return {"strict_accuracy": strict / n, "lenient_accuracy": lenient / n, "mrr": reciprocal / n}

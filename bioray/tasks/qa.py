@@ -1,0 +1,110 @@
+"""Extractive factoid QA (BioASQ in SQuAD format): answer spans in the context, ranked answers,
+strict/lenient accuracy and MRR. Contexts longer than the window are read in overlapping windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForQuestionAnswering
+
+from bioray.tasks.datasets import QAExample
+from bioray.tasks.metrics import factoid_scores
+
+STRIDE = 64        # tokens shared by consecutive windows of a long context
+MAX_ANSWER = 30    # tokens
+CANDIDATES = 20    # best starts x best ends considered per window
+RANKED = 5         # answers returned per question (BioASQ takes up to 5)
+
+
+@dataclass
+class QAFeature:
+    input_ids: list[int]
+    token_type_ids: list[int]
+    start: int              # answer start/end token, 0 ([CLS]) when the answer is not in this window
+    end: int
+    example: int
+    offsets: list[tuple[int, int] | None]  # character span of each context token, None elsewhere
+
+
+class FactoidTask:
+    kind, primary = "qa_factoid", "mrr"
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    @staticmethod
+    def label_list(*splits) -> list[str]:
+        return []
+
+    @staticmethod
+    def build_model(encoder_dir: str, labels: list[str]):
+        return AutoModelForQuestionAnswering.from_pretrained(encoder_dir)
+
+    @staticmethod
+    def encode(examples: list[QAExample], tokenizer, labels: list[str], max_length: int) -> list[QAFeature]:
+        encoded = tokenizer([e.question for e in examples], [e.context for e in examples], truncation="only_second",
+                            max_length=max_length, stride=STRIDE, return_overflowing_tokens=True,
+                            return_offsets_mapping=True)
+        features = []
+        for i, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
+            example = examples[example_index]
+            sequence = encoded.sequence_ids(i)
+            offsets = [tuple(o) if s == 1 else None for o, s in zip(encoded["offset_mapping"][i], sequence)]
+            start = end = 0
+            if example.answers:
+                first, last = example.answer_starts[0], example.answer_starts[0] + len(example.answers[0])
+                inside = [t for t, o in enumerate(offsets) if o is not None and o[0] < last and o[1] > first]
+                if inside and offsets[inside[0]][0] <= first and offsets[inside[-1]][1] >= last:
+                    start, end = inside[0], inside[-1]
+            types = encoded["token_type_ids"][i] if "token_type_ids" in encoded else [0] * len(encoded["input_ids"][i])
+            features.append(QAFeature(encoded["input_ids"][i], types, start, end, example_index, offsets))
+        return features
+
+    @staticmethod
+    def collate(features: list[QAFeature], pad_id: int) -> dict[str, torch.Tensor]:
+        width = max(len(f.input_ids) for f in features)
+        ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+        types = torch.zeros((len(features), width), dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, f in enumerate(features):
+            ids[row, : len(f.input_ids)] = torch.tensor(f.input_ids)
+            types[row, : len(f.token_type_ids)] = torch.tensor(f.token_type_ids)
+            mask[row, : len(f.input_ids)] = 1
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
+                "start_positions": torch.tensor([f.start for f in features]),
+                "end_positions": torch.tensor([f.end for f in features])}
+
+    @torch.no_grad()
+    def predict(self, model, tokenizer, examples: list[QAExample], labels, max_length, batch_size,
+                device="cpu") -> list[list[str]]:
+        """Up to RANKED answers per question, best first (scored by start + end logit, over all windows)."""
+        model.eval()
+        features = self.encode(examples, tokenizer, labels, max_length)
+        candidates: list[dict[str, float]] = [{} for _ in examples]
+        for begin in range(0, len(features), batch_size):
+            chunk = features[begin:begin + batch_size]
+            batch = self.collate(chunk, tokenizer.pad_token_id)
+            out = model(**{k: v.to(device) for k, v in batch.items() if not k.endswith("_positions")})
+            for row, feature in enumerate(chunk):
+                real = len(feature.input_ids)  # the batch is padded to its longest window
+                self._spans(feature, out.start_logits[row, :real].float().cpu(), out.end_logits[row, :real].float().cpu(),
+                            examples[feature.example].context, candidates[feature.example])
+        return [sorted(found, key=found.get, reverse=True)[:RANKED] for found in candidates]
+
+    @staticmethod
+    def _spans(feature: QAFeature, start_logits, end_logits, context: str, found: dict[str, float]) -> None:
+        starts = start_logits.topk(min(CANDIDATES, len(feature.offsets))).indices.tolist()
+        ends = end_logits.topk(min(CANDIDATES, len(feature.offsets))).indices.tolist()
+        for s in starts:
+            for e in ends:
+                if feature.offsets[s] is None or feature.offsets[e] is None or not 0 <= e - s < MAX_ANSWER:
+                    continue
+                text = context[feature.offsets[s][0]:feature.offsets[e][1]].strip()
+                score = float(start_logits[s] + end_logits[e])
+                if text and score > found.get(text, float("-inf")):
+                    found[text] = score
+
+    @staticmethod
+    def score(examples: list[QAExample], predictions: list[list[str]], labels) -> dict[str, float]:
+        return factoid_scores([e.answers for e in examples], predictions)

@@ -1,0 +1,107 @@
+"""Fine-tuning and evaluation of every non-NER task type on real data (subsets) with Ray Train,
+through the registry entries of workflows/blurb.yaml; extractive QA on a SQuAD-format file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+from transformers import BertConfig, BertForMaskedLM
+
+from bioray.config import DatasetConfig, EvaluateConfig, FinetuneConfig, load_workflow
+from bioray.data.vocab import train_wordpiece
+from bioray.tasks.datasets import load_splits
+from bioray.tasks.evaluate import run_evaluate
+from bioray.train.finetune import run_finetune
+
+REPO = Path(__file__).resolve().parents[2]
+SUBSET = {"chemprot": 240, "biosses": None, "hoc": 240, "pubmedqa": 160}
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory, data_root):
+    """A tiny randomly initialised BERT with a WordPiece vocabulary from the datasets' own text."""
+    os.environ.setdefault("BIORAY_DATA_ROOT", str(data_root))
+    suite = load_workflow(REPO / "workflows" / "blurb.yaml")
+    entries = {d.name: d for d in suite.finetune.datasets}
+    texts = [e.text for name in SUBSET for e in load_splits(entries[name], suite.data_path)["train"][:300]]
+    directory = tmp_path_factory.mktemp("encoder")
+    tokenizer = train_wordpiece(texts, 3000, lowercase=True, min_frequency=1)
+    BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=128, max_position_embeddings=512)).save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield directory, suite, entries
+    ray.shutdown()
+
+
+def _tune_and_score(encoder_dir: Path, dataset: DatasetConfig, data_root: Path, tmp: Path, epochs: int = 2) -> tuple:
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("t")).info.run_id
+    tuned, scored = tmp / "finetune", tmp / "evaluate"
+    tuned.mkdir()
+    scored.mkdir()
+    config = FinetuneConfig(datasets=[dataset], epochs=epochs, lr=1e-3, batch_size=16, max_length=128)
+    train = run_finetune(config.for_dataset(dataset), dataset, 1, data_root=data_root, fold=None,
+                         encoder_dir=encoder_dir, output=tuned, storage=str(tmp / "storage"), run_name="t",
+                         tracking_uri=uri, run_id=run_id)
+    test = run_evaluate(EvaluateConfig(), dataset, model_dir=tuned / "model", data_root=data_root, fold=None,
+                        max_length=config.for_dataset(dataset).max_length, output=scored)
+    rows = [json.loads(line) for line in (scored / "predictions.jsonl").read_text().splitlines()]
+    return train, test, rows, client.get_metric_history(run_id, "finetune/train_loss")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, metrics", [
+    ("chemprot", {"relation/test_f1", "relation/test_precision", "relation/test_recall"}),
+    ("biosses", {"similarity/test_pearson"}),
+    ("hoc", {"doc_classification/test_micro_f1", "doc_classification/test_example_f1"}),
+    ("pubmedqa", {"qa_yesno/test_accuracy", "qa_yesno/test_macro_f1"}),
+])
+def test_sequence_tasks_fine_tune_and_score_on_real_data(encoder, tmp_path, name, metrics):
+    encoder_dir, suite, entries = encoder
+    dataset = entries[name].model_copy(update={"max_train_examples": SUBSET[name], "max_length": 128})
+    train, test, rows, losses = _tune_and_score(encoder_dir, dataset, Path(suite.data_root), tmp_path)
+    assert set(test) == metrics and all(0.0 <= v <= 1.0 or name == "biosses" for v in test.values())
+    assert len(rows) == len(load_splits(dataset, suite.data_path)["test"])
+    assert [m.step for m in losses] and all(m.value == m.value for m in losses)  # logged per epoch, finite
+    labels = json.loads((tmp_path / "finetune" / "labels.json").read_text())
+    if name == "chemprot":
+        assert labels == ["False", "CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9"]  # the entry's label scheme
+        assert {r["predicted"] for r in rows} <= set(labels)
+    if name == "hoc":
+        assert len(labels) == 10 and all(set(r["predicted"]) <= set(labels) for r in rows)
+    if name == "biosses":
+        assert labels == [] and all(isinstance(r["predicted"], float) for r in rows)
+
+
+def _squad_file(path: Path, data_root: Path, count: int) -> None:
+    """Real PubMed contexts (PubMedQA's); the answer is the span after 'of' in a context sentence."""
+    records = json.loads((data_root / "PubMedQA" / "ori_pqal.json").read_text())
+    paragraphs = []
+    for pmid, record in list(records.items())[:count]:
+        context = " ".join(record["CONTEXTS"])
+        start = context.find(" of ") + 4
+        answer = context[start:].split(" ")[0].strip(".,;:()")
+        paragraphs.append({"context": context, "qas": [
+            {"id": pmid, "question": record["QUESTION"], "answers": [{"text": answer, "answer_start": start}]}]})
+    path.write_text(json.dumps({"version": "BioASQ-like", "data": [{"title": "t", "paragraphs": paragraphs}]}))
+
+
+@pytest.mark.slow
+def test_extractive_factoid_qa_on_a_squad_format_file(encoder, tmp_path, data_root):
+    encoder_dir, suite, _ = encoder
+    train_file, test_file = tmp_path / "train.json", tmp_path / "test.json"
+    _squad_file(train_file, data_root, 80)
+    _squad_file(test_file, data_root, 20)
+    dataset = DatasetConfig(name="factoid", task="qa_factoid", train=str(train_file), test=str(test_file))
+    _, test, rows, _ = _tune_and_score(encoder_dir, dataset, tmp_path, tmp_path, epochs=1)
+    assert set(test) == {"qa_factoid/test_strict_accuracy", "qa_factoid/test_lenient_accuracy", "qa_factoid/test_mrr"}
+    contexts = {p["qas"][0]["id"]: p["context"] for p in json.loads(test_file.read_text())["data"][0]["paragraphs"]}
+    for row in rows:  # up to 5 ranked answers, each a span of its own context
+        assert 1 <= len(row["predicted"]) <= 5 and all(a in contexts[row["id"]] for a in row["predicted"])

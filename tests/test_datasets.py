@@ -1,0 +1,102 @@
+"""Every dataset of ../shared/data loads through its registry entry in workflows/blurb.yaml, and
+bad files fail with the file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bioray.config import ConfigError, DatasetConfig, load_workflow
+from bioray.tasks.datasets import DatasetError, load_splits
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def suite(data_root):
+    import os
+
+    os.environ.setdefault("BIORAY_DATA_ROOT", str(data_root))
+    return load_workflow(REPO / "workflows" / "blurb.yaml")
+
+
+# (dataset, expected train/dev/test sizes) — counts from each dataset's PROVENANCE.md, or the documented split
+EXPECTED = {
+    "ncbi-disease": None, "bc5cdr-chem": (4560, 4581, 4797), "jnlpba": (14690, 3856, 3856),
+    "jnlpba-typed": (1939, None, 4260 - 100),  # test: 4,260 lines incl. -DOCSTART- separators (checked below)
+    "chemprot": (16521, 10361, 14396), "chemprot-scibert": (4169, 2427, 3469),
+    "chemprot-blue": (6570, 11820, 3458), "biosses": (70, 16, 14), "hoc": (1297, 185, 370), "pubmedqa": (450, 50, 500),
+}
+
+
+def test_every_shared_dataset_loads_through_its_registry_entry(suite):
+    names = {d.name for d in suite.finetune.datasets}
+    assert names == set(EXPECTED)
+    for dataset in suite.finetune.datasets:
+        splits = load_splits(dataset, suite.data_path)
+        assert splits["train"] and splits["test"], dataset.name
+        expected = EXPECTED[dataset.name]
+        if expected and dataset.name != "jnlpba-typed":
+            sizes = (len(splits["train"]), len(splits.get("dev", [])), len(splits["test"]))
+            assert sizes == expected, dataset.name
+
+
+def test_splits_the_datasets_without_one_deterministically(suite):
+    by_name = {d.name: d for d in suite.finetune.datasets}
+    hoc, again = (load_splits(by_name["hoc"], suite.data_path) for _ in range(2))
+    assert [e.where for e in hoc["test"]] == [e.where for e in again["test"]]
+    assert not {e.where for e in hoc["test"]} & {e.where for e in hoc["train"]}
+    labels = {label for e in hoc["train"] for label in e.label}
+    assert len(labels) == 10  # the ten hallmarks, at abstract level
+    pubmedqa = load_splits(by_name["pubmedqa"], suite.data_path)
+    assert {e.label for e in pubmedqa["test"]} == {"yes", "no", "maybe"}
+    test_questions = {e.text for e in pubmedqa["test"]}
+    assert not test_questions & {e.text for e in pubmedqa["train"] + pubmedqa["dev"]}
+
+
+def test_typed_ner_with_docstart_lines(suite):
+    entry = next(d for d in suite.finetune.datasets if d.name == "jnlpba-typed")
+    test = load_splits(entry, suite.data_path)["test"]
+    assert not any(w == "-DOCSTART-" for s in test for w in s.words)
+    assert sum(t.startswith("B-") for s in test for t in s.tags) == 8662  # BLURB's test mentions
+
+
+def _entry(**fields) -> DatasetConfig:
+    return DatasetConfig.model_validate({"name": "x", **fields})
+
+
+@pytest.mark.parametrize("content, fields, message", [
+    ("Aspirin\tO\nno tag column here\n", {"task": "ner"}, r"bad\.tsv:2: expected 'token<TAB>tag'"),
+    ("Aspirin\tX-drug\n", {"task": "ner"}, r"bad\.tsv:1: 'X-drug' is not an IOB tag"),
+    ("", {"task": "ner"}, r"bad\.tsv: empty or missing file"),
+    ("Aspirin\tB-chemical\n", {"task": "ner", "labels": ["O", "B-disease", "I-disease"]},
+     r"bad\.tsv:1: unknown label 'B-chemical'"),
+    ("sentence\tlabel\nA binds B.\tCPR:4\nno label column\n", {"task": "relation"},
+     r"bad\.tsv:3: expected 2 tab-separated columns"),
+    ("sentence\tlabel\nA binds B.\tCPR:7\n", {"task": "relation", "labels": ["False", "CPR:4"]},
+     r"bad\.tsv:2: unknown label 'CPR:7'"),
+    ("A binds B.\tCPR:4\n", {"task": "relation"}, r"bad\.tsv:1: no header row naming 'sentence' and 'label'"),
+    ("sentence1\tsentence2\tscore\na\tb\thigh\n", {"task": "similarity", "text_column": "sentence1",
+                                                   "text_b_column": "sentence2", "label_column": "score"},
+     r"bad\.tsv:2: expected a numeric score, got 'high'"),
+    ('{"text": "A binds B."}\n', {"task": "relation", "format": "jsonl", "text_column": "text"},
+     r"bad\.tsv:1: no column 'label'"),
+    ('{"text": "A binds B.", "label": "CPR:4"}\n{"text": "x", "label": \n',
+     {"task": "relation", "format": "jsonl", "text_column": "text"}, r"bad\.tsv:2: not JSON"),
+])
+def test_bad_files_fail_with_file_and_line(tmp_path, content, fields, message):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text(content)
+    entry = _entry(train=str(bad), test=str(bad), **fields)
+    with pytest.raises(DatasetError, match=message):
+        load_splits(entry, Path)
+
+
+def test_registry_entries_are_checked_before_anything_runs(write_workflow, quickstart_tree):
+    quickstart_tree["finetune"]["datasets"][0].update(task="similarity", format="conll")
+    with pytest.raises(ConfigError, match=r"format 'conll' does not fit task 'similarity'"):
+        load_workflow(write_workflow(quickstart_tree))
+    quickstart_tree["finetune"]["datasets"][0].update(task="doc_classification", format="hoc")
+    with pytest.raises(ConfigError, match=r"format 'hoc' reads one source: set `path`"):
+        load_workflow(write_workflow(quickstart_tree))
