@@ -14,10 +14,12 @@ from bioray.config import ConfigError, load_workflow
 STAGE_COMMANDS = {
     "ingest": "Raw files -> deduplicated, sentence-split documents Parquet (Ray Data).",
     "vocab": "Train the WordPiece vocabulary (or take an initial checkpoint's).",
-    "tokenize": "Documents -> packed token sequences in balanced Parquet shards (Ray Data).",
-    "pretrain": "MLM pretraining with Ray Train + DeepSpeed ZeRO; exports an HF model.",
-    "finetune": "Fine-tune the encoder on every dataset and seed (Ray Train).",
-    "evaluate": "Score every fine-tuned model on its test set.",
+    "tokenize": "Documents -> packed token sequences in Parquet shards, one or two lengths (Ray Data).",
+    "pretrain": "MLM (+ optional NSP) pretraining with Ray Train + DeepSpeed ZeRO; exports an HF model.",
+    "finetune": "Fine-tune the encoder on every dataset, fold and seed (Ray Train).",
+    "evaluate": "Score every fine-tuned model on its test set with the task's paper metric.",
+    "report": "Scores beside the published BERT / BioBERT / PubMedBERT numbers, as markdown and a plot.",
+    "tag": "Batch inference: tag the ingested documents with a fine-tuned NER model (Ray Data).",
     "register": "Register the evaluated encoder in the MLflow model registry.",
 }
 
@@ -193,6 +195,109 @@ def bench_pretrain_command(data, tokenizer, budget, as_json):
         click.echo(f"{side:9s} {result[side + '_tokens_per_s']:10.0f} real tokens/s  ({result['real_tokens'][side]} "
                    f"tokens, fill {result['fill_ratio'][side]:.2f}, {result['seconds'][side]:.1f} s)")
     click.echo(f"ratio     {result['ratio']:.2f}")
+
+
+@bench.command(name="finetune")
+@click.option("--data", "data", type=click.Path(exists=True, file_okay=False), default=None,
+              help="BioBERT-format NER folder with train.tsv and test.tsv (default: ../shared/data/NCBI-disease/biobert).")
+@click.option("--model", "model", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Initial HF checkpoint for both sides (default: a tiny BERT with a vocabulary of the training text).")
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--seeds", default="42", show_default=True,
+              help="Comma-separated seeds: both sides run once per seed; F1 and speed are means.")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--size", type=click.Choice(["mini", "tiny"]), default="mini", show_default=True,
+              help="Shape of the default initial checkpoint: BERT-mini (4 layers, 256 hidden) or tiny (2, 128).")
+@click.option("--max-train", type=int, default=None, help="Use only the first N training sentences (a quick check).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max_train, as_json):
+    """bioray's NER fine-tuning vs. a plain HF Trainer: entity F1 and examples/s, in one run."""
+    from pathlib import Path
+
+    from bioray.bench_finetune import bench_finetune
+
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "NCBI-disease" / "biobert"
+    result = bench_finetune(Path(data) if data else default, Path(model) if model else None, epochs=epochs,
+                            seeds=tuple(int(s) for s in seeds.split(",")), lr=lr, batch_size=batch_size, size=size,
+                            max_train=max_train)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{result['train_examples']} training sentences x {epochs} epochs, seeds {seeds}, "
+               f"{result['torch_threads']} torch threads, {result['model']}")
+    for side in ("bioray", "baseline"):
+        click.echo(f"{side:9s} test entity F1 {100 * result[side + '_f1']:6.2f}   "
+                   f"{result[side + '_examples_per_s']:7.1f} examples/s")
+    click.echo(f"F1 difference {result['f1_difference_points']:+.2f} points, speed-up {result['speedup']:.2f}x")
+
+
+@main.command()
+@click.option("--model", "uri", required=True,
+              help="Fine-tuned model: a directory, or an MLflow URI (models:/name@alias, runs:/<id>/path).")
+@click.option("--input", "source", type=click.File("r"), default="-", show_default=True,
+              help="Text, one input per line (a tab separates a pair: sentence pairs, question<TAB>context).")
+@click.option("--max-length", type=int, default=None, help="Sub-tokens per window (default 128 for NER, 512 otherwise).")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+def predict(uri, source, max_length, batch_size):
+    """Run a fine-tuned model on raw text; print one JSON line per input line: entities with character
+    offsets, types and scores (NER models), or labels with probabilities (classification models)."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
+
+    from bioray.tasks.inference import (
+        classify_texts,
+        model_kind,
+        resolve_model,
+        tag_texts,
+    )
+
+    try:
+        directory = resolve_model(uri)
+        kind = model_kind(AutoConfig.from_pretrained(str(directory)))
+        if kind == "qa":
+            raise ValueError("extractive QA models need a question and a context: not supported by predict")
+    except (OSError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    lines = [line.rstrip("\n") for line in source]
+    if kind == "ner":
+        model = AutoModelForTokenClassification.from_pretrained(str(directory))
+        results = [{"entities": e} for e in tag_texts(model, tokenizer, lines, max_length or 128, batch_size)]
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(str(directory))
+        results = classify_texts(model, tokenizer, lines, max_length or 512, batch_size)
+    for number, (line, result) in enumerate(zip(lines, results), start=1):
+        click.echo(json.dumps({"line": number, "text": line, **result}))
+
+
+@main.command(name="tag-documents")
+@click.option("--model", "uri", required=True, help="Fine-tuned NER model: a directory or an MLflow URI.")
+@click.option("--documents", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A documents Parquet folder (the ingest stage's documents/: doc_id, source, text, sentence_starts).")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Where entities/*.parquet go.")
+@click.option("--actors", type=int, default=1, show_default=True, help="Ray Data actors holding a model.")
+@click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
+def tag_documents(uri, documents, output, actors, address):
+    """Batch inference: tag every document with a fine-tuned NER model on Ray Data; write an
+    entities Parquet (doc_id, source, start, end, text, type, score)."""
+    from pathlib import Path
+
+    import ray
+
+    from bioray.tasks.inference import resolve_model
+    from bioray.tasks.tagging import run_tagging
+
+    directory = resolve_model(uri)
+    Path(output).mkdir(parents=True, exist_ok=True)
+    ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+    stats = run_tagging(directory, Path(documents), Path(output), actors=actors)
+    click.echo(json.dumps(stats))
 
 
 @main.command()

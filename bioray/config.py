@@ -271,6 +271,15 @@ class RegisterConfig(Section):
     alias: str = Field("challenger", description="Alias set on the new version.")
 
 
+class TagConfig(Section):
+    """Batch inference: a fine-tuned NER model of this workflow over the ingested documents."""
+
+    dataset: str | None = Field(None, description="NER dataset whose fine-tuned model tags the corpus (none = no tag stage).")
+    seed: int | None = Field(None, description="Which seed's model (default: the first of finetune.seeds).")
+    actors: int = Field(1, ge=1, description="Ray Data actors holding a model.")
+    batch_size: int = Field(32, ge=1, description="Sentences per forward pass.")
+
+
 class RayConfig(Section):
     """Where Ray runs."""
 
@@ -303,6 +312,18 @@ class WorkflowConfig(Section):
     finetune: FinetuneConfig
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegisterConfig = Field(default_factory=RegisterConfig, description="The register stage.")
+    tag: TagConfig = Field(default_factory=TagConfig, description="The optional batch-inference stage.")
+
+    @model_validator(mode="after")
+    def _tag_names_an_ner_dataset(self) -> WorkflowConfig:
+        if self.tag.dataset is not None:
+            tasks = {d.name: d.task for d in self.finetune.datasets}
+            if tasks.get(self.tag.dataset) != "ner":
+                raise ValueError(f"tag.dataset: {self.tag.dataset!r} is not an NER dataset of finetune.datasets "
+                                 f"(NER datasets: {[n for n, t in tasks.items() if t == 'ner']})")
+            if self.tag.seed is not None and self.tag.seed not in self.finetune.seeds:
+                raise ValueError(f"tag.seed: {self.tag.seed} is not one of finetune.seeds {self.finetune.seeds}")
+        return self
 
     @model_validator(mode="after")
     def _pretrain_matches_tokenize(self) -> WorkflowConfig:

@@ -100,3 +100,46 @@ def test_registry_entries_are_checked_before_anything_runs(write_workflow, quick
     quickstart_tree["finetune"]["datasets"][0].update(task="doc_classification", format="hoc")
     with pytest.raises(ConfigError, match=r"format 'hoc' reads one source: set `path`"):
         load_workflow(write_workflow(quickstart_tree))
+
+
+def test_k_fold_entries_gad_style(tmp_path, write_workflow, quickstart_tree):
+    """BioBERT's GAD/EU-ADR layout: a folder per fold, train.tsv without a header and test.tsv with
+    `index sentence label`; one fine-tune/evaluate pair per fold and seed."""
+    from bioray.pipeline.plan import build_plan
+
+    for fold in ("1", "2"):
+        (tmp_path / fold).mkdir()
+        (tmp_path / fold / "train.tsv").write_text(f"@GENE$ variants and @DISEASE$ risk fold {fold}.\t1\n"
+                                                   "No link between @GENE$ and @DISEASE$.\t0\n")
+        (tmp_path / fold / "test.tsv").write_text("index\tsentence\tlabel\n0\t@GENE$ is linked to @DISEASE$.\t1\n")
+    entry = _entry(task="relation", folds=[str(tmp_path / "1"), str(tmp_path / "2")], columns=["sentence", "label"],
+                   negative_label="0")
+    second = load_splits(entry, Path, fold=1)
+    assert [e.label for e in second["train"]] == ["1", "0"] and "fold 2" in second["train"][0].text
+    assert [e.text for e in second["test"]] == ["@GENE$ is linked to @DISEASE$."]
+
+    quickstart_tree["finetune"]["datasets"].append(
+        {"name": "gad", "task": "relation", "folds": [str(tmp_path / "1"), str(tmp_path / "2")],
+         "columns": ["sentence", "label"], "negative_label": "0"})
+    quickstart_tree["finetune"]["seeds"] = [1, 2]
+    names = [n.name for n in build_plan(load_workflow(write_workflow(quickstart_tree)))]
+    assert {f"finetune/gad/fold-{k}/seed-{s}" for k in (1, 2) for s in (1, 2)} <= set(names)
+    assert "evaluate/gad/fold-2/seed-1" in names
+
+
+def test_report_averages_folds_then_seeds():
+    from bioray.tasks.report import aggregate, build_report
+
+    evaluations = {"evaluate/gad/fold-1/seed-1": {"relation/test_f1": 0.8}, "evaluate/gad/fold-2/seed-1":
+                   {"relation/test_f1": 0.6}, "evaluate/gad/fold-1/seed-2": {"relation/test_f1": 0.9},
+                   "evaluate/gad/fold-2/seed-2": {"relation/test_f1": 0.7},
+                   "evaluate/ncbi-disease/seed-1": {"ner/test_f1": 0.85}}
+    summary = aggregate(evaluations)["gad"]["relation/test_f1"]
+    assert summary["mean"] == pytest.approx(0.75) and summary["seeds"] == 2
+    assert summary["std"] == pytest.approx(0.0707106, rel=1e-4)  # seed means 0.7 and 0.8
+    report = build_report({"gad": {"task": "relation", "benchmark": "gad"},
+                           "ncbi-disease": {"task": "ner", "benchmark": "ncbi-disease"}}, evaluations)
+    # BLURB-style macro: mean over task types (ner 85, relation 75), published models over the same datasets
+    assert report["macro"]["bioray"] == pytest.approx(80.0)
+    assert report["macro"]["blurb/pubmedbert"] == pytest.approx((87.82 + 83.96) / 2)
+    assert "similarity" in report["missing_task_types"]

@@ -115,3 +115,21 @@ def test_factoid_strict_lenient_and_mrr():
     scores = factoid_scores(gold, ranked)
     assert scores == pytest.approx({"strict_accuracy": 1 / 3, "lenient_accuracy": 2 / 3, "mrr": (1 + 1 / 2) / 3})
     assert factoid_scores(gold, [[], [], []]) == {"strict_accuracy": 0.0, "lenient_accuracy": 0.0, "mrr": 0.0}
+
+
+def test_word_tags_become_entities_with_character_offsets():
+    from bioray.tasks.inference import WORD, _entities
+
+    text = "BRCA1 mutations cause breast cancer and p53 loss."
+    spans = [m.span() for m in WORD.finditer(text)]
+    words = [text[a:b] for a, b in spans]
+    assert words[:3] == ["BRCA1", "mutations", "cause"] and words[-1] == "."
+    tags = ["B-gene", "O", "O", "B-disease", "I-disease", "O", "I-gene", "O", "O"]  # I after O opens an entity
+    entities = _entities(text, spans, tags, [0.9, 1, 1, 0.8, 0.6, 1, 0.7, 1, 1])
+    assert [(e["text"], e["type"]) for e in entities] == [("BRCA1", "gene"), ("breast cancer", "disease"),
+                                                          ("p53", "gene")]
+    assert all(text[e["start"]:e["end"]] == e["text"] for e in entities)
+    assert entities[1]["score"] == pytest.approx(0.7)
+    untyped = _entities(text, spans, ["B", "I", "O", "B", "I", "O", "B", "O", "O"], [1.0] * 9)
+    assert [(e["text"], e["type"]) for e in untyped] == [("BRCA1 mutations", "ENT"), ("breast cancer", "ENT"),
+                                                         ("p53", "ENT")]

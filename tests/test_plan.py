@@ -1,7 +1,9 @@
 import json
 import os
 
-from bioray.config import load_workflow
+import pytest
+
+from bioray.config import ConfigError, load_workflow
 from bioray.pipeline import plan
 from bioray.pipeline.plan import (
     build_plan,
@@ -89,3 +91,14 @@ def test_uncommitted_output_is_not_cached(write_workflow, quickstart_tree):
     partial = stage_dir(config, "ingest", keys["ingest"])
     partial.mkdir(parents=True)  # a crash left a directory but no committed result
     assert not is_cached(config, "ingest", keys["ingest"])
+
+
+def test_tag_stage_follows_the_named_datasets_model(write_workflow, quickstart_tree):
+    from bioray.pipeline.plan import build_plan
+
+    quickstart_tree["tag"] = {"dataset": "ncbi-disease"}
+    nodes = {n.name: n for n in build_plan(load_workflow(write_workflow(quickstart_tree)))}
+    assert nodes["tag/ncbi-disease"].inputs == ("finetune/ncbi-disease/seed-42", "ingest")
+    quickstart_tree["tag"] = {"dataset": "bc5cdr"}
+    with pytest.raises(ConfigError, match=r"tag\.dataset: 'bc5cdr' is not an NER dataset"):
+        load_workflow(write_workflow(quickstart_tree))

@@ -24,10 +24,12 @@ STAGE_CODE = {
                "bioray.corpus.pmc", "bioray.corpus.text", "bioray.corpus.sentences"],
     "vocab": ["bioray.data.vocab"],
     "tokenize": ["bioray.data.tokenize", "bioray.data.pack"],
-    "pretrain": ["bioray.train.pretrain", "bioray.train.deepspeed", "bioray.model.encoder", "bioray.data.masking"],
-    "finetune": ["bioray.train.finetune", *TASK_CODE],
+    "pretrain": ["bioray.train.pretrain", "bioray.train.deepspeed", "bioray.train.optim", "bioray.model.encoder",
+                 "bioray.data.masking"],
+    "finetune": ["bioray.train.finetune", "bioray.train.optim", *TASK_CODE],
     "evaluate": ["bioray.tasks.evaluate", *TASK_CODE],
     "report": ["bioray.tasks.report"],
+    "tag": ["bioray.tasks.tagging", "bioray.tasks.inference", "bioray.tasks.ner"],
     "register": ["bioray.pipeline.register"],
 }
 STAGE_KINDS = list(STAGE_CODE)
@@ -77,6 +79,10 @@ def build_plan(config: WorkflowConfig) -> list[Node]:
                 evaluations.append(evaluation)
     datasets = {d.name: {"task": d.task, "benchmark": d.benchmark or d.name} for d in config.finetune.datasets}
     nodes.append(Node("report", "report", tuple(evaluations), {"datasets": datasets}))
+    if config.tag.dataset:  # batch inference over the corpus with one fine-tuned NER model
+        seed = config.tag.seed if config.tag.seed is not None else config.finetune.seeds[0]
+        nodes.append(Node(f"tag/{config.tag.dataset}", "tag", (f"finetune/{config.tag.dataset}/seed-{seed}", "ingest"),
+                          {**config.tag.model_dump(), "max_length": config.finetune.max_length}))
     nodes.append(Node("register", "register", ("pretrain", *evaluations), config.registry.model_dump()))
     return nodes
 

@@ -105,6 +105,14 @@ def _report(config, node, out, up, ctx):
     return run_report(node.params["datasets"], {name: result.metrics for name, result in up.items()}, out)
 
 
+def _tag(config, node, out, up, ctx):
+    from bioray.tasks.tagging import run_tagging
+    model = next(Path(result.path) / "model" for name, result in up.items() if name.startswith("finetune/"))
+    stats = run_tagging(model, Path(up["ingest"].path) / "documents", out, actors=config.tag.actors,
+                        max_length=config.finetune.max_length, batch_size=config.tag.batch_size)
+    return {"tag/documents": stats["documents"], "tag/entities": stats["entities"]}
+
+
 def _register(config, node, out, up, ctx):
     from bioray.pipeline.register import run_register
     scores = {f"{name.split('/', 1)[1]}/{metric}": value for name, result in up.items() if name.startswith("evaluate/")
@@ -114,7 +122,8 @@ def _register(config, node, out, up, ctx):
 
 
 RUNNERS = {"ingest": _ingest, "vocab": _vocab, "tokenize": _tokenize, "pretrain": _pretrain,
-           "finetune": _finetune, "evaluate": _evaluate, "report": _report, "register": _register}
+           "finetune": _finetune, "evaluate": _evaluate, "report": _report, "tag": _tag,
+           "register": _register}
 
 
 def execute_node(node: Node, key: str, config_json: str, run_id: str, tracking_uri: str,

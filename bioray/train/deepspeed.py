@@ -7,7 +7,7 @@ import os
 import torch
 
 from bioray.config import PretrainConfig
-from bioray.train.optim import build_optimizer, warmup_decay
+from bioray.train.optim import build_optimizer, decay_groups, warmup_decay
 
 
 def deepspeed_config(config: PretrainConfig) -> dict:
@@ -34,12 +34,7 @@ def build_engine(model: torch.nn.Module, config: PretrainConfig, use_gpu: bool):
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = build_optimizer(config.optimizer, groups, config.lr, use_gpu)
+    optimizer = build_optimizer(config.optimizer, decay_groups(model, config.weight_decay), config.lr, use_gpu)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(config.warmup_steps, config.steps, config.decay_power))
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(config))

@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules for pretraining.
+"""Optimizers, parameter groups and learning-rate schedules for pretraining and fine-tuning.
 
 LAMB (You et al., 2019, "Large Batch Optimization for Deep Learning") is what large-batch BERT
 pretraining uses. DeepSpeed's FusedLamb is CUDA-only and torch has no LAMB, so the CPU path uses
@@ -12,6 +12,15 @@ import logging
 import torch
 
 log = logging.getLogger(__name__)
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
+
+
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """BERT's recipe: weight decay on every parameter but biases and LayerNorm weights."""
+    named = list(model.named_parameters())
+    return [{"params": [p for n, p in named if not n.endswith(NO_DECAY)], "weight_decay": weight_decay},
+            {"params": [p for n, p in named if n.endswith(NO_DECAY)], "weight_decay": 0.0}]
 
 
 class Lamb(torch.optim.Optimizer):

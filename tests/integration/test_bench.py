@@ -43,3 +43,17 @@ def test_bench_pretrain_json(data_root):
         assert result[key] > 0, key
     assert min(result["real_tokens"].values()) >= 20000  # each side trained on at least the budget
     assert result["fill_ratio"]["bioray"] > 0.99 > result["fill_ratio"]["baseline"]  # packing vs padding
+
+
+@pytest.mark.slow
+def test_bench_finetune_json(data_root):
+    done = subprocess.run([sys.executable, "-m", "bioray.cli", "bench", "finetune", "--size", "tiny", "--epochs", "1",
+                           "--max-train", "300", "--seeds", "1,2", "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("bioray_examples_per_s", "baseline_examples_per_s", "speedup"):
+        assert result[key] > 0, key
+    assert 0 <= result["bioray_f1"] <= 1 and 0 <= result["baseline_f1"] <= 1
+    assert result["train_examples"] == 300 and result["test_sentences"] == 940  # NCBI-disease test set
+    assert [run["seed"] for run in result["per_seed"]] == [1, 2]

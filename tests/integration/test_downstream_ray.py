@@ -105,3 +105,79 @@ def test_extractive_factoid_qa_on_a_squad_format_file(encoder, tmp_path, data_ro
     contexts = {p["qas"][0]["id"]: p["context"] for p in json.loads(test_file.read_text())["data"][0]["paragraphs"]}
     for row in rows:  # up to 5 ranked answers, each a span of its own context
         assert 1 <= len(row["predicted"]) <= 5 and all(a in contexts[row["id"]] for a in row["predicted"])
+
+
+def _tuned(encoder_dir: Path, dataset: DatasetConfig, data_root: Path, tmp: Path) -> Path:
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("t")).info.run_id
+    output = tmp / "tuned"
+    output.mkdir()
+    config = FinetuneConfig(datasets=[dataset], epochs=3, lr=2e-3, batch_size=16, max_length=64)
+    run_finetune(config, dataset, 1, data_root=data_root, fold=None, encoder_dir=encoder_dir, output=output,
+                 storage=str(tmp / "storage"), run_name="t", tracking_uri=uri, run_id=run_id)
+    return output / "model"
+
+
+def _predict(model: str, lines: list[str], env: dict | None = None) -> list[dict]:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "bioray.cli", "predict", "--model", model], input="\n".join(lines),
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+@pytest.mark.slow
+def test_predict_and_batch_tagging_with_a_fine_tuned_ner_model(encoder, tmp_path):
+    import mlflow
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bioray.tasks.tagging import run_tagging
+
+    encoder_dir, suite, entries = encoder
+    ncbi = entries["ncbi-disease"].model_copy(update={"max_train_examples": 600})
+    model = _tuned(encoder_dir, ncbi, Path(suite.data_root), tmp_path)
+
+    # the model through an MLflow URI, as users pass registered or logged models
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(model), "ner-model")
+    texts = ["Germline mutations of the APC gene cause familial adenomatous polyposis.",
+             "Patients with hereditary breast and ovarian cancer were screened for BRCA1 mutations."]
+    lines = _predict(f"runs:/{run.info.run_id}/ner-model", texts, {"MLFLOW_TRACKING_URI": uri})
+    assert [line["text"] for line in lines] == texts
+    found = [e for line in lines for e in line["entities"]]
+    assert found, "a model fine-tuned on NCBI-disease finds no disease in two disease sentences"
+    for line in lines:
+        for entity in line["entities"]:
+            assert line["text"][entity["start"]:entity["end"]] == entity["text"]
+            assert entity["type"] == "ENT" and 0 < entity["score"] <= 1
+
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    abstracts = [e.text for e in load_splits(entries["hoc"], suite.data_path)["test"][:40]]
+    starts = [[0] + [i + 2 for i in range(len(t)) if t.startswith(". ", i)] for t in abstracts]
+    pq.write_table(pa.table({"doc_id": [f"hoc-{i}" for i in range(40)], "source": ["hoc"] * 40, "text": abstracts,
+                             "sentence_starts": starts}), documents / "part-0.parquet")
+    stats = run_tagging(model, documents, tmp_path / "tagged", actors=1)
+    table = pq.read_table(tmp_path / "tagged" / "entities").to_pandas()
+    assert stats["documents"] == 40 and stats["entities"] == len(table) > 0
+    by_id = dict(zip([f"hoc-{i}" for i in range(40)], abstracts))
+    for row in table.itertuples():  # document offsets, not sentence offsets
+        assert by_id[row.doc_id][row.start:row.end] == row.text
+
+
+@pytest.mark.slow
+def test_predict_prints_label_probabilities_for_a_relation_model(encoder, tmp_path):
+    encoder_dir, suite, entries = encoder
+    chemprot = entries["chemprot"].model_copy(update={"max_train_examples": 200})
+    model = _tuned(encoder_dir, chemprot, Path(suite.data_root), tmp_path)
+    lines = _predict(str(model), ["BC6ENTC inhibits BC6ENTG in vitro.", "BC6ENTG was not affected by BC6ENTC."])
+    for line in lines:
+        labels = [entry["label"] for entry in line["labels"]]
+        assert sorted(labels) == sorted(chemprot.labels) and line["predicted"] == labels[0]
+        assert sum(entry["probability"] for entry in line["labels"]) == pytest.approx(1.0, abs=1e-3)

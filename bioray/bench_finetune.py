@@ -1,0 +1,159 @@
+"""`bioray bench finetune`: bioray's NER fine-tuning against a plain HF Trainer, in one run.
+
+Both sides start from the same checkpoint, train on the same NCBI-disease sentences for the same
+epochs with the same seed, learning rate, schedule, batch size and torch threads, in this process,
+and are scored with the same entity-level F1 on the test set:
+(a) bioray: the training loop its Ray Train workers run (`train_epochs`): first-sub-token labels,
+    long sentences split into windows, length-bucketed batches with dynamic padding;
+(b) baseline: `Trainer` + `AutoModelForTokenClassification` + `DataCollatorForTokenClassification`
+    as HF's run_ner.py example does it (random batches padded to their longest sentence, sentences
+    truncated at max_length; words cut off are predicted `O`).
+Throughput is training examples (sentences) per second of training, epochs included.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bioray.config import DatasetConfig, FinetuneConfig, ModelConfig
+from bioray.tasks.ner import (
+    NerTask,
+    Sentence,
+    entity_scores,
+    label_list,
+    predict_tags,
+    read_conll,
+)
+
+# BERT-mini (Turc et al. 2019: 4 layers, 256 hidden) by default; `tiny` is the quickstart's shape.
+SHAPES = {"mini": ModelConfig(layers=4, hidden=256, heads=4, intermediate=1024, max_position=512, dropout=0.1),
+          "tiny": ModelConfig(layers=2, hidden=128, heads=2, intermediate=512, max_position=512, dropout=0.1)}
+
+
+def initial_checkpoint(sentences: list[Sentence], directory: Path, seed: int, shape: ModelConfig) -> Path:
+    """A tiny BERT with a WordPiece vocabulary of the training text (when no --model is given):
+    both sides start from these same weights."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from bioray.data.vocab import train_wordpiece
+
+    tokenizer = train_wordpiece([" ".join(s.words) for s in sentences], 8000, lowercase=False, min_frequency=2)
+    torch.manual_seed(seed)
+    BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                               num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
+                               max_position_embeddings=shape.max_position)).save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def _bioray(model_dir: Path, train, test, labels, config: FinetuneConfig, seed: int) -> dict:
+    from transformers import AutoTokenizer
+
+    from bioray.train.finetune import train_epochs
+
+    task = NerTask(DatasetConfig(name="ncbi-disease", task="ner", train="-", test="-"))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    torch.manual_seed(seed)
+    model = task.build_model(str(model_dir), labels)
+    features = task.encode(train, tokenizer, labels, config.max_length)
+    started = time.perf_counter()
+    train_epochs(model, task, features, config, random.Random(seed), "cpu", tokenizer.pad_token_id)
+    seconds = time.perf_counter() - started
+    predicted = predict_tags(model, tokenizer, test, labels, config.max_length, 64)
+    return {"seconds": seconds, "f1": entity_scores([s.tags for s in test], predicted)["f1"]}
+
+
+def _baseline(model_dir: Path, train, test, labels, config: FinetuneConfig, seed: int, workdir: Path) -> dict:
+    from transformers import (
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        Trainer,
+        TrainingArguments,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    index = {t: i for i, t in enumerate(labels)}
+
+    def encode(sentences: list[Sentence]) -> tuple[list[dict], list[list[int | None]]]:
+        rows, word_ids = [], []
+        encoded = tokenizer([s.words for s in sentences], is_split_into_words=True, truncation=True,
+                            max_length=config.max_length)
+        for i, sentence in enumerate(sentences):
+            words, previous, tags = encoded.word_ids(i), None, []
+            for word in words:  # run_ner.py: the label on a word's first sub-token only
+                tags.append(-100 if word is None or word == previous else index.get(sentence.tags[word], 0))
+                previous = word
+            rows.append({"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i],
+                         "labels": tags})
+            word_ids.append(words)
+        return rows, word_ids
+
+    model = AutoModelForTokenClassification.from_pretrained(
+        str(model_dir), num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=index)
+    arguments = TrainingArguments(
+        output_dir=str(workdir), per_device_train_batch_size=config.batch_size, num_train_epochs=config.epochs,
+        learning_rate=config.lr, warmup_steps=config.warmup_ratio, weight_decay=0.01, max_grad_norm=1.0,
+        lr_scheduler_type="linear", seed=seed, use_cpu=True, report_to=[], save_strategy="no",
+        logging_strategy="no", dataloader_num_workers=0, disable_tqdm=True)
+    trainer = Trainer(model=model, args=arguments, train_dataset=encode(train)[0],
+                      data_collator=DataCollatorForTokenClassification(tokenizer))
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    test_rows, test_words = encode(test)
+    logits = trainer.predict(test_rows).predictions
+    predicted = []
+    for i, sentence in enumerate(test):
+        tags, previous = ["O"] * len(sentence.words), None  # words past the truncation stay O
+        for position, word in enumerate(test_words[i]):
+            if word is not None and word != previous:
+                tags[word] = labels[int(logits[i][position].argmax())]
+            previous = word
+        predicted.append(tags)
+    return {"seconds": seconds, "f1": entity_scores([s.tags for s in test], predicted)["f1"]}
+
+
+def bench_finetune(data: Path, model_dir: Path | None = None, epochs: int = 3, seeds: tuple[int, ...] = (42,),
+                   batch_size: int = 32, lr: float = 1e-3, max_length: int = 128, max_train: int | None = None,
+                   size: str = "mini") -> dict:
+    """Both sides once per seed (its own initial weights when no model is given); F1 and examples/s
+    are means over the seeds (a single NER run's F1 moves by a point or two with the seed)."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    train = read_conll(data / "train.tsv")[:max_train]
+    test = read_conll(data / "test.tsv")
+    labels = label_list(train)
+    config = FinetuneConfig(datasets=[DatasetConfig(name="x", task="ner", train="-", test="-")], epochs=epochs,
+                            lr=lr, batch_size=batch_size, max_length=max_length)
+    runs = []
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            start = model_dir or initial_checkpoint(train, Path(tmp) / "init", seed, SHAPES[size])
+            runs.append({"seed": seed, "bioray": _bioray(start, train, test, labels, config, seed),
+                         "baseline": _baseline(start, train, test, labels, config, seed, Path(tmp) / "trainer")})
+    examples = len(train) * epochs
+
+    def mean(side: str, key: str) -> float:
+        return statistics.fmean(run[side][key] for run in runs)
+
+    ours_f1, baseline_f1 = mean("bioray", "f1"), mean("baseline", "f1")
+    return {
+        "bioray_f1": ours_f1, "baseline_f1": baseline_f1, "f1_difference_points": 100 * (ours_f1 - baseline_f1),
+        "bioray_examples_per_s": examples / mean("bioray", "seconds"),
+        "baseline_examples_per_s": examples / mean("baseline", "seconds"),
+        "speedup": mean("baseline", "seconds") / mean("bioray", "seconds"),
+        "per_seed": [{"seed": r["seed"], "bioray_f1": r["bioray"]["f1"], "baseline_f1": r["baseline"]["f1"],
+                      "bioray_seconds": r["bioray"]["seconds"], "baseline_seconds": r["baseline"]["seconds"]}
+                     for r in runs],
+        "train_examples": len(train), "test_sentences": len(test), "epochs": epochs, "seeds": list(seeds),
+        "batch_size": batch_size, "lr": lr, "max_length": max_length, "torch_threads": torch.get_num_threads(),
+        "model": str(model_dir) if model_dir else f"random init, {size}: {SHAPES[size].layers} layers, "
+                                                  f"hidden {SHAPES[size].hidden}",
+    }

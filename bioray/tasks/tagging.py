@@ -1,0 +1,67 @@
+"""Batch inference: a fine-tuned NER model over a documents Parquet (the ingest stage's output, all
+of PubMed if need be) with Ray Data actors, written as an entities Parquet."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import ray
+from ray.data import ActorPoolStrategy
+
+COLUMNS = ("doc_id", "source", "start", "end", "text", "type", "score")
+
+
+class EntityTagger:
+    """Ray Data actor: holds one model; documents in, one row per entity out (document offsets)."""
+
+    def __init__(self, model_dir: str, max_length: int, batch_size: int):
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForTokenClassification.from_pretrained(model_dir)
+        self.max_length, self.batch_size = max_length, batch_size
+
+    def __call__(self, batch: dict) -> dict:
+        from bioray.tasks.inference import tag_texts
+
+        pieces, owners = [], []  # sentences, each with its document row and offset
+        for row, (text, starts) in enumerate(zip(batch["text"], batch["sentence_starts"])):
+            bounds = [int(s) for s in starts] or [0]
+            for begin, end in zip(bounds, bounds[1:] + [len(text)]):
+                pieces.append(text[begin:end])
+                owners.append((row, begin))
+        rows = {column: [] for column in COLUMNS}
+        for (row, offset), entities in zip(owners, tag_texts(self.model, self.tokenizer, pieces, self.max_length,
+                                                             self.batch_size)):
+            for entity in entities:
+                rows["doc_id"].append(batch["doc_id"][row])
+                rows["source"].append(batch["source"][row])
+                rows["start"].append(entity["start"] + offset)
+                rows["end"].append(entity["end"] + offset)
+                rows["text"].append(entity["text"])
+                rows["type"].append(entity["type"])
+                rows["score"].append(entity["score"])
+        return {k: np.array(v, dtype=object if k in ("doc_id", "source", "text", "type") else
+                            (np.float32 if k == "score" else np.int64)) for k, v in rows.items()}
+
+
+def run_tagging(model_dir: Path, documents_dir: Path, output: Path, actors: int = 1, max_length: int = 128,
+                batch_size: int = 32) -> dict:
+    """Tag every document; entities go to output/entities/*.parquet, counts to output/stats.json."""
+    from bioray.data.tokenize import _actor_cpus
+
+    documents = ray.data.read_parquet(str(documents_dir)).select_columns(["doc_id", "source", "text", "sentence_starts"])
+    entities = documents.map_batches(
+        EntityTagger, fn_constructor_kwargs={"model_dir": str(model_dir), "max_length": max_length,
+                                             "batch_size": batch_size},
+        batch_size=64, batch_format="numpy", compute=ActorPoolStrategy(size=actors), num_cpus=_actor_cpus(actors))
+    entities.write_parquet(str(output / "entities"))
+    table = ray.data.read_parquet(str(output / "entities")).select_columns(["type"]).to_pandas()
+    stats = {"documents": documents.count(), "entities": len(table),
+             "entities_per_type": {k: int(v) for k, v in table["type"].value_counts().items()}}
+    (output / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
