@@ -149,8 +149,7 @@ def run_workflow(config: WorkflowConfig, targets: list[str] | None = None, workf
     runs = _StageRuns(config, targets, workflow_file)
     summary = RunSummary(runs.parent_id)
     try:
-        pending = _submit(config, wanted, to_run, keys, runs, summary)
-        _collect(pending, runs, summary)
+        _run_stages(config, wanted, to_run, keys, runs, summary)
     except BaseException:
         summary.seconds = time.perf_counter() - started
         runs.finish(summary, len(to_run), interrupted=True)
@@ -160,51 +159,78 @@ def run_workflow(config: WorkflowConfig, targets: list[str] | None = None, workf
     return summary
 
 
-def _submit(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], keys: dict[str, str],
-            runs: _StageRuns, summary: RunSummary) -> dict:
-    """Cached stages are reported at once; the others become Ray tasks wired by their inputs' ObjectRefs."""
-    remote_execute = ray_module(config).remote(execute_node) if to_run else None
-    handles, pending = {}, {}
-    config_json = config.model_dump_json()
+# Ray Train's controller gives up on a worker group that waits more than 60 s for resources; a
+# fine-tuning stage queued behind others on a busy cluster waits longer than that, by design.
+STAGE_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "86400"}
+
+
+def _training_slots(config: WorkflowConfig, ray) -> int:
+    """Fine-tuning stages that may train at once: as many as the cluster's CPUs hold (one CPU is left
+    to the evaluate and data tasks), so runs queue in the runner instead of as idle trainers."""
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    return max(1, int((cpus - 1) // config.finetune.num_workers))
+
+
+def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], keys: dict[str, str],
+                runs: _StageRuns, summary: RunSummary) -> None:
+    """Cached stages are reported at once; the others become Ray tasks wired by their inputs'
+    ObjectRefs, submitted as soon as their inputs are submitted (fine-tuning: when a slot is free),
+    and collected in completion order; a failure marks its run and everything downstream of it."""
+    ray = ray_module(config) if to_run else None
+    handles: dict = {}
+    waiting: list[Node] = []
     for node in wanted:
         key = keys[node.name]
         output = stage_dir(config, node.name, key)
         cached = node not in to_run
-        run_id = runs.start_child(node, key, output, cached)
+        runs.start_child(node, key, output, cached)
         if cached:
-            result = StageResult.load(output)
-            handles[node.name] = summary.results[node.name] = result
-            runs.finish_child(node.name, result)
+            handles[node.name] = summary.results[node.name] = StageResult.load(output)
+            runs.finish_child(node.name, summary.results[node.name])
             log.info("stage %-32s cached (%s)", node.name, key)
-            continue
-        upstream = [handles[name] for name in node.inputs]
-        ref = remote_execute.options(num_cpus=node.num_cpus, name=node.name, max_retries=0).remote(
-            node, key, config_json, run_id, runs.uri, *upstream)
-        handles[node.name] = ref
-        pending[ref] = node
-    return pending
-
-
-def _collect(pending: dict, runs: _StageRuns, summary: RunSummary) -> None:
-    """Wait for stages in completion order; a failure marks its run and everything downstream of it."""
-    import ray
-
-    while pending:
+        else:
+            waiting.append(node)
+    if not waiting:
+        return
+    remote_execute = ray.remote(execute_node)
+    slots, config_json = _training_slots(config, ray), config.model_dump_json()
+    pending: dict = {}
+    while waiting or pending:
+        for node in list(waiting):
+            failed = [name for name in node.inputs if name in summary.failed]
+            if failed:
+                waiting.remove(node)
+                _fail(runs, summary, node, f"not run: upstream stage {failed[0]} failed")
+                continue
+            training = sum(1 for n in pending.values() if n.kind == "finetune")
+            if not all(name in handles for name in node.inputs) or (node.kind == "finetune" and training >= slots):
+                continue
+            ref = remote_execute.options(num_cpus=node.num_cpus, name=node.name, max_retries=0,
+                                         runtime_env={"env_vars": STAGE_ENV}).remote(
+                node, keys[node.name], config_json, runs.children[node.name], runs.uri,
+                *[handles[name] for name in node.inputs])
+            handles[node.name], pending[ref] = ref, node
+            waiting.remove(node)
+        if not pending:
+            continue  # every remaining stage was just marked not run
         done, _ = ray.wait(list(pending), num_returns=1)
         node = pending.pop(done[0])
         try:
             result = ray.get(done[0])
         except Exception as exc:  # the stage failed, or an upstream stage did
-            # A stage starts only after all its inputs succeeded, so an input without a result failed.
             upstream_failed = [name for name in node.inputs if name not in summary.results]
-            summary.failed[node.name] = (f"not run: upstream stage {upstream_failed[0]} failed" if upstream_failed
-                                         else _last_line(exc))
-            runs.fail_child(node.name, summary.failed[node.name])
-            log.error("stage %s failed: %s", node.name, summary.failed[node.name])
+            _fail(runs, summary, node, f"not run: upstream stage {upstream_failed[0]} failed" if upstream_failed
+                  else _last_line(exc))
             continue
         summary.results[node.name] = result
         runs.finish_child(node.name, result)
         log.info("stage %-32s done in %.1fs (%s)", node.name, result.metrics.get("stage/seconds", 0.0), result.key)
+
+
+def _fail(runs: _StageRuns, summary: RunSummary, node: Node, reason: str) -> None:
+    summary.failed[node.name] = reason
+    runs.fail_child(node.name, reason)
+    log.error("stage %s failed: %s", node.name, reason)
 
 
 def stage_status(config: WorkflowConfig) -> list[dict]:

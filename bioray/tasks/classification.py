@@ -21,6 +21,19 @@ PROBLEM = {"relation": "single_label_classification", "similarity": "regression"
            "doc_classification": "multi_label_classification", "qa_yesno": "single_label_classification"}
 
 
+def pad_inputs(features: list, pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, token_type_ids and attention_mask of a batch, padded to its longest input."""
+    width = max(len(f.input_ids) for f in features)
+    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    types = torch.zeros((len(features), width), dtype=torch.long)
+    mask = torch.zeros((len(features), width), dtype=torch.long)
+    for row, f in enumerate(features):
+        ids[row, : len(f.input_ids)] = torch.tensor(f.input_ids)
+        types[row, : len(f.token_type_ids)] = torch.tensor(f.token_type_ids)
+        mask[row, : len(f.input_ids)] = 1
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+
+
 @dataclass
 class Feature:
     input_ids: list[int]
@@ -72,18 +85,8 @@ class SequenceTask:
     @staticmethod
     def collate(features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
         """Dynamic padding to the longest input of the batch."""
-        width = max(len(f.input_ids) for f in features)
-        ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-        types = torch.zeros((len(features), width), dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        for row, f in enumerate(features):
-            ids[row, : len(f.input_ids)] = torch.tensor(f.input_ids)
-            types[row, : len(f.token_type_ids)] = torch.tensor(f.token_type_ids)
-            mask[row, : len(f.input_ids)] = 1
-        first = features[0].label
-        dtype = torch.long if isinstance(first, int) else torch.float
-        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
-                "labels": torch.tensor([f.label for f in features], dtype=dtype)}
+        dtype = torch.long if isinstance(features[0].label, int) else torch.float
+        return {**pad_inputs(features, pad_id), "labels": torch.tensor([f.label for f in features], dtype=dtype)}
 
     @torch.no_grad()
     def probabilities(self, model, tokenizer, examples: list[Example], labels: list[str], max_length: int,

