@@ -183,7 +183,7 @@ class SplitConfig(Section):
     seed: int = Field(0, description="Shuffle seed.")
 
 
-TASK_FORMATS = {"ner": ("conll",), "relation": ("tsv", "jsonl"), "similarity": ("tsv", "jsonl"),
+TASK_FORMATS = {"ner": ("conll", "pubtator"), "relation": ("tsv", "jsonl"), "similarity": ("tsv", "jsonl"),
                 "doc_classification": ("tsv", "jsonl", "hoc"), "qa_yesno": ("tsv", "jsonl", "pubmedqa"),
                 "qa_factoid": ("squad",)}
 
@@ -195,7 +195,7 @@ class DatasetConfig(Section):
     name: str = Field(description="Dataset name, used in stage names and metric names.")
     task: Literal["ner", "relation", "similarity", "doc_classification", "qa_yesno", "qa_factoid"] = Field(
         description="Task type: its head, loss and paper metric.")
-    format: Literal["conll", "tsv", "jsonl", "hoc", "pubmedqa", "squad"] | None = Field(
+    format: Literal["conll", "pubtator", "tsv", "jsonl", "hoc", "pubmedqa", "squad"] | None = Field(
         None, description="File format (default: conll for ner, squad for qa_factoid, tsv otherwise).")
     train: str | None = Field(None, description="Training file, under data_root.")
     dev: str | None = Field(None, description="Development file, under data_root.")
@@ -211,6 +211,8 @@ class DatasetConfig(Section):
     columns: list[str] | None = Field(None, description="tsv files without a header row: their column names, in order.")
     label_separator: str | None = Field(None, description="doc_classification in tsv/jsonl: separator of several labels.")
     labels: list[str] | None = Field(None, description="The label set (NER tags or classes); any other label is an error.")
+    entity_types: dict[str, str] | None = Field(None, description="pubtator: annotation type -> tag type ('' for "
+                                                "untyped B/I tags); another type is an error. Default: types as given.")
     negative_label: str | None = Field(None, description="relation: the no-relation class, excluded from micro-F1.")
     benchmark: str | None = Field(None, description="Published numbers to report beside it (a key of "
                                   "bioray/tasks/published.yaml, e.g. chemprot); default: the dataset name.")

@@ -23,7 +23,7 @@ def suite(data_root):
 
 # (dataset, expected train/dev/test sizes) — counts from each dataset's PROVENANCE.md, or the documented split
 EXPECTED = {
-    "ncbi-disease": None, "bc5cdr-chem": (4560, 4581, 4797), "jnlpba": (14690, 3856, 3856),
+    "ncbi-disease": None, "ncbi-disease-pubtator": (5367, 920, 933), "bc5cdr-chem": (4560, 4581, 4797), "jnlpba": (14690, 3856, 3856),
     "jnlpba-typed": (1939, None, 4260 - 100),  # test: 4,260 lines incl. -DOCSTART- separators (checked below)
     "chemprot": (16521, 10361, 14396), "chemprot-scibert": (4169, 2427, 3469),
     "chemprot-blue": (6570, 11820, 3458), "biosses": (70, 16, 14), "hoc": (1297, 185, 370), "pubmedqa": (450, 50, 500),
@@ -60,6 +60,59 @@ def test_typed_ner_with_docstart_lines(suite):
     test = load_splits(entry, suite.data_path)["test"]
     assert not any(w == "-DOCSTART-" for s in test for w in s.words)
     assert sum(t.startswith("B-") for s in test for t in s.tags) == 8662  # BLURB's test mentions
+
+
+def test_pubtator_release_matches_biobert_preprocessing(suite):
+    """NCBI-disease from its PubTator files: every annotation becomes one entity, and the test set
+    has the same 960 mentions and (within 2 words) the same words as BioBERT's preprocessed file."""
+    by_name = {d.name: d for d in suite.finetune.datasets}
+    pubtator = load_splits(by_name["ncbi-disease-pubtator"], suite.data_path)
+    biobert = load_splits(by_name["ncbi-disease"], suite.data_path)
+    for split, release in (("train", "train"), ("dev", "develop"), ("test", "test")):
+        source = suite.data_path(f"NCBI-disease/original_pubtator/NCBI{release}set_corpus.txt")
+        annotations = sum(1 for line in source.read_text().splitlines() if line.count("\t") >= 4)
+        assert sum(s.tags.count("B") for s in pubtator[split]) == annotations, split
+    assert sum(s.tags.count("B") for s in biobert["test"]) == 960
+    words = sum(len(s.words) for s in pubtator["test"])
+    assert abs(words - sum(len(s.words) for s in biobert["test"])) <= 2
+    assert {t for s in pubtator["test"] for t in s.tags} == {"B", "I", "O"}
+
+
+PUBTATOR = ("1|t|Familial hypercholesterolemia in Ireland.\n"
+            "1|a|Some patients. With breast-ovarian cancer syndrome.\n"
+            "1\t9\t29\thypercholesterolemia\tSpecificDisease\tD006938\n"
+            "1\t69\t92\tovarian cancer syndrome\tSpecificDisease\tD010051\n\n")
+
+
+def test_pubtator_words_tags_and_sub_word_mentions(tmp_path):
+    from bioray.tasks.pubtator import read_pubtator
+
+    path = tmp_path / "tiny.txt"
+    path.write_text(PUBTATOR)
+    sentences = read_pubtator(path)
+    assert [s.words for s in sentences] == [["Familial", "hypercholesterolemia", "in", "Ireland", "."],
+                                            ["Some", "patients", "."],
+                                            ["With", "breast", "-", "ovarian", "cancer", "syndrome", "."]]
+    assert sentences[0].tags == ["O", "B-SpecificDisease", "O", "O", "O"]
+    # the mention starts at 'ovarian', inside the hyphenated word: the tags follow the mention's words
+    assert sentences[2].tags == ["O", "O", "O", "B-SpecificDisease", "I-SpecificDisease", "I-SpecificDisease", "O"]
+    assert read_pubtator(path, {"SpecificDisease": ""})[0].tags == ["O", "B", "O", "O", "O"]
+
+
+@pytest.mark.parametrize("content, types, message", [
+    (PUBTATOR.replace("\t9\t29", "\t8\t28"), None, r"tiny\.txt:3: offsets 8-28 hold ' hypercholesterolemi'"),
+    (PUBTATOR.replace("\t69\t92\t", "\t69\t"), None, r"tiny\.txt:4: expected 'PMID<TAB>start<TAB>end"),
+    (PUBTATOR, {"DiseaseClass": ""}, r"tiny\.txt:3: entity type 'SpecificDisease' is not in the entry's"),
+    ("1|a|an abstract without a title\n", None, r"tiny\.txt:1: expected a 'PMID\|t\|title' line first"),
+    ("", None, r"tiny\.txt: empty or missing file"),
+])
+def test_bad_pubtator_files_name_file_and_line(tmp_path, content, types, message):
+    from bioray.tasks.pubtator import read_pubtator
+
+    path = tmp_path / "tiny.txt"
+    path.write_text(content)
+    with pytest.raises(DatasetError, match=message):
+        read_pubtator(path, types)
 
 
 def _entry(**fields) -> DatasetConfig:
@@ -143,3 +196,10 @@ def test_report_averages_folds_then_seeds():
     assert report["macro"]["bioray"] == pytest.approx(80.0)
     assert report["macro"]["blurb/pubmedbert"] == pytest.approx((87.82 + 83.96) / 2)
     assert "similarity" in report["missing_task_types"]
+    # a second entry on the same benchmark (NCBI-disease from PubTator) is reported but counted once
+    evaluations["evaluate/ncbi-pubtator/seed-1"] = {"ner/test_f1": 0.55}
+    report = build_report({"gad": {"task": "relation", "benchmark": "gad"},
+                           "ncbi-disease": {"task": "ner", "benchmark": "ncbi-disease"},
+                           "ncbi-pubtator": {"task": "ner", "benchmark": "ncbi-disease"}}, evaluations)
+    assert report["macro"]["bioray"] == pytest.approx(80.0)
+    assert report["rows"][2]["bioray"]["mean"] == pytest.approx(55.0)

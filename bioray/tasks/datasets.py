@@ -232,9 +232,12 @@ def dataset_files(dataset, resolve) -> list[Path]:
 
 def _read(dataset, path: Path) -> list:
     from bioray.tasks.ner import read_conll
+    from bioray.tasks.pubtator import read_pubtator
 
     if dataset.format == "conll":
         return read_conll(path)
+    if dataset.format == "pubtator":
+        return read_pubtator(path, dataset.entity_types)
     if dataset.format == "squad":
         return read_squad(path)
     return read_table(path, dataset)
