@@ -266,11 +266,23 @@ class EvaluateConfig(Section):
     batch_size: int = Field(64, ge=1, description="Sentences per inference batch.")
 
 
+class GateConfig(Section):
+    """Champion/challenger promotion: the new version takes the champion alias only when it wins."""
+
+    enabled: bool = Field(True, description="Compare with the champion and promote the winner.")
+    alias: str = Field("champion", description="Alias of the version in service.")
+    metric: str = Field("mean", description="What decides: `mean` (the mean of the report's per-dataset scores "
+                        "over the datasets both versions were scored on) or one report metric, e.g. "
+                        "`report/blurb_style_macro` or `report/ncbi-disease/f1`.")
+    margin: float = Field(0.0, ge=0, description="Points (0-100 scale) the challenger must win by.")
+
+
 class RegisterConfig(Section):
     """Registration of the evaluated encoder in the MLflow model registry."""
 
     model_name: str = Field("bioray-encoder", description="Registered model name.")
     alias: str = Field("challenger", description="Alias set on the new version.")
+    gate: GateConfig = Field(default_factory=GateConfig, description="Promotion of the new version to champion.")
 
 
 class TagConfig(Section):

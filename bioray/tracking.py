@@ -93,14 +93,43 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
 
 
 class WorkerLogger:
-    """Logs metrics from a Ray worker (any node) to a stage run, straight to the tracking store."""
+    """Logs metrics from a Ray worker (any node) to a stage run, straight to the tracking store, and
+    samples the node's system metrics (CPU, memory, disk, network, GPU) into the same run."""
 
-    def __init__(self, tracking_uri: str, run_id: str):
+    def __init__(self, tracking_uri: str, run_id: str, system_metrics_every_s: float = 10.0):
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
+        self.monitor = SystemMetricsMonitor(run_id, sampling_interval=system_metrics_every_s,
+                                            tracking_uri=tracking_uri, resume_logging=True)
+        self.monitor.start()
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         log_metrics(self.client, self.run_id, metrics, step)
+
+    def close(self) -> None:
+        self.monitor.finish()
+
+
+def log_lineage(client: MlflowClient, run_id: str, inputs: list[dict]) -> None:
+    """Record what a stage read as MLflow dataset inputs: {name, path, digest, context} each."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    def source(path):
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": all of them local files
+            warnings.simplefilter("ignore")
+            return resolve_dataset_source(str(path))
+
+    datasets = [DatasetInput(MetaDataset(source(item["path"]), name=item["name"], digest=item["digest"])
+                             ._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", item["context"])])
+                for item in inputs]
+    if datasets:
+        client.log_inputs(run_id, datasets=datasets)
 
 
 def configure(tracking_uri: str) -> MlflowClient:

@@ -27,7 +27,7 @@ def test_graph_shape(write_workflow, quickstart_tree):
     assert "finetune/ncbi-disease/seed-1" in names and "evaluate/ncbi-disease/seed-2" in names
     register = nodes[-1]
     assert register.name == "register" and set(register.inputs) == {"pretrain", "evaluate/ncbi-disease/seed-1",
-                                                                      "evaluate/ncbi-disease/seed-2"}
+                                                                      "evaluate/ncbi-disease/seed-2", "report"}
     position = {n: i for i, n in enumerate(names)}
     assert all(position[i] < position[n.name] for n in nodes for i in n.inputs)  # topological order
 

@@ -1,6 +1,7 @@
 
 from mlflow.tracking import MlflowClient
 
+from bioray import tracking
 from bioray.tracking import (
     ensure_experiment,
     flatten,
@@ -42,3 +43,25 @@ def test_ray_job_id_tag_from_the_job_supervisor_env(monkeypatch):
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR",
                        '{"runtime_env": {}, "metadata": {"job_submission_id": "raysubmit_abc123"}}')
     assert common_tags()["ray.job_id"] == "raysubmit_abc123"
+
+
+def test_stage_lineage_is_logged_as_dataset_inputs(tmp_path, write_workflow, quickstart_tree):
+    """A fine-tuning stage's inputs: the pretrain output (digest = its stage key) and each data file."""
+    from bioray.config import load_workflow
+    from bioray.pipeline.plan import build_plan, compute_keys
+    from bioray.pipeline.runner import _lineage
+
+    config = load_workflow(write_workflow(quickstart_tree))
+    nodes = build_plan(config)
+    keys = compute_keys(nodes)
+    node = next(n for n in nodes if n.kind == "finetune")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("t", artifact_location=str(tmp_path / "a"))).info.run_id
+    tracking.log_lineage(client, run_id, _lineage(config, node, keys))
+    inputs = {d.dataset.name: d for d in client.get_run(run_id).inputs.dataset_inputs}
+    assert inputs["pretrain"].dataset.digest == keys["pretrain"]
+    assert {t.key: t.value for t in inputs["pretrain"].tags}["mlflow.data.context"] == "train"
+    assert len(inputs) == 1 + len(node.files) and all(len(d.dataset.digest) == 16 for d in inputs.values())
+    ingest = next(n for n in nodes if n.kind == "ingest")
+    assert len(ingest.files) > 10 and [i["name"] for i in _lineage(config, ingest, keys)] == [
+        f"ingest-files ({len(ingest.files)})"]  # a corpus is one entry, not one per file

@@ -30,7 +30,7 @@ STAGE_CODE = {
     "evaluate": ["bioray.tasks.evaluate", *TASK_CODE],
     "report": ["bioray.tasks.report"],
     "tag": ["bioray.tasks.tagging", "bioray.tasks.inference", "bioray.tasks.ner"],
-    "register": ["bioray.pipeline.register"],
+    "register": ["bioray.pipeline.register", "bioray.pipeline.gate"],
 }
 STAGE_KINDS = list(STAGE_CODE)
 
@@ -83,7 +83,7 @@ def build_plan(config: WorkflowConfig) -> list[Node]:
         seed = config.tag.seed if config.tag.seed is not None else config.finetune.seeds[0]
         nodes.append(Node(f"tag/{config.tag.dataset}", "tag", (f"finetune/{config.tag.dataset}/seed-{seed}", "ingest"),
                           {**config.tag.model_dump(), "max_length": config.finetune.max_length}))
-    nodes.append(Node("register", "register", ("pretrain", *evaluations), config.registry.model_dump()))
+    nodes.append(Node("register", "register", ("pretrain", *evaluations, "report"), config.registry.model_dump()))
     return nodes
 
 
@@ -98,7 +98,7 @@ def _checkpoint_files(config: WorkflowConfig, checkpoint: str | None) -> tuple[s
     return tuple(str(p) for p in sorted(config.data_path(checkpoint).rglob("*")) if p.is_file())
 
 
-def _fingerprint(path: str) -> list:
+def fingerprint(path: str) -> list:
     stat = Path(path).stat()
     return [path, stat.st_size, stat.st_mtime_ns]
 
@@ -123,7 +123,7 @@ def compute_keys(nodes: list[Node]) -> dict[str, str]:
             "name": node.name,
             "params": node.params,
             "inputs": {name: keys[name] for name in node.inputs},
-            "files": [_fingerprint(p) for p in node.files],
+            "files": [fingerprint(p) for p in node.files],
             "code": code_version(node.kind),
         }
         keys[node.name] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -7,6 +7,8 @@ dataset and seed) in parallel. Cached stages are not submitted at all.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -21,6 +23,7 @@ from bioray.pipeline.plan import (
     Node,
     build_plan,
     compute_keys,
+    fingerprint,
     is_cached,
     needed_nodes,
     stage_dir,
@@ -102,13 +105,14 @@ class _StageRuns:
                                      {"workflow": config.name, "workdir": str(config.workdir_path)}, {})
         self.children: dict[str, str] = {}
 
-    def start_child(self, node: Node, key: str, output: Path, cached: bool) -> str:
+    def start_child(self, node: Node, key: str, output: Path, cached: bool, lineage: list[dict]) -> str:
         child = self.client.create_run(self.experiment_id, run_name=node.name, tags={
             **self.tags, "mlflow.parentRunId": self.parent_id, "bioray.stage": node.name,
             "bioray.stage_kind": node.kind, "bioray.stage_key": key, "bioray.cache": "hit" if cached else "miss",
             "bioray.output": str(output)})
         self.children[node.name] = child.info.run_id
         tracking.log_params_and_tags(self.client, child.info.run_id, tracking.flatten(node.params), {})
+        tracking.log_lineage(self.client, child.info.run_id, lineage)
         return child.info.run_id
 
     def finish_child(self, name: str, result: StageResult) -> None:
@@ -128,11 +132,11 @@ class _StageRuns:
         tracking.log_metrics(self.client, self.parent_id, {
             **_parent_metrics(summary.results), "pipeline/seconds": summary.seconds,
             "pipeline/stages_run": run_count, "pipeline/stages_cached": len(self.children) - run_count})
-        if "report" in summary.results:  # the score table and chart on the parent run too
-            for name in ("report.md", "scores.png"):
-                path = Path(summary.results["report"].path) / name
-                if path.is_file():
-                    self.client.log_artifact(self.parent_id, str(path))
+        # the score table, its chart and the promotion decision on the parent run too
+        for stage, name in (("report", "report.md"), ("report", "scores.png"), ("register", "promotion.md")):
+            path = Path(summary.results[stage].path) / name if stage in summary.results else None
+            if path and path.is_file():
+                self.client.log_artifact(self.parent_id, str(path))
         status = "KILLED" if interrupted else "FAILED" if summary.failed else "FINISHED"
         self.client.set_terminated(self.parent_id, status)
 
@@ -183,7 +187,7 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
         key = keys[node.name]
         output = stage_dir(config, node.name, key)
         cached = node not in to_run
-        runs.start_child(node, key, output, cached)
+        runs.start_child(node, key, output, cached, _lineage(config, node, keys))
         if cached:
             handles[node.name] = summary.results[node.name] = StageResult.load(output)
             runs.finish_child(node.name, summary.results[node.name])
@@ -225,6 +229,25 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
         summary.results[node.name] = result
         runs.finish_child(node.name, result)
         log.info("stage %-32s done in %.1fs (%s)", node.name, result.metrics.get("stage/seconds", 0.0), result.key)
+
+
+CONTEXT = {"finetune": "train", "evaluate": "test"}  # MLflow's dataset contexts; other stages: their kind
+
+
+def _lineage(config: WorkflowConfig, node: Node, keys: dict[str, str]) -> list[dict]:
+    """What a stage reads, as MLflow dataset inputs: its upstream stages' outputs (digest: their stage
+    key, a hash of everything that defines them) and its raw files (digest: a hash of their path,
+    size and mtime; one entry per file, or one for the whole set when there are many)."""
+    context = CONTEXT.get(node.kind, node.kind)
+    items = [{"name": name, "path": stage_dir(config, name, keys[name]), "digest": keys[name], "context": context}
+             for name in node.inputs]
+    groups = [[f] for f in node.files] if len(node.files) <= 10 else [list(node.files)] if node.files else []
+    for files in groups:
+        digest = hashlib.sha256(json.dumps([fingerprint(f) for f in files]).encode()).hexdigest()[:16]
+        path = files[0] if len(files) == 1 else os.path.commonpath(files)
+        name = Path(files[0]).name if len(files) == 1 else f"{node.kind}-files ({len(files)})"
+        items.append({"name": name, "path": path, "digest": digest, "context": context})
+    return items
 
 
 def _fail(runs: _StageRuns, summary: RunSummary, node: Node, reason: str) -> None:

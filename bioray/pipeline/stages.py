@@ -117,8 +117,9 @@ def _register(config, node, out, up, ctx):
     from bioray.pipeline.register import run_register
     scores = {f"{name.split('/', 1)[1]}/{metric}": value for name, result in up.items() if name.startswith("evaluate/")
               for metric, value in result.metrics.items() if not metric.startswith("stage/")}
+    report = {k: v for k, v in up["report"].metrics.items() if k.startswith("report/")}
     return run_register(config.registry, encoder_dir=Path(up["pretrain"].path) / "model", scores=scores,
-                        run_id=ctx["run_id"], tracking_uri=ctx["tracking_uri"], output=out)
+                        report_scores=report, run_id=ctx["run_id"], tracking_uri=ctx["tracking_uri"], output=out)
 
 
 RUNNERS = {"ingest": _ingest, "vocab": _vocab, "tokenize": _tokenize, "pretrain": _pretrain,

@@ -108,6 +108,7 @@ def train_loop(loop_config: dict) -> None:
         core.save_pretrained(str(output / "model"), safe_serialization=True)
         tokenizer.save_pretrained(str(output / "model"))
         (output / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+        logger.close()
 
 
 def run_finetune(config: FinetuneConfig, dataset: DatasetConfig, seed: int, *, data_root: Path, fold: int | None,

@@ -134,6 +134,7 @@ class PretrainWorker:
         _export(self.engine, self.tokenizer, output / "model", self.config.zero_stage)
         if self.rank == 0:
             (output / "history.json").write_text(json.dumps(self.history))
+            self.logger.close()
 
     def _train_phase(self, index: int, phase: dict, epoch: int, skip: int) -> None:
         """Train until the phase's last step, epoch after epoch over its dataset, starting `skip`

@@ -79,6 +79,15 @@ def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
     assert [m.value for m in phases] == [128] * 5 + [256]  # the last 10% of 60 steps (55-60) at 256
     assert children["tokenize"].data.metrics["tokenize/long_fill_ratio"] > 0.9
     assert client.get_metric_history(pretrain.info.run_id, "pretrain/tokens_per_s")[-1].value > 0
+    # lineage: each stage's inputs are MLflow datasets, digests = the upstream stage keys / file fingerprints
+    inputs = {d.dataset.name: d for d in client.get_run(pretrain.info.run_id).inputs.dataset_inputs}
+    assert inputs["tokenize"].dataset.digest == children["tokenize"].data.tags["bioray.stage_key"]
+    tuned = client.get_run(children["finetune/ncbi-disease/seed-42"].info.run_id).inputs.dataset_inputs
+    train_file = next(d for d in tuned if d.dataset.name == "train.tsv")
+    assert {t.key: t.value for t in train_file.tags}["mlflow.data.context"] == "train"
+    assert len({d.dataset.digest for d in tuned}) == len(tuned) == 4  # pretrain output + 3 data files
+    # system metrics sampled on the training workers
+    assert any(k.startswith("system/") for k in client.get_run(pretrain.info.run_id).data.metrics)
     artifacts = {a.path for a in client.list_artifacts(pretrain.info.run_id)}
     assert {"loss_curve.png", "deepspeed_config.json", "history.json", "result.json"} <= artifacts
     ingest = children["ingest"].data.metrics
@@ -87,6 +96,11 @@ def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
 
     version = client.get_model_version_by_alias("bioray-encoder", "challenger")
     assert version.tags["ncbi-disease/seed-42/ner/test_f1"]
+    assert float(version.tags["report/ncbi-disease/f1"]) == pytest.approx(100 * f1, abs=1e-4)
+    # the first version meets no champion: it becomes the champion, and the decision is on the runs
+    assert client.get_model_version_by_alias("bioray-encoder", "champion").version == version.version
+    assert children["register"].data.metrics["gate/promoted"] == 1
+    assert "promotion.md" in parent_files
     import mlflow
     from transformers import AutoModel
 
@@ -116,6 +130,12 @@ def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
     reran = {name for name, run in children3.items() if run.data.tags["bioray.cache"] == "miss"}
     assert reran == {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "report", "register"}
     assert client.get_model_version_by_alias("bioray-encoder", "challenger").version == "2"
+    # the gate: version 2 takes `champion` exactly when its F1 beats version 1's (margin 0)
+    f1_v2 = children3["evaluate/ncbi-disease/seed-42"].data.metrics["ner/test_f1"]
+    promoted = children3["register"].data.metrics["gate/promoted"] == 1
+    assert promoted == (100 * f1_v2 > 100 * f1 + 1e-6)
+    champion = client.get_model_version_by_alias("bioray-encoder", "champion").version
+    assert champion == ("2" if promoted else "1")
 
     # --- fourth run, a broken training file: its stage fails naming file and line, the rest is untouched
     broken = tmp_path / "broken_train.tsv"
