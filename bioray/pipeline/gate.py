@@ -27,11 +27,12 @@ def _score(scores: dict[str, float], metric: str, common: list[str]) -> float | 
 
 def decide(challenger: dict[str, float], champion: dict[str, float] | None, gate: GateConfig) -> dict:
     """The decision and its reason, from both versions' report scores."""
+    common = sorted(k for k in challenger.keys() & (champion or challenger).keys() if k != MACRO)
+    ours = _score(challenger, gate.metric, common)
     if champion is None:
-        return {"promote": True, "reason": "no champion yet", "challenger_score": _score(
-            challenger, gate.metric, [k for k in challenger if k != MACRO]), "champion_score": None, "common": []}
-    common = sorted(k for k in challenger.keys() & champion.keys() if k != MACRO)
-    ours, theirs = _score(challenger, gate.metric, common), _score(champion, gate.metric, common)
+        return {"promote": True, "reason": "no champion yet", "challenger_score": ours, "champion_score": None,
+                "common": []}
+    theirs = _score(champion, gate.metric, common)
     decision = {"challenger_score": ours, "champion_score": theirs, "common": common}
     if ours is None or theirs is None:
         missing = "no dataset scored for both" if gate.metric == "mean" else f"{gate.metric} missing on one side"

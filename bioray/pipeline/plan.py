@@ -17,8 +17,9 @@ from bioray.config import WorkflowConfig
 from bioray.corpus.files import list_source_files
 from bioray.tasks.datasets import dataset_files
 
-TASK_CODE = ["bioray.tasks.registry", "bioray.tasks.datasets", "bioray.tasks.metrics", "bioray.tasks.ner",
-             "bioray.tasks.classification", "bioray.tasks.qa"]
+TASK_CODE = ["bioray.tasks.registry", "bioray.tasks.datasets", "bioray.tasks.metrics", "bioray.tasks.batching",
+             "bioray.tasks.ner", "bioray.tasks.pubtator", "bioray.corpus.sentences", "bioray.tasks.classification",
+             "bioray.tasks.qa"]
 STAGE_CODE = {
     "ingest": ["bioray.data.ingest", "bioray.corpus.files", "bioray.corpus.readers", "bioray.corpus.medline",
                "bioray.corpus.pmc", "bioray.corpus.text", "bioray.corpus.sentences"],
@@ -29,7 +30,7 @@ STAGE_CODE = {
     "finetune": ["bioray.train.finetune", "bioray.train.optim", *TASK_CODE],
     "evaluate": ["bioray.tasks.evaluate", *TASK_CODE],
     "report": ["bioray.tasks.report"],
-    "tag": ["bioray.tasks.tagging", "bioray.tasks.inference", "bioray.tasks.ner"],
+    "tag": ["bioray.tasks.tagging", "bioray.tasks.inference", "bioray.tasks.ner", "bioray.tasks.batching"],
     "register": ["bioray.pipeline.register", "bioray.pipeline.gate"],
 }
 STAGE_KINDS = list(STAGE_CODE)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from bioray.tasks.batching import pad_inputs
 from bioray.tasks.datasets import Example
 from bioray.tasks.metrics import (
     classification_scores,
@@ -19,19 +20,6 @@ from bioray.tasks.metrics import (
 PRIMARY = {"relation": "f1", "similarity": "pearson", "doc_classification": "micro_f1", "qa_yesno": "accuracy"}
 PROBLEM = {"relation": "single_label_classification", "similarity": "regression",
            "doc_classification": "multi_label_classification", "qa_yesno": "single_label_classification"}
-
-
-def pad_inputs(features: list, pad_id: int) -> dict[str, torch.Tensor]:
-    """input_ids, token_type_ids and attention_mask of a batch, padded to its longest input."""
-    width = max(len(f.input_ids) for f in features)
-    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-    types = torch.zeros((len(features), width), dtype=torch.long)
-    mask = torch.zeros((len(features), width), dtype=torch.long)
-    for row, f in enumerate(features):
-        ids[row, : len(f.input_ids)] = torch.tensor(f.input_ids)
-        types[row, : len(f.token_type_ids)] = torch.tensor(f.token_type_ids)
-        mask[row, : len(f.input_ids)] = 1
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
 
 
 @dataclass

@@ -14,6 +14,7 @@ from seqeval.metrics import (
     recall_score,
 )
 
+from bioray.tasks.batching import attention_mask, pad_rows
 from bioray.tasks.datasets import DatasetError
 
 IGNORE_INDEX = -100
@@ -110,15 +111,9 @@ def make_windows(sentences: list[Sentence], tokenizer, label_ids: dict[str, int]
 
 def collate(windows: list[Window], pad_id: int) -> dict[str, torch.Tensor]:
     """Dynamic padding to the longest window of the batch."""
-    width = max(len(w.input_ids) for w in windows)
-    ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(windows), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(windows), width), dtype=torch.long)
-    for row, w in enumerate(windows):
-        ids[row, : len(w.input_ids)] = torch.tensor(w.input_ids)
-        labels[row, : len(w.labels)] = torch.tensor(w.labels)
-        mask[row, : len(w.input_ids)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    ids = [w.input_ids for w in windows]
+    return {"input_ids": pad_rows(ids, pad_id), "attention_mask": attention_mask(ids),
+            "labels": pad_rows([w.labels for w in windows], IGNORE_INDEX)}
 
 
 @torch.no_grad()

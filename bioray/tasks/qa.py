@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForQuestionAnswering
 
-from bioray.tasks.classification import pad_inputs
+from bioray.tasks.batching import pad_inputs
 from bioray.tasks.datasets import QAExample
 from bioray.tasks.metrics import factoid_scores
 
