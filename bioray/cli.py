@@ -40,14 +40,44 @@ def _load(workflow: str, overrides: tuple[str, ...], address: str | None = None)
     return config
 
 
+def _or_exit(action):
+    """action(), or exit 2 with the message of a config error found only now (an unresolvable model URI)."""
+    try:
+        return action()
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _run_scheduled(config, workflow_file: str):
+    """A workflow with a `repretrain` section: the lock, the fetch, nothing at all when nothing is new."""
+    from bioray.pipeline.repretrain import run_scheduled
+    from bioray.pipeline.runner import run_workflow
+
+    outcome = _or_exit(lambda: run_scheduled(config, lambda resolved: run_workflow(resolved, None, workflow_file)))
+    click.echo(f"bioray: {outcome.message}")
+    for name, error in outcome.fetch_failed.items():
+        click.echo(f"bioray: fetch of {name} failed ({error}); it is fetched again next run", err=True)
+    if outcome.summary is None:
+        sys.exit(1 if outcome.fetch_failed else 0)
+    return outcome.summary, outcome.fetch_failed
+
+
 def _run(workflow: str, overrides, address, stage: str | None) -> None:
     config = _load(workflow, overrides, address)
+    from bioray.pipeline.model_refs import resolve_model_refs
     from bioray.pipeline.plan import build_plan, nodes_for
     from bioray.pipeline.runner import run_workflow
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    targets = nodes_for(build_plan(config), stage) if stage else None
-    summary = run_workflow(config, targets, workflow_file=os.path.abspath(workflow))
+    workflow_file = os.path.abspath(workflow)
+    fetch_failed: dict[str, str] = {}
+    if config.repretrain is not None and stage is None:
+        summary, fetch_failed = _run_scheduled(config, workflow_file)
+    else:
+        _or_exit(lambda: resolve_model_refs(config))
+        targets = nodes_for(build_plan(config), stage) if stage else None
+        summary = run_workflow(config, targets, workflow_file=workflow_file)
     ran = [n for n, r in summary.results.items() if not r.cached]
     cached = [n for n, r in summary.results.items() if r.cached]
     click.echo(f"\nbioray: {len(ran)} stage(s) ran, {len(cached)} cached, {len(summary.failed)} failed "
@@ -57,7 +87,7 @@ def _run(workflow: str, overrides, address, stage: str | None) -> None:
         click.echo(f"  {name:36s} {'cached' if result.cached else 'ran':6s} {result.path}" + (f"  {scores}" if scores else ""))
     for name, error in summary.failed.items():
         click.echo(f"  {name:36s} FAILED {error}", err=True)
-    if summary.failed:
+    if summary.failed or fetch_failed:
         sys.exit(1)
 
 

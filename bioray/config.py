@@ -79,6 +79,9 @@ class TokenizeConfig(Section):
     nsp: bool = Field(False, description="Next-sentence-prediction pairs: half the B segments taken from another "
                       "document (`next_sentence_label` column); needs packing: document.")
     batch_size: int = Field(1024, ge=1, description="Documents per tokenizer batch; each batch becomes one Parquet shard.")
+    documents: Literal["all", "new"] = Field(
+        "all", description="all: every ingested document; new: only those from the files the ingest run parsed "
+        "(scheduled re-pretraining on new literature).")
     seed: int = Field(0, description="Seed for the A/B split points.")
 
     @model_validator(mode="after")
@@ -253,6 +256,8 @@ class FinetuneConfig(Section):
     max_length: int = Field(128, ge=8, description="Sub-tokens per window; longer sentences are split.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps spent warming up.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers per fine-tuning run.")
+    log_model: bool = Field(True, description="Log each fine-tuned model on its run as an MLflow transformers "
+                            "model (`mlflow.transformers.load_model` gives a working pipeline).")
 
     def for_dataset(self, dataset: DatasetConfig) -> FinetuneConfig:
         """These settings with the dataset's own epochs / lr / batch_size / max_length where it sets them."""
@@ -303,6 +308,21 @@ class RayConfig(Section):
     )
 
 
+class FetchSourceConfig(Section):
+    """One NLM directory to mirror before a scheduled run."""
+
+    listing: str = Field(description="PubMed directory listing URL (e.g. https://ftp.ncbi.nlm.nih.gov/pubmed/updatefiles/).")
+    destination: str = Field(description="Directory the files go to, under data_root; an ingest source should read it.")
+
+
+class RepretrainConfig(Section):
+    """Scheduled re-pretraining: fetch new files, run only when something is new, one run at a time."""
+
+    fetch: list[FetchSourceConfig] = Field(default_factory=list, description="Listings to fetch new files from.")
+    lock_stale_after_s: float = Field(3600, gt=0, description="A run lock not refreshed for this long belongs to a "
+                                      "dead run and is taken over (a live run refreshes it every minute).")
+
+
 class TrackingConfig(Section):
     """Where MLflow tracks."""
 
@@ -327,6 +347,7 @@ class WorkflowConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegisterConfig = Field(default_factory=RegisterConfig, description="The register stage.")
     tag: TagConfig = Field(default_factory=TagConfig, description="The optional batch-inference stage.")
+    repretrain: RepretrainConfig | None = Field(None, description="Makes `bioray run` a scheduled re-pretraining run.")
 
     @model_validator(mode="after")
     def _tag_names_an_ner_dataset(self) -> WorkflowConfig:
@@ -447,11 +468,20 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def is_mlflow_uri(value: str) -> bool:
+    """A registered model or run artifact (resolved when the run starts), not a path."""
+    return value.startswith(("models:/", "runs:/"))
+
+
 def check_inputs(config: WorkflowConfig) -> None:
     """Every input file named by the workflow must exist."""
     missing = []
+    fetched = [config.data_path(f.destination) for f in (config.repretrain.fetch if config.repretrain else [])]
     for i, source in enumerate(config.ingest.sources):
-        if not list_source_files(config.data_path(source.path), source.format):
+        path = config.data_path(source.path)
+        if any(path == d or d in path.parents for d in fetched):
+            continue  # filled by the scheduled run's fetch, which comes first
+        if not list_source_files(path, source.format):
             missing.append(f"ingest.sources[{i}].path: no {source.format} files at {config.data_path(source.path)}")
     for i, dataset in enumerate(config.finetune.datasets):
         for key in ("train", "dev", "test", "path"):
@@ -464,7 +494,7 @@ def check_inputs(config: WorkflowConfig) -> None:
                     missing.append(f"finetune.datasets[{i}].folds[{k}]: no {split}.tsv in {config.data_path(fold)}")
     for key, path in (("vocab.init_checkpoint", config.vocab.init_checkpoint),
                       ("pretrain.init_checkpoint", config.pretrain.init_checkpoint)):
-        if path and not (config.data_path(path) / "config.json").is_file():
+        if path and not is_mlflow_uri(path) and not (config.data_path(path) / "config.json").is_file():
             missing.append(f"{key}: no HF checkpoint (config.json) at {config.data_path(path)}")
     if missing:
         raise ConfigError("missing inputs:\n  " + "\n  ".join(missing))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -43,17 +44,30 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """The commit of the working tree the job runs from (None outside git)."""
+    """The commit of the code this driver runs: `git rev-parse HEAD` in a checkout; under `ray job
+    submit` (whose working-dir upload leaves out .git) the `git_commit` of the job's metadata
+    (`--metadata-json '{"git_commit": "..."}'`), else BIORAY_GIT_COMMIT; None when none is known."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
-        return out.stdout.strip() or None
+        if out.stdout.strip():
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        pass
+    return _job_metadata().get("git_commit") or os.environ.get("BIORAY_GIT_COMMIT") or None
+
+
+def code_digest() -> str:
+    """A hash of bioray's own source files: which code ran, with or without git."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")) + sorted(package.rglob("*.yaml")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def common_tags() -> dict[str, str]:
     """Tags that link a run to its code and, when submitted with `ray job submit`, its Ray job."""
-    tags = {}
+    tags = {"bioray.code_digest": code_digest()}
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -63,19 +77,22 @@ def common_tags() -> dict[str, str]:
     return tags
 
 
-def ray_job_submission_id() -> str | None:
-    """The id `ray job submit` printed, when this driver runs as a Ray job.
-
-    The job supervisor hands the driver its job config (with the submission id in its metadata)
-    through the RAY_JOB_CONFIG_JSON_ENV_VAR environment variable.
-    """
+def _job_metadata() -> dict:
+    """The metadata of the Ray job this driver runs as (empty outside a job): the job supervisor
+    hands the driver its job config through the RAY_JOB_CONFIG_JSON_ENV_VAR environment variable."""
     raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
     if not raw:
-        return None
+        return {}
     try:
-        return json.loads(raw).get("metadata", {}).get("job_submission_id")
+        metadata = json.loads(raw).get("metadata", {})
     except (ValueError, AttributeError):
-        return None
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def ray_job_submission_id() -> str | None:
+    """The id `ray job submit` printed, when this driver runs as a Ray job."""
+    return _job_metadata().get("job_submission_id")
 
 
 def log_params_and_tags(client: MlflowClient, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:

@@ -145,3 +145,25 @@ def test_shipped_production_workflow_validates():
     config = load_workflow(REPO / "workflows" / "pubmedbert.yaml", check_files=False)
     assert config.pretrain.grad_accum_steps == 2 and config.pretrain.long_steps == 6250
     assert config.tokenize.seq_lens == [128, 512]
+
+
+def test_shipped_repretrain_workflow_validates():
+    """workflows/repretrain.yaml: a scheduled run continuing the registry's champion on new documents."""
+    config = load_workflow(REPO / "workflows" / "repretrain.yaml", check_files=False)
+    assert config.repretrain.fetch[0].listing.startswith("https://ftp.ncbi.nlm.nih.gov/pubmed/updatefiles")
+    assert config.tokenize.documents == "new"
+    assert config.vocab.init_checkpoint == config.pretrain.init_checkpoint == "models:/bioray-encoder@champion"
+
+
+def test_scheduled_fetch_destination_need_not_exist_yet(write_workflow, quickstart_tree, tmp_path):
+    """The first scheduled run fetches before it ingests; a missing model URI is no file error either."""
+    quickstart_tree["ingest"]["sources"] = [{"name": "updates", "format": "medline", "path": str(tmp_path / "updates")}]
+    quickstart_tree["pretrain"]["init_checkpoint"] = "models:/bioray-encoder@champion"
+    with pytest.raises(ConfigError, match=r"ingest\.sources\[0\]\.path: no medline files"):
+        load_workflow(write_workflow(quickstart_tree))
+    quickstart_tree["repretrain"] = {"fetch": [{"listing": "http://127.0.0.1:1/", "destination": str(tmp_path / "updates")}]}
+    config = load_workflow(write_workflow(quickstart_tree))
+    assert config.repretrain.lock_stale_after_s == 3600
+    quickstart_tree["tokenize"]["documents"] = "latest"
+    with pytest.raises(ConfigError, match=r"tokenize\.documents"):
+        load_workflow(write_workflow(quickstart_tree))

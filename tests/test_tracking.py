@@ -45,6 +45,20 @@ def test_ray_job_id_tag_from_the_job_supervisor_env(monkeypatch):
     assert common_tags()["ray.job_id"] == "raysubmit_abc123"
 
 
+def test_commit_from_job_metadata_where_the_upload_has_no_git(tmp_path, monkeypatch):
+    """`ray job submit --working-dir` leaves .git out: the commit comes from the job's metadata."""
+    from bioray.tracking import common_tags
+
+    monkeypatch.chdir(tmp_path)  # not a git checkout
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv("BIORAY_GIT_COMMIT", raising=False)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    tags = common_tags()
+    assert "mlflow.source.git.commit" not in tags and len(tags["bioray.code_digest"]) == 16
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", '{"metadata": {"job_submission_id": "j1", "git_commit": "abc123"}}')
+    assert common_tags()["mlflow.source.git.commit"] == "abc123"
+
+
 def test_stage_lineage_is_logged_as_dataset_inputs(tmp_path, write_workflow, quickstart_tree):
     """A fine-tuning stage's inputs: the pretrain output (digest = its stage key) and each data file."""
     from bioray.config import load_workflow

@@ -103,8 +103,13 @@ def download(url: str, destination: Path, expected_md5: str | None = None, timeo
     return resumed
 
 
-def fetch_pubmed(listing_url: str, destination: Path, limit: int | None = None, timeout: float = 60) -> FetchReport:
-    """Bring destination up to date with a PubMed listing: new files only, each checked against its .md5."""
+def fetch_pubmed(listing_url: str, destination: Path, limit: int | None = None, timeout: float = 60,
+                 in_order: bool = False) -> FetchReport:
+    """Bring destination up to date with a PubMed listing: new files only, each checked against its .md5.
+
+    in_order: stop at the first file that fails, so no later file arrives before it (incremental
+    ingest needs update files in publication order); the next run starts again from it.
+    """
     destination.mkdir(parents=True, exist_ok=True)
     report = FetchReport()
     names = list_pubmed_files(listing_url, timeout)
@@ -122,6 +127,9 @@ def fetch_pubmed(listing_url: str, destination: Path, limit: int | None = None, 
         except (OSError, ChecksumError) as exc:  # one bad file does not stop the others
             report.failed[name] = f"{type(exc).__name__}: {exc}"
             log.error("could not fetch %s: %s", name, exc)
+            if in_order:
+                log.error("fetch: the files after %s are left for the next run (publication order)", name)
+                break
     return report
 
 

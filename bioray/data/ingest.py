@@ -97,19 +97,21 @@ def _only(batch: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:
     return batch[hit]
 
 
-def _kept_with_sentences(batch: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:
+def _kept_with_sentences(batch: pd.DataFrame, keys: np.ndarray, first_new_rank: int) -> pd.DataFrame:
     batch = _only(batch, keys).copy()
+    batch["is_new"] = batch["file_rank"] >= first_new_rank  # from a file this run parsed
     spans = [sentence_spans(text) for text in batch["text"]]
     batch["sentence_starts"] = [[s for s, _ in doc] for doc in spans]
     batch["sentence_ends"] = [[e for _, e in doc] for doc in spans]
     return batch
 
 
-def document_counts(documents_dir: Path) -> tuple[dict[str, int], int]:
-    """Documents per source and total sentences, streamed from the written Parquet."""
+def document_counts(documents_dir: Path, only_new: bool = False) -> tuple[dict[str, int], int]:
+    """Documents per source and total sentences (of the new documents only), streamed from the Parquet."""
     per_source: dict[str, int] = {}
     sentences = 0
-    for batch in pads.dataset(str(documents_dir), format="parquet").to_batches(columns=["source", "sentence_starts"]):
+    dataset = pads.dataset(str(documents_dir), format="parquet")
+    for batch in dataset.to_batches(columns=["source", "sentence_starts"], filter=pc.field("is_new") if only_new else None):
         for item in pc.value_counts(batch.column("source")).to_pylist():
             per_source[item["values"]] = per_source.get(item["values"], 0) + item["counts"]
         sentences += pc.sum(pc.list_value_length(batch.column("sentence_starts"))).as_py() or 0
@@ -152,7 +154,8 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     """Parse the input files into documents; only the new ones when an earlier output holds the rest.
 
     Writes `latest/` (one row per document id: latest version, deletions applied, before text
-    de-duplication; what the next incremental run starts from), `documents/`, `quarantine.json`
+    de-duplication; what the next incremental run starts from), `documents/` (`is_new`: the document
+    comes from a file parsed in this run, not one reused from the earlier output), `quarantine.json`
     and `manifest.json`.
     """
     items = file_items(ingest, data_root)
@@ -191,15 +194,18 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     records.map_batches(_only, fn_kwargs={"keys": latest_keys}, batch_format="pandas").write_parquet(str(output / "latest"))
     shutil.rmtree(parsed, ignore_errors=True)
     documents = (ray.data.read_parquet(str(output / "latest"))
-                 .map_batches(_kept_with_sentences, fn_kwargs={"keys": kept_keys}, batch_format="pandas")
+                 .map_batches(_kept_with_sentences, fn_kwargs={"keys": kept_keys, "first_new_rank": reused},
+                              batch_format="pandas")
                  .drop_columns(["deleted", "file_rank", "record", "text_hash", "chars"]))
     documents.write_parquet(str(output / "documents"))
     (output / "manifest.json").write_text(json.dumps({"files": [_fingerprint(i) for i in items]}, indent=2))
 
     per_source, sentences = document_counts(output / "documents")
+    new_documents = sum(document_counts(output / "documents", only_new=True)[0].values())
     metrics = {"ingest/files": len(items), "ingest/files_parsed": len(new_items), "ingest/files_reused": reused,
                "ingest/quarantined_records": len(errors), "ingest/quarantined_files": len({e["file"] for e in errors}),
                "ingest/records_parsed": parsed_count, "ingest/documents": sum(per_source.values()),
+               "ingest/documents_new": new_documents,
                "ingest/sentences": sentences}
     metrics.update({f"ingest/documents_{name}": count for name, count in per_source.items()})
     return metrics

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 from ray.data import ActorPoolStrategy
+from ray.data.expressions import col
 from transformers import AutoTokenizer
 
 from bioray.config import TokenizeConfig
@@ -147,7 +148,15 @@ def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Pat
     directories = {length: sequences_dir(output, config, length) for length in config.seq_lens}
     for directory in directories.values():
         directory.mkdir(parents=True, exist_ok=True)
-    documents = ray.data.read_parquet(str(documents_dir)).select_columns(["doc_id", "source", "text", "sentence_starts"])
+    only_new = config.documents == "new"
+    per_source, sentences = document_counts(documents_dir, only_new=only_new)
+    if not per_source:
+        raise ValueError(f"tokenize: no {'new ' if only_new else ''}documents in {documents_dir}"
+                         + (" (the ingest run parsed no new file with a document in it)" if only_new else ""))
+    documents = ray.data.read_parquet(str(documents_dir))
+    if only_new:
+        documents = documents.filter(expr=col("is_new"))
+    documents = documents.select_columns(["doc_id", "source", "text", "sentence_starts"])
     packed = documents.map_batches(
         TokenizePacker,
         fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "seed": config.seed, "packing": config.packing,
@@ -164,8 +173,7 @@ def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Pat
     written = packed.to_pandas()  # a few rows per shard: (seq_len, shard, source, sequences, tokens)
     # A batch retried after a lost actor wrote its shard again under the same name: count shards once.
     written = written.drop_duplicates(["seq_len", "shard", "source"])
-    per_source, sentences = document_counts(documents_dir)
-    stats = {"packing": config.packing, "documents": sum(per_source.values()), "sentences": sentences,
+    stats = {"packing": config.packing, "documents_from": config.documents, "documents": sum(per_source.values()), "sentences": sentences,
              "seq_len": config.seq_len, **_length_stats(written, config.seq_len)}
     if config.long_seq_len:
         stats["long"] = {"seq_len": config.long_seq_len, **_length_stats(written, config.long_seq_len)}

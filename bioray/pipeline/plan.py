@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bioray.config import WorkflowConfig
+from bioray.config import WorkflowConfig, is_mlflow_uri
 from bioray.corpus.files import list_source_files
 from bioray.tasks.datasets import dataset_files
 
@@ -27,11 +27,11 @@ STAGE_CODE = {
     "tokenize": ["bioray.data.tokenize", "bioray.data.pack"],
     "pretrain": ["bioray.train.pretrain", "bioray.train.deepspeed", "bioray.train.optim", "bioray.model.encoder",
                  "bioray.data.masking"],
-    "finetune": ["bioray.train.finetune", "bioray.train.optim", *TASK_CODE],
+    "finetune": ["bioray.train.finetune", "bioray.train.optim", "bioray.pipeline.models", *TASK_CODE],
     "evaluate": ["bioray.tasks.evaluate", *TASK_CODE],
     "report": ["bioray.tasks.report"],
     "tag": ["bioray.tasks.tagging", "bioray.tasks.inference", "bioray.tasks.ner", "bioray.tasks.batching"],
-    "register": ["bioray.pipeline.register", "bioray.pipeline.gate"],
+    "register": ["bioray.pipeline.register", "bioray.pipeline.gate", "bioray.pipeline.models"],
 }
 STAGE_KINDS = list(STAGE_CODE)
 
@@ -94,7 +94,7 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 
 def _checkpoint_files(config: WorkflowConfig, checkpoint: str | None) -> tuple[str, ...]:
-    if not checkpoint:
+    if not checkpoint or is_mlflow_uri(checkpoint):  # resolved to a local copy when a run starts
         return ()
     return tuple(str(p) for p in sorted(config.data_path(checkpoint).rglob("*")) if p.is_file())
 

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
 from mlflow.tracking import MlflowClient
-from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from bioray.config import RegisterConfig
 from bioray.pipeline.gate import run_gate
-
-
-def _requirements() -> list[str]:
-    """Stated explicitly: MLflow's inference would import torchvision, which a text encoder does not need."""
-    return [f"{name}=={version(name)}" for name in ("torch", "transformers", "tokenizers", "safetensors")]
+from bioray.pipeline.models import log_transformers_model
 
 
 def run_register(config: RegisterConfig, *, encoder_dir: Path, scores: dict[str, float],
@@ -28,12 +22,7 @@ def run_register(config: RegisterConfig, *, encoder_dir: Path, scores: dict[str,
     `AutoModel.from_pretrained(download_artifacts("models:/bioray-encoder@challenger") + "/model")`.
     """
     mlflow.set_tracking_uri(tracking_uri)
-    model = AutoModelForMaskedLM.from_pretrained(str(encoder_dir))
-    tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.transformers.log_model(
-            transformers_model={"model": model, "tokenizer": tokenizer}, name="encoder", task="fill-mask",
-            registered_model_name=config.model_name, pip_requirements=_requirements())
+    info = log_transformers_model(encoder_dir, run_id, "encoder", registered_model_name=config.model_name)
     client = MlflowClient(tracking_uri)
     version = str(info.registered_model_version)
     client.set_registered_model_alias(config.model_name, config.alias, version)

@@ -85,10 +85,21 @@ def _dataset(config: WorkflowConfig, node: Node):
 def _finetune(config, node, out, up, ctx):
     from bioray.train.finetune import run_finetune
     dataset = _dataset(config, node)
-    return run_finetune(config.finetune.for_dataset(dataset), dataset, node.seed, data_root=Path(config.data_root),
-                        fold=node.fold, encoder_dir=Path(up["pretrain"].path) / "model", output=out,
-                        storage=config.train_storage, run_name=f"{node.name.replace('/', '-')}-{ctx['key']}",
-                        tracking_uri=ctx["tracking_uri"], run_id=ctx["run_id"])
+    metrics = run_finetune(config.finetune.for_dataset(dataset), dataset, node.seed, data_root=Path(config.data_root),
+                           fold=node.fold, encoder_dir=Path(up["pretrain"].path) / "model", output=out,
+                           storage=config.train_storage, run_name=f"{node.name.replace('/', '-')}-{ctx['key']}",
+                           tracking_uri=ctx["tracking_uri"], run_id=ctx["run_id"])
+    if config.finetune.log_model:
+        from bioray.pipeline.models import log_transformers_model
+        info = log_transformers_model(out / "model", ctx["run_id"], "model")
+        (out / "mlflow_model.json").write_text(json.dumps({"model_uri": info.model_uri}))
+        _set_run_tag(ctx, "bioray.mlflow_model", info.model_uri)
+    return metrics
+
+
+def _set_run_tag(ctx: dict, key: str, value: str) -> None:
+    from mlflow.tracking import MlflowClient
+    MlflowClient(ctx["tracking_uri"]).set_tag(ctx["run_id"], key, value)
 
 
 def _evaluate(config, node, out, up, ctx):
@@ -138,6 +149,8 @@ def execute_node(node: Node, key: str, config_json: str, run_id: str, tracking_u
     tmp.mkdir(parents=True)
     try:
         context = {"key": key, "run_id": run_id, "tracking_uri": tracking_uri}
+        import ray  # the node the stage ran on: on a cluster, where to look for its logs
+        _set_run_tag(context, "ray.node_id", ray.get_runtime_context().get_node_id())
         started = time.perf_counter()
         metrics = RUNNERS[node.kind](config, node, tmp, {u.name: u for u in upstream}, context)
         metrics["stage/seconds"] = time.perf_counter() - started

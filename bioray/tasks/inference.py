@@ -17,17 +17,17 @@ WORD = re.compile(r"\w+|[^\w\s]")
 def resolve_model(uri: str) -> Path:
     """A local model directory, or an MLflow URI (models:/name@alias, runs:/id/path) downloaded; the
     directory holding the HF config.json is returned."""
+    from bioray.pipeline.models import hf_directory
+
     path = Path(uri)
-    if not path.exists():
+    downloaded = not path.exists()
+    if downloaded:
         import mlflow
 
         path = Path(mlflow.artifacts.download_artifacts(uri))
     if (path / "config.json").is_file():
         return path
-    found = sorted(p.parent for p in path.rglob("config.json") if (p.parent / "tokenizer_config.json").is_file())
-    if not found:
-        raise FileNotFoundError(f"{uri}: no Hugging Face model (config.json + tokenizer) in it")
-    return found[0]
+    return hf_directory(path, complete=downloaded)
 
 
 def model_kind(config) -> str:

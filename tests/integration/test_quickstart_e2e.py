@@ -1,7 +1,11 @@
-"""The quickstart for real, through the CLI: local Ray, DeepSpeed over gloo, an MLflow server over HTTP.
+"""The quickstart for real, as users run it: `ray job submit` to a two-node Ray cluster (token auth),
+DeepSpeed over gloo, an `mlflow server` with basic auth over HTTP, credentials only in the nodes'
+environment.
 
-One test, three runs: a first run executes every stage; an unchanged second run executes none; a
-third run that changes only the fine-tuning learning rate re-runs only what depends on it.
+One test, four runs: a first run executes every stage (on both nodes); an unchanged second run
+executes none; a third run that changes only the fine-tuning learning rate re-runs only what depends
+on it; a fourth with a broken training file fails that stage alone. Then the MLflow store and the
+Ray logs are searched for the credentials: none may be there.
 """
 
 from __future__ import annotations
@@ -11,10 +15,16 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import mlflow
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
+
+from tests.integration.conftest import two_node_ray_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,12 +36,40 @@ FAST = ["--set", "pretrain.steps=60", "--set", "pretrain.log_every=10", "--set",
 
 
 def _bioray(args: list[str], env: dict, expect: int = 0) -> tuple[subprocess.CompletedProcess, float]:
+    """The CLI on this machine (commands that start no Ray)."""
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "bioray.cli", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=1800)
     elapsed = time.perf_counter() - started
     assert done.returncode == expect, f"bioray {' '.join(args)}:\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
     return done, elapsed
+
+
+class Submitter:
+    """`ray job submit` as the README shows it: the checkout as working dir, cluster/runtime_env.yaml
+    with this machine's paths, `-- bioray run workflows/quickstart.yaml`."""
+
+    def __init__(self, cluster, runtime_env: dict, tmp_path: Path):
+        self.cluster, self.count = cluster, 0
+        self.commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                     check=True).stdout.strip()
+        self.runtime_env = tmp_path / "runtime_env.yaml"
+        self.runtime_env.write_text(yaml.safe_dump(runtime_env))
+
+    def __call__(self, args: list[str], expect: int = 0) -> tuple[str, str, float]:
+        self.count += 1
+        submission_id = f"bioray-quickstart-{self.count}-{os.getpid()}"
+        command = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", self.cluster.dashboard,
+                   "--submission-id", submission_id, "--metadata-json", json.dumps({"git_commit": self.commit}),
+                   "--working-dir", str(REPO), "--runtime-env",
+                   str(self.runtime_env), "--", "bioray", "run", "workflows/quickstart.yaml", *args]
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=REPO, env={**os.environ, **self.cluster.env}, capture_output=True,
+                              text=True, timeout=1800)
+        elapsed = time.perf_counter() - started
+        output = done.stdout + done.stderr
+        assert done.returncode == expect, f"{submission_id}:\n{output[-8000:]}"
+        return submission_id, output, elapsed
 
 
 def _stage_runs(client: MlflowClient, experiment_id: str) -> tuple:
@@ -42,23 +80,61 @@ def _stage_runs(client: MlflowClient, experiment_id: str) -> tuple:
     return parent, children
 
 
-@pytest.mark.slow
-def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "BIORAY_WORKDIR": str(tmp_path / "work"),
-           "BIORAY_DATA_ROOT": str(data_root)}
-    client = MlflowClient(mlflow_server)
+def _job_nodes(cluster, submission_id: str) -> set[str]:
+    """The nodes the job's tasks and actors ran on, from Ray's state API."""
+    job_id = cluster.get(f"/api/jobs/{submission_id}")["job_id"]
+    query = f"limit=10000&detail=1&filter_keys=job_id&filter_predicates=%3D&filter_values={job_id}"
+    rows = [row for kind in ("tasks", "actors") for row in cluster.get(f"/api/v0/{kind}?{query}")["data"]["result"]["result"]]
+    return {row["node_id"] for row in rows if row.get("node_id")}
 
-    # --- first run: everything executes --------------------------------------------------------
-    _, first_seconds = _bioray(["run", WORKFLOW, *FAST], env)
+
+def _leaks(roots: list[Path], secrets: list[str]) -> list[str]:
+    """Files under roots holding any of the secrets (bytes, so databases and binaries count too)."""
+    needles = [s.encode() for s in secrets]
+    return [str(path) for root in roots for path in root.rglob("*")
+            if path.is_file() and any(n in path.read_bytes() for n in needles)]
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path, mlflow_auth_server, data_root, monkeypatch):
+    server = mlflow_auth_server
+    credentials = {"MLFLOW_TRACKING_USERNAME": server.username, "MLFLOW_TRACKING_PASSWORD": server.password}
+    for name, value in credentials.items():  # this test's own MLflow client; the pipeline's are on the nodes
+        monkeypatch.setenv(name, value)
+    work = tmp_path / "work"
+    shipped = yaml.safe_load((REPO / "cluster" / "runtime_env.yaml").read_text())
+    runtime_env = {**shipped, "env_vars": {**shipped["env_vars"], "BIORAY_DATA_ROOT": str(data_root),
+                                           "BIORAY_WORKDIR": str(work), "MLFLOW_TRACKING_URI": server.uri}}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "BIORAY_WORKDIR": str(work), "BIORAY_DATA_ROOT": str(data_root)}
+    client = MlflowClient(server.uri)
+    with two_node_ray_cluster(credentials) as cluster:
+        submit = Submitter(cluster, runtime_env, tmp_path)
+        _check_runs(submit, cluster, client, env, tmp_path, server.uri)
+        leaks = _leaks([server.store, cluster.temp_dir, work], [*server.secrets, cluster.token])
+    assert leaks == []
+
+
+def _check_runs(submit: Submitter, cluster, client: MlflowClient, env: dict, tmp_path: Path, uri: str) -> None:
+    # unauthenticated, the server refuses
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+    assert refused.value.code == 401
+
+    # --- first run: everything executes, on both nodes ------------------------------------------
+    job, _, first_seconds = submit(FAST)
     experiment = client.get_experiment_by_name("bioray-quickstart")
     parent, children = _stage_runs(client, experiment.experiment_id)
     assert parent.info.status == "FINISHED"
+    assert parent.data.tags["ray.job_id"] == job
     assert sorted(children) == sorted(STAGES)
+    nodes = cluster.node_ids()
     for name, run in children.items():
         assert run.info.status == "FINISHED", name
         assert run.data.tags["bioray.cache"] == "miss", name
         assert len(run.data.tags["bioray.stage_key"]) == 16
-        assert "mlflow.source.git.commit" in run.data.tags
+        assert run.data.tags["mlflow.source.git.commit"] == submit.commit  # the upload has no .git: job metadata
+        assert run.data.tags["ray.job_id"] == job and run.data.tags["ray.node_id"] in nodes
+    assert _job_nodes(cluster, job) == nodes  # Ray Data tasks, stage tasks and training workers on both
 
     f1 = children["evaluate/ncbi-disease/seed-42"].data.metrics["ner/test_f1"]
     assert 0 < f1 <= 1
@@ -101,16 +177,18 @@ def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
     assert client.get_model_version_by_alias("bioray-encoder", "champion").version == version.version
     assert children["register"].data.metrics["gate/promoted"] == 1
     assert "promotion.md" in parent_files
-    import mlflow
-    from transformers import AutoModel
-
-    mlflow.set_tracking_uri(mlflow_server)
-    files = Path(mlflow.artifacts.download_artifacts("models:/bioray-encoder@challenger", dst_path=str(tmp_path / "dl")))
-    encoder = AutoModel.from_pretrained(str(files / "model"))
-    assert encoder.config.num_hidden_layers == 2 and encoder.config.hidden_size == 128
+    # browsing: the encoder and the fine-tuned model load as working transformers pipelines
+    mlflow.set_tracking_uri(uri)
+    fill = mlflow.transformers.load_model("models:/bioray-encoder@challenger")
+    assert fill.model.config.num_hidden_layers == 2 and fill.model.config.hidden_size == 128
+    assert len(fill("Patients with chronic kidney [MASK] were enrolled.")) == 5
+    tagger = mlflow.transformers.load_model(children["finetune/ncbi-disease/seed-42"].data.tags["bioray.mlflow_model"])
+    assert set(tagger.model.config.id2label.values()) == {"B", "I", "O"}
+    entities = tagger("Familial adenomatous polyposis is an inherited colorectal cancer syndrome.")
+    assert isinstance(entities, list) and all({"entity", "score", "start", "end"} <= set(e) for e in entities)
 
     # --- second run, unchanged: nothing executes ----------------------------------------------
-    _, second_seconds = _bioray(["run", WORKFLOW, *FAST], env)
+    _, _, second_seconds = submit(FAST)
     parent2, children2 = _stage_runs(client, experiment.experiment_id)
     assert parent2.info.run_id != parent.info.run_id and parent2.info.status == "FINISHED"
     assert {name: run.data.tags["bioray.cache"] for name, run in children2.items()} == {name: "hit" for name in STAGES}
@@ -125,7 +203,7 @@ def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
           f"({100 * second_seconds / first_seconds:.1f}% of the first)")
 
     # --- third run, only the fine-tuning learning rate changed ---------------------------------
-    _bioray(["run", WORKFLOW, *FAST, "--set", "finetune.lr=2e-3"], env)
+    submit([*FAST, "--set", "finetune.lr=2e-3"])
     _, children3 = _stage_runs(client, experiment.experiment_id)
     reran = {name for name, run in children3.items() if run.data.tags["bioray.cache"] == "miss"}
     assert reran == {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "report", "register"}
@@ -140,8 +218,8 @@ def test_quickstart_end_to_end(tmp_path, mlflow_server, data_root):
     # --- fourth run, a broken training file: its stage fails naming file and line, the rest is untouched
     broken = tmp_path / "broken_train.tsv"
     broken.write_text("Aspirin\tO\nthis line has no tag column\n")
-    done, _ = _bioray(["run", WORKFLOW, *FAST, "--set", f"finetune.datasets[0].train={broken}"], env, expect=1)
-    assert "broken_train.tsv:2: expected 'token<TAB>tag'" in done.stderr
+    _, output, _ = submit([*FAST, "--set", f"finetune.datasets[0].train={broken}"], expect=1)
+    assert "broken_train.tsv:2: expected 'token<TAB>tag'" in output
     parent4, children4 = _stage_runs(client, experiment.experiment_id)
     assert parent4.info.status == "FAILED"
     assert children4["pretrain"].data.tags["bioray.cache"] == "hit"

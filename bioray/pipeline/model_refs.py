@@ -1,0 +1,77 @@
+"""Registered models as starting points: `vocab.init_checkpoint` / `pretrain.init_checkpoint` may be an
+MLflow URI (`models:/bioray-encoder@champion`, `models:/bioray-encoder/3`, `runs:/<id>/encoder`).
+
+An alias is pinned to the version it points at when the run starts, and that version's files are
+downloaded once into `<workdir>/models/`; the local path (which names the version) is what the stage
+keys hash, so a new champion means new pretraining, and the same champion means a cached one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from bioray.config import ConfigError, WorkflowConfig
+
+log = logging.getLogger(__name__)
+
+MLFLOW_URI = re.compile(r"^(models|runs):/")
+ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
+CHECKPOINT_KEYS = (("vocab", "init_checkpoint"), ("pretrain", "init_checkpoint"))
+
+
+def pin(uri: str, client) -> str:
+    """models:/name@alias -> models:/name/<version it points at now>; other URIs are already fixed."""
+    match = ALIAS_URI.match(uri)
+    if not match:
+        return uri
+    try:
+        version = client.get_model_version_by_alias(match["name"], match["alias"]).version
+    except Exception as exc:  # MlflowException: no such model or alias
+        raise ConfigError(f"{uri}: the registry has no {match['alias']!r} version of {match['name']!r} "
+                          f"({type(exc).__name__}); register an encoder first, or use an HF checkpoint directory") from None
+    return f"models:/{match['name']}/{version}"
+
+
+def download(pinned: str, models_dir: Path) -> Path:
+    """The model's files under models_dir (downloaded once, committed by rename); its HF directory."""
+    import mlflow
+
+    from bioray.pipeline.models import hf_directory
+
+    scheme, rest = pinned.split(":/", 1)  # models:/name/3 -> <models_dir>/models/name/3
+    local = models_dir.joinpath(scheme, *[re.sub(r"[^A-Za-z0-9._-]+", "_", part) for part in rest.split("/") if part])
+    if not local.is_dir():
+        partial = local.with_name(f".{local.name}-{uuid.uuid4().hex[:8]}")
+        partial.mkdir(parents=True)
+        try:
+            mlflow.artifacts.download_artifacts(pinned, dst_path=str(partial))
+            partial.rename(local)
+        except OSError:
+            if not local.is_dir():  # a concurrent download committed first: use it
+                raise
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return hf_directory(local, complete=True)
+
+
+def resolve_model_refs(config: WorkflowConfig) -> dict[str, str]:
+    """Replace MLflow URIs among the init checkpoints by local HF directories; returns {key: pinned URI}."""
+    from bioray import tracking
+
+    refs = {f"{s}.{k}": getattr(getattr(config, s), k) for s, k in CHECKPOINT_KEYS}
+    refs = {key: uri for key, uri in refs.items() if uri and MLFLOW_URI.match(uri)}
+    if not refs:
+        return {}
+    client = tracking.configure(tracking.tracking_uri_for(config.tracking.uri, config.workdir_path))
+    pinned = {}
+    for key, uri in refs.items():
+        pinned[key] = pin(uri, client)
+        path = download(pinned[key], config.workdir_path / "models")
+        section, field = key.split(".")
+        setattr(getattr(config, section), field, str(path))
+        log.info("%s: %s is %s, files in %s", key, uri, pinned[key], path)
+    return pinned

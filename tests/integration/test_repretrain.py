@@ -1,0 +1,180 @@
+"""Scheduled re-pretraining for real: NLM-style update files over HTTP, incremental ingest, only new
+documents tokenized, pretraining continued from the registry's champion, the gate deciding, the run
+lock, and "nothing new" doing nothing. Local Ray, DeepSpeed on CPU, an MLflow server over HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from lxml import etree
+from mlflow.tracking import MlflowClient
+
+from tests.test_fetch import NlmLikeServer, _serving
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "bioray-encoder"
+
+
+def _update_files(data_root: Path) -> dict[str, bytes]:
+    """Two MEDLINE update files from real records: NLM's 2019 sample (176 citations), then a file of
+    nine other real citations plus a deletion of one citation of the first file."""
+    first = (data_root / "corpus/xml-samples/medline/fatcat_pubmedsample_2019.xml.gz").read_bytes()
+    articles = []
+    for path in sorted((data_root / "corpus/xml-samples/medline").glob("*.xml")) + [
+            data_root / "pubmed-raw/medline_xml/pubmed-29768149.xml"]:
+        articles += etree.parse(str(path)).getroot().findall(".//PubmedArticle")
+    deleted = etree.fromstring(gzip.decompress(first)).find(".//PubmedArticle/MedlineCitation/PMID").text
+    second = etree.Element("PubmedArticleSet")
+    second.extend(articles)
+    etree.SubElement(etree.SubElement(second, "DeleteCitation"), "PMID", Version="1").text = deleted
+    return {"pubmed26n0001.xml.gz": first, "pubmed26n0002.xml.gz": gzip.compress(etree.tostring(second))}
+
+
+def _serve(server: NlmLikeServer, name: str, content: bytes) -> None:
+    server.files[name] = content
+    server.files[name + ".md5"] = f"MD5({name})= {hashlib.md5(content).hexdigest()}\n".encode()
+
+
+def _first_champion(tmp_path: Path, data_root: Path, uri: str) -> None:
+    """Version 1 of the encoder, registered with a 0.0 score: a tiny BERT and a WordPiece vocabulary
+    trained on real abstracts, put through the register stage's own code."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    from bioray.config import RegisterConfig
+    from bioray.pipeline.register import run_register
+
+    lines = (data_root / "pubmed-raw/abstracts_one_per_line/PubMedAbstract_1MB.txt").read_text().splitlines()[:3000]
+    wordpiece = BertWordPieceTokenizer(lowercase=False)
+    wordpiece.train_from_iterator(lines, vocab_size=4000)
+    tokenizer = BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, do_lower_case=False)
+    encoder = tmp_path / "champion-v1"
+    tokenizer.save_pretrained(str(encoder))
+    BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=128, max_position_embeddings=256)).save_pretrained(str(encoder))
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("bioray-bootstrap") or client.get_experiment(
+        client.create_experiment("bioray-bootstrap"))
+    run = client.create_run(experiment.experiment_id, run_name="champion-v1")
+    (tmp_path / "register-v1").mkdir()
+    run_register(RegisterConfig(model_name=MODEL), encoder_dir=encoder, scores={}, report_scores={
+        "report/ncbi-disease/f1": 0.0}, run_id=run.info.run_id, tracking_uri=uri, output=tmp_path / "register-v1")
+
+
+def _workflow(tmp_path: Path, data_root: Path, uri: str, listing: str) -> Path:
+    tree = yaml.safe_load((REPO / "workflows" / "repretrain.yaml").read_text())
+    tree.update(workdir=str(tmp_path / "work"), data_root=str(data_root), storage_path=None)
+    tree["tracking"]["uri"] = uri
+    tree["repretrain"]["fetch"] = [{"listing": listing, "destination": str(tmp_path / "updatefiles")}]
+    tree["ingest"]["sources"][0]["path"] = str(tmp_path / "updatefiles")
+    tree["tokenize"].update(tokenizer_actors=1, batch_size=64)
+    tree["pretrain"].update(num_workers=1, use_gpu=False, precision="fp32", steps=6, global_batch_size=8,
+                            micro_batch_size=8, lr=1e-4, warmup_steps=1, checkpoint_every=100, log_every=2)
+    dataset = tree["finetune"]["datasets"][0]  # NCBI-disease only, a slice of its training set
+    tree["finetune"].update(datasets=[{**dataset, "max_train_examples": 300}], seeds=[1], epochs=1, lr=1e-3,
+                            max_length=128)
+    tree["registry"]["gate"]["margin"] = 0.0
+    path = tmp_path / "repretrain.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def _command(workflow: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "bioray.cli", "run", str(workflow), *[a for o in overrides for a in ("--set", o)]]
+
+
+def _run(workflow: Path, *overrides: str) -> str:
+    done = subprocess.run(_command(workflow, *overrides), cwd=REPO, capture_output=True, text=True, timeout=1500,
+                          env={**os.environ, "RAY_ADDRESS": ""})
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-6000:]
+    return done.stdout + done.stderr
+
+
+def _latest(client: MlflowClient) -> tuple:
+    experiment = client.get_experiment_by_name("bioray-repretrain")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=100)
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = {r.data.tags["bioray.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    return parent, children, len(runs)
+
+
+@pytest.mark.slow
+def test_repretrain_does_only_new_work_and_promotes_only_a_winner(tmp_path, data_root, mlflow_server):
+    client = MlflowClient(mlflow_server)
+    files = _update_files(data_root)
+    server = NlmLikeServer({})
+    with _serving(server):
+        listing = f"http://127.0.0.1:{server.server_address[1]}/pubmed/updatefiles/"
+        _serve(server, "pubmed26n0001.xml.gz", files["pubmed26n0001.xml.gz"])
+        _first_champion(tmp_path, data_root, mlflow_server)
+        workflow = _workflow(tmp_path, data_root, mlflow_server, listing)
+        lock = tmp_path / "work" / "repretrain.lock"
+
+        # --- first run; a second run started meanwhile leaves at once, touching nothing --------------
+        first = subprocess.Popen(_command(workflow), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, env={**os.environ, "RAY_ADDRESS": ""})
+        deadline = time.time() + 120
+        while not lock.exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+        assert lock.exists(), first.communicate()[0][-6000:] if first.poll() is not None else "no lock after 120 s"
+        holder = json.loads(lock.read_text())
+        second = _run(workflow)
+        assert "another run holds the lock" in second and f"pid {holder['pid']}" in second
+        assert json.loads(lock.read_text()) == holder and first.poll() is None  # the first run goes on
+        output, _ = first.communicate(timeout=1500)
+        assert first.returncode == 0, output[-8000:]
+        assert not lock.exists()
+
+        parent, children, _ = _latest(client)
+        assert parent.info.status == "FINISHED"
+        ingest, tokenize = children["ingest"].data.metrics, children["tokenize"].data.metrics
+        assert ingest["ingest/files_parsed"] == 1 and ingest["ingest/documents_new"] == ingest["ingest/documents"]
+        assert tokenize["tokenize/documents"] == ingest["ingest/documents_new"] > 100
+        documents_before = ingest["ingest/documents"]
+        assert f"/{MODEL}/1/" in children["pretrain"].data.params["init_checkpoint"]  # from champion v1
+        f1 = children["evaluate/ncbi-disease/seed-1"].data.metrics["ner/test_f1"]
+        promoted = children["register"].data.metrics["gate/promoted"] == 1
+        assert promoted == (100 * f1 > 0.0)  # v1 scored 0.0, margin 0
+        champion = client.get_model_version_by_alias(MODEL, "champion").version
+        assert champion == ("2" if promoted else "1")
+        assert client.get_model_version_by_alias(MODEL, "challenger").version == "2"
+
+        # --- nothing new: nothing done, no MLflow run ------------------------------------------------
+        _, _, runs_before = _latest(client)
+        idle = _run(workflow)
+        assert "no new files since the last successful run" in idle and "nothing to do" in idle
+        assert _latest(client)[2] == runs_before
+        assert server.bytes_sent["pubmed26n0001.xml.gz"] == len(files["pubmed26n0001.xml.gz"])  # fetched once
+
+        # --- a new update file: only it is fetched, parsed and tokenized; a 100-point margin keeps the champion
+        _serve(server, "pubmed26n0002.xml.gz", files["pubmed26n0002.xml.gz"])
+        _run(workflow, "registry.gate.margin=100")
+        assert server.bytes_sent["pubmed26n0001.xml.gz"] == len(files["pubmed26n0001.xml.gz"])
+        _, children, _ = _latest(client)
+        ingest, tokenize = children["ingest"].data.metrics, children["tokenize"].data.metrics
+        assert ingest["ingest/files_parsed"] == 1 and ingest["ingest/files_reused"] == 1
+        # the second file's citations are all new PMIDs; its deletion removes one of the first file's
+        assert ingest["ingest/documents"] == documents_before + ingest["ingest/documents_new"] - 1
+        assert 0 < tokenize["tokenize/documents"] == ingest["ingest/documents_new"] <= 9
+        assert f"/{MODEL}/{champion}/" in children["pretrain"].data.params["init_checkpoint"]
+        assert children["register"].data.metrics["gate/promoted"] == 0
+        assert client.get_model_version_by_alias(MODEL, "champion").version == champion
+        assert client.get_model_version_by_alias(MODEL, "challenger").version == "3"
+
+        # --- a lock left by a dead run is taken over once stale ---------------------------------------
+        lock.write_text(json.dumps({"token": "dead", "pid": 999999, "host": "gone", "started": "2026-01-01T00:00:00Z"}))
+        old = time.time() - 7200
+        os.utime(lock, (old, old))
+        idle = _run(workflow, "registry.gate.margin=100")
+        assert "took over a stale lock" in idle and "nothing to do" in idle
+        assert not lock.exists()
+
