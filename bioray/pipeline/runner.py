@@ -117,6 +117,11 @@ class _StageRuns:
 
     def finish_child(self, name: str, result: StageResult) -> None:
         run_id = self.children[name]
+        unsent = Path(result.path) / tracking.SPILL_FILE
+        if unsent.is_file():  # the tracking server was down while the stage's workers logged
+            replayed = tracking.replay_spilled(self.client, unsent)
+            self.client.set_tag(run_id, "bioray.tracking_replayed", str(replayed))
+            log.warning("stage %s: %d tracking write(s) made while MLflow was unreachable sent now", name, replayed)
         tracking.log_metrics(self.client, run_id, result.metrics)  # keeps the numeric ones
         _log_small_outputs(self.client, run_id, Path(result.path))
         self.client.set_terminated(run_id, "FINISHED")
