@@ -173,8 +173,8 @@ def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Pat
     written = packed.to_pandas()  # a few rows per shard: (seq_len, shard, source, sequences, tokens)
     # A batch retried after a lost actor wrote its shard again under the same name: count shards once.
     written = written.drop_duplicates(["seq_len", "shard", "source"])
-    stats = {"packing": config.packing, "documents_from": config.documents, "documents": sum(per_source.values()), "sentences": sentences,
-             "seq_len": config.seq_len, **_length_stats(written, config.seq_len)}
+    stats = {"packing": config.packing, "documents_from": config.documents, "documents": sum(per_source.values()),
+             "sentences": sentences, "seq_len": config.seq_len, **_length_stats(written, config.seq_len)}
     if config.long_seq_len:
         stats["long"] = {"seq_len": config.long_seq_len, **_length_stats(written, config.long_seq_len)}
     (output / "stats.json").write_text(json.dumps(stats, indent=2))
