@@ -77,11 +77,14 @@ def test_pretraining_goes_on_while_the_tracking_server_is_down(tmp_path, data_ro
         server, _ = _start_mlflow_server(tmp_path, port=port)  # ... and comes back
         output, _ = run.communicate(timeout=900)
         assert run.returncode == 0, output[-6000:]
+        _check_everything_arrived(MlflowClient(uri))
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
         _stop(server)
-    client = MlflowClient(uri)
+
+
+def _check_everything_arrived(client: MlflowClient) -> None:
     experiment = client.get_experiment_by_name("faults")
     pretrain = next(r for r in client.search_runs([experiment.experiment_id])
                     if r.data.tags.get("bioray.stage") == "pretrain")
