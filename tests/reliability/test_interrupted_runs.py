@@ -106,7 +106,7 @@ def test_driver_killed_mid_dag_then_rerun_reuses_finished_stages(tmp_path, data_
     finally:
         os.killpg(run.pid, signal.SIGKILL)  # the driver and its local Ray, mid-pretraining
         run.wait()
-    committed = {p.parent.name for p in work.glob("stages/*/*/result.json")}
+    committed = {p.parent.parent.name for p in work.glob("stages/*/*/result.json")}  # stages/<name>/<key>/
     assert committed == {"ingest", "vocab", "tokenize"}
     half_written = list((work / "stages" / "pretrain").glob(".tmp-*"))
     assert len(half_written) == 1 and not (half_written[0] / "result.json").exists()
