@@ -14,11 +14,10 @@ import shutil
 import uuid
 from pathlib import Path
 
-from bioray.config import ConfigError, WorkflowConfig
+from bioray.config import ConfigError, WorkflowConfig, is_mlflow_uri
 
 log = logging.getLogger(__name__)
 
-MLFLOW_URI = re.compile(r"^(models|runs):/")
 ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
 CHECKPOINT_KEYS = (("vocab", "init_checkpoint"), ("pretrain", "init_checkpoint"))
 
@@ -63,13 +62,15 @@ def resolve_model_refs(config: WorkflowConfig) -> dict[str, str]:
     from bioray import tracking
 
     refs = {f"{s}.{k}": getattr(getattr(config, s), k) for s, k in CHECKPOINT_KEYS}
-    refs = {key: uri for key, uri in refs.items() if uri and MLFLOW_URI.match(uri)}
+    refs = {key: uri for key, uri in refs.items() if uri and is_mlflow_uri(uri)}
     if not refs:
         return {}
     client = tracking.configure(tracking.tracking_uri_for(config.tracking.uri, config.workdir_path))
-    pinned = {}
+    pinned, by_uri = {}, {}
     for key, uri in refs.items():
-        pinned[key] = pin(uri, client)
+        if uri not in by_uri:  # vocab and weights from one version even if the alias moves meanwhile
+            by_uri[uri] = pin(uri, client)
+        pinned[key] = by_uri[uri]
         path = download(pinned[key], config.workdir_path / "models")
         section, field = key.split(".")
         setattr(getattr(config, section), field, str(path))
