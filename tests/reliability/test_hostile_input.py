@@ -1,5 +1,5 @@
-"""Hostile input: archives whose members point outside, XML external entities, checkpoints that hold
-a pickle, a listing whose object name is a path. Each is refused with a clear record or error, and
+"""Hostile input: archives whose members point outside, XML external entities, empty files, a file that
+is one huge line, checkpoints that hold a pickle, a listing whose object name is a path. Each is refused with a clear record or error, and
 nothing is written, read or executed where it should not be."""
 
 from __future__ import annotations
@@ -57,6 +57,46 @@ def test_xml_external_entities_are_never_resolved(tmp_path):
     assert not any("contents-of-a-private-file" in str(row) for row in rows)
     assert [row["error"] != "" for row in rows] == [True]  # quarantined, with the parser's reason
     assert rows[0]["error"].startswith("XMLSyntaxError")
+
+
+def _rows(path, fmt: str) -> list[dict]:
+    """What ingest makes of one file: document rows and quarantine rows (error set)."""
+    return list(_read_file({"path": str(path), "format": fmt, "source": "s", "text_field": "text", "id_field": "id",
+                            "documents": "line", "max_docs": 0, "file_rank": 0}))
+
+
+@pytest.mark.parametrize("name, content, fmt", [
+    ("empty.txt", b"", "text"), ("empty.jsonl", b"", "jsonl"), ("empty.jsonl.gz", gzip.compress(b""), "jsonl"),
+    ("empty.xml", b"", "medline"), ("zero-bytes.xml.gz", b"", "medline"), ("blank.txt", b"\n\n  \n", "text"),
+])
+def test_empty_corpus_files_are_reported_not_fatal(tmp_path, name, content, fmt):
+    (tmp_path / name).write_bytes(content)
+    (row,) = _rows(tmp_path / name, fmt)
+    assert row["doc_id"] == "" and row["error"] and row["file"].endswith(name)
+    assert row["error"] == "no records: the file is empty" or row["error"].startswith("XMLSyntaxError")
+
+
+@pytest.mark.parametrize("fmt, good", [("text", b"A good abstract about asthma.\n"),
+                                       ("jsonl", b'{"id": "a", "text": "A good abstract about asthma."}\n')])
+def test_a_single_huge_line_is_quarantined_in_bounded_memory(tmp_path, fmt, good):
+    import tracemalloc
+
+    from bioray.corpus.text import MAX_LINE_BYTES
+
+    path = tmp_path / f"corpus.{'txt' if fmt == 'text' else 'jsonl'}"
+    with open(path, "wb") as out:  # a good line, then 100 MiB without a line break, then a good line
+        out.write(good)
+        for _ in range(100):
+            out.write(b"x" * 2**20)
+        out.write(b"\n" + good.replace(b'"a"', b'"b"'))
+    tracemalloc.start()
+    rows = _rows(path, fmt)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [row["text"] for row in rows if not row["error"]] == ["A good abstract about asthma."] * 2
+    (bad,) = [row for row in rows if row["error"]]
+    assert bad["location"] == "line 2" and f"a line of {100 * 2**20 + 1} bytes" in bad["error"]
+    assert peak < 2.5 * MAX_LINE_BYTES  # never the whole 100 MiB line at once: a chunk or two of it
 
 
 class _Payload:

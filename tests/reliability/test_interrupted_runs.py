@@ -63,6 +63,16 @@ def _checkpoints(work: Path) -> list[Path]:
     return sorted((work / "ray_train").glob("pretrain-*/checkpoint_*"))
 
 
+def _registered(work: Path) -> list[dict]:
+    """Checkpoints Ray Train has registered (what a new run under the same name restores), from its snapshot."""
+    for snapshot in (work / "ray_train").glob("pretrain-*/checkpoint_manager_snapshot.json"):
+        try:
+            return json.loads(snapshot.read_text())["checkpoint_results"]
+        except ValueError:  # being rewritten
+            return []
+    return []
+
+
 @pytest.mark.slow
 def test_pretraining_goes_on_while_the_tracking_server_is_down(tmp_path, data_root):
     port = _free_port()
@@ -102,7 +112,7 @@ def test_driver_killed_mid_dag_then_rerun_reuses_finished_stages(tmp_path, data_
     work = tmp_path / "work"
     run = _start(workflow)
     try:
-        _wait_for(lambda: _checkpoints(work), "pretraining checkpoint", run)
+        _wait_for(lambda: _registered(work), "registered pretraining checkpoint", run)
     finally:
         os.killpg(run.pid, signal.SIGKILL)  # the driver and its local Ray, mid-pretraining
         run.wait()
@@ -120,9 +130,16 @@ def test_driver_killed_mid_dag_then_rerun_reuses_finished_stages(tmp_path, data_
                               order_by=["attributes.start_time DESC"])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     children = {r.data.tags["bioray.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    # the rerun reuses what pretraining reads (ingest is not even needed: tokenize's output is there)
     assert {name: r.data.tags["bioray.cache"] for name, r in children.items()} == {
-        "ingest": "hit", "vocab": "hit", "tokenize": "hit", "pretrain": "miss"}
+        "vocab": "hit", "tokenize": "hit", "pretrain": "miss"}
+    assert {p.parent.parent.name for p in work.glob("stages/*/*/result.json")} == committed | {"pretrain"}
     result = json.loads(next((work / "stages" / "pretrain").glob("*/result.json")).read_text())
     assert Path(result["path"]).name != half_written[0].name  # the half-written directory was never committed
     history = json.loads((Path(result["path"]) / "history.json").read_text())
-    assert [h["step"] for h in history][-1] == STEPS
+    assert [h["step"] for h in history] == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))
+    # the rerun resumed from the checkpoint the killed run had registered (same stage key, same Ray
+    # Train run name and storage), instead of starting over: its steps are attempt 1
+    resumed_from = next(h["step"] for h in history if h["attempt"] == 1) - LOG_EVERY
+    assert resumed_from >= CHECKPOINT_EVERY and resumed_from % CHECKPOINT_EVERY == 0
+    assert [h["attempt"] for h in history] == [0 if h["step"] <= resumed_from else 1 for h in history]
