@@ -297,10 +297,10 @@ def predict(uri, source, max_length, batch_size):
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     lines = [line.rstrip("\n") for line in source]
     if kind == "ner":
-        model = AutoModelForTokenClassification.from_pretrained(str(directory))
+        model = AutoModelForTokenClassification.from_pretrained(str(directory), use_safetensors=True)
         results = [{"entities": e} for e in tag_texts(model, tokenizer, lines, max_length or 128, batch_size)]
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(directory))
+        model = AutoModelForSequenceClassification.from_pretrained(str(directory), use_safetensors=True)
         results = classify_texts(model, tokenizer, lines, max_length or 512, batch_size)
     for number, (line, result) in enumerate(zip(lines, results), start=1):
         click.echo(json.dumps({"line": number, "text": line, **result}))

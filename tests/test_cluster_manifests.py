@@ -219,3 +219,25 @@ def test_scheduled_runs_never_overlap_and_reach_the_cluster(data_root):
     env = {e["name"]: e for e in container["env"]}
     assert env["RAY_AUTH_MODE"]["value"] == "token"
     assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "auth_token"}
+
+
+def test_nothing_is_reachable_unauthenticated():
+    """Ray's dashboard / job API and MLflow: token or basic auth on, and no Service outside the cluster."""
+    kinds = {document["kind"] for _, document in DOCUMENTS}
+    assert {"RayCluster", "Service", "Deployment"} <= kinds
+    servers = []
+    for name, document in DOCUMENTS:
+        spec = document.get("spec", {})
+        if document["kind"] == "Service":
+            assert spec.get("type", "ClusterIP") == "ClusterIP", f"{name}: a {spec['type']} Service is reachable from outside"
+        if document["kind"] == "RayCluster":
+            assert spec["authOptions"]["mode"] == "token", name
+            assert spec["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP", name
+        if document["kind"] in ("RayJob", "RayCronJob"):  # they submit to the token-protected RayCluster
+            assert "rayClusterSpec" not in json.dumps(document), f"{name} would start a cluster of its own"
+        for container in _nested(document, "containers"):
+            words = [*container.get("command", []), *container.get("args", [])]
+            if "mlflow" in container["image"] + " ".join(words) and "server" in words:
+                servers.append(name)
+                assert "--app-name=basic-auth" in words, f"{name}: an MLflow server without auth"
+    assert servers, "no MLflow server found in cluster/"

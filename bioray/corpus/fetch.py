@@ -169,6 +169,10 @@ def fetch_s3_prefix(bucket_url: str, prefix: str, destination: Path, suffixes: t
     objects = list_s3_objects(bucket_url, prefix, suffixes, timeout)
     for item in objects[:limit] if limit else objects:
         name = item.key.rsplit("/", 1)[-1]
+        if name in ("", ".", "..") or "\\" in name:  # a listing is untrusted input: never leave destination
+            report.failed[item.key] = "unsafe object name: refused"
+            log.error("refused S3 object %r: its name is not a plain file name", item.key)
+            continue
         target = destination / name
         if target.exists() and target.stat().st_size == item.size:
             report.already_present.append(name)

@@ -68,6 +68,9 @@ def read_pmc_package(path: Path, source: str) -> Iterator[dict | Quarantined]:
         for member in package:
             if not (member.isfile() and member.name.endswith(".nxml")):
                 continue
+            if member.name.startswith("/") or ".." in Path(member.name).parts:
+                yield Quarantined(member.name, "unsafe member path (absolute or with '..'): refused")
+                continue
             try:
                 yield parse_jats(etree.fromstring(package.extractfile(member).read(), _parser()), source)
             except (etree.XMLSyntaxError, ValueError) as exc:

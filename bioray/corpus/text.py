@@ -9,11 +9,26 @@ from typing import Iterator
 
 from bioray.corpus.quarantine import Quarantined
 
+# A line longer than this is a file without line breaks (or a dump of something else), not a
+# document: it is skipped in bounded chunks instead of being read into memory whole.
+MAX_LINE_BYTES = 32 * 2**20
+
 
 def _lines(path: Path) -> Iterator[tuple[int, str | Quarantined]]:
     """Numbered lines, decoded one by one so that a non-UTF-8 line is quarantined alone."""
     with (gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")) as stream:
-        for line_no, raw in enumerate(stream, start=1):
+        line_no = 0
+        while raw := stream.readline(MAX_LINE_BYTES + 1):
+            line_no += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                length = len(raw)
+                del raw
+                while (chunk := stream.readline(2**20)) and not chunk.endswith(b"\n"):
+                    length += len(chunk)
+                length += len(chunk)
+                yield line_no, Quarantined(f"line {line_no}", f"a line of {length} bytes, over the "
+                                           f"{MAX_LINE_BYTES // 2**20} MiB a document may have (no line breaks?)")
+                continue
             try:
                 yield line_no, raw.decode("utf-8")
             except UnicodeDecodeError as exc:

@@ -39,11 +39,12 @@ def _read_file(item: dict) -> Iterator[dict]:
     Whatever parsed before an error is kept: a truncated .gz loses only its unreadable tail.
     """
     path = Path(item["path"])
-    documents = 0
+    documents = records = 0
     common = {"file": item["path"], "file_rank": item["file_rank"]}
     try:
         for record in read_documents(path, item["format"], item["source"], item["text_field"], item["id_field"],
                                      item["documents"]):
+            records += 1
             if isinstance(record, Quarantined):
                 yield _quarantine_row(item, record)
                 continue
@@ -55,6 +56,9 @@ def _read_file(item: dict) -> Iterator[dict]:
     except Exception as exc:  # unreadable from here on (truncated gzip, malformed XML, not XML at all)
         where = f"after record {documents}" if documents else "start of file"
         yield _quarantine_row(item, Quarantined(where, f"{type(exc).__name__}: {exc}"))
+        return
+    if not records:  # reported, so that a file emptied by a failed copy does not pass unnoticed
+        yield _quarantine_row(item, Quarantined("whole file", "no records: the file is empty"))
 
 
 def _quarantine_row(item: dict, bad: Quarantined) -> dict:

@@ -84,8 +84,12 @@ class TokenizePacker:
         columns = {k: pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), seq_len) if v.ndim == 2 else pa.array(v)
                    for k, v in packed.items()}
         temporary = directory / f".{name}.{os.getpid()}.tmp"
-        pq.write_table(pa.table(columns), temporary)
-        os.replace(temporary, directory / name)
+        try:
+            pq.write_table(pa.table(columns), temporary)
+            os.replace(temporary, directory / name)
+        except OSError as exc:  # full disk, read-only volume: say where, leave no partial file
+            temporary.unlink(missing_ok=True)
+            raise OSError(f"cannot write shard {directory / name}: {exc}") from exc
         return name
 
     def tokenize(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -171,10 +175,14 @@ def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Pat
     limits = packed.context.execution_options.resource_limits
     packed.context.execution_options.resource_limits = limits.copy(object_store_memory=READ_AHEAD_BYTES)
     written = packed.to_pandas()  # a few rows per shard: (seq_len, shard, source, sequences, tokens)
-    # A batch retried after a lost actor wrote its shard again under the same name: count shards once.
+    # A batch retried after a lost actor wrote its shard again under the same name: count shards once,
+    # and drop the temporary file the lost actor may have left half-written (readers skip dot files).
     written = written.drop_duplicates(["seq_len", "shard", "source"])
-    stats = {"packing": config.packing, "documents_from": config.documents, "documents": sum(per_source.values()), "sentences": sentences,
-             "seq_len": config.seq_len, **_length_stats(written, config.seq_len)}
+    for directory in directories.values():
+        for orphan in directory.glob(".part-*.tmp"):
+            orphan.unlink()
+    stats = {"packing": config.packing, "documents_from": config.documents, "documents": sum(per_source.values()),
+             "sentences": sentences, "seq_len": config.seq_len, **_length_stats(written, config.seq_len)}
     if config.long_seq_len:
         stats["long"] = {"seq_len": config.long_seq_len, **_length_stats(written, config.long_seq_len)}
     (output / "stats.json").write_text(json.dumps(stats, indent=2))

@@ -26,7 +26,7 @@ def build_mlm_model(shape: ModelConfig, vocab_size: int, pad_id: int, init_check
     """
     model_class = BertForPreTraining if nsp else BertForMaskedLM
     if init_checkpoint is not None:
-        return model_class.from_pretrained(str(init_checkpoint), attn_implementation="sdpa")
+        return model_class.from_pretrained(str(init_checkpoint), attn_implementation="sdpa", use_safetensors=True)
     config = BertConfig(
         vocab_size=vocab_size, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
         num_attention_heads=shape.heads, intermediate_size=shape.intermediate,

@@ -46,7 +46,7 @@ def log_transformers_model(model_dir: Path, run_id: str, name: str, registered_m
     """Log the model directory on the run as an MLflow transformers model; returns MLflow's ModelInfo.
     The HF files are under the logged model's `model/` folder."""
     task, auto_class = pipeline_for(model_dir)
-    components = {"model": auto_class.from_pretrained(str(model_dir)),
+    components = {"model": auto_class.from_pretrained(str(model_dir), use_safetensors=True),
                   "tokenizer": AutoTokenizer.from_pretrained(str(model_dir))}
     with mlflow.start_run(run_id=run_id):
         return mlflow.transformers.log_model(transformers_model=components, name=name, task=task,

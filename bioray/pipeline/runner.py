@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,9 +68,18 @@ def _log_small_outputs(client, run_id: str, directory: Path) -> None:
             client.log_artifact(run_id, str(path))
 
 
-def _last_line(exc: Exception) -> str:
-    """The root error of a (Ray-wrapped) exception, one line."""
+# `module.Type: message` or `Type(Wrapped): message` at the start of a line of a Ray traceback
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*)(?:\(\w+\))?: (.+)$")
+
+
+def _root_error(exc: Exception) -> str:
+    """The error behind a (Ray-wrapped) exception, one line: the last exception line of its traceback
+    text that is not one of Ray's own. Ray Data wraps a stage's error in UserCodeException and appends
+    retry hints after it, so the plain last line would be a hint."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    errors = [match for line in lines if not line.startswith("ray.") and (match := _ERROR_LINE.match(line))]
+    if errors:
+        return f"{errors[-1].group(1)}: {errors[-1].group(2)}"
     return lines[-1] if lines else type(exc).__name__
 
 
@@ -117,6 +127,11 @@ class _StageRuns:
 
     def finish_child(self, name: str, result: StageResult) -> None:
         run_id = self.children[name]
+        unsent = Path(result.path) / tracking.SPILL_FILE
+        if unsent.is_file():  # the tracking server was down while the stage's workers logged
+            replayed = tracking.replay_spilled(self.client, unsent)
+            self.client.set_tag(run_id, "bioray.tracking_replayed", str(replayed))
+            log.warning("stage %s: %d tracking write(s) made while MLflow was unreachable sent now", name, replayed)
         tracking.log_metrics(self.client, run_id, result.metrics)  # keeps the numeric ones
         _log_small_outputs(self.client, run_id, Path(result.path))
         self.client.set_terminated(run_id, "FINISHED")
@@ -224,7 +239,7 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
         except Exception as exc:  # the stage failed, or an upstream stage did
             upstream_failed = [name for name in node.inputs if name not in summary.results]
             _fail(runs, summary, node, f"not run: upstream stage {upstream_failed[0]} failed" if upstream_failed
-                  else _last_line(exc))
+                  else _root_error(exc))
             continue
         summary.results[node.name] = result
         runs.finish_child(node.name, result)

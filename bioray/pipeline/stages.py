@@ -146,7 +146,10 @@ def execute_node(node: Node, key: str, config_json: str, run_id: str, tracking_u
     config = WorkflowConfig.model_validate_json(config_json)
     final = stage_dir(config, node.name, key)
     tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:  # read-only volume, full disk, a file where the directory should be
+        raise OSError(f"stage {node.name}: cannot write its output under {final.parent}: {exc.strerror or exc}") from exc
     try:
         context = {"key": key, "run_id": run_id, "tracking_uri": tracking_uri}
         import ray  # the node the stage ran on: on a cluster, where to look for its logs

@@ -49,7 +49,7 @@ class SequenceTask:
     def build_model(self, encoder_dir: str, labels: list[str]):
         names = {"id2label": dict(enumerate(labels)), "label2id": {t: i for i, t in enumerate(labels)}} if labels else {}
         return AutoModelForSequenceClassification.from_pretrained(
-            encoder_dir, num_labels=max(len(labels), 1), problem_type=PROBLEM[self.kind], **names)
+            encoder_dir, num_labels=max(len(labels), 1), problem_type=PROBLEM[self.kind], use_safetensors=True, **names)
 
     def encode(self, examples: list[Example], tokenizer, labels: list[str], max_length: int) -> list[Feature]:
         """Text (and text_b) -> ids, truncating the longer side (for PubMedQA: the contexts) to max_length."""

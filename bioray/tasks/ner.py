@@ -166,7 +166,7 @@ class NerTask:
 
         return AutoModelForTokenClassification.from_pretrained(
             encoder_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={t: i for i, t in enumerate(labels)})
+            label2id={t: i for i, t in enumerate(labels)}, use_safetensors=True)
 
     @staticmethod
     def encode(sentences: list[Sentence], tokenizer, labels: list[str], max_length: int) -> list[Window]:

@@ -40,7 +40,7 @@ class FactoidTask:
 
     @staticmethod
     def build_model(encoder_dir: str, labels: list[str]):
-        return AutoModelForQuestionAnswering.from_pretrained(encoder_dir)
+        return AutoModelForQuestionAnswering.from_pretrained(encoder_dir, use_safetensors=True)
 
     @staticmethod
     def encode(examples: list[QAExample], tokenizer, labels: list[str], max_length: int) -> list[QAFeature]:

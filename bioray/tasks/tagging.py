@@ -22,7 +22,7 @@ class EntityTagger:
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForTokenClassification.from_pretrained(model_dir)
+        self.model = AutoModelForTokenClassification.from_pretrained(model_dir, use_safetensors=True)
         self.max_length, self.batch_size = max_length, batch_size
 
     def __call__(self, batch: dict) -> dict:

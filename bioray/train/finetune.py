@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 from bioray.config import DatasetConfig, FinetuneConfig
 from bioray.tasks.datasets import load_splits
 from bioray.tasks.registry import task_for
-from bioray.tracking import WorkerLogger
+from bioray.tracking import SPILL_FILE, WorkerLogger
 from bioray.train.optim import decay_groups, warmup_decay
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ def train_loop(loop_config: dict) -> None:
     features = task.encode(splits["train"], tokenizer, labels, config.max_length)
     # Each worker its own slice, all of the same length: DDP needs the same number of steps everywhere.
     features = features[rank::world][: len(features) // world]
-    logger = WorkerLogger(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 else None
+    logger = WorkerLogger(loop_config["tracking_uri"], loop_config["run_id"],
+                          Path(loop_config["output_dir"]) / SPILL_FILE) if rank == 0 else None
 
     def after_epoch(epoch: int, step: int, train_loss: float) -> dict:
         metrics = {"finetune/train_loss": train_loss, "finetune/epoch": epoch + 1}

@@ -29,7 +29,7 @@ from transformers import AutoTokenizer
 from bioray.config import PretrainConfig
 from bioray.data.masking import mask_batch, stack_column
 from bioray.model.encoder import STATS, build_mlm_model, pretraining_loss
-from bioray.tracking import WorkerLogger, log_metrics
+from bioray.tracking import SPILL_FILE, WorkerLogger, metrics_item, send_or_spill
 from bioray.train.deepspeed import build_engine, deepspeed_config
 from bioray.train.flops import device_peak_flops, flops_per_token
 from bioray.train.throughput import Throughput, format_eta
@@ -118,7 +118,8 @@ class PretrainWorker:
         self.parameters = sum(p.numel() for p in model.parameters())
         self.engine, self.scheduler = build_engine(model, config, config.use_gpu)
         self.position, self.history = _restore(self.engine, self.rank)
-        self.logger = WorkerLogger(loop_config["tracking_uri"], loop_config["run_id"]) if self.rank == 0 else None
+        self.logger = WorkerLogger(loop_config["tracking_uri"], loop_config["run_id"],
+                                   Path(loop_config["output_dir"]) / SPILL_FILE) if self.rank == 0 else None
         self.meter = Throughput(config.steps, start_step=self.engine.global_steps)
         self.peak = device_peak_flops()
         self.window = torch.zeros(len(STATS) + 1, dtype=torch.float64)  # STATS sums, then micro-batches
@@ -241,10 +242,12 @@ def _sequence_length(sequences_dir: Path) -> int:
 
 class CheckpointTracker(UserCallback):
     """On the Ray Train controller: records every persisted checkpoint in the stage's MLflow run
-    (step, storage URI, size, the metrics reported with it) as `checkpoints/step-<n>.json`."""
+    (step, storage URI, size, the metrics reported with it) as `checkpoints/step-<n>.json`. With the
+    tracking server unreachable the record goes to the stage's spill file (the driver replays it):
+    checkpointing never waits for tracking."""
 
-    def __init__(self, tracking_uri: str, run_id: str):
-        self.tracking_uri, self.run_id = tracking_uri, run_id
+    def __init__(self, tracking_uri: str, run_id: str, spill_to: Path):
+        self.tracking_uri, self.run_id, self.spill_to = tracking_uri, run_id, spill_to
 
     def after_report(self, run_context, metrics: list[dict], checkpoint: Checkpoint | None) -> None:
         if checkpoint is None:
@@ -255,9 +258,10 @@ class CheckpointTracker(UserCallback):
         step = int(metrics[0].get("step", 0))
         record = {"step": step, "uri": checkpoint.path, "size_bytes": sum(f.size or 0 for f in files),
                   "metrics": metrics[0]}
-        client = MlflowClient(self.tracking_uri)
-        client.log_dict(self.run_id, record, f"checkpoints/step-{step:08d}.json")
-        log_metrics(client, self.run_id, {"pretrain/checkpoint_size_mb": record["size_bytes"] / 1e6}, step)
+        items = [{"kind": "dict", "data": record, "artifact_file": f"checkpoints/step-{step:08d}.json"},
+                 metrics_item({"pretrain/checkpoint_size_mb": record["size_bytes"] / 1e6}, step)]
+        if not send_or_spill(MlflowClient(self.tracking_uri), self.run_id, items, self.spill_to):
+            log.warning("checkpoint %d: MLflow unreachable, its record is kept in %s", step, self.spill_to)
 
 
 def _sequences(directory: Path, nsp: bool):
@@ -291,7 +295,7 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
         run_config=RunConfig(name=run_name, storage_path=storage,
                              checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=config.max_failures),
-                             callbacks=[CheckpointTracker(tracking_uri, run_id)]),
+                             callbacks=[CheckpointTracker(tracking_uri, run_id, output / SPILL_FILE)]),
         datasets=datasets,
     )
     result = trainer.fit()

@@ -29,13 +29,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_mlflow_server(root, extra_args: list[str] = (), extra_env: dict | None = None):
+def _start_mlflow_server(root, extra_args: list[str] = (), extra_env: dict | None = None, port: int | None = None):
     """`mlflow server` on loopback with a SQLite backend and served artifacts; returns (process, URI)."""
-    port = _free_port()
+    port = port or _free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                "--artifacts-destination", str(root / "artifacts"), "--workers", "2", *extra_args]
-    log = open(root / "server.log", "w")
+    log = open(root / "server.log", "a")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "MLFLOW_TRACKING_URI": "", **(extra_env or {})})
     uri = f"http://127.0.0.1:{port}"

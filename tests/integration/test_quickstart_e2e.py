@@ -4,14 +4,16 @@ environment.
 
 One test, four runs: a first run executes every stage (on both nodes); an unchanged second run
 executes none; a third run that changes only the fine-tuning learning rate re-runs only what depends
-on it; a fourth with a broken training file fails that stage alone. Then the MLflow store and the
-Ray logs are searched for the credentials: none may be there.
+on it; a fourth with a broken training file fails that stage alone. Then the MLflow store, the Ray
+logs and the workdir are searched for every secret (MLflow passwords, Flask key, Ray token, and S3
+keys planted in the nodes' environment): none may be there.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -107,10 +109,13 @@ def test_quickstart_end_to_end(tmp_path, mlflow_auth_server, data_root, monkeypa
                                            "BIORAY_WORKDIR": str(work), "MLFLOW_TRACKING_URI": server.uri}}
     env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "BIORAY_WORKDIR": str(work), "BIORAY_DATA_ROOT": str(data_root)}
     client = MlflowClient(server.uri)
-    with two_node_ray_cluster(credentials) as cluster:
+    # S3 keys planted beside the MLflow credentials in every node's environment, as a Kubernetes Secret
+    # would put them there: the pipeline runs with them and must write them nowhere
+    s3_keys = {"AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(), "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}
+    with two_node_ray_cluster({**credentials, **s3_keys}) as cluster:
         submit = Submitter(cluster, runtime_env, tmp_path)
         _check_runs(submit, cluster, client, env, tmp_path, server.uri)
-        leaks = _leaks([server.store, cluster.temp_dir, work], [*server.secrets, cluster.token])
+        leaks = _leaks([server.store, cluster.temp_dir, work], [*server.secrets, cluster.token, *s3_keys.values()])
     assert leaks == []
 
 

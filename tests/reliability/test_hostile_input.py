@@ -1,0 +1,143 @@
+"""Hostile input: archives whose members point outside, XML external entities, empty files, a file that
+is one huge line, checkpoints that hold a pickle, a listing whose object name is a path. Each is refused with a clear record or error, and
+nothing is written, read or executed where it should not be."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import tarfile
+
+import pytest
+import torch
+from transformers import BertConfig
+
+from bioray.config import ModelConfig
+from bioray.corpus.pmc import read_pmc
+from bioray.corpus.quarantine import Quarantined
+from bioray.data.ingest import _read_file
+from bioray.model.encoder import build_mlm_model
+from tests.test_fetch import S3LikeServer, _serving
+
+
+def _package(path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w:gz") as package:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            package.addfile(info, io.BytesIO(content))
+
+
+def test_archive_members_outside_the_package_are_refused(tmp_path, data_root):
+    article = (data_root / "pubmed-raw/pmc_oa_nxml/1471-2180-11-174.nxml").read_bytes()
+    target = tmp_path / "corpus"
+    target.mkdir()
+    _package(target / "oa.tar.gz", {"../escape.nxml": article, "/tmp/absolute.nxml": article,
+                                    "PMC1/good.nxml": article})
+    records = list(read_pmc(target / "oa.tar.gz", "pmc"))
+    refused = [r for r in records if isinstance(r, Quarantined)]
+    assert [r.location for r in refused] == ["../escape.nxml", "/tmp/absolute.nxml"]
+    assert all("unsafe member path" in r.error for r in refused)
+    assert len([r for r in records if isinstance(r, dict)]) == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["corpus", "oa.tar.gz"]  # nothing extracted anywhere
+
+
+def test_xml_external_entities_are_never_resolved(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("contents-of-a-private-file")
+    hostile = tmp_path / "pubmed26n0001.xml.gz"
+    hostile.write_bytes(gzip.compress(
+        f'<?xml version="1.0"?><!DOCTYPE PubmedArticleSet [<!ENTITY x SYSTEM "file://{secret}">]>'
+        '<PubmedArticleSet><PubmedArticle><MedlineCitation><PMID Version="1">1</PMID><Article>'
+        '<ArticleTitle>Aspirin and fever.</ArticleTitle><Abstract><AbstractText>Leak &x; here.</AbstractText>'
+        '</Abstract></Article></MedlineCitation></PubmedArticle></PubmedArticleSet>'.encode()))
+    rows = list(_read_file({"path": str(hostile), "format": "medline", "source": "pubmed", "text_field": "text",
+                            "id_field": "id", "documents": "line", "max_docs": 0, "file_rank": 0}))
+    assert not any("contents-of-a-private-file" in str(row) for row in rows)
+    assert [row["error"] != "" for row in rows] == [True]  # quarantined, with the parser's reason
+    assert rows[0]["error"].startswith("XMLSyntaxError")
+
+
+def _rows(path, fmt: str) -> list[dict]:
+    """What ingest makes of one file: document rows and quarantine rows (error set)."""
+    return list(_read_file({"path": str(path), "format": fmt, "source": "s", "text_field": "text", "id_field": "id",
+                            "documents": "line", "max_docs": 0, "file_rank": 0}))
+
+
+@pytest.mark.parametrize("name, content, fmt", [
+    ("empty.txt", b"", "text"), ("empty.jsonl", b"", "jsonl"), ("empty.jsonl.gz", gzip.compress(b""), "jsonl"),
+    ("empty.xml", b"", "medline"), ("zero-bytes.xml.gz", b"", "medline"), ("blank.txt", b"\n\n  \n", "text"),
+])
+def test_empty_corpus_files_are_reported_not_fatal(tmp_path, name, content, fmt):
+    (tmp_path / name).write_bytes(content)
+    (row,) = _rows(tmp_path / name, fmt)
+    assert row["doc_id"] == "" and row["error"] and row["file"].endswith(name)
+    assert row["error"] == "no records: the file is empty" or row["error"].startswith("XMLSyntaxError")
+
+
+@pytest.mark.parametrize("fmt, good", [("text", b"A good abstract about asthma.\n"),
+                                       ("jsonl", b'{"id": "a", "text": "A good abstract about asthma."}\n')])
+def test_a_single_huge_line_is_quarantined_in_bounded_memory(tmp_path, fmt, good):
+    import tracemalloc
+
+    from bioray.corpus.text import MAX_LINE_BYTES
+
+    path = tmp_path / f"corpus.{'txt' if fmt == 'text' else 'jsonl'}"
+    with open(path, "wb") as out:  # a good line, then 100 MiB without a line break, then a good line
+        out.write(good)
+        for _ in range(100):
+            out.write(b"x" * 2**20)
+        out.write(b"\n" + good.replace(b'"a"', b'"b"'))
+    tracemalloc.start()
+    rows = _rows(path, fmt)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [row["text"] for row in rows if not row["error"]] == ["A good abstract about asthma."] * 2
+    (bad,) = [row for row in rows if row["error"]]
+    assert bad["location"] == "line 2" and f"a line of {100 * 2**20 + 1} bytes" in bad["error"]
+    assert peak < 2.5 * MAX_LINE_BYTES  # never the whole 100 MiB line at once: a chunk or two of it
+
+
+class _Payload:
+    """Unpickling this would run code: it creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_checkpoint_holding_a_pickle_is_refused_unopened(tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    BertConfig(vocab_size=10, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=32).save_pretrained(str(checkpoint))
+    marker = tmp_path / "code-ran"
+    with open(checkpoint / "pytorch_model.bin", "wb") as stream:
+        pickle.dump({"weight": _Payload(marker)}, stream)
+    with pytest.raises(OSError, match="safetensors|model.safetensors"):
+        build_mlm_model(ModelConfig(), vocab_size=10, pad_id=0, init_checkpoint=checkpoint)
+    assert not marker.exists()
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(checkpoint / "pytorch_model.bin", weights_only=True)
+    assert not marker.exists()  # torch.load(weights_only=True), used for bioray's own RNG files, refuses it too
+
+
+def test_checkpoint_with_missing_weights_names_the_directory(tmp_path):
+    checkpoint = tmp_path / "half-copied"
+    BertConfig(vocab_size=10, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=32).save_pretrained(str(checkpoint))
+    with pytest.raises(OSError, match="half-copied"):
+        build_mlm_model(ModelConfig(), vocab_size=10, pad_id=0, init_checkpoint=checkpoint)
+
+
+def test_listing_object_named_like_a_path_is_refused(tmp_path):
+    from bioray.corpus.fetch import fetch_s3_prefix
+
+    objects = {"oa/..": b"would land in the parent directory", "oa/PMC1.xml": b"<article/>"}
+    destination = tmp_path / "mirror"
+    with _serving(S3LikeServer(objects)) as server:
+        report = fetch_s3_prefix(f"http://127.0.0.1:{server.server_address[1]}/", "oa/", destination, suffixes=())
+    assert report.downloaded == ["PMC1.xml"] and report.failed == {"oa/..": "unsafe object name: refused"}
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["PMC1.xml", "mirror"]
