@@ -7,15 +7,13 @@ where it may not."""
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.reliability.bioray_cli import run_bioray
 
 
 def _workflow(tmp_path: Path, data_root: Path) -> Path:
@@ -32,11 +30,6 @@ def _workflow(tmp_path: Path, data_root: Path) -> Path:
     path = tmp_path / "disk.yaml"
     path.write_text(yaml.safe_dump(tree, sort_keys=False))
     return path
-
-
-def _bioray(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bioray.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "RAY_ADDRESS": "", "MLFLOW_TRACKING_URI": ""})
 
 
 def _mount(*args: str) -> None:
@@ -57,7 +50,7 @@ def _digests(stages: Path, name: str) -> dict[str, str]:
 def test_a_stage_that_cannot_write_fails_clearly_and_keeps_earlier_outputs(tmp_path, data_root, fault, options, cause):
     workflow = _workflow(tmp_path, data_root)
     stages = tmp_path / "work" / "stages"
-    first = _bioray("vocab", str(workflow))
+    first = run_bioray("vocab", str(workflow))
     assert first.returncode == 0, first.stderr[-3000:]
     before = {name: _digests(stages, name) for name in ("ingest", "vocab")}
 
@@ -65,7 +58,7 @@ def test_a_stage_that_cannot_write_fails_clearly_and_keeps_earlier_outputs(tmp_p
     target.mkdir()
     _mount("-t", "tmpfs", *options, "tmpfs", str(target))
     try:
-        failed = _bioray("tokenize", str(workflow))
+        failed = run_bioray("tokenize", str(workflow))
         leftovers = sorted(p.name for p in target.iterdir())
     finally:
         subprocess.run(["umount", str(target)], check=True)
@@ -78,7 +71,7 @@ def test_a_stage_that_cannot_write_fails_clearly_and_keeps_earlier_outputs(tmp_p
     assert leftovers == []  # nothing half-written stays behind on the full/read-only volume
     assert {name: _digests(stages, name) for name in ("ingest", "vocab")} == before  # earlier outputs intact
 
-    again = _bioray("tokenize", str(workflow))  # the disk is fine again
+    again = run_bioray("tokenize", str(workflow))  # the disk is fine again
     assert again.returncode == 0, again.stderr[-3000:]
     assert "cached" in again.stderr and {name: _digests(stages, name) for name in ("ingest", "vocab")} == before
     assert list(target.glob("*/result.json")) and list(target.glob("*/sequences/*.parquet"))

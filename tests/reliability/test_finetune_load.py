@@ -4,16 +4,14 @@ local Ray. Every one must complete, and no more may train at once than the clust
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.reliability.bioray_cli import run_bioray
+
 SEEDS = list(range(20))
 CPUS = 3  # Ray's logical CPUs on two cores: one is left to the data tasks, so two stages train at once
 
@@ -41,9 +39,7 @@ def _workflow(tmp_path: Path, data_root: Path) -> Path:
 
 @pytest.mark.slow
 def test_twenty_queued_fine_tuning_stages_all_complete_within_the_cpus(tmp_path, data_root):
-    done = subprocess.run([sys.executable, "-m", "bioray.cli", "finetune", str(_workflow(tmp_path, data_root))],
-                          cwd=REPO, capture_output=True, text=True, timeout=1500,
-                          env={**os.environ, "RAY_ADDRESS": "", "MLFLOW_TRACKING_URI": ""})
+    done = run_bioray("finetune", str(_workflow(tmp_path, data_root)), timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.integration.conftest import _free_port, _start_mlflow_server, _stop
+from tests.reliability.bioray_cli import run_bioray, start_bioray
 
-REPO = Path(__file__).resolve().parents[2]
 STEPS, LOG_EVERY, CHECKPOINT_EVERY = 40, 2, 10
 
 
@@ -43,10 +42,8 @@ def _workflow(tmp_path: Path, data_root: Path, tracking_uri: str | None) -> Path
 
 
 def _start(workflow: Path) -> subprocess.Popen:
-    """`bioray pretrain` (the stage and its inputs) in its own process group: driver and local Ray."""
-    return subprocess.Popen([sys.executable, "-m", "bioray.cli", "pretrain", str(workflow)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, "RAY_ADDRESS": "", "MLFLOW_TRACKING_URI": ""})
+    """`bioray pretrain` (the stage and its inputs): driver and local Ray in one process group."""
+    return start_bioray("pretrain", str(workflow))
 
 
 def _wait_for(condition, what: str, process: subprocess.Popen, seconds: float = 600) -> None:
@@ -121,9 +118,7 @@ def test_driver_killed_mid_dag_then_rerun_reuses_finished_stages(tmp_path, data_
     half_written = list((work / "stages" / "pretrain").glob(".tmp-*"))
     assert len(half_written) == 1 and not (half_written[0] / "result.json").exists()
 
-    again = subprocess.run([sys.executable, "-m", "bioray.cli", "pretrain", str(workflow)], cwd=REPO, text=True,
-                           capture_output=True, timeout=900, env={**os.environ, "RAY_ADDRESS": "",
-                                                                   "MLFLOW_TRACKING_URI": ""})
+    again = run_bioray("pretrain", str(workflow))
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id],
