@@ -56,12 +56,13 @@ def initial_checkpoint(sentences: list[Sentence], directory: Path, seed: int, sh
 def _bioray(model_dir: Path, train, test, labels, config: FinetuneConfig, seed: int) -> dict:
     from transformers import AutoTokenizer
 
+    from bioray.model.encoder import apply_fast_path
     from bioray.train.finetune import train_epochs
 
     task = NerTask(DatasetConfig(name="ncbi-disease", task="ner", train="-", test="-"))
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     torch.manual_seed(seed)
-    model = task.build_model(str(model_dir), labels)
+    model = apply_fast_path(task.build_model(str(model_dir), labels), config.fast)
     features = task.encode(train, tokenizer, labels, config.max_length)
     started = time.perf_counter()
     train_epochs(model, task, features, config, random.Random(seed), "cpu", tokenizer.pad_token_id)

@@ -1,16 +1,22 @@
 """`bioray bench pretrain`: bioray's pretraining step against the step most users would write, in one run.
 
-Both sides train the same tiny BERT on the same PubMed sentences until each has processed the same
-number of real (non-pad) tokens, in this process with the same torch threads:
-(a) bioray: sentences packed into full 128-token sequences (stream packing), dynamic masking, the
-    MLM decoder on masked positions only, SDPA attention;
+Both sides train the same BERT on the same PubMed sentences until each has processed the same
+number of real (non-pad) tokens, in this process, on the same device:
+(a) bioray: sentences packed into full sequences (stream packing), dynamic masking, and the fast
+    path of `pretrain.fast` (unpadded encoder, MLM decoder on masked positions only, SDPA or
+    flash-attn attention, fused AdamW; on CUDA also bf16 and torch.compile);
 (b) baseline: HF `BertForMaskedLM` + `DataCollatorForLanguageModeling` over padded per-sentence
-    batches, as HF's run_mlm.py `--line_by_line` does (decoder over every position).
-The DeepSpeed wrapper bioray trains through adds no compute in one process and is left out of both.
+    batches, as HF's run_mlm.py `--line_by_line` does (decoder over every position), torch AdamW;
+    on CUDA in bf16 autocast, as run_mlm.py `--bf16`.
+On CPU the model is a tiny BERT; on CUDA it is BERT-base at T=128 and T=512. The DeepSpeed wrapper
+bioray trains through adds no compute in one process and is left out of both.
+MFU counts the same model FLOPs per real token for both sides (6N + 12·L·d·T, N from `mlm_parameters`).
 """
 
 from __future__ import annotations
 
+import datetime
+import itertools
 import os
 import time
 from pathlib import Path
@@ -18,10 +24,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bioray.config import ModelConfig
+from bioray.config import FastPathConfig, ModelConfig
 from bioray.corpus.sentences import sentence_spans
 
-SHAPE = ModelConfig(layers=2, hidden=128, heads=2, intermediate=512, max_position=512, dropout=0.1)
+TINY = ModelConfig(layers=2, hidden=128, heads=2, intermediate=512, max_position=512, dropout=0.1)
+BASE = ModelConfig()  # BERT-base: 12 layers, 768 hidden, 12 heads, 3072 feed-forward
+# Per device: the model, the settings measured by default, sequences per batch at each length, warmup steps.
+DEVICES = {
+    "cpu": {"shape": TINY, "seq_lens": (128,), "batch": {128: 32, 512: 8}, "bf16": False, "compile": False,
+            "warmup": 2, "tokens": 150_000},
+    "cuda": {"shape": BASE, "seq_lens": (128, 512), "batch": {128: 256, 512: 64}, "bf16": True, "compile": True,
+             "warmup": 15, "tokens": 10_000_000},
+}
+MASK_RATE = 0.15
 
 
 def read_sentences(data: Path, limit_bytes: int) -> list[str]:
@@ -37,45 +52,60 @@ def read_sentences(data: Path, limit_bytes: int) -> list[str]:
     return sentences
 
 
-def _timed(step, batches, budget_tokens: int, warmup: int = 2) -> tuple[float, int, int]:
-    """Seconds, real tokens and positions of steps over batches until budget_tokens real tokens."""
-    for batch in batches[:warmup]:
+def _timed(step, batches: list[dict], budget_tokens: int, warmup: int, device: torch.device) -> dict:
+    """Steps over the batches (cycling) until budget_tokens real tokens, after `warmup` untimed steps
+    (torch.compile compiles there). Counts are taken on the host before timing: no sync per step."""
+    counts = [(int(b["attention_mask"].sum()), b["attention_mask"].numel(), b["input_ids"].shape[0]) for b in batches]
+    batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
+    for batch in itertools.islice(itertools.cycle(batches), warmup):
         step(batch)
-    seconds, tokens, positions = 0.0, 0, 0
-    for batch in batches[warmup:]:
-        started = time.perf_counter()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    tokens = positions = sequences = 0
+    started = time.perf_counter()
+    for batch, (real, total, rows) in itertools.cycle(zip(batches, counts)):
         step(batch)
-        seconds += time.perf_counter() - started
-        tokens += int(batch["attention_mask"].sum())
-        positions += batch["attention_mask"].numel()
+        tokens, positions, sequences = tokens + real, positions + total, sequences + rows
         if tokens >= budget_tokens:
             break
-    return seconds, tokens, positions
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    return {"tokens_per_s": tokens / seconds, "sequences_per_s": sequences / seconds, "real_tokens": tokens,
+            "sequences": sequences, "fill_ratio": tokens / positions, "seconds": seconds,
+            "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
 
 
-def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens: int = 150_000, batch_size: int = 32,
-                   seq_len: int = 128) -> dict:
-    from transformers import (
-        AutoTokenizer,
-        BertForMaskedLM,
-        DataCollatorForLanguageModeling,
-    )
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
 
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict:
+    import transformers
+
+    try:
+        import flash_attn
+
+        flash = flash_attn.__version__
+    except ImportError:
+        flash = None
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "flash_attn": flash,
+            "cuda": torch.version.cuda}
+
+
+def _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, device, fast, bf16, warmup) -> dict:
+    """(a): the same sentences packed back to back into full sequences, through bioray's fast path."""
     from bioray.data.masking import mask_batch
     from bioray.data.pack import pack_stream
-    from bioray.data.vocab import train_wordpiece
-    from bioray.model.encoder import build_mlm_model, pretraining_loss
+    from bioray.model.encoder import apply_fast_path, build_mlm_model, pretraining_loss
+    from bioray.train.optim import build_optimizer, decay_groups
 
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    sentences = read_sentences(data, limit_bytes=4_000_000)
-    if tokenizer_dir is None:  # not timed: an input of the benchmark
-        tokenizer = train_wordpiece(sentences, 30522, lowercase=False, min_frequency=2)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    encoded = tokenizer(sentences, add_special_tokens=False, truncation=True, max_length=seq_len - 2)["input_ids"]
-    torch.manual_seed(0)
-
-    # (a) bioray: the same sentences packed back to back into full sequences
     lengths = np.array([len(ids) for ids in encoded])
     ids = np.fromiter((t for sentence in encoded for t in sentence), dtype=np.int32, count=int(lengths.sum()))
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -83,45 +113,106 @@ def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens:
                          tokenizer.sep_token_id, np.random.default_rng(0))
     generator = torch.Generator().manual_seed(0)
     special = list(tokenizer.all_special_ids)
-    ours = [mask_batch({k: packed[k][i:i + batch_size] for k in ("input_ids", "token_type_ids", "length")}, 0.15,
-                       tokenizer.mask_token_id, len(tokenizer), special, generator)
-            for i in range(0, len(packed["length"]) - batch_size + 1, batch_size)]
-    model = build_mlm_model(SHAPE, len(tokenizer), tokenizer.pad_token_id)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batches = [mask_batch({k: packed[k][i:i + batch_size] for k in ("input_ids", "token_type_ids", "length")},
+                          MASK_RATE, tokenizer.mask_token_id, len(tokenizer), special, generator)
+               for i in range(0, len(packed["length"]) - batch_size + 1, batch_size)]
+    torch.manual_seed(0)
+    model = apply_fast_path(build_mlm_model(shape, len(tokenizer), tokenizer.pad_token_id).to(device), fast)
+    optimizer = build_optimizer("adamw", decay_groups(model, 0.01), 1e-4, device.type == "cuda", fast.fused_optimizer)
 
-    def bioray_step(batch):
-        loss, _ = pretraining_loss(model, batch)
+    def step(batch):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = pretraining_loss(model, batch, fast)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    ours_seconds, ours_tokens, ours_positions = _timed(bioray_step, ours, budget_tokens)
+    return _timed(step, batches, budget_tokens, warmup, device)
 
-    # (b) baseline: one sentence per example, padded per batch, full-vocabulary decoder everywhere
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+
+def _baseline_side(tokenizer, encoded, shape, batch_size, budget_tokens, device, bf16, warmup) -> dict:
+    """(b): one sentence per example, padded per batch, the full-vocabulary decoder everywhere."""
+    from transformers import DataCollatorForLanguageModeling
+
+    from bioray.model.encoder import build_mlm_model
+
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=MASK_RATE)
     examples = [{"input_ids": [tokenizer.cls_token_id, *sentence, tokenizer.sep_token_id]} for sentence in encoded]
-    theirs = [collator(examples[i:i + batch_size]) for i in range(0, len(examples) - batch_size + 1, batch_size)]
-    baseline = build_mlm_model(SHAPE, len(tokenizer), tokenizer.pad_token_id)
-    assert isinstance(baseline, BertForMaskedLM)
-    baseline_optimizer = torch.optim.AdamW(baseline.parameters(), lr=1e-4)
+    batches = [collator(examples[i:i + batch_size]) for i in range(0, len(examples) - batch_size + 1, batch_size)]
+    batches = [{k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+               for b in batches]
+    torch.manual_seed(0)
+    model = build_mlm_model(shape, len(tokenizer), tokenizer.pad_token_id).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-    def baseline_step(batch):
-        baseline(**batch).loss.backward()
-        baseline_optimizer.step()
-        baseline_optimizer.zero_grad(set_to_none=True)
+    def step(batch):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
-    base_seconds, base_tokens, base_positions = _timed(baseline_step, theirs, budget_tokens)
-    ours_rate, base_rate = ours_tokens / ours_seconds, base_tokens / base_seconds
+    return _timed(step, batches, budget_tokens, warmup, device)
+
+
+def _setting(tokenizer, encoded: list[list[int]], shape: ModelConfig, seq_len: int, batch_size: int,
+             budget_tokens: int, device: torch.device, fast: FastPathConfig, bf16: bool, warmup: int,
+             peak: float | None) -> dict:
+    """One sequence length: bioray's step, then the baseline's, on the same sentences and device."""
+    from bioray.model.encoder import build_mlm_model
+    from bioray.train.flops import flops_per_token, mlm_parameters
+
+    encoded = [ids[: seq_len - 2] for ids in encoded]
+    bioray = _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, device, fast, bf16, warmup)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the first side's model and optimizer are gone with its function
+    reference = _baseline_side(tokenizer, encoded, shape, batch_size, budget_tokens, device, bf16, warmup)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    per_token = flops_per_token(mlm_parameters(build_mlm_model(shape, len(tokenizer), tokenizer.pad_token_id),
+                                               MASK_RATE), shape.layers, shape.hidden, seq_len)
+    for side in (bioray, reference):
+        side["mfu"] = side["tokens_per_s"] * per_token / peak if peak else None
+    return {"seq_len": seq_len, "batch_size": batch_size, "flops_per_token": per_token, "bioray": bioray,
+            "baseline": reference, "ratio": bioray["tokens_per_s"] / reference["tokens_per_s"]}
+
+
+def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens: int | None = None,
+                   device: str = "cpu", seq_lens: tuple[int, ...] | None = None,
+                   fast: FastPathConfig | None = None) -> dict:
+    from transformers import AutoTokenizer
+
+    from bioray.data.vocab import train_wordpiece
+    from bioray.train.flops import peak_flops
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench pretrain --device cuda: torch sees no CUDA device here")
+    settings = DEVICES[device]
+    torch_device = torch.device(device)
+    fast = fast or FastPathConfig(compile=settings["compile"])
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    sentences = read_sentences(data, limit_bytes=4_000_000)
+    if tokenizer_dir is None:  # not timed: an input of the benchmark
+        tokenizer = train_wordpiece(sentences, 30522, lowercase=False, min_frequency=2)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    encoded = tokenizer(sentences, add_special_tokens=False)["input_ids"]
+    name = _device_name(torch_device)
+    peak = peak_flops(name) if device == "cuda" else None
+    shape = settings["shape"]
+    results = [_setting(tokenizer, encoded, shape, seq_len, settings["batch"].get(seq_len, 8), budget_tokens or
+                        settings["tokens"], torch_device, fast, settings["bf16"], settings["warmup"], peak)
+               for seq_len in (seq_lens or settings["seq_lens"])]
     return {
+        "date": datetime.date.today().isoformat(),
+        "device": device,
+        "device_name": name,
+        "peak_tflops": peak / 1e12 if peak else None,
+        "versions": _versions(),
         "torch_threads": torch.get_num_threads(),
-        "model_params": sum(p.numel() for p in model.parameters()),
+        "model": shape.model_dump(),
         "vocab_size": len(tokenizer),
-        "seq_len": seq_len,
-        "batch_size": batch_size,
-        "bioray_tokens_per_s": ours_rate,
-        "baseline_tokens_per_s": base_rate,
-        "ratio": ours_rate / base_rate,
-        "real_tokens": {"bioray": ours_tokens, "baseline": base_tokens},
-        "fill_ratio": {"bioray": ours_tokens / ours_positions, "baseline": base_tokens / base_positions},
-        "seconds": {"bioray": ours_seconds, "baseline": base_seconds},
+        "precision": "bf16" if settings["bf16"] else "fp32",
+        "fast": fast.model_dump(),
+        "settings": results,
     }

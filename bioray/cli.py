@@ -205,26 +205,36 @@ def bench_tokenize_command(data, tokenizer, seq_len, scale, as_json):
               help="Text files, one document per line (default: ../shared/data/pubmed-raw/abstracts_one_per_line).")
 @click.option("--tokenizer", type=click.Path(exists=True, file_okay=False), default=None,
               help="HF tokenizer directory (default: train a 30,522-piece WordPiece on the text, untimed).")
-@click.option("--tokens", "budget", type=int, default=150_000, show_default=True,
-              help="Real tokens each side trains on (the default text holds about 190,000).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cpu: a tiny BERT at T=128; cuda: BERT-base at T=128 and T=512, bf16, compiled.")
+@click.option("--seq-len", "seq_lens", type=int, multiple=True,
+              help="Sequence lengths to measure (repeatable; default per device).")
+@click.option("--tokens", "budget", type=int, default=None,
+              help="Real tokens each side trains on per setting (default: cpu 150,000, cuda 10,000,000).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_pretrain_command(data, tokenizer, budget, as_json):
-    """bioray's pretraining step vs. the HF run_mlm --line_by_line step: real tokens/s, in one run."""
+def bench_pretrain_command(data, tokenizer, device, seq_lens, budget, as_json):
+    """bioray's pretraining step vs. the HF run_mlm --line_by_line step: real tokens/s and MFU, in one run."""
     from pathlib import Path
 
     from bioray.bench_pretrain import bench_pretrain
 
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubmed-raw" / "abstracts_one_per_line"
-    result = bench_pretrain(Path(data) if data else default, Path(tokenizer) if tokenizer else None, budget)
+    result = bench_pretrain(Path(data) if data else default, Path(tokenizer) if tokenizer else None, budget,
+                            device=device, seq_lens=tuple(seq_lens) or None)
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"model                 {result['model_params'] / 1e6:.2f} M parameters, vocab {result['vocab_size']}, "
-               f"{result['torch_threads']} torch threads")
-    for side in ("bioray", "baseline"):
-        click.echo(f"{side:9s} {result[side + '_tokens_per_s']:10.0f} real tokens/s  ({result['real_tokens'][side]} "
-                   f"tokens, fill {result['fill_ratio'][side]:.2f}, {result['seconds'][side]:.1f} s)")
-    click.echo(f"ratio     {result['ratio']:.2f}")
+    model = result["model"]
+    click.echo(f"{result['device_name']} ({result['device']}, {result['precision']}), BERT {model['layers']} x "
+               f"{model['hidden']}, vocab {result['vocab_size']}, {result['torch_threads']} torch threads")
+    for setting in result["settings"]:
+        for side in ("bioray", "baseline"):
+            row = setting[side]
+            mfu = f", MFU {row['mfu']:.1%}" if row["mfu"] is not None else ""
+            memory = f", peak {row['peak_memory_mb']:.0f} MiB" if row["peak_memory_mb"] is not None else ""
+            click.echo(f"T={setting['seq_len']:<4d} {side:9s} {row['tokens_per_s']:12.0f} real tokens/s "
+                       f"{row['sequences_per_s']:9.1f} seq/s (fill {row['fill_ratio']:.2f}{mfu}{memory})")
+        click.echo(f"T={setting['seq_len']:<4d} ratio     {setting['ratio']:.2f}")
 
 
 @bench.command(name="finetune")

@@ -116,6 +116,29 @@ class ModelConfig(Section):
         return self
 
 
+class FastPathConfig(Section):
+    """The GPU fast path, switch by switch. Each switch has a CPU form (or falls back on CPU with a
+    log line), so one workflow runs on a laptop and on GPU nodes."""
+
+    attention: Literal["sdpa", "flash_varlen"] = Field(
+        "sdpa", description="sdpa: torch scaled_dot_product_attention (flash / memory-efficient kernels on GPU, "
+        "math on CPU); flash_varlen: flash-attn's variable-length kernel on the unpadded tokens (GPU, bf16, "
+        "flash-attn installed; otherwise SDPA, with a log line).")
+    unpad: bool = Field(True, description="Drop padding before the encoder: every layer computes on real tokens "
+                        "only (varlen attention), nothing is spent on padding.")
+    compile: bool = Field(False, description="torch.compile each layer's dense blocks (bias+GELU, "
+                          "dropout+residual+LayerNorm fuse); pays on GPU, on CPU compile time dominates short runs.")
+    fused_optimizer: bool = Field(True, description="torch's fused AdamW (one kernel for all parameters, CPU "
+                                  "and GPU); DeepSpeed FusedLamb for LAMB on GPU.")
+    masked_only_decoder: bool = Field(True, description="Pretraining: the MLM decoder (hidden x vocabulary) only "
+                                      "on masked positions, not on every token.")
+    reduce_once_per_step: bool = Field(True, description="Pretraining with gradient accumulation: all-reduce "
+                                       "gradients once per optimizer step, not per micro-batch. ZeRO-2 "
+                                       "reduce-scatters every micro-batch, so with accumulation > 1 it runs as "
+                                       "ZeRO-1 (optimizer states still partitioned); ZeRO-3 must reduce per "
+                                       "micro-batch and is left as it is.")
+
+
 class PretrainConfig(Section):
     """Masked-language-model pretraining with Ray Train + DeepSpeed."""
 
@@ -141,6 +164,7 @@ class PretrainConfig(Section):
     grad_clip: float = Field(1.0, ge=0, description="Gradient norm clipping (0 = off).")
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="Training precision.")
+    fast: FastPathConfig = Field(default_factory=FastPathConfig, description="Fast-path switches.")
     mask_rate: float = Field(0.15, gt=0, lt=1, description="Fraction of tokens masked (80/10/10); MosaicBERT used 0.3.")
     whole_word_masking: bool = Field(False, description="Mask all pieces of a chosen word (uses the word_start flags).")
     log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
@@ -176,6 +200,15 @@ class PretrainConfig(Section):
     @property
     def grad_accum_steps(self) -> int:
         return self.global_batch_size // (self.num_workers * self.micro_batch_size)
+
+    @property
+    def effective_zero_stage(self) -> int:
+        """The ZeRO stage the engine runs: ZeRO-2 becomes ZeRO-1 when fast.reduce_once_per_step is on and
+        some phase accumulates gradients (ZeRO-2 would reduce-scatter every micro-batch)."""
+        accumulates = min(self.micro_batch_size, self.long_micro) * self.num_workers < self.global_batch_size
+        if self.zero_stage == 2 and self.fast.reduce_once_per_step and accumulates:
+            return 1
+        return self.zero_stage
 
 
 class SplitConfig(Section):
@@ -256,6 +289,11 @@ class FinetuneConfig(Section):
     max_length: int = Field(128, ge=8, description="Sub-tokens per window; longer sentences are split.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps spent warming up.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers per fine-tuning run.")
+    use_gpu: bool = Field(False, description="One GPU per worker, NCCL.")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="fp32, or bf16 autocast (weights and "
+                                               "optimizer stay fp32).")
+    fast: FastPathConfig = Field(default_factory=FastPathConfig, description="Fast-path switches "
+                                 "(masked_only_decoder and reduce_once_per_step do not apply).")
     log_model: bool = Field(True, description="Log each fine-tuned model on its run as an MLflow transformers "
                             "model (`mlflow.transformers.load_model` gives a working pipeline).")
 

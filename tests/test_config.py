@@ -145,6 +145,10 @@ def test_shipped_production_workflow_validates():
     config = load_workflow(REPO / "workflows" / "pubmedbert.yaml", check_files=False)
     assert config.pretrain.grad_accum_steps == 2 and config.pretrain.long_steps == 6250
     assert config.tokenize.seq_lens == [128, 512]
+    fast = config.pretrain.fast  # the GPU fast path, every switch on
+    assert fast.compile and fast.unpad and fast.masked_only_decoder and fast.fused_optimizer
+    assert config.pretrain.effective_zero_stage == 1 and config.pretrain.precision == "bf16"
+    assert config.finetune.use_gpu and config.finetune.precision == "bf16" and config.finetune.fast.unpad
 
 
 def test_shipped_repretrain_workflow_validates():

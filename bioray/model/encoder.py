@@ -1,16 +1,24 @@
 """The encoder: a Hugging Face BertForMaskedLM (SDPA attention), or BertForPreTraining when the NSP
-head is on, and its pretraining loss with the MLM decoder on masked positions only."""
+head is on, and its pretraining loss (unpadded encoder, MLM decoder on masked positions only)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import BertConfig, BertForMaskedLM, BertForPreTraining
+from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, BertModel
 
-from bioray.config import ModelConfig
+from bioray.config import FastPathConfig, ModelConfig
 from bioray.data.masking import IGNORE_INDEX
+from bioray.model.unpad import (
+    compile_dense_blocks,
+    encode_unpadded,
+    use_unpadded_forward,
+)
+
+log = logging.getLogger(__name__)
 
 # What pretraining_loss counts per micro-batch (summed over a logging window and over workers).
 STATS = ("mlm_loss", "mlm_correct", "masked", "nsp_loss", "nsp_correct", "pairs")
@@ -36,19 +44,46 @@ def build_mlm_model(shape: ModelConfig, vocab_size: int, pad_id: int, init_check
     return model_class(config)
 
 
-def pretraining_loss(model: BertForMaskedLM | BertForPreTraining,
-                     batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """MLM loss with the decoder applied only to masked positions (about 15% of tokens), plus the
-    NSP loss when the model has that head and the batch has `next_sentence_label` (-100 = no pair).
+def apply_fast_path(model, fast: FastPathConfig):
+    """The switches that change a model instance (the others act in the loss or the optimizer): the
+    unpadded encoder forward and compiled dense blocks, on any HF head over a BERT encoder."""
+    encoder = model.base_model
+    if not isinstance(encoder, BertModel):
+        log.warning("fast.unpad and fast.compile apply to BERT encoders; %s runs as it is", type(encoder).__name__)
+        return model
+    if fast.unpad:
+        use_unpadded_forward(encoder, fast.attention)
+    if fast.compile:
+        compile_dense_blocks(encoder)
+    return model
 
-    Returns (loss, a float64 tensor of the STATS counts of this micro-batch).
+
+def pretraining_loss(model: BertForMaskedLM | BertForPreTraining, batch: dict[str, torch.Tensor],
+                     fast: FastPathConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLM loss, plus the NSP loss when the model has that head and the batch has
+    `next_sentence_label` (-100 = no pair). With the default fast path the encoder runs on real
+    tokens only and the decoder only on the masked ones (about 15% of tokens); each can be switched
+    off, for the plain HF computation of the same loss.
+
+    Returns (loss, a float64 tensor of the STATS counts of this micro-batch, on the loss's device).
     """
-    encoded = model.bert(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                         attention_mask=batch["attention_mask"])
-    labels = batch["labels"]
+    fast = fast or FastPathConfig()
+    if fast.unpad:
+        hidden, real = encode_unpadded(model.bert, batch["input_ids"], batch["attention_mask"],
+                                       batch["token_type_ids"], fast.attention)
+        labels = real.gather(batch["labels"])
+        sequence = real.scatter  # called only for the NSP head
+    else:
+        padded = model.bert(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                            attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden, labels = padded.flatten(0, 1), batch["labels"].flatten()
+        sequence = lambda _: padded  # noqa: E731
     selected = labels != IGNORE_INDEX
-    logits = model.cls.predictions(encoded.last_hidden_state[selected])
     targets = labels[selected]
+    if fast.masked_only_decoder:
+        logits = model.cls.predictions(hidden[selected])
+    else:  # HF's way: the hidden x vocabulary decoder on every token, then the masked ones picked
+        logits = model.cls.predictions(hidden)[selected]
     # An empty selection still yields a (zero) loss through the head: every parameter gets a gradient
     # on every rank, so ZeRO's gradient buckets have the same layout everywhere.
     mlm_loss = F.cross_entropy(logits.float(), targets) if targets.numel() else logits.sum() * 0.0
@@ -58,9 +93,11 @@ def pretraining_loss(model: BertForMaskedLM | BertForPreTraining,
     if isinstance(model, BertForPreTraining) and "next_sentence_label" in batch:
         nsp_labels = batch["next_sentence_label"]
         paired = nsp_labels != IGNORE_INDEX
-        nsp_logits = model.cls.seq_relationship(encoded.pooler_output[paired])
+        pooled = model.bert.pooler(sequence(hidden))
+        nsp_logits = model.cls.seq_relationship(pooled[paired])
         nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels[paired]) if paired.any() else nsp_logits.sum() * 0.0
         loss = loss + nsp_loss
         nsp_correct, pairs = (nsp_logits.argmax(-1) == nsp_labels[paired]).sum(), paired.sum()
     stats += [nsp_loss.detach(), nsp_correct, pairs]
-    return loss, torch.tensor([float(s) for s in stats], dtype=torch.float64)
+    # Stays on the loss's device: no host sync per micro-batch (the window is read at logging time).
+    return loss, torch.stack([torch.as_tensor(s, device=loss.device).double() for s in stats])

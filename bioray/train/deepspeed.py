@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 
 from bioray.config import PretrainConfig
 from bioray.train.optim import build_optimizer, decay_groups, warmup_decay
+
+log = logging.getLogger(__name__)
 
 
 def deepspeed_config(config: PretrainConfig) -> dict:
@@ -17,7 +20,7 @@ def deepspeed_config(config: PretrainConfig) -> dict:
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
         "gradient_accumulation_steps": config.grad_accum_steps,
         "gradient_clipping": config.grad_clip,
-        "zero_optimization": {"stage": config.zero_stage},
+        "zero_optimization": {"stage": config.effective_zero_stage},
         "bf16": {"enabled": config.precision == "bf16"},
         "steps_per_print": 10**9,  # bioray logs itself
         "wall_clock_breakdown": False,
@@ -25,7 +28,7 @@ def deepspeed_config(config: PretrainConfig) -> dict:
 
 
 def build_engine(model: torch.nn.Module, config: PretrainConfig, use_gpu: bool):
-    """DeepSpeed engine over AdamW (fused on GPU) or LAMB, with warmup then linear/polynomial decay.
+    """DeepSpeed engine over AdamW or LAMB (fused per config.fast), with warmup then linear/polynomial decay.
 
     The torch.distributed group already exists (Ray Train made it: gloo on CPU, NCCL on GPU);
     DeepSpeed attaches to it.
@@ -34,7 +37,11 @@ def build_engine(model: torch.nn.Module, config: PretrainConfig, use_gpu: bool):
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
-    optimizer = build_optimizer(config.optimizer, decay_groups(model, config.weight_decay), config.lr, use_gpu)
+    if config.effective_zero_stage != config.zero_stage:
+        log.info("ZeRO-2 runs as ZeRO-1: with gradient accumulation, fast.reduce_once_per_step all-reduces "
+                 "gradients once per optimizer step (ZeRO-2 would reduce-scatter every micro-batch)")
+    optimizer = build_optimizer(config.optimizer, decay_groups(model, config.weight_decay), config.lr, use_gpu,
+                                config.fast.fused_optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(config.warmup_steps, config.steps, config.decay_power))
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(config))

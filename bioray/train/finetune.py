@@ -15,6 +15,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from transformers import AutoTokenizer
 
 from bioray.config import DatasetConfig, FinetuneConfig
+from bioray.model.encoder import apply_fast_path
 from bioray.tasks.datasets import load_splits
 from bioray.tasks.registry import task_for
 from bioray.tracking import SPILL_FILE, WorkerLogger
@@ -44,7 +45,11 @@ def train_epochs(model, task, features: list, config: FinetuneConfig, rng: rando
     steps_per_epoch = -(-len(features) // config.batch_size)
     total = steps_per_epoch * config.epochs
     # fused: one kernel for all parameters, on CPU and GPU (2.6x faster optimizer steps than the default here)
-    optimizer = torch.optim.AdamW(decay_groups(model, 0.01), lr=config.lr, fused=True)
+    fused = config.fast.fused_optimizer
+    optimizer = torch.optim.AdamW(decay_groups(model, 0.01), lr=config.lr, fused=fused, foreach=not fused)
+    device_type = torch.device(device).type
+    # bf16: autocast, weights and optimizer state stay fp32
+    precision = torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(int(total * config.warmup_ratio), total))
     step, metrics = 0, {}
     for epoch in range(config.epochs):
@@ -53,7 +58,8 @@ def train_epochs(model, task, features: list, config: FinetuneConfig, rng: rando
         loss_sum = 0.0
         for batch in batches:
             inputs = {k: v.to(device) for k, v in task.collate(batch, pad_id).items()}
-            loss = model(**inputs).loss
+            with precision:
+                loss = model(**inputs).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -78,7 +84,8 @@ def train_loop(loop_config: dict) -> None:
     dev = splits.get("dev", [])
     labels = loop_config["labels"]
     tokenizer = AutoTokenizer.from_pretrained(loop_config["encoder_dir"])
-    model = ray.train.torch.prepare_model(task.build_model(loop_config["encoder_dir"], labels))
+    model = ray.train.torch.prepare_model(apply_fast_path(task.build_model(loop_config["encoder_dir"], labels),
+                                                          config.fast))
     device = ray.train.torch.get_device()
     core = model.module if hasattr(model, "module") else model
 
@@ -123,8 +130,8 @@ def run_finetune(config: FinetuneConfig, dataset: DatasetConfig, seed: int, *, d
                            "data_root": str(data_root), "fold": fold, "labels": labels,
                            "encoder_dir": str(encoder_dir), "output_dir": str(output), "tracking_uri": tracking_uri,
                            "run_id": run_id},
-        scaling_config=ScalingConfig(num_workers=config.num_workers),
-        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
+        torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         run_config=RunConfig(name=run_name, storage_path=storage),
     )
     trainer.fit()

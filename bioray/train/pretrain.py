@@ -28,10 +28,15 @@ from transformers import AutoTokenizer
 
 from bioray.config import PretrainConfig
 from bioray.data.masking import mask_batch, stack_column
-from bioray.model.encoder import STATS, build_mlm_model, pretraining_loss
+from bioray.model.encoder import (
+    STATS,
+    apply_fast_path,
+    build_mlm_model,
+    pretraining_loss,
+)
 from bioray.tracking import SPILL_FILE, WorkerLogger, metrics_item, send_or_spill
 from bioray.train.deepspeed import build_engine, deepspeed_config
-from bioray.train.flops import device_peak_flops, flops_per_token
+from bioray.train.flops import device_peak_flops, flops_per_token, mlm_parameters
 from bioray.train.throughput import Throughput, format_eta
 
 log = logging.getLogger(__name__)
@@ -115,14 +120,16 @@ class PretrainWorker:
         model = build_mlm_model(config.model, len(self.tokenizer), self.tokenizer.pad_token_id, init, nsp=config.nsp)
         self.device = ray.train.torch.get_device()
         model.to(self.device)
-        self.parameters = sum(p.numel() for p in model.parameters())
+        apply_fast_path(model, config.fast)
+        self.parameters = mlm_parameters(model, config.mask_rate)
         self.engine, self.scheduler = build_engine(model, config, config.use_gpu)
         self.position, self.history = _restore(self.engine, self.rank)
         self.logger = WorkerLogger(loop_config["tracking_uri"], loop_config["run_id"],
                                    Path(loop_config["output_dir"]) / SPILL_FILE) if self.rank == 0 else None
         self.meter = Throughput(config.steps, start_step=self.engine.global_steps)
         self.peak = device_peak_flops()
-        self.window = torch.zeros(len(STATS) + 1, dtype=torch.float64)  # STATS sums, then micro-batches
+        # STATS sums, then micro-batches; on the device, read only at logging time
+        self.window = torch.zeros(len(STATS) + 1, dtype=torch.float64, device=self.device)
 
     def run(self) -> None:
         for index, phase in enumerate(_phases(self.config, self.loop_config["seq_lens"])):
@@ -132,7 +139,7 @@ class PretrainWorker:
             self._train_phase(index, phase, self.position["epoch"] if resumed else 0,
                               self.position["micro"] if resumed else 0)
         output = Path(self.loop_config["output_dir"])
-        _export(self.engine, self.tokenizer, output / "model", self.config.zero_stage)
+        _export(self.engine, self.tokenizer, output / "model", self.config.effective_zero_stage)
         if self.rank == 0:
             (output / "history.json").write_text(json.dumps(self.history))
             self.logger.close()
@@ -164,13 +171,13 @@ class PretrainWorker:
                     continue
                 pending += 1
                 engine.set_gradient_accumulation_boundary(pending == accum)
+                self.meter.add(int(batch["attention_mask"].sum()), batch["input_ids"].shape[0])  # on the host
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                loss, stats = pretraining_loss(engine.module, batch)
+                loss, stats = pretraining_loss(engine.module, batch, config.fast)
                 engine.backward(loss)
                 engine.step()
                 self.window[:-1] += stats
                 self.window[-1] += 1
-                self.meter.add(int(batch["attention_mask"].sum()), batch["input_ids"].shape[0])
                 if pending < accum:
                     continue
                 pending = 0
@@ -211,9 +218,11 @@ def train_loop(loop_config: dict) -> None:
 def _window_metrics(engine, scheduler, window: torch.Tensor, meter: Throughput, step: int, nsp: bool) -> dict:
     """Metrics averaged over the logging window and over all workers (one all-reduce)."""
     rates = meter.window(step)
-    totals = torch.cat([window, torch.tensor([rates["tokens_per_s"], rates["sequences_per_s"]], dtype=torch.float64)])
+    totals = torch.cat([window, torch.tensor([rates["tokens_per_s"], rates["sequences_per_s"]], dtype=torch.float64,
+                                             device=window.device)])
     if dist.is_initialized():
-        dist.all_reduce(totals)  # sums: counts add up, and so does every worker's tokens/s
+        dist.all_reduce(totals)  # sums: counts add up, and so does every worker's tokens/s (NCCL: on the GPU)
+    totals = totals.cpu()
     sums = dict(zip(STATS, totals.tolist()))
     micro_batches = max(totals[len(STATS)].item(), 1)
     grad_norm = engine.get_global_grad_norm()

@@ -35,14 +35,21 @@ def test_bench_tokenize_json(data_root):
 @pytest.mark.slow
 def test_bench_pretrain_json(data_root):
     done = subprocess.run([sys.executable, "-m", "bioray.cli", "bench", "pretrain", "--data",
-                           str(data_root / "pubmed-raw" / "abstracts_one_per_line"), "--tokens", "20000", "--json"],
+                           str(data_root / "pubmed-raw" / "abstracts_one_per_line"), "--tokens", "20000",
+                           "--seq-len", "128", "--seq-len", "512", "--json"],
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    for key in ("bioray_tokens_per_s", "baseline_tokens_per_s", "ratio", "model_params"):
-        assert result[key] > 0, key
-    assert min(result["real_tokens"].values()) >= 20000  # each side trained on at least the budget
-    assert result["fill_ratio"]["bioray"] > 0.99 > result["fill_ratio"]["baseline"]  # packing vs padding
+    assert result["device"] == "cpu" and result["peak_tflops"] is None and result["versions"]["torch"]
+    assert [s["seq_len"] for s in result["settings"]] == [128, 512]  # both lengths in one run
+    for setting in result["settings"]:
+        assert setting["ratio"] > 0 and setting["flops_per_token"] > 0
+        for side in ("bioray", "baseline"):
+            row = setting[side]
+            assert row["tokens_per_s"] > 0 and row["sequences_per_s"] > 0, side
+            assert row["real_tokens"] >= 20000  # each side trained on at least the budget
+            assert row["mfu"] is None and row["peak_memory_mb"] is None  # no GPU here: no peak to divide by
+        assert setting["bioray"]["fill_ratio"] > 0.99 > setting["baseline"]["fill_ratio"]  # packing vs padding
 
 
 @pytest.mark.slow

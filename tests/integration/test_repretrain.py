@@ -78,10 +78,11 @@ def _workflow(tmp_path: Path, data_root: Path, uri: str, listing: str) -> Path:
     tree["ingest"]["sources"][0]["path"] = str(tmp_path / "updatefiles")
     tree["tokenize"].update(tokenizer_actors=1, batch_size=64)
     tree["pretrain"].update(num_workers=1, use_gpu=False, precision="fp32", steps=6, global_batch_size=8,
-                            micro_batch_size=8, lr=1e-4, warmup_steps=1, checkpoint_every=100, log_every=2)
+                            micro_batch_size=8, lr=1e-4, warmup_steps=1, checkpoint_every=100, log_every=2,
+                            fast={"compile": False})  # CPU here: compiling would outlast 6 steps
     dataset = tree["finetune"]["datasets"][0]  # NCBI-disease only, a slice of its training set
     tree["finetune"].update(datasets=[{**dataset, "max_train_examples": 300}], seeds=[1], epochs=1, lr=1e-3,
-                            max_length=128)
+                            max_length=128, use_gpu=False, precision="fp32")
     tree["registry"]["gate"]["margin"] = 0.0
     path = tmp_path / "repretrain.yaml"
     path.write_text(yaml.safe_dump(tree, sort_keys=False))
