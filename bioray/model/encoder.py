@@ -72,12 +72,10 @@ def pretraining_loss(model: BertForMaskedLM | BertForPreTraining, batch: dict[st
         hidden, real = encode_unpadded(model.bert, batch["input_ids"], batch["attention_mask"],
                                        batch["token_type_ids"], fast.attention)
         labels = real.gather(batch["labels"])
-        sequence = real.scatter  # called only for the NSP head
     else:
         padded = model.bert(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
                             attention_mask=batch["attention_mask"]).last_hidden_state
-        hidden, labels = padded.flatten(0, 1), batch["labels"].flatten()
-        sequence = lambda _: padded  # noqa: E731
+        hidden, labels, real = padded.flatten(0, 1), batch["labels"].flatten(), None
     selected = labels != IGNORE_INDEX
     targets = labels[selected]
     if fast.masked_only_decoder:
@@ -93,7 +91,8 @@ def pretraining_loss(model: BertForMaskedLM | BertForPreTraining, batch: dict[st
     if isinstance(model, BertForPreTraining) and "next_sentence_label" in batch:
         nsp_labels = batch["next_sentence_label"]
         paired = nsp_labels != IGNORE_INDEX
-        pooled = model.bert.pooler(sequence(hidden))
+        sequence = real.scatter(hidden) if real is not None else hidden.view(*batch["input_ids"].shape, -1)
+        pooled = model.bert.pooler(sequence)  # the [CLS] position of each sequence
         nsp_logits = model.cls.seq_relationship(pooled[paired])
         nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels[paired]) if paired.any() else nsp_logits.sum() * 0.0
         loss = loss + nsp_loss

@@ -81,9 +81,12 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real: Re
                           softmax_scale=scale)
         _warn_once("attention flash_varlen needs flash-attn, a GPU and bf16/fp16 here; using SDPA instead")
     # SDPA: full batches go maskless (flash kernel on GPU); padded ones through a padded copy and a key mask.
+    def by_head(x):  # (nnz, heads, size) -> (B, heads, T, size)
+        return real.scatter(x).transpose(1, 2)
+
     mask = None if real.full else real.key_mask
-    heads = lambda x: real.scatter(x).transpose(1, 2)  # noqa: E731  (B, heads, T, size)
-    out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask, dropout_p=dropout, scale=scale)
+    out = F.scaled_dot_product_attention(by_head(q), by_head(k), by_head(v), attn_mask=mask, dropout_p=dropout,
+                                         scale=scale)
     return real.gather(out.transpose(1, 2))
 
 
