@@ -185,6 +185,7 @@ def test_dockerfile_builds_the_pinned_torch_and_copies_the_workflows():
     torch_pin = re.search(r'"(torch==[^"]+)"', pyproject).group(1)
     assert f'"{torch_pin}"' in dockerfile and "download.pytorch.org/whl/cu" in dockerfile
     assert "COPY workflows" in dockerfile and "DS_BUILD_FUSED_ADAM=1" in dockerfile
+    assert '".[gpu]"' in dockerfile and "flash-attn" in pyproject  # the varlen attention kernel
     assert f"WORKDIR {IMAGE_SOURCE.rstrip('/')}" in dockerfile
 
 
