@@ -99,11 +99,14 @@ def _versions() -> dict:
             "cuda": torch.version.cuda}
 
 
-def _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, device, fast, bf16, warmup) -> dict:
-    """(a): the same sentences packed back to back into full sequences, through bioray's fast path."""
+def _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, device, fast, bf16,
+                 warmup) -> tuple[dict, float]:
+    """(a): the same sentences packed back to back into full sequences, through bioray's fast path.
+    Returns the timing and the model's masked-LM FLOPs per real token."""
     from bioray.data.masking import mask_batch
     from bioray.data.pack import pack_stream
     from bioray.model.encoder import apply_fast_path, build_mlm_model, pretraining_loss
+    from bioray.train.flops import flops_per_token, mlm_parameters
     from bioray.train.optim import build_optimizer, decay_groups
 
     lengths = np.array([len(ids) for ids in encoded])
@@ -127,7 +130,8 @@ def _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return _timed(step, batches, budget_tokens, warmup, device)
+    per_token = flops_per_token(mlm_parameters(model, MASK_RATE), shape.layers, shape.hidden, seq_len)
+    return _timed(step, batches, budget_tokens, warmup, device), per_token
 
 
 def _baseline_side(tokenizer, encoded, shape, batch_size, budget_tokens, device, bf16, warmup) -> dict:
@@ -159,18 +163,13 @@ def _setting(tokenizer, encoded: list[list[int]], shape: ModelConfig, seq_len: i
              budget_tokens: int, device: torch.device, fast: FastPathConfig, bf16: bool, warmup: int,
              peak: float | None) -> dict:
     """One sequence length: bioray's step, then the baseline's, on the same sentences and device."""
-    from bioray.model.encoder import build_mlm_model
-    from bioray.train.flops import flops_per_token, mlm_parameters
-
     encoded = [ids[: seq_len - 2] for ids in encoded]
-    bioray = _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, device, fast, bf16, warmup)
+    bioray, per_token = _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, device, fast, bf16, warmup)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the first side's model and optimizer are gone with its function
     reference = _baseline_side(tokenizer, encoded, shape, batch_size, budget_tokens, device, bf16, warmup)
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    per_token = flops_per_token(mlm_parameters(build_mlm_model(shape, len(tokenizer), tokenizer.pad_token_id),
-                                               MASK_RATE), shape.layers, shape.hidden, seq_len)
     for side in (bioray, reference):
         side["mfu"] = side["tokens_per_s"] * per_token / peak if peak else None
     return {"seq_len": seq_len, "batch_size": batch_size, "flops_per_token": per_token, "bioray": bioray,

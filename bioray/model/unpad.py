@@ -9,6 +9,7 @@ its weights are untouched, so checkpoints stay plain HF checkpoints.
 
 from __future__ import annotations
 
+import functools
 import logging
 import types
 from dataclasses import dataclass
@@ -18,7 +19,6 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
 
 log = logging.getLogger(__name__)
-_warned: set[str] = set()
 
 
 @dataclass
@@ -56,12 +56,12 @@ class RealTokens:
         return padded.view(*self.shape, *real.shape[1:])
 
 
+@functools.cache
 def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        log.warning(message)
+    log.warning(message)
 
 
+@functools.cache  # a failed import is not cached by Python: without this, every layer's call searches again
 def _flash_varlen():
     """flash-attn's varlen kernel, or None where the package is not installed."""
     try:
