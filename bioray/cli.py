@@ -10,6 +10,7 @@ import sys
 import click
 
 from bioray.config import ConfigError, load_workflow
+from bioray.workdir import UnsafePath
 
 STAGE_COMMANDS = {
     "ingest": "Raw files -> deduplicated, sentence-split documents Parquet (Ray Data).",
@@ -41,10 +42,11 @@ def _load(workflow: str, overrides: tuple[str, ...], address: str | None = None)
 
 
 def _or_exit(action):
-    """action(), or exit 2 with the message of a config error found only now (an unresolvable model URI)."""
+    """action(), or exit 2 with the message of a config error found only now (an unresolvable model URI,
+    a stage path that a symlink in the workdir sends elsewhere)."""
     try:
         return action()
-    except ConfigError as exc:
+    except (ConfigError, UnsafePath) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
 
@@ -77,11 +79,13 @@ def _run(workflow: str, overrides, address, stage: str | None) -> None:
     else:
         _or_exit(lambda: resolve_model_refs(config))
         targets = nodes_for(build_plan(config), stage) if stage else None
-        summary = run_workflow(config, targets, workflow_file=workflow_file)
+        summary = _or_exit(lambda: run_workflow(config, targets, workflow_file=workflow_file))
     ran = [n for n, r in summary.results.items() if not r.cached]
     cached = [n for n, r in summary.results.items() if r.cached]
     click.echo(f"\nbioray: {len(ran)} stage(s) ran, {len(cached)} cached, {len(summary.failed)} failed "
                f"in {summary.seconds:.1f}s; MLflow parent run {summary.parent_run_id}")
+    if summary.waited_for_slot:
+        click.echo(f"bioray: {len(summary.waited_for_slot)} fine-tuning stage(s) waited for a training slot")
     for name, result in summary.results.items():
         scores = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("ner/test_")}
         click.echo(f"  {name:36s} {'cached' if result.cached else 'ran':6s} {result.path}" + (f"  {scores}" if scores else ""))
@@ -129,7 +133,7 @@ def status(workflow, overrides, as_json):
     config = _load(workflow, overrides)
     from bioray.pipeline.runner import stage_status
 
-    rows = stage_status(config)
+    rows = _or_exit(lambda: stage_status(config))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

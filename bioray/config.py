@@ -9,16 +9,42 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bioray.corpus.files import list_source_files
+from bioray.workdir import Workdir
 
 
 class ConfigError(ValueError):
     """A workflow file that cannot be used; the message names the key or file."""
+
+
+# --- names that become paths, run names or registry names ---------------------------------------
+
+NAME_RULE = ("1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or a digit, without '..' "
+             "(no path separators, control characters or leading dots)")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.fullmatch(value) or ".." in value:
+        raise ValueError(f"not a valid name: {NAME_RULE}")
+    return value
+
+
+def _check_alias(value: str) -> str:
+    """MLflow's alias rule on top of bioray's: no dots, not `latest`, not `v<digits>` (a version)."""
+    _check_name(value)
+    if "." in value or value.lower() == "latest" or re.fullmatch(r"[vV]\d+", value):
+        raise ValueError("not a valid alias: letters, digits, _ and -; not 'latest' or v<number> (MLflow's rule)")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]  # a workflow value that becomes a path or an MLflow name
+Alias = Annotated[str, AfterValidator(_check_alias)]
 
 
 class Section(BaseModel):
@@ -33,7 +59,7 @@ class Section(BaseModel):
 class SourceConfig(Section):
     """One raw input of the ingest stage."""
 
-    name: str = Field(description="Short source name stored with every document (e.g. 'pubmed').")
+    name: Name = Field(description="Short source name stored with every document and in metric names (e.g. 'pubmed').")
     format: Literal["text", "jsonl", "medline", "pmc"] = Field(
         description="text: one document per line; jsonl: JSON Lines (.jsonl/.jsonl.gz); "
         "medline: PubMed XML (.xml/.xml.gz); pmc: PMC JATS (.nxml/.xml)."
@@ -51,6 +77,21 @@ class IngestConfig(Section):
 
     sources: list[SourceConfig] = Field(min_length=1, description="The raw inputs.")
     min_chars: int = Field(20, ge=0, description="Documents with fewer characters are dropped.")
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> IngestConfig:
+        _unique([s.name for s in self.sources], "ingest.sources", "name")
+        return self
+
+
+def _unique(names: list[str], where: str, key: str) -> None:
+    """Names are unique, ignoring case: they become paths, and some filesystems ignore case."""
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name.lower() in seen:
+            raise ValueError(f"{where}[{index}].{key}: {name!r} is used twice (also {where}[{seen[name.lower()]}], "
+                             "names are compared ignoring case)")
+        seen[name.lower()] = index
 
 
 class VocabConfig(Section):
@@ -228,7 +269,7 @@ class DatasetConfig(Section):
     """One downstream dataset: a registry entry (task type + format + files + label scheme), so a
     new dataset in a known format needs no code."""
 
-    name: str = Field(description="Dataset name, used in stage names and metric names.")
+    name: Name = Field(description="Dataset name, used in stage names (paths), run names and metric names.")
     task: Literal["ner", "relation", "similarity", "doc_classification", "qa_yesno", "qa_factoid"] = Field(
         description="Task type: its head, loss and paper metric.")
     format: Literal["conll", "pubtator", "tsv", "jsonl", "hoc", "pubmedqa", "squad"] | None = Field(
@@ -281,8 +322,8 @@ class DatasetConfig(Section):
 class FinetuneConfig(Section):
     """Fine-tuning of the pretrained encoder on each dataset and seed."""
 
-    datasets: list[DatasetConfig] = Field(min_length=1, description="Datasets to fine-tune on.")
-    seeds: list[int] = Field([42], min_length=1, description="One fine-tuning run per seed.")
+    datasets: list[DatasetConfig] = Field(min_length=1, description="Datasets to fine-tune on (unique names).")
+    seeds: list[int] = Field([42], min_length=1, description="One fine-tuning run per seed (unique).")
     epochs: int = Field(3, ge=1, description="Training epochs.")
     lr: float = Field(5e-5, gt=0, description="Peak learning rate (linear decay).")
     batch_size: int = Field(32, ge=1, description="Sentences per step per worker.")
@@ -296,6 +337,13 @@ class FinetuneConfig(Section):
                                  "(masked_only_decoder and reduce_once_per_step do not apply).")
     log_model: bool = Field(True, description="Log each fine-tuned model on its run as an MLflow transformers "
                             "model (`mlflow.transformers.load_model` gives a working pipeline).")
+
+    @model_validator(mode="after")
+    def _datasets_and_seeds_unique(self) -> FinetuneConfig:
+        _unique([d.name for d in self.datasets], "finetune.datasets", "name")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"finetune.seeds: a seed is listed twice ({self.seeds})")
+        return self
 
     def for_dataset(self, dataset: DatasetConfig) -> FinetuneConfig:
         """These settings with the dataset's own epochs / lr / batch_size / max_length where it sets them."""
@@ -313,7 +361,7 @@ class GateConfig(Section):
     """Champion/challenger promotion: the new version takes the champion alias only when it wins."""
 
     enabled: bool = Field(True, description="Compare with the champion and promote the winner.")
-    alias: str = Field("champion", description="Alias of the version in service.")
+    alias: Alias = Field("champion", description="Alias of the version in service.")
     metric: str = Field("mean", description="What decides: `mean` (the mean of the report's per-dataset scores "
                         "over the datasets both versions were scored on) or one report metric, e.g. "
                         "`report/blurb_style_macro` or `report/ncbi-disease/f1`.")
@@ -323,8 +371,8 @@ class GateConfig(Section):
 class RegisterConfig(Section):
     """Registration of the evaluated encoder in the MLflow model registry."""
 
-    model_name: str = Field("bioray-encoder", description="Registered model name.")
-    alias: str = Field("challenger", description="Alias set on the new version.")
+    model_name: Name = Field("bioray-encoder", description="Registered model name.")
+    alias: Alias = Field("challenger", description="Alias set on the new version.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion of the new version to champion.")
 
 
@@ -365,13 +413,13 @@ class TrackingConfig(Section):
     """Where MLflow tracks."""
 
     uri: str | None = Field(None, description="Tracking URI; empty = MLFLOW_TRACKING_URI or sqlite:///<workdir>/mlflow.db.")
-    experiment: str = Field("bioray", description="MLflow experiment name.")
+    experiment: Name = Field("bioray", description="MLflow experiment name.")
 
 
 class WorkflowConfig(Section):
     """A whole pipeline: global settings plus one section per stage."""
 
-    name: str = Field(description="Workflow name (parent MLflow run name).")
+    name: Name = Field(description="Workflow name (parent MLflow run name).")
     workdir: str = Field("./bioray-work", description="Stage outputs, MLflow store and Ray Train storage live here.")
     data_root: str = Field(".", description="Relative input paths are resolved against this directory.")
     storage_path: str | None = Field(None, description="Ray Train storage (local path or s3://); default <workdir>/ray_train.")
@@ -421,8 +469,13 @@ class WorkflowConfig(Section):
         return Path(self.workdir).resolve()
 
     @property
+    def paths(self) -> Workdir:
+        """Every path bioray writes under the workdir (checked to stay inside it)."""
+        return Workdir(self.workdir)
+
+    @property
     def train_storage(self) -> str:
-        return self.storage_path or str(self.workdir_path / "ray_train")
+        return self.storage_path or str(self.paths.train_storage)
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -491,6 +544,11 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
     return tree
 
 
+def _shorten(text: str, limit: int = 80) -> str:
+    """A bad value as the error shows it: repr (control characters escaped), cut to a readable length."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid workflow configuration"]
     for item in error.errors():
@@ -501,8 +559,8 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
             lines.append(f"  {key}: required key is missing")
         else:
             got = item.get("input")
-            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-            lines.append(f"  {key}: {item['msg']}{shown}")
+            shown = "" if isinstance(got, (dict, list)) else f" (got {_shorten(repr(got))})"
+            lines.append(f"  {key}: {item['msg'].removeprefix('Value error, ')}{shown}")
     return "\n".join(lines)
 
 

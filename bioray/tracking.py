@@ -18,18 +18,18 @@ MAX_PARAM_LENGTH = 6000
 log = logging.getLogger(__name__)
 
 
-def tracking_uri_for(configured: str | None, workdir: Path) -> str:
-    """Config, then MLFLOW_TRACKING_URI, then a SQLite store inside the workdir (no server needed)."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workdir / 'mlflow.db'}"
+def tracking_uri_for(configured: str | None, local_db: Path) -> str:
+    """Config, then MLFLOW_TRACKING_URI, then a SQLite store in the workdir (`local_db`; no server needed)."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{local_db}"
 
 
-def ensure_experiment(client: MlflowClient, name: str, workdir: Path) -> str:
-    """The experiment's id; a new experiment on a local store keeps its artifacts under the workdir."""
+def ensure_experiment(client: MlflowClient, name: str, local_artifacts: Path) -> str:
+    """The experiment's id; a new experiment on a local store keeps its artifacts in `local_artifacts`."""
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
     local_store = client.tracking_uri.startswith(("sqlite:", "file:", "/"))
-    location = (workdir / "mlartifacts").as_uri() if local_store else None
+    location = local_artifacts.as_uri() if local_store else None
     return client.create_experiment(name, artifact_location=location)
 
 

@@ -1,4 +1,9 @@
-"""Shared fixtures: where ../shared/data is, and a tiny valid workflow file."""
+"""Shared fixtures and the two test tiers.
+
+Default tier (`python -m pytest tests`): every kind of behaviour in its cheapest real form. Tests
+marked `extended` (the heavy end-to-end, fault, load and scale tests) are listed as skipped there;
+`bash .ci/run-extended` runs them (`pytest tests --extended -m extended`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,29 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("BIORAY_DATA_ROOT", REPO.parent / "shared" / "data")).resolve()
+EXTENDED_REASON = "extended tier: run `bash .ci/run-extended`"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--extended", action="store_true", help="Run the extended tier's tests too.")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--extended"):
+        return
+    skip = pytest.mark.skip(reason=EXTENDED_REASON)
+    for item in items:
+        if "extended" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_process_state():
+    """Every test ends with this process's MLflow tracking settings as it started."""
+    from tests.support.workflows import mlflow_state_kept
+
+    with mlflow_state_kept():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +63,75 @@ def write_workflow(tmp_path, data_root):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every in-process test of the session (4 logical CPUs: two training workers
+    and the data tasks beside them)."""
+    import ray
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def small_corpus(ray_session, data_root, tmp_path_factory) -> dict[str, Path]:
+    """Documents (40 PMC articles, 400 abstracts) ingested and a 3,000-piece vocabulary trained on
+    them, in this process on the session's Ray: {"documents": dir, "tokenizer": dir}."""
+    from bioray.config import IngestConfig, SourceConfig, VocabConfig
+    from bioray.data.ingest import run_ingest
+    from bioray.data.vocab import run_vocab
+
+    work = tmp_path_factory.mktemp("small-corpus")
+    sources = [SourceConfig(name="pmc", format="jsonl", path="corpus/craft-pmc", max_docs=40),
+               SourceConfig(name="abstracts", format="jsonl", path="corpus/medical-abstracts-tc", max_docs=400)]
+    (work / "ingest").mkdir()
+    run_ingest(IngestConfig(sources=sources), data_root, work / "ingest")
+    (work / "vocab").mkdir()
+    run_vocab(VocabConfig(size=3000, sample_docs=200), work / "ingest" / "documents", work / "vocab", None)
+    return {"documents": work / "ingest" / "documents", "tokenizer": work / "vocab" / "tokenizer"}
+
+
+@pytest.fixture(scope="session")
+def corpus_template(ray_session, data_root, tmp_path_factory) -> Path:
+    """A workdir whose ingest, vocab and tokenize stages of `small_workflow` are committed, built once
+    by the real runner; tests copy the stages they need (tests.support.workflows.copy_stages)."""
+    return _template(data_root, tmp_path_factory.mktemp("corpus-template"), "tokenize")
+
+
+@pytest.fixture(scope="session")
+def pretrained_template(ray_session, data_root, tmp_path_factory) -> Path:
+    """As corpus_template, with the (four-step, one-worker) pretrain stage committed too."""
+    return _template(data_root, tmp_path_factory.mktemp("pretrained-template"), "pretrain")
+
+
+def _template(data_root: Path, root: Path, last_stage: str) -> Path:
+    from tests.support.workflows import run_in_process, small_workflow, write_workflow
+
+    workflow = write_workflow(small_workflow(root / "work", data_root, name="template"), root / "template.yaml")
+    summary = run_in_process(workflow, [last_stage])
+    assert not summary.failed, summary.failed
+    return root / "work"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` over HTTP (SQLite backend, served artifacts), shared by the session (tests use
+    experiments and model names of their own); yields its URI."""
+    from tests.support.servers import start_mlflow_server
+
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    yield server.uri
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mlflow_auth_server(tmp_path_factory):
+    """`mlflow server --app-name basic-auth` with a non-admin pipeline user, one per test module."""
+    from tests.support.servers import start_auth_server
+
+    server = start_auth_server(tmp_path_factory.mktemp("mlflow-auth"))
+    yield server
+    server.server.stop()

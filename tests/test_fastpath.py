@@ -153,6 +153,7 @@ def test_flash_varlen_falls_back_to_sdpa_without_flash_attn_or_gpu(caplog):
     assert not torch.cuda.is_available() and "using SDPA instead" in caplog.text
 
 
+@pytest.mark.extended  # inductor compiles for ~30 s on CPU
 def test_compiled_dense_blocks_match_eager():
     """torch.compile (inductor, CPU here) of each layer's dense blocks: same loss and gradients, same
     parameter names."""

@@ -12,23 +12,23 @@ from bioray.tracking import (
 
 def test_default_store_is_sqlite_in_workdir(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking_uri_for(None, tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking_uri_for(None, tmp_path / "mlflow.db") == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert tracking_uri_for(None, tmp_path) == "http://127.0.0.1:5000"
-    assert tracking_uri_for("sqlite:///x.db", tmp_path) == "sqlite:///x.db"
+    assert tracking_uri_for(None, tmp_path / "mlflow.db") == "http://127.0.0.1:5000"
+    assert tracking_uri_for("sqlite:///x.db", tmp_path / "mlflow.db") == "sqlite:///x.db"
 
 
 def test_local_experiment_keeps_artifacts_under_workdir(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment_id = ensure_experiment(client, "exp", tmp_path)
-    assert ensure_experiment(client, "exp", tmp_path) == experiment_id
+    experiment_id = ensure_experiment(client, "exp", tmp_path / "mlartifacts")
+    assert ensure_experiment(client, "exp", tmp_path / "mlartifacts") == experiment_id
     location = client.get_experiment(experiment_id).artifact_location
     assert location == (tmp_path / "mlartifacts").as_uri()
 
 
 def test_many_params_are_logged_in_batches(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run = client.create_run(ensure_experiment(client, "exp", tmp_path))
+    run = client.create_run(ensure_experiment(client, "exp", tmp_path / "mlartifacts"))
     params = flatten({"section": {f"k{i}": i for i in range(250)}, "model": {"layers": 2}})
     log_params_and_tags(client, run.info.run_id, params, {"bioray.stage": "x"})
     logged = client.get_run(run.info.run_id).data

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import uuid
 from pathlib import Path
 
 from bioray.config import ConfigError, WorkflowConfig, is_mlflow_uri
+from bioray.workdir import Workdir
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,17 @@ def pin(uri: str, client) -> str:
     return f"models:/{match['name']}/{version}"
 
 
-def download(pinned: str, models_dir: Path) -> Path:
-    """The model's files under models_dir (downloaded once, committed by rename); its HF directory."""
+def download(pinned: str, workdir: Workdir) -> Path:
+    """The model's files under `<workdir>/models/` (downloaded once, committed by rename); its HF directory."""
     import mlflow
 
     from bioray.pipeline.models import hf_directory
 
-    scheme, rest = pinned.split(":/", 1)  # models:/name/3 -> <models_dir>/models/name/3
-    local = models_dir.joinpath(scheme, *[re.sub(r"[^A-Za-z0-9._-]+", "_", part) for part in rest.split("/") if part])
+    scheme, rest = pinned.split(":/", 1)  # models:/name/3 -> <workdir>/models/models/name/3
+    parts = [re.sub(r"[^A-Za-z0-9._-]+", "_", part).lstrip(".") or "_" for part in rest.split("/") if part]
+    local = workdir.model_download(scheme, *parts)
     if not local.is_dir():
-        partial = local.with_name(f".{local.name}-{uuid.uuid4().hex[:8]}")
+        partial = workdir.model_download(scheme, *parts[:-1], f".{parts[-1]}-{uuid.uuid4().hex[:8]}")
         partial.mkdir(parents=True)
         try:
             mlflow.artifacts.download_artifacts(pinned, dst_path=str(partial))
@@ -53,7 +54,8 @@ def download(pinned: str, models_dir: Path) -> Path:
             if not local.is_dir():  # a concurrent download committed first: use it
                 raise
         finally:
-            shutil.rmtree(partial, ignore_errors=True)
+            if partial.exists():
+                workdir.remove(partial)
     return hf_directory(local, complete=True)
 
 
@@ -65,13 +67,13 @@ def resolve_model_refs(config: WorkflowConfig) -> dict[str, str]:
     refs = {key: uri for key, uri in refs.items() if uri and is_mlflow_uri(uri)}
     if not refs:
         return {}
-    client = tracking.configure(tracking.tracking_uri_for(config.tracking.uri, config.workdir_path))
+    client = tracking.configure(tracking.tracking_uri_for(config.tracking.uri, config.paths.mlflow_db))
     pinned, by_uri = {}, {}
     for key, uri in refs.items():
         if uri not in by_uri:  # vocab and weights from one version even if the alias moves meanwhile
             by_uri[uri] = pin(uri, client)
         pinned[key] = by_uri[uri]
-        path = download(pinned[key], config.workdir_path / "models")
+        path = download(pinned[key], config.paths)
         section, field = key.split(".")
         setattr(getattr(config, section), field, str(path))
         log.info("%s: %s is %s, files in %s", key, uri, pinned[key], path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class Node:
     dataset: str | None = None
     seed: int | None = None
     fold: int | None = None  # k-fold datasets: 0-based fold
+    run: Callable | None = field(default=None, compare=False)  # None: the kind's run function
 
 
 def build_plan(config: WorkflowConfig) -> list[Node]:
@@ -132,7 +134,7 @@ def compute_keys(nodes: list[Node]) -> dict[str, str]:
 
 
 def stage_dir(config: WorkflowConfig, name: str, key: str) -> Path:
-    return config.workdir_path / "stages" / name / key
+    return config.paths.stage_dir(name, key)
 
 
 def is_cached(config: WorkflowConfig, name: str, key: str) -> bool:

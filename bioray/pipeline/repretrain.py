@@ -29,8 +29,6 @@ from bioray.pipeline.plan import fingerprint
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "repretrain-state.json"
-
 
 @dataclass
 class ScheduledOutcome:
@@ -67,7 +65,7 @@ def run_scheduled(config: WorkflowConfig, run: Callable[[WorkflowConfig], object
     """Steps 1-5 above; `run` runs the DAG of the (model-ref-resolved) config and returns its RunSummary."""
     from bioray.pipeline.model_refs import resolve_model_refs
 
-    lock = RunLock(config.workdir_path / "repretrain.lock", config.repretrain.lock_stale_after_s)
+    lock = RunLock(config.paths.run_lock, config.repretrain.lock_stale_after_s)
     try:
         took_over = lock.acquire()
     except LockHeld as held:
@@ -77,7 +75,7 @@ def run_scheduled(config: WorkflowConfig, run: Callable[[WorkflowConfig], object
             log.warning(took_over)
         fetched, failed = fetch_new_files(config)
         digest, count = inputs_digest(config)
-        state_path = config.workdir_path / STATE_FILE
+        state_path = config.paths.run_state
         last = json.loads(state_path.read_text()) if state_path.is_file() else {}
         if last.get("inputs") == digest:
             return ScheduledOutcome(

@@ -44,6 +44,7 @@ class RunSummary:
     results: dict[str, StageResult] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    waited_for_slot: list[str] = field(default_factory=list)  # fine-tuning stages held back for a free slot
 
 
 def ray_module(config: WorkflowConfig):
@@ -57,8 +58,9 @@ def ray_module(config: WorkflowConfig):
         address = config.ray.address or os.environ.get("RAY_ADDRESS")
         if address:
             ray.init(address=address)
-        else:  # logical CPUs: training workers, data tasks and stage tasks share the cores
-            ray.init(num_cpus=config.ray.num_cpus or max(4, os.cpu_count() or 1))
+        else:  # a new local instance (never a stray cluster found on this machine); logical CPUs:
+            # training workers, data tasks and stage tasks share the cores
+            ray.init(address="local", num_cpus=config.ray.num_cpus or max(4, os.cpu_count() or 1))
     return ray
 
 
@@ -101,10 +103,11 @@ class _StageRuns:
     """The MLflow side of one pipeline run: a parent run and a child run per stage."""
 
     def __init__(self, config: WorkflowConfig, targets: list[str] | None, workflow_file: str):
-        self.uri = tracking.tracking_uri_for(config.tracking.uri, config.workdir_path)
+        self.uri = tracking.tracking_uri_for(config.tracking.uri, config.paths.mlflow_db)
         config.workdir_path.mkdir(parents=True, exist_ok=True)
         self.client = tracking.configure(self.uri)
-        self.experiment_id = tracking.ensure_experiment(self.client, config.tracking.experiment, config.workdir_path)
+        self.experiment_id = tracking.ensure_experiment(self.client, config.tracking.experiment,
+                                                        config.paths.mlflow_artifacts)
         self.tags = tracking.common_tags()
         parent = self.client.create_run(self.experiment_id, run_name=config.name, tags={
             **self.tags, "bioray.workflow": workflow_file, "bioray.targets": ",".join(targets or ["all"])})
@@ -158,8 +161,13 @@ class _StageRuns:
 
 def run_workflow(config: WorkflowConfig, targets: list[str] | None = None, workflow_file: str = "") -> RunSummary:
     """Run the target stages (default: all) and whatever stale stages they need."""
+    return run_nodes(config, build_plan(config), targets, workflow_file)
+
+
+def run_nodes(config: WorkflowConfig, nodes: list[Node], targets: list[str] | None = None,
+              workflow_file: str = "") -> RunSummary:
+    """Run a stage graph (nodes in topological order): the targets and whatever stale stages they need."""
     started = time.perf_counter()
-    nodes = build_plan(config)
     keys = compute_keys(nodes)
     wanted = needed_nodes(nodes, keys, config, targets or [n.name for n in nodes])
     to_run = [n for n in wanted if not is_cached(config, n.name, keys[n.name])]
@@ -221,8 +229,12 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
                 waiting.remove(node)
                 _fail(runs, summary, node, f"not run: upstream stage {failed[0]} failed")
                 continue
-            training = sum(1 for n in pending.values() if n.kind == "finetune")
-            if not all(name in handles for name in node.inputs) or (node.kind == "finetune" and training >= slots):
+            if not all(name in handles for name in node.inputs):
+                continue
+            if node.kind == "finetune" and sum(1 for n in pending.values() if n.kind == "finetune") >= slots:
+                if node.name not in summary.waited_for_slot:
+                    summary.waited_for_slot.append(node.name)
+                    log.info("stage %s waits for a training slot (%d in use)", node.name, slots)
                 continue
             ref = remote_execute.options(num_cpus=node.num_cpus, name=node.name, max_retries=0,
                                          runtime_env={"env_vars": STAGE_ENV}).remote(

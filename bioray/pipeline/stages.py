@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
-import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -23,13 +21,19 @@ log = logging.getLogger(__name__)
 class StageResult:
     name: str
     key: str
-    path: str
+    path: str  # the committed output directory, wherever the workdir is now (never stored in the output)
     metrics: dict
     cached: bool = False
 
     @classmethod
     def load(cls, directory: Path, cached: bool = True) -> StageResult:
-        return cls(**{**json.loads((directory / "result.json").read_text()), "cached": cached})
+        stored = json.loads((directory / "result.json").read_text())
+        return cls(stored["name"], stored["key"], str(directory), stored["metrics"], cached)
+
+    def save(self, directory: Path) -> None:
+        """result.json: no absolute path in it, so a copied or moved workdir keeps its cache."""
+        (directory / "result.json").write_text(json.dumps({"name": self.name, "key": self.key,
+                                                           "metrics": self.metrics}, indent=2))
 
 
 def _ingest(config, node, out, up, ctx):
@@ -41,7 +45,7 @@ def _same_stage_outputs(config: WorkflowConfig, node: Node) -> list[Path]:
     """Committed outputs of this stage made with the same settings and code (inputs may differ):
     what an incremental stage can build on."""
     outputs = []
-    for stage_file in (config.workdir_path / "stages" / node.name).glob("*/stage.yaml"):
+    for stage_file in config.paths.stage_family(node.name).glob("*/stage.yaml"):
         done = yaml.safe_load(stage_file.read_text())
         if (stage_file.parent / "result.json").is_file() and done.get("params") == node.params \
                 and done.get("code") == code_version(node.kind):
@@ -144,8 +148,7 @@ def execute_node(node: Node, key: str, config_json: str, run_id: str, tracking_u
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     config = WorkflowConfig.model_validate_json(config_json)
-    final = stage_dir(config, node.name, key)
-    tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+    final, tmp = stage_dir(config, node.name, key), config.paths.stage_tmp(node.name, key)
     try:
         tmp.mkdir(parents=True)
     except OSError as exc:  # read-only volume, full disk, a file where the directory should be
@@ -155,18 +158,18 @@ def execute_node(node: Node, key: str, config_json: str, run_id: str, tracking_u
         import ray  # the node the stage ran on: on a cluster, where to look for its logs
         _set_run_tag(context, "ray.node_id", ray.get_runtime_context().get_node_id())
         started = time.perf_counter()
-        metrics = RUNNERS[node.kind](config, node, tmp, {u.name: u for u in upstream}, context)
+        metrics = (node.run or RUNNERS[node.kind])(config, node, tmp, {u.name: u for u in upstream}, context)
         metrics["stage/seconds"] = time.perf_counter() - started
         (tmp / "stage.yaml").write_text(yaml.safe_dump({"name": node.name, "key": key, "params": node.params,
                                                         "code": code_version(node.kind),
                                                         "inputs": {u.name: u.key for u in upstream}}, sort_keys=False))
         result = StageResult(node.name, key, str(final), metrics)
-        (tmp / "result.json").write_text(json.dumps({k: v for k, v in asdict(result).items() if k != "cached"}, indent=2))
+        result.save(tmp)
         if final.exists():  # a concurrent run committed the same key first: keep its output
-            shutil.rmtree(tmp)
+            config.paths.remove(tmp)
         else:
             os.rename(tmp, final)
         return result
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        config.paths.remove(tmp)
         raise

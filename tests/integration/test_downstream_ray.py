@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 from transformers import BertConfig, BertForMaskedLM
 
@@ -20,10 +19,11 @@ from bioray.train.finetune import run_finetune
 
 REPO = Path(__file__).resolve().parents[2]
 SUBSET = {"chemprot": 240, "biosses": None, "hoc": 240, "pubmedqa": 160}
+SEED = 1
 
 
 @pytest.fixture(scope="module")
-def encoder(tmp_path_factory, data_root):
+def encoder(ray_session, tmp_path_factory, data_root):
     """A tiny randomly initialised BERT with a WordPiece vocabulary from the datasets' own text."""
     os.environ.setdefault("BIORAY_DATA_ROOT", str(data_root))
     suite = load_workflow(REPO / "workflows" / "blurb.yaml")
@@ -34,9 +34,27 @@ def encoder(tmp_path_factory, data_root):
     BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
                                intermediate_size=128, max_position_embeddings=512)).save_pretrained(str(directory))
     tokenizer.save_pretrained(str(directory))
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield directory, suite, entries
-    ray.shutdown()
+    return directory, suite, entries
+
+
+def _training_loss(model_dir: Path, dataset: DatasetConfig, data_root: Path, labels: list[str], seed: int) -> float:
+    """Mean loss over the training examples of the model in model_dir; an encoder gets the task's head,
+    initialised as the fine-tuning run initialised it (same seed)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from bioray.tasks.registry import task_for
+
+    task = task_for(dataset)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    torch.manual_seed(seed)
+    model = task.build_model(str(model_dir), labels).eval()
+    examples = load_splits(dataset, lambda p: data_root / p)["train"]
+    features = task.encode(examples, tokenizer, labels, dataset.max_length or 128)
+    with torch.no_grad():
+        losses = [float(model(**task.collate(features[i:i + 32], tokenizer.pad_token_id)).loss)
+                  for i in range(0, len(features), 32)]
+    return sum(losses) / len(losses)
 
 
 def _tune_and_score(encoder_dir: Path, dataset: DatasetConfig, data_root: Path, tmp: Path, epochs: int = 2) -> tuple:
@@ -47,7 +65,7 @@ def _tune_and_score(encoder_dir: Path, dataset: DatasetConfig, data_root: Path, 
     tuned.mkdir()
     scored.mkdir()
     config = FinetuneConfig(datasets=[dataset], epochs=epochs, lr=1e-3, batch_size=16, max_length=128)
-    train = run_finetune(config.for_dataset(dataset), dataset, 1, data_root=data_root, fold=None,
+    train = run_finetune(config.for_dataset(dataset), dataset, SEED, data_root=data_root, fold=None,
                          encoder_dir=encoder_dir, output=tuned, storage=str(tmp / "storage"), run_name="t",
                          tracking_uri=uri, run_id=run_id)
     test = run_evaluate(EvaluateConfig(), dataset, model_dir=tuned / "model", data_root=data_root, fold=None,
@@ -56,7 +74,7 @@ def _tune_and_score(encoder_dir: Path, dataset: DatasetConfig, data_root: Path, 
     return train, test, rows, client.get_metric_history(run_id, "finetune/train_loss")
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.parametrize("name, metrics", [
     ("chemprot", {"relation/test_f1", "relation/test_precision", "relation/test_recall"}),
     ("biosses", {"similarity/test_pearson"}),
@@ -69,8 +87,13 @@ def test_sequence_tasks_fine_tune_and_score_on_real_data(encoder, tmp_path, name
     train, test, rows, losses = _tune_and_score(encoder_dir, dataset, Path(suite.data_root), tmp_path)
     assert set(test) == metrics and all(0.0 <= v <= 1.0 or name == "biosses" for v in test.values())
     assert len(rows) == len(load_splits(dataset, suite.data_path)["test"])
-    assert [m.step for m in losses] and all(m.value == m.value for m in losses)  # logged per epoch, finite
+    assert len(losses) == 2 and all(m.value == m.value for m in losses)  # logged per epoch, finite
     labels = json.loads((tmp_path / "finetune" / "labels.json").read_text())
+    # it learned: on its training examples, the fine-tuned model's loss is below that of the model it
+    # started from (the encoder with the task's head as the run initialised it)
+    data_root = Path(suite.data_root)
+    assert _training_loss(tmp_path / "finetune" / "model", dataset, data_root, labels, SEED) < _training_loss(
+        encoder_dir, dataset, data_root, labels, SEED)
     if name == "chemprot":
         assert labels == ["False", "CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9"]  # the entry's label scheme
         assert {r["predicted"] for r in rows} <= set(labels)
@@ -93,7 +116,7 @@ def _squad_file(path: Path, data_root: Path, count: int) -> None:
     path.write_text(json.dumps({"version": "BioASQ-like", "data": [{"title": "t", "paragraphs": paragraphs}]}))
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_extractive_factoid_qa_on_a_squad_format_file(encoder, tmp_path, data_root):
     encoder_dir, suite, _ = encoder
     train_file, test_file = tmp_path / "train.json", tmp_path / "test.json"
@@ -129,7 +152,7 @@ def _predict(model: str, lines: list[str], env: dict | None = None) -> list[dict
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_predict_and_batch_tagging_with_a_fine_tuned_ner_model(encoder, tmp_path):
     import mlflow
     import pyarrow as pa
@@ -171,7 +194,7 @@ def test_predict_and_batch_tagging_with_a_fine_tuned_ner_model(encoder, tmp_path
         assert by_id[row.doc_id][row.start:row.end] == row.text
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_predict_prints_label_probabilities_for_a_relation_model(encoder, tmp_path):
     encoder_dir, suite, entries = encoder
     chemprot = entries["chemprot"].model_copy(update={"max_train_examples": 200})

@@ -5,8 +5,6 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
-import ray
 import yaml
 
 from bioray.config import load_workflow
@@ -24,14 +22,7 @@ def _medline(path, body: str) -> None:
         f.write(f"<?xml version=\"1.0\"?><PubmedArticleSet>{body}</PubmedArticleSet>")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-def test_ingest_applies_updates_and_quarantines_a_corrupt_file(local_ray, tmp_path, quickstart_tree, data_root):
+def test_ingest_applies_updates_and_quarantines_a_corrupt_file(ray_session, tmp_path, quickstart_tree, data_root):
     raw = tmp_path / "raw"
     raw.mkdir()
     _medline(raw / "pubmed26n0001.xml.gz",
@@ -64,7 +55,7 @@ def test_ingest_applies_updates_and_quarantines_a_corrupt_file(local_ray, tmp_pa
     assert metrics["ingest/sentences"] == 3 + 3
 
 
-def test_planted_bad_files_are_reported_and_every_good_document_kept(local_ray, tmp_path, quickstart_tree, data_root):
+def test_planted_bad_files_are_reported_and_every_good_document_kept(ray_session, tmp_path, quickstart_tree, data_root):
     raw = tmp_path / "raw"
     raw.mkdir()
     many = "".join(_article(str(1000 + i), 1, f"Study {i} of drug {i * 7}.", f"Outcome {i} improved in {i} patients.")
@@ -110,7 +101,7 @@ def _table(directory):
     return frame.assign(sentence_starts=frame["sentence_starts"].map(list), sentence_ends=frame["sentence_ends"].map(list))
 
 
-def test_incremental_ingest_equals_full_rebuild(local_ray, tmp_path):
+def test_incremental_ingest_equals_full_rebuild(ray_session, tmp_path):
     from bioray.config import IngestConfig, SourceConfig
 
     raw = tmp_path / "raw"

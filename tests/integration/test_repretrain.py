@@ -1,12 +1,15 @@
-"""Scheduled re-pretraining for real: NLM-style update files over HTTP, incremental ingest, only new
-documents tokenized, pretraining continued from the registry's champion, the gate deciding, the run
-lock, and "nothing new" doing nothing. Local Ray, DeepSpeed on CPU, an MLflow server over HTTP."""
+"""Scheduled re-pretraining: NLM-style update files over HTTP, the run lock, "nothing new" doing
+nothing, and the champion pinned and downloaded as the starting point (default tier: the scheduling
+logic, with the DAG run recorded instead of run); and for real, the whole DAG twice: incremental
+ingest, only new documents tokenized, pretraining continued from the registry's champion, the gate
+deciding (extended tier). Local Ray, DeepSpeed on CPU, an MLflow server over HTTP."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -44,9 +47,9 @@ def _serve(server: NlmLikeServer, name: str, content: bytes) -> None:
     server.files[name + ".md5"] = f"MD5({name})= {hashlib.md5(content).hexdigest()}\n".encode()
 
 
-def _first_champion(tmp_path: Path, data_root: Path, uri: str) -> None:
-    """Version 1 of the encoder, registered with a 0.0 score: a tiny BERT and a WordPiece vocabulary
-    trained on real abstracts, put through the register stage's own code."""
+def _register_champion(tmp_path: Path, data_root: Path, uri: str, name: str = "champion-v1", score: float = 0.0) -> None:
+    """A version of the encoder registered with `score`: a tiny BERT and a WordPiece vocabulary trained
+    on real abstracts, put through the register stage's own code (the first becomes champion)."""
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
@@ -57,17 +60,17 @@ def _first_champion(tmp_path: Path, data_root: Path, uri: str) -> None:
     wordpiece = BertWordPieceTokenizer(lowercase=False)
     wordpiece.train_from_iterator(lines, vocab_size=4000)
     tokenizer = BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, do_lower_case=False)
-    encoder = tmp_path / "champion-v1"
+    encoder = tmp_path / name
     tokenizer.save_pretrained(str(encoder))
     BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                                intermediate_size=128, max_position_embeddings=256)).save_pretrained(str(encoder))
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("bioray-bootstrap") or client.get_experiment(
         client.create_experiment("bioray-bootstrap"))
-    run = client.create_run(experiment.experiment_id, run_name="champion-v1")
-    (tmp_path / "register-v1").mkdir()
+    run = client.create_run(experiment.experiment_id, run_name=name)
+    (tmp_path / f"register-{name}").mkdir()
     run_register(RegisterConfig(model_name=MODEL), encoder_dir=encoder, scores={}, report_scores={
-        "report/ncbi-disease/f1": 0.0}, run_id=run.info.run_id, tracking_uri=uri, output=tmp_path / "register-v1")
+        "report/ncbi-disease/f1": score}, run_id=run.info.run_id, tracking_uri=uri, output=tmp_path / f"register-{name}")
 
 
 def _workflow(tmp_path: Path, data_root: Path, uri: str, listing: str) -> Path:
@@ -108,7 +111,8 @@ def _latest(client: MlflowClient) -> tuple:
     return parent, children, len(runs)
 
 
-@pytest.mark.slow
+@pytest.mark.extended
+@pytest.mark.timeout(1200)
 def test_repretrain_does_only_new_work_and_promotes_only_a_winner(tmp_path, data_root, mlflow_server):
     client = MlflowClient(mlflow_server)
     files = _update_files(data_root)
@@ -116,7 +120,7 @@ def test_repretrain_does_only_new_work_and_promotes_only_a_winner(tmp_path, data
     with _serving(server):
         listing = f"http://127.0.0.1:{server.server_address[1]}/pubmed/updatefiles/"
         _serve(server, "pubmed26n0001.xml.gz", files["pubmed26n0001.xml.gz"])
-        _first_champion(tmp_path, data_root, mlflow_server)
+        _register_champion(tmp_path, data_root, mlflow_server)
         workflow = _workflow(tmp_path, data_root, mlflow_server, listing)
         lock = tmp_path / "work" / "repretrain.lock"
 
@@ -179,3 +183,73 @@ def test_repretrain_does_only_new_work_and_promotes_only_a_winner(tmp_path, data
         assert "took over a stale lock" in idle and "nothing to do" in idle
         assert not lock.exists()
 
+
+
+def test_scheduled_run_logic_lock_nothing_new_takeover_and_champion_pinning(tmp_path, data_root, mlflow_server,
+                                                                             caplog):
+    from bioray.config import load_workflow
+    from bioray.pipeline.lock import RunLock
+    from bioray.pipeline.repretrain import run_scheduled
+    from bioray.pipeline.runner import RunSummary
+
+    client = MlflowClient(mlflow_server)
+    files = _update_files(data_root)
+    server = NlmLikeServer({})
+    started: list = []  # the configs the DAG would have run with
+
+    def record_dag_run(config):
+        started.append(config.model_copy(deep=True))
+        return RunSummary(parent_run_id=f"recorded-{len(started)}")
+
+    with _serving(server):
+        listing = f"http://127.0.0.1:{server.server_address[1]}/pubmed/updatefiles/"
+        _serve(server, "pubmed26n0001.xml.gz", files["pubmed26n0001.xml.gz"])
+        _register_champion(tmp_path, data_root, mlflow_server)
+        workflow = _workflow(tmp_path, data_root, mlflow_server, listing)
+
+        def scheduled():
+            return run_scheduled(load_workflow(workflow), record_dag_run)
+
+        # another live run holds the lock: nothing at all happens
+        work = tmp_path / "work"
+        with RunLock(work / "repretrain.lock", stale_after_s=3600) as held:
+            outcome = scheduled()
+            assert outcome.status == "locked" and "another run holds the lock" in outcome.message
+            assert f"pid {os.getpid()}" in outcome.message and json.loads(held.path.read_text())["token"] == held.token
+        assert started == [] and server.bytes_sent == {} and not (tmp_path / "updatefiles").exists()
+
+        # the first run fetches the file and starts from the champion, pinned to its version and downloaded
+        outcome = scheduled()
+        assert outcome.status == "ran" and outcome.fetched == ["pubmed26n0001.xml.gz"] and len(started) == 1
+        for key in ("vocab", "pretrain"):
+            checkpoint = Path(getattr(started[0], key).init_checkpoint)
+            assert checkpoint.is_relative_to(work / "models") and f"/{MODEL}/1/" in str(checkpoint)
+            assert (checkpoint / "config.json").is_file() and (checkpoint / "tokenizer_config.json").is_file()
+        state = json.loads((work / "repretrain-state.json").read_text())
+        assert state["models"]["pretrain.init_checkpoint"] == f"models:/{MODEL}/1" and state["files"] == 1
+        assert not (work / "repretrain.lock").exists()
+
+        # nothing new: nothing fetched again, no DAG run, no MLflow run
+        runs_before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+        outcome = scheduled()
+        assert outcome.status == "nothing-new" and "nothing to do" in outcome.message and len(started) == 1
+        assert server.bytes_sent["pubmed26n0001.xml.gz"] == len(files["pubmed26n0001.xml.gz"])
+        assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == runs_before
+
+        # a new champion and a new file: the run starts from the new champion's version
+        _register_champion(tmp_path, data_root, mlflow_server, name="champion-v2", score=50.0)
+        assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
+        _serve(server, "pubmed26n0002.xml.gz", files["pubmed26n0002.xml.gz"])
+        outcome = scheduled()
+        assert outcome.status == "ran" and outcome.fetched == ["pubmed26n0002.xml.gz"] and len(started) == 2
+        assert f"/{MODEL}/2/" in started[1].pretrain.init_checkpoint
+
+        # a lock left by a dead run is taken over once stale, and the run goes on
+        lock = work / "repretrain.lock"
+        lock.write_text(json.dumps({"token": "dead", "pid": 999999, "host": "gone", "started": "2026-01-01T00:00:00Z"}))
+        old = time.time() - 7200
+        os.utime(lock, (old, old))
+        with caplog.at_level(logging.WARNING):
+            outcome = scheduled()
+        assert "took over a stale lock" in caplog.text and "pid 999999" in caplog.text
+        assert outcome.status == "nothing-new" and not lock.exists()

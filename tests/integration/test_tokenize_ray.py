@@ -6,28 +6,11 @@ import json
 import numpy as np
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-import pytest
-import ray
 from transformers import AutoTokenizer
 
-from bioray.config import IngestConfig, SourceConfig, TokenizeConfig, VocabConfig
-from bioray.data.ingest import run_ingest
+from bioray.config import TokenizeConfig
 from bioray.data.tokenize import run_tokenize
-from bioray.data.vocab import run_vocab, sample_texts
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, data_root):
-    ray.init(num_cpus=2, include_dashboard=False)
-    work = tmp_path_factory.mktemp("tokenize")
-    sources = [SourceConfig(name="pmc", format="jsonl", path="corpus/craft-pmc", max_docs=40),
-               SourceConfig(name="abstracts", format="jsonl", path="corpus/medical-abstracts-tc", max_docs=400)]
-    (work / "ingest").mkdir()
-    run_ingest(IngestConfig(sources=sources), data_root, work / "ingest")
-    (work / "vocab").mkdir()
-    run_vocab(VocabConfig(size=3000, sample_docs=200), work / "ingest" / "documents", work / "vocab", None)
-    yield work
-    ray.shutdown()
+from bioray.data.vocab import sample_texts
 
 
 def _rows(directory) -> list[tuple]:
@@ -38,17 +21,17 @@ def _rows(directory) -> list[tuple]:
     return sorted(tuple(json.dumps(v.tolist() if hasattr(v, "tolist") else v) for v in row) for row in rows)
 
 
-def test_vocab_trains_on_a_sample_of_the_whole_corpus(corpus):
-    documents = corpus / "ingest" / "documents"
+def test_vocab_trains_on_a_sample_of_the_whole_corpus(small_corpus):
+    documents = small_corpus["documents"]
     total = pads.dataset(str(documents), format="parquet").count_rows()
     sample = list(sample_texts(documents, 200))
     assert 120 < len(sample) < 280 < total  # about the requested size, not the whole corpus
-    tokenizer = AutoTokenizer.from_pretrained(str(corpus / "vocab" / "tokenizer"))
+    tokenizer = AutoTokenizer.from_pretrained(str(small_corpus["tokenizer"]))
     assert 1000 < len(tokenizer) <= 3000 and tokenizer.mask_token == "[MASK]"
 
 
-def test_stream_packing_keeps_every_token_in_small_shards_deterministically(corpus, tmp_path):
-    documents, tokenizer_dir = corpus / "ingest" / "documents", corpus / "vocab" / "tokenizer"
+def test_stream_packing_keeps_every_token_in_small_shards_deterministically(small_corpus, tmp_path):
+    documents, tokenizer_dir = small_corpus["documents"], small_corpus["tokenizer"]
     config = TokenizeConfig(seq_len=64, tokenizer_actors=2, batch_size=50)
     first, second = tmp_path / "first", tmp_path / "second"
     for out in (first, second):
@@ -76,9 +59,9 @@ def test_stream_packing_keeps_every_token_in_small_shards_deterministically(corp
     assert set(written["tokens_per_source"]) == {"pmc", "abstracts"}
 
 
-def test_document_packing_with_next_sentence_pairs(corpus, tmp_path):
+def test_document_packing_with_next_sentence_pairs(small_corpus, tmp_path):
     config = TokenizeConfig(seq_len=64, packing="document", nsp=True, tokenizer_actors=1)
-    stats = run_tokenize(config, corpus / "ingest" / "documents", corpus / "vocab" / "tokenizer", tmp_path)
+    stats = run_tokenize(config, small_corpus["documents"], small_corpus["tokenizer"], tmp_path)
     table = pads.dataset(str(tmp_path / "sequences"), format="parquet").to_table()
     labels = np.array(table.column("next_sentence_label").to_pylist())
     has_b = np.array(table.column("token_type_ids").to_pylist()).sum(axis=1) > 0

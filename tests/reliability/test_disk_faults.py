@@ -11,25 +11,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.reliability.bioray_cli import run_bioray
+from tests.support.cli import run_bioray
+from tests.support.workflows import copy_stages, small_workflow, write_workflow
 
 
-def _workflow(tmp_path: Path, data_root: Path) -> Path:
-    tree = {
-        "name": "disk", "workdir": str(tmp_path / "work"), "data_root": str(data_root),
-        "ray": {"num_cpus": 3},
-        "ingest": {"sources": [{"name": "abstracts", "format": "jsonl", "path": "corpus/medical-abstracts-tc",
-                                "max_docs": 600}]},
-        "vocab": {"size": 2000, "sample_docs": 600},
-        "tokenize": {"seq_len": 64, "batch_size": 100},
-        "finetune": {"datasets": [{"name": "ncbi-disease", "task": "ner", "train": "NCBI-disease/biobert/train.tsv",
-                                   "dev": "NCBI-disease/biobert/devel.tsv", "test": "NCBI-disease/biobert/test.tsv"}]},
-    }
-    path = tmp_path / "disk.yaml"
-    path.write_text(yaml.safe_dump(tree, sort_keys=False))
-    return path
+def _workflow(tmp_path: Path, data_root: Path, template: Path) -> Path:
+    """The session's corpus workdir with ingest and vocab committed: the tokenize stage is next."""
+    copy_stages(template, tmp_path / "work", ("ingest", "vocab"))
+    return write_workflow(small_workflow(tmp_path / "work", data_root, name="disk", ray={"num_cpus": 3}),
+                          tmp_path / "disk.yaml")
 
 
 def _mount(*args: str) -> None:
@@ -42,16 +33,15 @@ def _digests(stages: Path, name: str) -> dict[str, str]:
             for p in sorted((stages / name).rglob("*")) if p.is_file()}
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.parametrize("fault, options, cause", [
     ("full disk", ["-o", "size=64k"], "No space left on device"),
     ("read-only", ["-o", "size=64m,ro"], "Read-only file system"),
 ])
-def test_a_stage_that_cannot_write_fails_clearly_and_keeps_earlier_outputs(tmp_path, data_root, fault, options, cause):
-    workflow = _workflow(tmp_path, data_root)
+def test_a_stage_that_cannot_write_fails_clearly_and_keeps_earlier_outputs(tmp_path, data_root, corpus_template,
+                                                                           fault, options, cause):
+    workflow = _workflow(tmp_path, data_root, corpus_template)
     stages = tmp_path / "work" / "stages"
-    first = run_bioray("vocab", str(workflow))
-    assert first.returncode == 0, first.stderr[-3000:]
     before = {name: _digests(stages, name) for name in ("ingest", "vocab")}
 
     target = stages / "tokenize"

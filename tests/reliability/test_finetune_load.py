@@ -7,40 +7,33 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.reliability.bioray_cli import run_bioray
+from tests.support.cli import run_bioray
+from tests.support.workflows import NCBI, copy_stages, small_workflow, write_workflow
 
 SEEDS = list(range(20))
 CPUS = 3  # Ray's logical CPUs on two cores: one is left to the data tasks, so two stages train at once
 
 
-def _workflow(tmp_path: Path, data_root: Path) -> Path:
-    tree = {
-        "name": "load", "workdir": str(tmp_path / "work"), "data_root": str(data_root),
-        "ray": {"num_cpus": CPUS}, "tracking": {"experiment": "load"},
-        "ingest": {"sources": [{"name": "abstracts", "format": "jsonl", "path": "corpus/medical-abstracts-tc",
-                                "max_docs": 300}]},
-        "vocab": {"size": 1500, "sample_docs": 300},
-        "tokenize": {"seq_len": 64},
-        "pretrain": {"model": {"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "max_position": 128},
-                     "num_workers": 1, "steps": 4, "global_batch_size": 8, "micro_batch_size": 8, "warmup_steps": 1,
-                     "log_every": 2, "checkpoint_every": 4},
-        "finetune": {"datasets": [{"name": "ncbi-disease", "task": "ner", "train": "NCBI-disease/biobert/train.tsv",
-                                   "dev": "NCBI-disease/biobert/devel.tsv", "test": "NCBI-disease/biobert/test.tsv",
-                                   "max_train_examples": 64}],
-                     "seeds": SEEDS, "epochs": 1, "batch_size": 16, "max_length": 64, "log_model": False},
-    }
-    path = tmp_path / "load.yaml"
-    path.write_text(yaml.safe_dump(tree, sort_keys=False))
-    return path
+def _workflow(tmp_path: Path, data_root: Path, template: Path) -> Path:
+    """The session's workdir with everything up to pretraining committed; 20 tiny fine-tuning runs
+    (no dev set: nothing but training is measured here)."""
+    copy_stages(template, tmp_path / "work", ("ingest", "vocab", "tokenize", "pretrain"))
+    dataset = {key: NCBI[key] for key in ("name", "task", "train", "test")}
+    tree = small_workflow(tmp_path / "work", data_root, name="load", ray={"num_cpus": CPUS}, finetune={
+        "datasets": [{**dataset, "max_train_examples": 32}], "seeds": SEEDS, "epochs": 1, "batch_size": 16,
+        "max_length": 64, "log_model": False})
+    return write_workflow(tree, tmp_path / "load.yaml")
 
 
-@pytest.mark.slow
-def test_twenty_queued_fine_tuning_stages_all_complete_within_the_cpus(tmp_path, data_root):
-    done = run_bioray("finetune", str(_workflow(tmp_path, data_root)), timeout=1500)
+@pytest.mark.extended
+@pytest.mark.timeout(1500)
+def test_twenty_queued_fine_tuning_stages_all_complete_within_the_cpus(tmp_path, data_root, pretrained_template):
+    done = run_bioray("finetune", str(_workflow(tmp_path, data_root, pretrained_template)), timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    # all twenty were ready at once: as many started as there are slots, the rest queued in the runner
+    assert f"{len(SEEDS) - (CPUS - 1)} fine-tuning stage(s) waited for a training slot" in done.stdout
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("load").experiment_id], max_results=100)
@@ -48,7 +41,7 @@ def test_twenty_queued_fine_tuning_stages_all_complete_within_the_cpus(tmp_path,
     assert sorted(r.data.tags["bioray.stage"] for r in tuned) == sorted(
         f"finetune/ncbi-disease/seed-{s}" for s in SEEDS)
     assert all(r.info.status == "FINISHED" and r.data.tags.get("bioray.cache") == "miss" for r in tuned)
-    assert all(r.data.metrics["finetune/train_loss"] == r.data.metrics["finetune/train_loss"] for r in tuned)
+    assert all(0 < r.data.metrics["finetune/train_loss"] < 10 for r in tuned)  # finite: each trained
     results = list((tmp_path / "work" / "stages" / "finetune").glob("ncbi-disease/seed-*/*/result.json"))
     assert len(results) == len(SEEDS) and all((r.parent / "model").is_dir() for r in results)
 
@@ -61,4 +54,4 @@ def test_twenty_queued_fine_tuning_stages_all_complete_within_the_cpus(tmp_path,
     for _, change in events:
         running += change
         most = max(most, running)
-    assert 1 < most <= CPUS - 1
+    assert most <= CPUS - 1

@@ -1,5 +1,6 @@
-"""Faults in a real pipeline run (CLI, local Ray, DeepSpeed on CPU): the MLflow server stopped for a
-while during pretraining, and the driver killed mid-DAG and run again."""
+"""Faults in a real pipeline run (CLI, local Ray, DeepSpeed on CPU): the MLflow server unreachable for a
+while during pretraining, and the driver killed mid-DAG and run again. Both start from the session's
+corpus workdir (ingest, vocab and tokenize cached), so they pay only for pretraining."""
 
 from __future__ import annotations
 
@@ -11,39 +12,25 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.integration.conftest import _free_port, _start_mlflow_server, _stop
-from tests.reliability.bioray_cli import run_bioray, start_bioray
+from tests.support.cli import run_bioray, start_bioray
+from tests.support.servers import TcpForwarder
+from tests.support.workflows import PRETRAIN, copy_stages, small_workflow, write_workflow
 
-STEPS, LOG_EVERY, CHECKPOINT_EVERY = 40, 2, 10
-
-
-def _workflow(tmp_path: Path, data_root: Path, tracking_uri: str | None) -> Path:
-    """Ingest, vocab, tokenize and pretrain on 600 real abstracts, small enough for two cores."""
-    tree = {
-        "name": "faults", "workdir": str(tmp_path / "work"), "data_root": str(data_root),
-        "tracking": {"uri": tracking_uri, "experiment": "faults"},
-        "ingest": {"sources": [{"name": "abstracts", "format": "jsonl", "path": "corpus/medical-abstracts-tc",
-                                "max_docs": 600}]},
-        "vocab": {"size": 2000, "sample_docs": 600},
-        "tokenize": {"seq_len": 64},
-        "pretrain": {"model": {"layers": 2, "hidden": 64, "heads": 2, "intermediate": 128, "max_position": 128},
-                     "num_workers": 2, "steps": STEPS, "global_batch_size": 16, "micro_batch_size": 8, "lr": 1e-3,
-                     "warmup_steps": 4, "log_every": LOG_EVERY, "checkpoint_every": CHECKPOINT_EVERY,
-                     "shuffle_buffer": 64},
-        "finetune": {"datasets": [{"name": "ncbi-disease", "task": "ner", "train": "NCBI-disease/biobert/train.tsv",
-                                   "dev": "NCBI-disease/biobert/devel.tsv", "test": "NCBI-disease/biobert/test.tsv"}]},
-    }
-    path = tmp_path / "faults.yaml"
-    path.write_text(yaml.safe_dump(tree, sort_keys=False))
-    return path
+STEPS, LOG_EVERY, CHECKPOINT_EVERY = 24, 2, 6
+CORPUS = ("ingest", "vocab", "tokenize")
 
 
-def _start(workflow: Path) -> subprocess.Popen:
-    """`bioray pretrain` (the stage and its inputs): driver and local Ray in one process group."""
-    return start_bioray("pretrain", str(workflow))
+def _workflow(tmp_path: Path, data_root: Path, template: Path, tracking_uri: str | None) -> Path:
+    """Pretraining on two workers over the template's shards; the other stages are copied."""
+    work = tmp_path / "work"
+    copy_stages(template, work, CORPUS)
+    pretrain = {**PRETRAIN, "num_workers": 2, "steps": STEPS, "global_batch_size": 16, "log_every": LOG_EVERY,
+                "checkpoint_every": CHECKPOINT_EVERY}
+    tree = small_workflow(work, data_root, name="faults", pretrain=pretrain,
+                          tracking={"uri": tracking_uri, "experiment": "faults"})
+    return write_workflow(tree, tmp_path / "faults.yaml")
 
 
 def _wait_for(condition, what: str, process: subprocess.Popen, seconds: float = 600) -> None:
@@ -53,45 +40,40 @@ def _wait_for(condition, what: str, process: subprocess.Popen, seconds: float = 
             pytest.fail(f"the run ended before {what}:\n{process.stdout.read()[-6000:]}")
         if time.time() > deadline:
             pytest.fail(f"no {what} after {seconds:.0f}s")
-        time.sleep(1)
+        time.sleep(0.5)
 
 
-def _checkpoints(work: Path) -> list[Path]:
-    return sorted((work / "ray_train").glob("pretrain-*/checkpoint_*"))
-
-
-def _registered(work: Path) -> list[dict]:
-    """Checkpoints Ray Train has registered (what a new run under the same name restores), from its snapshot."""
+def _registered_steps(work: Path) -> list[int]:
+    """Steps of the checkpoints Ray Train has registered (what a new run under the same name restores)."""
     for snapshot in (work / "ray_train").glob("pretrain-*/checkpoint_manager_snapshot.json"):
         try:
-            return json.loads(snapshot.read_text())["checkpoint_results"]
-        except ValueError:  # being rewritten
+            return [c["metrics"]["step"] for c in json.loads(snapshot.read_text())["checkpoint_results"]]
+        except (ValueError, KeyError):  # being rewritten
             return []
     return []
 
 
-@pytest.mark.slow
-def test_pretraining_goes_on_while_the_tracking_server_is_down(tmp_path, data_root):
-    port = _free_port()
-    server, uri = _start_mlflow_server(tmp_path, port=port)
-    run = _start(_workflow(tmp_path, data_root, uri))
+@pytest.mark.extended
+def test_pretraining_goes_on_while_the_tracking_server_is_unreachable(tmp_path, data_root, corpus_template,
+                                                                      mlflow_server):
+    forwarder = TcpForwarder(int(mlflow_server.rsplit(":", 1)[1]))
+    run = start_bioray("pretrain", str(_workflow(tmp_path, data_root, corpus_template, forwarder.uri)))
     work = tmp_path / "work"
     try:
-        _wait_for(lambda: _checkpoints(work), "first checkpoint", run)
-        _stop(server)  # the server goes away in the middle of pretraining ...
-        stopped_at = len(_checkpoints(work))
-        _wait_for(lambda: len(_checkpoints(work)) > stopped_at, "checkpoint while MLflow was down", run)
-        server, _ = _start_mlflow_server(tmp_path, port=port)  # ... and comes back
+        _wait_for(lambda: _registered_steps(work), "first checkpoint", run)
+        forwarder.down()  # the server becomes unreachable in the middle of pretraining ...
+        down_at = max(_registered_steps(work))
+        # by step, not by count: only the last keep_checkpoints stay registered
+        _wait_for(lambda: max(_registered_steps(work), default=0) > down_at, "checkpoint while MLflow was down", run)
+        forwarder.up()  # ... and comes back
         output, _ = run.communicate(timeout=900)
         assert run.returncode == 0, output[-6000:]
-        _check_everything_arrived(MlflowClient(uri))
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
-        _stop(server)
+        forwarder.close()
 
-
-def _check_everything_arrived(client: MlflowClient) -> None:
+    client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("faults")
     pretrain = next(r for r in client.search_runs([experiment.experiment_id])
                     if r.data.tags.get("bioray.stage") == "pretrain")
@@ -103,18 +85,18 @@ def _check_everything_arrived(client: MlflowClient) -> None:
     assert records == {f"checkpoints/step-{s:08d}.json" for s in range(CHECKPOINT_EVERY, STEPS + 1, CHECKPOINT_EVERY)}
 
 
-@pytest.mark.slow
-def test_driver_killed_mid_dag_then_rerun_reuses_finished_stages(tmp_path, data_root):
-    workflow = _workflow(tmp_path, data_root, None)  # MLflow in the workdir: sqlite
+@pytest.mark.extended
+def test_driver_killed_mid_dag_then_rerun_reuses_finished_stages(tmp_path, data_root, corpus_template):
+    workflow = _workflow(tmp_path, data_root, corpus_template, None)  # MLflow in the workdir: sqlite
     work = tmp_path / "work"
-    run = _start(workflow)
+    run = start_bioray("pretrain", str(workflow))
     try:
-        _wait_for(lambda: _registered(work), "registered pretraining checkpoint", run)
+        _wait_for(lambda: _registered_steps(work), "registered pretraining checkpoint", run)
     finally:
         os.killpg(run.pid, signal.SIGKILL)  # the driver and its local Ray, mid-pretraining
         run.wait()
     committed = {p.parent.parent.name for p in work.glob("stages/*/*/result.json")}  # stages/<name>/<key>/
-    assert committed == {"ingest", "vocab", "tokenize"}
+    assert committed == set(CORPUS)
     half_written = list((work / "stages" / "pretrain").glob(".tmp-*"))
     assert len(half_written) == 1 and not (half_written[0] / "result.json").exists()
 
@@ -129,9 +111,9 @@ def test_driver_killed_mid_dag_then_rerun_reuses_finished_stages(tmp_path, data_
     assert {name: r.data.tags["bioray.cache"] for name, r in children.items()} == {
         "vocab": "hit", "tokenize": "hit", "pretrain": "miss"}
     assert {p.parent.parent.name for p in work.glob("stages/*/*/result.json")} == committed | {"pretrain"}
-    result = json.loads(next((work / "stages" / "pretrain").glob("*/result.json")).read_text())
-    assert Path(result["path"]).name != half_written[0].name  # the half-written directory was never committed
-    history = json.loads((Path(result["path"]) / "history.json").read_text())
+    output = next((work / "stages" / "pretrain").glob("*/result.json")).parent
+    assert output.name != half_written[0].name  # the half-written directory was never committed
+    history = json.loads((output / "history.json").read_text())
     assert [h["step"] for h in history] == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))
     # the rerun resumed from the checkpoint the killed run had registered (same stage key, same Ray
     # Train run name and storage), instead of starting over: its steps are attempt 1

@@ -1,0 +1,90 @@
+"""Every path bioray writes under a workflow's workdir, derived in one place and checked.
+
+Stage outputs, their temporary directories, downloaded models, the run lock and state, the MLflow
+store and Ray Train's default storage all come from `Workdir`. Each path is resolved (symlinks
+included) and refused when it lands outside the workdir, so no name in a workflow, and no symlink
+planted inside the workdir, can make bioray write or delete anywhere else. Deleting goes through
+`Workdir.remove`, which only removes inside `stages/` and `models/`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+
+class UnsafePath(ValueError):
+    """A path bioray was about to write or delete resolves outside the workdir."""
+
+
+class Workdir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+
+    def path(self, *parts: str) -> Path:
+        """root/parts..., refused unless it resolves (following every symlink) inside the workdir."""
+        joined = self.root.joinpath(*parts)
+        resolved = joined.resolve()
+        if resolved != self.root and not resolved.is_relative_to(self.root):
+            raise UnsafePath(f"{joined} resolves to {resolved}, outside the workdir {self.root}: refused "
+                             "(a symlink inside the workdir, or a name with a path in it)")
+        return joined
+
+    # --- stage outputs ------------------------------------------------------------------------
+
+    @property
+    def stages(self) -> Path:
+        return self.path("stages")
+
+    def stage_family(self, name: str) -> Path:
+        """The directory of every output of one stage instance (`finetune/<dataset>/seed-<n>`)."""
+        return self.path("stages", *name.split("/"))
+
+    def stage_dir(self, name: str, key: str) -> Path:
+        """A stage's committed output: `stages/<name>/<key>`."""
+        return self.path("stages", *name.split("/"), key)
+
+    def stage_tmp(self, name: str, key: str) -> Path:
+        """Where a stage writes before its output is committed by a rename (readers skip dot names)."""
+        return self.path("stages", *name.split("/"), f".tmp-{key}-{uuid.uuid4().hex[:8]}")
+
+    # --- everything else bioray keeps here ----------------------------------------------------
+
+    @property
+    def models(self) -> Path:
+        """Registered models downloaded as starting points (vocab / pretrain init checkpoints)."""
+        return self.path("models")
+
+    def model_download(self, *parts: str) -> Path:
+        return self.path("models", *parts)
+
+    @property
+    def run_lock(self) -> Path:
+        return self.path("repretrain.lock")
+
+    @property
+    def run_state(self) -> Path:
+        return self.path("repretrain-state.json")
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.path("mlflow.db")
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.path("mlartifacts")
+
+    @property
+    def train_storage(self) -> Path:
+        return self.path("ray_train")
+
+    # --- deleting -----------------------------------------------------------------------------
+
+    def remove(self, target: Path) -> None:
+        """Delete a directory tree bioray made: only ever inside `stages/` or `models/`."""
+        resolved = Path(target).resolve()
+        allowed = [self.root / "stages", self.root / "models"]
+        if not any(resolved.is_relative_to(base) and resolved != base for base in allowed):
+            raise UnsafePath(f"{target}: bioray deletes only inside {allowed[0]} and {allowed[1]}; refused")
+        shutil.rmtree(resolved, ignore_errors=True)

@@ -1,0 +1,181 @@
+"""Servers on loopback for tests: `mlflow server` (plain or with basic auth) and a TCP forwarder that
+makes a server unreachable on demand (an outage) without stopping it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerError(RuntimeError):
+    """A test server did not come up; the message holds the end of its log."""
+
+
+@dataclass
+class MlflowServer:
+    """`mlflow server` on loopback with a SQLite backend and served artifacts."""
+
+    process: subprocess.Popen
+    uri: str
+    root: Path
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_mlflow_server(root: Path, extra_args: list[str] = (), extra_env: dict | None = None) -> MlflowServer:
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+               "--artifacts-destination", str(root / "artifacts"), "--workers", "2", *extra_args]
+    log = open(root / "server.log", "a")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "MLFLOW_TRACKING_URI": "", **(extra_env or {})})
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return MlflowServer(process, uri, root)
+        except OSError:
+            pass
+        if process.poll() is not None or time.time() > deadline:
+            process.kill()
+            raise ServerError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
+@dataclass
+class AuthServer:
+    server: MlflowServer
+    username: str  # a non-admin user the pipeline logs as
+    password: str = field(repr=False)
+    secrets: list[str] = field(default_factory=list, repr=False)  # every credential: none may be written anywhere
+
+    @property
+    def uri(self) -> str:
+        return self.server.uri
+
+    @property
+    def store(self) -> Path:
+        """Backend database, auth database and artifacts: where a leak would be written."""
+        return self.server.root
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        return {"MLFLOW_TRACKING_USERNAME": self.username, "MLFLOW_TRACKING_PASSWORD": self.password}
+
+
+def start_auth_server(root: Path) -> AuthServer:
+    """`mlflow server --app-name basic-auth`, with a non-admin pipeline user created through the admin API."""
+    admin_password, password, flask_key = (secrets.token_urlsafe(18) for _ in range(3))
+    config = root / "basic_auth.ini"
+    config.write_text(textwrap.dedent(f"""\
+        [mlflow]
+        default_permission = READ
+        database_uri = sqlite:///{root / "basic_auth.db"}
+        admin_username = admin
+        authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+        auth_cache_ttl_seconds = 60
+        """))
+    server = start_mlflow_server(root, ["--app-name", "basic-auth"], {
+        "MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": flask_key})
+    admin = "Basic " + base64.b64encode(f"admin:{admin_password}".encode()).decode()
+    request = urllib.request.Request(f"{server.uri}/api/2.0/mlflow/users/create", method="POST",
+                                     data=json.dumps({"username": "bioray-pipeline", "password": password}).encode(),
+                                     headers={"Authorization": admin, "Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).close()
+    return AuthServer(server, "bioray-pipeline", password, [admin_password, password, flask_key])
+
+
+class TcpForwarder:
+    """127.0.0.1:<port> -> target port, byte for byte. `down()` is an outage as clients see one: open
+    connections are cut and new ones are accepted and closed at once; `up()` ends it. The server
+    behind it keeps running, so an outage costs no restart."""
+
+    def __init__(self, target_port: int):
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.connections: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        self.reachable = True
+        threading.Thread(target=self._accept, name="forwarder-accept", daemon=True).start()
+
+    def down(self) -> None:
+        with self.lock:
+            self.reachable = False
+            for connection in self.connections:
+                _close(connection)
+            self.connections.clear()
+
+    def up(self) -> None:
+        with self.lock:
+            self.reachable = True
+
+    def close(self) -> None:
+        self.down()
+        _close(self.listener)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            with self.lock:
+                if not self.reachable:
+                    _close(client)
+                    continue
+                try:
+                    upstream = socket.create_connection(self.target, timeout=10)
+                except OSError:
+                    _close(client)
+                    continue
+                self.connections |= {client, upstream}
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                _close(end)
+            with self.lock:
+                self.connections -= {source, sink}
+
+
+def _close(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    connection.close()
