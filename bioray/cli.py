@@ -9,30 +9,21 @@ import sys
 
 import click
 
-from bioray.config import ConfigError, load_workflow
+from bioray.config import ConfigError
 from bioray.workdir import UnsafePath
-
-STAGE_COMMANDS = {
-    "ingest": "Raw files -> deduplicated, sentence-split documents Parquet (Ray Data).",
-    "vocab": "Train the WordPiece vocabulary (or take an initial checkpoint's).",
-    "tokenize": "Documents -> packed token sequences in Parquet shards, one or two lengths (Ray Data).",
-    "pretrain": "MLM (+ optional NSP) pretraining with Ray Train + DeepSpeed ZeRO; exports an HF model.",
-    "finetune": "Fine-tune the encoder on every dataset, fold and seed (Ray Train).",
-    "evaluate": "Score every fine-tuned model on its test set with the task's paper metric.",
-    "report": "Scores beside the published BERT / BioBERT / PubMedBERT numbers, as markdown and a plot.",
-    "tag": "Batch inference: tag the ingested documents with a fine-tuned NER model (Ray Data).",
-    "register": "Register the evaluated encoder in the MLflow model registry.",
-}
 
 workflow_argument = click.argument("workflow", type=click.Path(dir_okay=False))
 set_option = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                           help="Override a config value (repeatable), e.g. --set finetune.lr=3e-5.")
-address_option = click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
+address_option = click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a "
+                                                              "local Ray).")
 
 
 def _load(workflow: str, overrides: tuple[str, ...], address: str | None = None):
+    from bioray.pipeline.inputs import load_checked
+
     try:
-        config = load_workflow(workflow, list(overrides))
+        config = load_checked(workflow, list(overrides))
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -88,7 +79,8 @@ def _run(workflow: str, overrides, address, stage: str | None) -> None:
         click.echo(f"bioray: {len(summary.waited_for_slot)} fine-tuning stage(s) waited for a training slot")
     for name, result in summary.results.items():
         scores = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("ner/test_")}
-        click.echo(f"  {name:36s} {'cached' if result.cached else 'ran':6s} {result.path}" + (f"  {scores}" if scores else ""))
+        click.echo(f"  {name:36s} {'cached' if result.cached else 'ran':6s} "
+                   f"{result.path}" + (f"  {scores}" if scores else ""))
     for name, error in summary.failed.items():
         click.echo(f"  {name:36s} FAILED {error}", err=True)
     if summary.failed or fetch_failed:
@@ -120,8 +112,14 @@ def _stage_command(stage: str, help_text: str):
     return command
 
 
-for _stage, _help in STAGE_COMMANDS.items():
-    _stage_command(_stage, _help)
+def _stage_commands() -> None:
+    from bioray.pipeline.registry import STAGES
+
+    for stage in STAGES:
+        _stage_command(stage.kind, stage.help)
+
+
+_stage_commands()
 
 
 @main.command()
@@ -185,7 +183,7 @@ def bench_tokenize_command(data, tokenizer, seq_len, scale, as_json):
     """Raw tokenizer vs. the Ray Data tokenize+pack stage vs. ingest, in one run."""
     from pathlib import Path
 
-    from bioray.bench import bench_tokenize
+    from bioray.bench.tokenize import bench_tokenize
 
     result = bench_tokenize(Path(data), Path(tokenizer) if tokenizer else None, seq_len, scale=scale)
     if as_json:
@@ -193,12 +191,17 @@ def bench_tokenize_command(data, tokenizer, seq_len, scale, as_json):
         return
     click.echo(f"cores                      {result['cores']}")
     click.echo(f"corpus                     {result['documents']} documents, {result['text_mb']:.1f} MB of text")
-    click.echo(f"(a) raw tokenizer, 1 core  {result['raw_tokens_per_s'] / 1e6:.3f} M tokens/s, {result['raw_mb_per_s']:.2f} MB/s")
-    click.echo(f"    raw tokenizer, {result['cores']} processes at once {result['raw_all_cores_tokens_per_s'] / 1e6:.3f} M tokens/s "
+    click.echo(f"(a) raw tokenizer, 1 core  {result['raw_tokens_per_s'] / 1e6:.3f} M tokens/s, "
+               f"{result['raw_mb_per_s']:.2f} MB/s")
+    click.echo(f"    raw tokenizer, {result['cores']} processes at once "
+               f"{result['raw_all_cores_tokens_per_s'] / 1e6:.3f} M tokens/s "
                f"(core scaling {result['core_scaling']:.2f})")
-    click.echo(f"(b) tokenize+pack on Ray   {result['pipeline_tokens_per_s'] / 1e6:.3f} M tokens/s ({result['pipeline_seconds']:.1f} s)")
-    click.echo(f"    ratio (b) / (cores x a) {result['ratio']:.2f}; (b) / all-cores raw {result['ratio_to_all_cores']:.2f}")
-    click.echo(f"(c) ingest                 {result['ingest_mb_per_s']:.2f} MB/s of text ({result['ingest_seconds']:.1f} s)")
+    click.echo(f"(b) tokenize+pack on Ray   {result['pipeline_tokens_per_s'] / 1e6:.3f} M tokens/s "
+               f"({result['pipeline_seconds']:.1f} s)")
+    click.echo(f"    ratio (b) / (cores x a) {result['ratio']:.2f}; (b) / all-cores raw "
+               f"{result['ratio_to_all_cores']:.2f}")
+    click.echo(f"(c) ingest                 {result['ingest_mb_per_s']:.2f} MB/s of text "
+               f"({result['ingest_seconds']:.1f} s)")
     click.echo(f"fill ratio                 {result['fill_ratio']:.3f}")
     click.echo(f"peak memory                {result['peak_rss_mb']:.0f} MB (ingest {result['peak_ingest_mb']:.0f}, "
                f"tokenize {result['peak_tokenize_mb']:.0f})")
@@ -220,7 +223,7 @@ def bench_pretrain_command(data, tokenizer, device, seq_lens, budget, as_json):
     """bioray's pretraining step vs. the HF run_mlm --line_by_line step: real tokens/s and MFU, in one run."""
     from pathlib import Path
 
-    from bioray.bench_pretrain import bench_pretrain
+    from bioray.bench.pretrain import bench_pretrain
 
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubmed-raw" / "abstracts_one_per_line"
     result = bench_pretrain(Path(data) if data else default, Path(tokenizer) if tokenizer else None, budget,
@@ -243,9 +246,11 @@ def bench_pretrain_command(data, tokenizer, device, seq_lens, budget, as_json):
 
 @bench.command(name="finetune")
 @click.option("--data", "data", type=click.Path(exists=True, file_okay=False), default=None,
-              help="BioBERT-format NER folder with train.tsv and test.tsv (default: ../shared/data/NCBI-disease/biobert).")
+              help="BioBERT-format NER folder with train.tsv and test.tsv "
+                   "(default: ../shared/data/NCBI-disease/biobert).")
 @click.option("--model", "model", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Initial HF checkpoint for both sides (default: a tiny BERT with a vocabulary of the training text).")
+              help="Initial HF checkpoint for both sides (default: a tiny BERT with a vocabulary of the training "
+                   "text).")
 @click.option("--epochs", type=int, default=3, show_default=True)
 @click.option("--seeds", default="42", show_default=True,
               help="Comma-separated seeds: both sides run once per seed; F1 and speed are means.")
@@ -259,7 +264,7 @@ def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max
     """bioray's NER fine-tuning vs. a plain HF Trainer: entity F1 and examples/s, in one run."""
     from pathlib import Path
 
-    from bioray.bench_finetune import bench_finetune
+    from bioray.bench.finetune import bench_finetune
 
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "NCBI-disease" / "biobert"
     result = bench_finetune(Path(data) if data else default, Path(model) if model else None, epochs=epochs,
@@ -281,41 +286,20 @@ def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max
               help="Fine-tuned model: a directory, or an MLflow URI (models:/name@alias, runs:/<id>/path).")
 @click.option("--input", "source", type=click.File("r"), default="-", show_default=True,
               help="Text, one input per line (a tab separates a pair: sentence pairs, question<TAB>context).")
-@click.option("--max-length", type=int, default=None, help="Sub-tokens per window (default 128 for NER, 512 otherwise).")
+@click.option("--max-length", type=int, default=None, help="Sub-tokens per window (default 128 for NER, 512 "
+                                                           "otherwise).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 def predict(uri, source, max_length, batch_size):
     """Run a fine-tuned model on raw text; print one JSON line per input line: entities with character
     offsets, types and scores (NER models), or labels with probabilities (classification models)."""
-    from transformers import (
-        AutoConfig,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-        AutoTokenizer,
-    )
+    from bioray.tasks.inference import predict_lines
 
-    from bioray.tasks.inference import (
-        classify_texts,
-        model_kind,
-        resolve_model,
-        tag_texts,
-    )
-
+    lines = [line.rstrip("\n") for line in source]
     try:
-        directory = resolve_model(uri)
-        kind = model_kind(AutoConfig.from_pretrained(str(directory)))
-        if kind == "qa":
-            raise ValueError("extractive QA models need a question and a context: not supported by predict")
+        results = predict_lines(uri, lines, max_length, batch_size)
     except (OSError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    lines = [line.rstrip("\n") for line in source]
-    if kind == "ner":
-        model = AutoModelForTokenClassification.from_pretrained(str(directory), use_safetensors=True)
-        results = [{"entities": e} for e in tag_texts(model, tokenizer, lines, max_length or 128, batch_size)]
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(directory), use_safetensors=True)
-        results = classify_texts(model, tokenizer, lines, max_length or 512, batch_size)
     for number, (line, result) in enumerate(zip(lines, results), start=1):
         click.echo(json.dumps({"line": number, "text": line, **result}))
 
@@ -334,8 +318,8 @@ def tag_documents(uri, documents, output, actors, address):
 
     import ray
 
-    from bioray.tasks.inference import resolve_model
     from bioray.tasks.tagging import run_tagging
+    from bioray.tracking.models import resolve_model
 
     directory = resolve_model(uri)
     Path(output).mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
-"""Typed workflow configuration: YAML in, validated dataclasses out, clear errors.
+"""Typed workflow configuration: YAML in, validated pydantic models out, clear errors naming the key.
 
-Everything here runs before any Ray or MLflow resource starts, so a bad workflow fails in well
-under a second with a message naming the key or file and what was expected.
+The schema and its loading only (a leaf: it imports nothing of bioray but the workdir paths); what a
+workflow's input files hold is checked by bioray.pipeline.inputs. Both run before any Ray or MLflow
+resource starts, so a bad workflow fails in about a second.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bioray.corpus.files import list_source_files
 from bioray.workdir import Workdir
 
 
@@ -99,7 +99,8 @@ class VocabConfig(Section):
 
     size: int = Field(30522, ge=100, description="Vocabulary size to train.")
     lowercase: bool = Field(False, description="Uncased vocabulary (lower-case and strip accents).")
-    sample_docs: int = Field(100_000, ge=1, description="Train on about this many documents, sampled uniformly from the corpus.")
+    sample_docs: int = Field(100_000, ge=1, description="Train on about this many documents, sampled uniformly from "
+                                                        "the corpus.")
     min_frequency: int = Field(2, ge=1, description="Minimum count of a WordPiece to enter the vocabulary.")
     init_checkpoint: str | None = Field(
         None, description="HF checkpoint directory whose vocabulary is reused (BioBERT-style); skips training."
@@ -119,7 +120,8 @@ class TokenizeConfig(Section):
     tokenizer_actors: int = Field(1, ge=1, description="Ray Data actors holding a tokenizer.")
     nsp: bool = Field(False, description="Next-sentence-prediction pairs: half the B segments taken from another "
                       "document (`next_sentence_label` column); needs packing: document.")
-    batch_size: int = Field(1024, ge=1, description="Documents per tokenizer batch; each batch becomes one Parquet shard.")
+    batch_size: int = Field(1024, ge=1, description="Documents per tokenizer batch; each batch becomes one Parquet "
+                                                    "shard.")
     documents: Literal["all", "new"] = Field(
         "all", description="all: every ingested document; new: only those from the files the ingest run parsed "
         "(scheduled re-pretraining on new literature).")
@@ -179,6 +181,14 @@ class FastPathConfig(Section):
                                        "ZeRO-1 (optimizer states still partitioned); ZeRO-3 must reduce per "
                                        "micro-batch and is left as it is.")
 
+    def model_switches(self) -> dict:
+        """The switches that change the model instance (bioray.model.encoder.apply_fast_path)."""
+        return {"unpad": self.unpad, "attention": self.attention, "compile": self.compile}
+
+    def loss_switches(self) -> dict:
+        """The switches of the pretraining loss (bioray.model.encoder.pretraining_loss)."""
+        return {"unpad": self.unpad, "attention": self.attention, "masked_only_decoder": self.masked_only_decoder}
+
 
 class PretrainConfig(Section):
     """Masked-language-model pretraining with Ray Train + DeepSpeed."""
@@ -201,7 +211,8 @@ class PretrainConfig(Section):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     optimizer: Literal["adamw", "lamb"] = Field("adamw", description="AdamW (fused on GPU) or LAMB (large batches).")
     warmup_steps: int = Field(100, ge=0, description="Linear warmup steps, then decay to 0 at the last step.")
-    decay_power: float = Field(1.0, gt=0, description="Decay after warmup: 1 = linear, other values polynomial (BERT used 1).")
+    decay_power: float = Field(1.0, gt=0, description="Decay after warmup: 1 = linear, other values polynomial (BERT "
+                                                      "used 1).")
     grad_clip: float = Field(1.0, ge=0, description="Gradient norm clipping (0 = off).")
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="Training precision.")
@@ -209,9 +220,11 @@ class PretrainConfig(Section):
     mask_rate: float = Field(0.15, gt=0, lt=1, description="Fraction of tokens masked (80/10/10); MosaicBERT used 0.3.")
     whole_word_masking: bool = Field(False, description="Mask all pieces of a chosen word (uses the word_start flags).")
     log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
-    checkpoint_every: int = Field(500, ge=1, description="Checkpoint (every rank's DeepSpeed state) every N steps, and at the end.")
+    checkpoint_every: int = Field(500, ge=1, description="Checkpoint (every rank's DeepSpeed state) every N steps, "
+                                                         "and at the end.")
     keep_checkpoints: int = Field(3, ge=1, description="Keep the last K checkpoints in Ray Train storage.")
-    max_failures: int = Field(3, ge=-1, description="Worker failures survived by restarting from the last checkpoint (-1: no limit).")
+    max_failures: int = Field(3, ge=-1, description="Worker failures survived by restarting from the last checkpoint "
+                                                    "(-1: no limit).")
     shuffle_buffer: int = Field(10_000, ge=1, description="Sequences in each worker's local shuffle buffer.")
     seed: int = Field(0, description="Random seed.")
 
@@ -260,20 +273,16 @@ class SplitConfig(Section):
     seed: int = Field(0, description="Shuffle seed.")
 
 
-TASK_FORMATS = {"ner": ("conll", "pubtator"), "relation": ("tsv", "jsonl"), "similarity": ("tsv", "jsonl"),
-                "doc_classification": ("tsv", "jsonl", "hoc"), "qa_yesno": ("tsv", "jsonl", "pubmedqa"),
-                "qa_factoid": ("squad",)}
-
-
 class DatasetConfig(Section):
     """One downstream dataset: a registry entry (task type + format + files + label scheme), so a
     new dataset in a known format needs no code."""
 
     name: Name = Field(description="Dataset name, used in stage names (paths), run names and metric names.")
-    task: Literal["ner", "relation", "similarity", "doc_classification", "qa_yesno", "qa_factoid"] = Field(
-        description="Task type: its head, loss and paper metric.")
-    format: Literal["conll", "pubtator", "tsv", "jsonl", "hoc", "pubmedqa", "squad"] | None = Field(
-        None, description="File format (default: conll for ner, squad for qa_factoid, tsv otherwise).")
+    task: str = Field(description="Task type (bioray.tasks.registry.TASK_TYPES: ner, relation, similarity, "
+                      "doc_classification, qa_yesno, qa_factoid): its head, loss and paper metric.")
+    format: str | None = Field(None, description="File format (bioray.tasks.registry.FORMATS: conll, pubtator, tsv, "
+                               "jsonl, hoc, pubmedqa, squad); default: the task type's first (conll for ner, "
+                               "squad for qa_factoid, tsv otherwise).")
     train: str | None = Field(None, description="Training file, under data_root.")
     dev: str | None = Field(None, description="Development file, under data_root.")
     test: str | None = Field(None, description="Test file (pubmedqa: the test ground-truth JSON), under data_root.")
@@ -286,8 +295,10 @@ class DatasetConfig(Section):
     text_b_column: str | None = Field(None, description="tsv/jsonl: the second text of a pair (similarity).")
     label_column: str = Field("label", description="tsv/jsonl: the label (or score) column.")
     columns: list[str] | None = Field(None, description="tsv files without a header row: their column names, in order.")
-    label_separator: str | None = Field(None, description="doc_classification in tsv/jsonl: separator of several labels.")
-    labels: list[str] | None = Field(None, description="The label set (NER tags or classes); any other label is an error.")
+    label_separator: str | None = Field(None, description="doc_classification in tsv/jsonl: separator of several "
+                                                          "labels.")
+    labels: list[str] | None = Field(None, description="The label set (NER tags or classes); any other label is an "
+                                                       "error.")
     entity_types: dict[str, str] | None = Field(None, description="pubtator: annotation type -> tag type ('' for "
                                                 "untyped B/I tags); another type is an error. Default: types as given.")
     negative_label: str | None = Field(None, description="relation: the no-relation class, excluded from micro-F1.")
@@ -299,31 +310,10 @@ class DatasetConfig(Section):
     batch_size: int | None = Field(None, ge=1, description="This dataset's batch size (default: finetune.batch_size).")
     max_length: int | None = Field(None, ge=8, description="This dataset's window (default: finetune.max_length).")
 
-    @model_validator(mode="after")
-    def _files_fit_the_format(self) -> DatasetConfig:
-        if self.format is None:
-            self.format = {"ner": "conll", "qa_factoid": "squad"}.get(self.task, "tsv")
-        if self.format not in TASK_FORMATS[self.task]:
-            raise ValueError(f"format {self.format!r} does not fit task {self.task!r} "
-                             f"(expected one of {list(TASK_FORMATS[self.task])})")
-        if self.format in ("hoc", "pubmedqa"):
-            if not self.path:
-                raise ValueError(f"format {self.format!r} reads one source: set `path`")
-            if self.format == "pubmedqa" and not self.test:
-                raise ValueError("format 'pubmedqa' needs `test`: the test ground-truth JSON")
-        elif self.folds:
-            if self.train or self.test:
-                raise ValueError("k-fold entries take their files from `folds`, not train/test")
-        elif not (self.train and self.test):
-            raise ValueError("set `train` and `test` files (or `folds`, or `path` for hoc/pubmedqa)")
-        return self
 
+class TrainingConfig(Section):
+    """How one fine-tuning run trains (finetune's settings, with a dataset's own where it sets them)."""
 
-class FinetuneConfig(Section):
-    """Fine-tuning of the pretrained encoder on each dataset and seed."""
-
-    datasets: list[DatasetConfig] = Field(min_length=1, description="Datasets to fine-tune on (unique names).")
-    seeds: list[int] = Field([42], min_length=1, description="One fine-tuning run per seed (unique).")
     epochs: int = Field(3, ge=1, description="Training epochs.")
     lr: float = Field(5e-5, gt=0, description="Peak learning rate (linear decay).")
     batch_size: int = Field(32, ge=1, description="Sentences per step per worker.")
@@ -338,6 +328,13 @@ class FinetuneConfig(Section):
     log_model: bool = Field(True, description="Log each fine-tuned model on its run as an MLflow transformers "
                             "model (`mlflow.transformers.load_model` gives a working pipeline).")
 
+
+class FinetuneConfig(TrainingConfig):
+    """Fine-tuning of the pretrained encoder on each dataset and seed."""
+
+    datasets: list[DatasetConfig] = Field(min_length=1, description="Datasets to fine-tune on (unique names).")
+    seeds: list[int] = Field([42], min_length=1, description="One fine-tuning run per seed (unique).")
+
     @model_validator(mode="after")
     def _datasets_and_seeds_unique(self) -> FinetuneConfig:
         _unique([d.name for d in self.datasets], "finetune.datasets", "name")
@@ -345,10 +342,11 @@ class FinetuneConfig(Section):
             raise ValueError(f"finetune.seeds: a seed is listed twice ({self.seeds})")
         return self
 
-    def for_dataset(self, dataset: DatasetConfig) -> FinetuneConfig:
-        """These settings with the dataset's own epochs / lr / batch_size / max_length where it sets them."""
+    def for_dataset(self, dataset: DatasetConfig) -> TrainingConfig:
+        """The training settings of one dataset: these, with its own epochs / lr / batch_size /
+        max_length where it sets them."""
         own = {k: getattr(dataset, k) for k in ("epochs", "lr", "batch_size", "max_length") if getattr(dataset, k)}
-        return self.model_copy(update=own)
+        return TrainingConfig.model_validate({**self.model_dump(exclude={"datasets", "seeds"}), **own})
 
 
 class EvaluateConfig(Section):
@@ -379,7 +377,8 @@ class RegisterConfig(Section):
 class TagConfig(Section):
     """Batch inference: a fine-tuned NER model of this workflow over the ingested documents."""
 
-    dataset: str | None = Field(None, description="NER dataset whose fine-tuned model tags the corpus (none = no tag stage).")
+    dataset: str | None = Field(None, description="NER dataset whose fine-tuned model tags the corpus (none = no tag "
+                                                  "stage).")
     seed: int | None = Field(None, description="Which seed's model (default: the first of finetune.seeds).")
     actors: int = Field(1, ge=1, description="Ray Data actors holding a model.")
     batch_size: int = Field(32, ge=1, description="Sentences per forward pass.")
@@ -388,9 +387,11 @@ class TagConfig(Section):
 class RayConfig(Section):
     """Where Ray runs."""
 
-    address: str | None = Field(None, description="Cluster address; empty = start a local Ray (RAY_ADDRESS also works).")
+    address: str | None = Field(None, description="Cluster address; empty = start a local Ray (RAY_ADDRESS also "
+                                                  "works).")
     num_cpus: int | None = Field(
-        None, ge=1, description="Local Ray only: logical CPUs (default: max(4, cores), so training workers and data tasks fit)."
+        None, ge=1, description="Local Ray only: logical CPUs (default: max(4, cores), so training workers and data "
+        "tasks fit)."
     )
 
 
@@ -422,7 +423,8 @@ class WorkflowConfig(Section):
     name: Name = Field(description="Workflow name (parent MLflow run name).")
     workdir: str = Field("./bioray-work", description="Stage outputs, MLflow store and Ray Train storage live here.")
     data_root: str = Field(".", description="Relative input paths are resolved against this directory.")
-    storage_path: str | None = Field(None, description="Ray Train storage (local path or s3://); default <workdir>/ray_train.")
+    storage_path: str | None = Field(None, description="Ray Train storage (local path or s3://); default "
+                                                       "<workdir>/ray_train.")
     ray: RayConfig = Field(default_factory=RayConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     ingest: IngestConfig
@@ -498,7 +500,8 @@ def interpolate_env(value: Any, where: str = "") -> Any:
             return os.environ[name]
         if has_default is not None:
             return default
-        raise ConfigError(f"{where}: environment variable ${{{name}}} is not set (use ${{{name}:-default}} for a default)")
+        raise ConfigError(f"{where}: environment variable ${{{name}}} is not set (use ${{{name}:-default}} for a "
+                          f"default)")
 
     return _ENV_PATTERN.sub(substitute, value)
 
@@ -569,35 +572,9 @@ def is_mlflow_uri(value: str) -> bool:
     return value.startswith(("models:/", "runs:/"))
 
 
-def check_inputs(config: WorkflowConfig) -> None:
-    """Every input file named by the workflow must exist."""
-    missing = []
-    fetched = [config.data_path(f.destination) for f in (config.repretrain.fetch if config.repretrain else [])]
-    for i, source in enumerate(config.ingest.sources):
-        path = config.data_path(source.path)
-        if any(path == d or d in path.parents for d in fetched):
-            continue  # filled by the scheduled run's fetch, which comes first
-        if not list_source_files(path, source.format):
-            missing.append(f"ingest.sources[{i}].path: no {source.format} files at {config.data_path(source.path)}")
-    for i, dataset in enumerate(config.finetune.datasets):
-        for key in ("train", "dev", "test", "path"):
-            relative = getattr(dataset, key)
-            if relative is not None and not config.data_path(relative).exists():
-                missing.append(f"finetune.datasets[{i}].{key}: file not found: {config.data_path(relative)}")
-        for k, fold in enumerate(dataset.folds or []):
-            for split in ("train", "test"):
-                if not (config.data_path(fold) / f"{split}.tsv").is_file():
-                    missing.append(f"finetune.datasets[{i}].folds[{k}]: no {split}.tsv in {config.data_path(fold)}")
-    for key, path in (("vocab.init_checkpoint", config.vocab.init_checkpoint),
-                      ("pretrain.init_checkpoint", config.pretrain.init_checkpoint)):
-        if path and not is_mlflow_uri(path) and not (config.data_path(path) / "config.json").is_file():
-            missing.append(f"{key}: no HF checkpoint (config.json) at {config.data_path(path)}")
-    if missing:
-        raise ConfigError("missing inputs:\n  " + "\n  ".join(missing))
-
-
-def load_workflow(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> WorkflowConfig:
-    """Read, interpolate, override and validate a workflow YAML."""
+def load_workflow(path: str | Path, overrides: list[str] | None = None) -> WorkflowConfig:
+    """Read, interpolate, override and validate a workflow YAML against the schema (keys, types, values).
+    Its input files are checked by bioray.pipeline.inputs.check_inputs."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"workflow file not found: {path}")
@@ -616,6 +593,4 @@ def load_workflow(path: str | Path, overrides: list[str] | None = None, check_fi
     # Absolute paths: stage tasks may run in another working directory (a Ray job's working_dir).
     config.workdir = str(Path(config.workdir).resolve()) if "://" not in config.workdir else config.workdir
     config.data_root = str(Path(config.data_root).resolve())
-    if check_files:
-        check_inputs(config)
     return config

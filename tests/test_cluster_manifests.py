@@ -161,7 +161,7 @@ def _check_entrypoint(name: str, entrypoint: str) -> None:
     assert words[1] in cli.commands, f"{name}: {words[1]!r} is not a bioray command"
     workflow = REPO / words[2].removeprefix(IMAGE_SOURCE)
     assert workflow.is_file(), f"{name}: no workflow file {words[2]}"
-    load_workflow(workflow, check_files=False)  # keys and types valid
+    load_workflow(workflow)  # keys and types valid
 
 
 @pytest.mark.parametrize("name, entrypoint", _entrypoints(), ids=[n for n, _ in _entrypoints()])
@@ -230,7 +230,8 @@ def test_nothing_is_reachable_unauthenticated():
     for name, document in DOCUMENTS:
         spec = document.get("spec", {})
         if document["kind"] == "Service":
-            assert spec.get("type", "ClusterIP") == "ClusterIP", f"{name}: a {spec['type']} Service is reachable from outside"
+            assert spec.get("type", "ClusterIP") == "ClusterIP", (
+                f"{name}: a {spec['type']} Service is reachable from outside")
         if document["kind"] == "RayCluster":
             assert spec["authOptions"]["mode"] == "token", name
             assert spec["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP", name

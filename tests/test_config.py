@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 
 from bioray.config import ConfigError, apply_overrides, interpolate_env, load_workflow
+from bioray.pipeline.inputs import load_checked
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_quickstart_validates(write_workflow, quickstart_tree):
-    config = load_workflow(write_workflow(quickstart_tree))
+    config = load_checked(write_workflow(quickstart_tree))
     assert config.pretrain.zero_stage == 2
     assert config.pretrain.grad_accum_steps == 1
     assert config.finetune.datasets[0].name == "ncbi-disease"
@@ -20,37 +21,37 @@ def test_quickstart_validates(write_workflow, quickstart_tree):
 def test_unknown_key_is_named(write_workflow, quickstart_tree):
     quickstart_tree["pretrain"]["learning_rate"] = 1e-4
     with pytest.raises(ConfigError, match=r"pretrain\.learning_rate: unknown key"):
-        load_workflow(write_workflow(quickstart_tree))
+        load_checked(write_workflow(quickstart_tree))
 
 
 def test_unknown_section_is_named(write_workflow, quickstart_tree):
     quickstart_tree["pretrian"] = {"steps": 3}
     with pytest.raises(ConfigError, match=r"pretrian: unknown key"):
-        load_workflow(write_workflow(quickstart_tree))
+        load_checked(write_workflow(quickstart_tree))
 
 
 def test_wrong_type_names_key_and_value(write_workflow, quickstart_tree):
     quickstart_tree["pretrain"]["steps"] = "many"
     with pytest.raises(ConfigError, match=r"pretrain\.steps: .*integer.*'many'"):
-        load_workflow(write_workflow(quickstart_tree))
+        load_checked(write_workflow(quickstart_tree))
 
 
 def test_missing_input_file_is_named(write_workflow, quickstart_tree):
     quickstart_tree["finetune"]["datasets"][0]["test"] = "NCBI-disease/biobert/nope.tsv"
     with pytest.raises(ConfigError, match=r"finetune\.datasets\[0\]\.test: file not found: .*nope\.tsv"):
-        load_workflow(write_workflow(quickstart_tree))
+        load_checked(write_workflow(quickstart_tree))
 
 
 def test_missing_source_files_are_named(write_workflow, quickstart_tree):
     quickstart_tree["ingest"]["sources"][1]["path"] = "no/such/dir"
     with pytest.raises(ConfigError, match=r"ingest\.sources\[1\]\.path: no medline files"):
-        load_workflow(write_workflow(quickstart_tree))
+        load_checked(write_workflow(quickstart_tree))
 
 
 def test_batch_that_cannot_be_split_is_an_error(write_workflow, quickstart_tree):
     quickstart_tree["pretrain"]["global_batch_size"] = 40  # 2 workers x 16 does not divide 40
     with pytest.raises(ConfigError, match="global_batch_size"):
-        load_workflow(write_workflow(quickstart_tree))
+        load_checked(write_workflow(quickstart_tree))
 
 
 def test_env_interpolation(monkeypatch):
@@ -82,20 +83,21 @@ def test_overrides_parse_yaml_values_and_list_items():
 
 
 def test_override_reaches_the_typed_config(write_workflow, quickstart_tree):
-    config = load_workflow(write_workflow(quickstart_tree), ["finetune.lr=3e-5", "pretrain.steps=12"])
+    config = load_checked(write_workflow(quickstart_tree), ["finetune.lr=3e-5", "pretrain.steps=12"])
     assert config.finetune.lr == 3e-5 and config.pretrain.steps == 12
 
 
 def test_override_typo_is_caught_by_validation(write_workflow, quickstart_tree):
     with pytest.raises(ConfigError, match=r"finetune\.learning_rate: unknown key"):
-        load_workflow(write_workflow(quickstart_tree), ["finetune.learning_rate=1e-5"])
+        load_checked(write_workflow(quickstart_tree), ["finetune.learning_rate=1e-5"])
 
 
 def test_cli_misspelled_key_fails_fast_and_names_it(write_workflow, quickstart_tree):
     quickstart_tree["tokenize"]["seq_lenght"] = 128
     path = write_workflow(quickstart_tree)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "bioray.cli", "run", str(path)], capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run([sys.executable, "-m", "bioray.cli", "run", str(path)],
+                          capture_output=True, text=True, cwd=REPO)
     elapsed = time.perf_counter() - started
     assert done.returncode == 2
     assert "tokenize.seq_lenght: unknown key" in done.stderr
@@ -109,14 +111,16 @@ def test_every_command_has_help():
 
     runner = CliRunner()
     assert runner.invoke(main, ["--help"]).exit_code == 0
-    for command in ["run", "status", "validate", "fetch", "ingest", "vocab", "tokenize", "pretrain", "finetune", "evaluate", "register"]:
+    for command in ["run", "status", "validate", "fetch", "ingest", "vocab", "tokenize", "pretrain", "finetune",
+                    "evaluate", "register"]:
         result = runner.invoke(main, [command, "--help"])
         assert result.exit_code == 0, command
         assert ("DESTINATION" if command == "fetch" else "WORKFLOW") in result.output
 
 
 @pytest.mark.parametrize("tokenize, pretrain, message", [
-    ({"long_seq_len": None}, {"long_phase_fraction": 0.1}, r"pretrain\.long_phase_fraction needs tokenize\.long_seq_len"),
+    ({"long_seq_len": None}, {"long_phase_fraction": 0.1}, r"pretrain\.long_phase_fraction needs "
+                                                           r"tokenize\.long_seq_len"),
     ({"long_seq_len": 64}, {}, r"tokenize\.long_seq_len \(64\) must be longer than tokenize\.seq_len \(128\)"),
     ({"long_seq_len": 1024}, {"long_phase_fraction": 0.1}, r"1024 tokens exceed pretrain\.model\.max_position \(512\)"),
     ({"long_seq_len": 512}, {"long_phase_fraction": 0.1, "long_micro_batch_size": 5},
@@ -128,13 +132,13 @@ def test_pretraining_options_that_need_the_tokenize_stage(write_workflow, quicks
     quickstart_tree["tokenize"].update(tokenize)
     quickstart_tree["pretrain"].update(pretrain)
     with pytest.raises(ConfigError, match=message):
-        load_workflow(write_workflow(quickstart_tree))
+        load_checked(write_workflow(quickstart_tree))
 
 
 def test_two_phase_schedule_splits_the_steps(write_workflow, quickstart_tree):
     quickstart_tree["tokenize"]["long_seq_len"] = 512
     quickstart_tree["pretrain"].update(long_phase_fraction=0.1, long_micro_batch_size=4)
-    config = load_workflow(write_workflow(quickstart_tree))
+    config = load_checked(write_workflow(quickstart_tree))
     assert config.tokenize.seq_lens == [128, 512]
     assert (config.pretrain.long_steps, config.pretrain.long_micro) == (30, 4)  # 10% of 300 steps
 
@@ -142,7 +146,7 @@ def test_two_phase_schedule_splits_the_steps(write_workflow, quickstart_tree):
 def test_shipped_production_workflow_validates():
     """workflows/pubmedbert.yaml is for a GPU cluster (its corpus is not here): its keys and batch
     splits must still be valid."""
-    config = load_workflow(REPO / "workflows" / "pubmedbert.yaml", check_files=False)
+    config = load_workflow(REPO / "workflows" / "pubmedbert.yaml")
     assert config.pretrain.grad_accum_steps == 2 and config.pretrain.long_steps == 6250
     assert config.tokenize.seq_lens == [128, 512]
     fast = config.pretrain.fast  # the GPU fast path, every switch on
@@ -153,7 +157,7 @@ def test_shipped_production_workflow_validates():
 
 def test_shipped_repretrain_workflow_validates():
     """workflows/repretrain.yaml: a scheduled run continuing the registry's champion on new documents."""
-    config = load_workflow(REPO / "workflows" / "repretrain.yaml", check_files=False)
+    config = load_workflow(REPO / "workflows" / "repretrain.yaml")
     assert config.repretrain.fetch[0].listing.startswith("https://ftp.ncbi.nlm.nih.gov/pubmed/updatefiles")
     assert config.tokenize.documents == "new"
     assert config.vocab.init_checkpoint == config.pretrain.init_checkpoint == "models:/bioray-encoder@champion"
@@ -164,10 +168,11 @@ def test_scheduled_fetch_destination_need_not_exist_yet(write_workflow, quicksta
     quickstart_tree["ingest"]["sources"] = [{"name": "updates", "format": "medline", "path": str(tmp_path / "updates")}]
     quickstart_tree["pretrain"]["init_checkpoint"] = "models:/bioray-encoder@champion"
     with pytest.raises(ConfigError, match=r"ingest\.sources\[0\]\.path: no medline files"):
-        load_workflow(write_workflow(quickstart_tree))
-    quickstart_tree["repretrain"] = {"fetch": [{"listing": "http://127.0.0.1:1/", "destination": str(tmp_path / "updates")}]}
-    config = load_workflow(write_workflow(quickstart_tree))
+        load_checked(write_workflow(quickstart_tree))
+    quickstart_tree["repretrain"] = {
+        "fetch": [{"listing": "http://127.0.0.1:1/", "destination": str(tmp_path / "updates")}]}
+    config = load_checked(write_workflow(quickstart_tree))
     assert config.repretrain.lock_stale_after_s == 3600
     quickstart_tree["tokenize"]["documents"] = "latest"
     with pytest.raises(ConfigError, match=r"tokenize\.documents"):
-        load_workflow(write_workflow(quickstart_tree))
+        load_checked(write_workflow(quickstart_tree))

@@ -24,7 +24,9 @@ MEDLINE = """<?xml version="1.0"?>
    </Abstract>
    <Language>eng</Language>
   </Article>
-  <MeshHeadingList><MeshHeading><DescriptorName UI="D001943">Breast Neoplasms</DescriptorName></MeshHeading></MeshHeadingList>
+  <MeshHeadingList>
+   <MeshHeading><DescriptorName UI="D001943">Breast Neoplasms</DescriptorName></MeshHeading>
+  </MeshHeadingList>
  </MedlineCitation></PubmedArticle>
  <PubmedArticle><MedlineCitation><PMID Version="2">222</PMID>
   <Article><ArticleTitle>Second.</ArticleTitle><Language>eng</Language></Article>
@@ -93,7 +95,8 @@ def test_text_and_jsonl(tmp_path):
     with gzip.open(jsonl, "wt") as f:
         f.write(json.dumps({"id": "x1", "body": "hello world", "pmid": "5"}) + "\n")
     (record,) = read_jsonl(jsonl, "j", text_field="body")
-    assert record["doc_id"] == "j:x1" and record["text"] == "hello world" and json.loads(record["metadata"]) == {"pmid": "5"}
+    assert record["doc_id"] == "j:x1" and record["text"] == "hello world"
+    assert json.loads(record["metadata"]) == {"pmid": "5"}
 
 
 def test_bad_records_are_quarantined_one_by_one(tmp_path):
@@ -115,7 +118,8 @@ def test_bad_records_are_quarantined_one_by_one(tmp_path):
 def test_medline_article_without_pmid_or_text_is_quarantined(tmp_path):
     path = tmp_path / "m.xml"
     path.write_text("<PubmedArticleSet>"
-                    "<PubmedArticle><MedlineCitation><Article><ArticleTitle>No id.</ArticleTitle></Article></MedlineCitation></PubmedArticle>"
+                    "<PubmedArticle><MedlineCitation><Article><ArticleTitle>No "
+                    "id.</ArticleTitle></Article></MedlineCitation></PubmedArticle>"
                     "<PubmedArticle><MedlineCitation><PMID>7</PMID><Article><Abstract><AbstractText></AbstractText></Abstract></Article></MedlineCitation></PubmedArticle>"
                     "<PubmedArticle><MedlineCitation><PMID>8</PMID><Article><ArticleTitle>Fine.</ArticleTitle></Article></MedlineCitation></PubmedArticle>"
                     "</PubmedArticleSet>")

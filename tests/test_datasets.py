@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bioray.config import ConfigError, DatasetConfig, load_workflow
-from bioray.tasks.datasets import DatasetError, load_splits
+from bioray.config import ConfigError, DatasetConfig
+from bioray.pipeline.inputs import load_checked
+from bioray.tasks.examples import DatasetError
+from bioray.tasks.splits import load_splits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,12 +20,13 @@ def suite(data_root):
     import os
 
     os.environ.setdefault("BIORAY_DATA_ROOT", str(data_root))
-    return load_workflow(REPO / "workflows" / "blurb.yaml")
+    return load_checked(REPO / "workflows" / "blurb.yaml")
 
 
 # (dataset, expected train/dev/test sizes) — counts from each dataset's PROVENANCE.md, or the documented split
 EXPECTED = {
-    "ncbi-disease": None, "ncbi-disease-pubtator": (5367, 920, 933), "bc5cdr-chem": (4560, 4581, 4797), "jnlpba": (14690, 3856, 3856),
+    "ncbi-disease": None, "ncbi-disease-pubtator": (5367, 920, 933), "bc5cdr-chem": (4560, 4581, 4797),
+    "jnlpba": (14690, 3856, 3856),
     "jnlpba-typed": (1939, None, 4260 - 100),  # test: 4,260 lines incl. -DOCSTART- separators (checked below)
     "chemprot": (16521, 10361, 14396), "chemprot-scibert": (4169, 2427, 3469),
     "chemprot-blue": (6570, 11820, 3458), "biosses": (70, 16, 14), "hoc": (1297, 185, 370), "pubmedqa": (450, 50, 500),
@@ -85,7 +88,7 @@ PUBTATOR = ("1|t|Familial hypercholesterolemia in Ireland.\n"
 
 
 def test_pubtator_words_tags_and_sub_word_mentions(tmp_path):
-    from bioray.tasks.pubtator import read_pubtator
+    from bioray.tasks.formats.pubtator import read_pubtator
 
     path = tmp_path / "tiny.txt"
     path.write_text(PUBTATOR)
@@ -104,10 +107,10 @@ def test_pubtator_words_tags_and_sub_word_mentions(tmp_path):
     (PUBTATOR.replace("\t69\t92\t", "\t69\t"), None, r"tiny\.txt:4: expected 'PMID<TAB>start<TAB>end"),
     (PUBTATOR, {"DiseaseClass": ""}, r"tiny\.txt:3: entity type 'SpecificDisease' is not in the entry's"),
     ("1|a|an abstract without a title\n", None, r"tiny\.txt:1: expected a 'PMID\|t\|title' line first"),
-    ("", None, r"tiny\.txt: empty or missing file"),
+    ("", None, r"tiny\.txt: empty file"),
 ])
 def test_bad_pubtator_files_name_file_and_line(tmp_path, content, types, message):
-    from bioray.tasks.pubtator import read_pubtator
+    from bioray.tasks.formats.pubtator import read_pubtator
 
     path = tmp_path / "tiny.txt"
     path.write_text(content)
@@ -122,7 +125,7 @@ def _entry(**fields) -> DatasetConfig:
 @pytest.mark.parametrize("content, fields, message", [
     ("Aspirin\tO\nno tag column here\n", {"task": "ner"}, r"bad\.tsv:2: expected 'token<TAB>tag'"),
     ("Aspirin\tX-drug\n", {"task": "ner"}, r"bad\.tsv:1: 'X-drug' is not an IOB tag"),
-    ("", {"task": "ner"}, r"bad\.tsv: empty or missing file"),
+    ("", {"task": "ner"}, r"bad\.tsv: empty file"),
     ("Aspirin\tB-chemical\n", {"task": "ner", "labels": ["O", "B-disease", "I-disease"]},
      r"bad\.tsv:1: unknown label 'B-chemical'"),
     ("sentence\tlabel\nA binds B.\tCPR:4\nno label column\n", {"task": "relation"},
@@ -148,11 +151,20 @@ def test_bad_files_fail_with_file_and_line(tmp_path, content, fields, message):
 
 def test_registry_entries_are_checked_before_anything_runs(write_workflow, quickstart_tree):
     quickstart_tree["finetune"]["datasets"][0].update(task="similarity", format="conll")
-    with pytest.raises(ConfigError, match=r"format 'conll' does not fit task 'similarity'"):
-        load_workflow(write_workflow(quickstart_tree))
+    with pytest.raises(ConfigError, match=r"datasets\[0\]\.format: 'conll' does not fit task 'similarity'"):
+        load_checked(write_workflow(quickstart_tree))
     quickstart_tree["finetune"]["datasets"][0].update(task="doc_classification", format="hoc")
-    with pytest.raises(ConfigError, match=r"format 'hoc' reads one source: set `path`"):
-        load_workflow(write_workflow(quickstart_tree))
+    with pytest.raises(ConfigError, match=r"finetune\.datasets\[0\]\.path: format 'hoc' reads one folder: set `path`"):
+        load_checked(write_workflow(quickstart_tree))
+    quickstart_tree["finetune"]["datasets"][0].update(task="nonsense", format=None)
+    with pytest.raises(ConfigError, match=r"finetune\.datasets\[0\]\.task: unknown task type 'nonsense' \(known: ner,"):
+        load_checked(write_workflow(quickstart_tree))
+
+
+def test_a_directory_where_a_file_belongs_says_so(tmp_path):
+    entry = _entry(task="ner", train=str(tmp_path), test=str(tmp_path))
+    with pytest.raises(DatasetError, match="a directory, where a file was expected"):
+        load_splits(entry, Path)
 
 
 def test_k_fold_entries_gad_style(tmp_path, write_workflow, quickstart_tree):
@@ -175,7 +187,7 @@ def test_k_fold_entries_gad_style(tmp_path, write_workflow, quickstart_tree):
         {"name": "gad", "task": "relation", "folds": [str(tmp_path / "1"), str(tmp_path / "2")],
          "columns": ["sentence", "label"], "negative_label": "0"})
     quickstart_tree["finetune"]["seeds"] = [1, 2]
-    names = [n.name for n in build_plan(load_workflow(write_workflow(quickstart_tree)))]
+    names = [n.name for n in build_plan(load_checked(write_workflow(quickstart_tree)))]
     assert {f"finetune/gad/fold-{k}/seed-{s}" for k in (1, 2) for s in (1, 2)} <= set(names)
     assert "evaluate/gad/fold-2/seed-1" in names
 
@@ -183,10 +195,12 @@ def test_k_fold_entries_gad_style(tmp_path, write_workflow, quickstart_tree):
 def test_report_averages_folds_then_seeds():
     from bioray.tasks.report import aggregate, build_report
 
-    evaluations = {"evaluate/gad/fold-1/seed-1": {"relation/test_f1": 0.8}, "evaluate/gad/fold-2/seed-1":
-                   {"relation/test_f1": 0.6}, "evaluate/gad/fold-1/seed-2": {"relation/test_f1": 0.9},
-                   "evaluate/gad/fold-2/seed-2": {"relation/test_f1": 0.7},
-                   "evaluate/ncbi-disease/seed-1": {"ner/test_f1": 0.85}}
+    def score(dataset: str, seed: int, metric: str, value: float) -> dict:
+        return {"dataset": dataset, "seed": seed, "metrics": {metric: value}}
+
+    evaluations = [score("gad", 1, "relation/test_f1", 0.8), score("gad", 1, "relation/test_f1", 0.6),  # two folds
+                   score("gad", 2, "relation/test_f1", 0.9), score("gad", 2, "relation/test_f1", 0.7),
+                   score("ncbi-disease", 1, "ner/test_f1", 0.85)]
     summary = aggregate(evaluations)["gad"]["relation/test_f1"]
     assert summary["mean"] == pytest.approx(0.75) and summary["seeds"] == 2
     assert summary["std"] == pytest.approx(0.0707106, rel=1e-4)  # seed means 0.7 and 0.8
@@ -197,7 +211,7 @@ def test_report_averages_folds_then_seeds():
     assert report["macro"]["blurb/pubmedbert"] == pytest.approx((87.82 + 83.96) / 2)
     assert "similarity" in report["missing_task_types"]
     # a second entry on the same benchmark (NCBI-disease from PubTator) is reported but counted once
-    evaluations["evaluate/ncbi-pubtator/seed-1"] = {"ner/test_f1": 0.55}
+    evaluations.append(score("ncbi-pubtator", 1, "ner/test_f1", 0.55))
     report = build_report({"gad": {"task": "relation", "benchmark": "gad"},
                            "ncbi-disease": {"task": "ner", "benchmark": "ncbi-disease"},
                            "ncbi-pubtator": {"task": "ner", "benchmark": "ncbi-disease"}}, evaluations)

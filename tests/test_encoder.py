@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from transformers import BertForMaskedLM, BertForPreTraining
 
 from bioray.config import ModelConfig, PretrainConfig
-from bioray.data.masking import IGNORE_INDEX
+from bioray.constants import IGNORE_INDEX
 from bioray.model.encoder import STATS, build_mlm_model, pretraining_loss
 from bioray.train.pretrain import MaskingCollate
 
@@ -31,7 +31,7 @@ def _batch(nsp_labels=None):
 
 def test_mlm_loss_equals_the_full_decoder_loss_on_masked_positions():
     torch.manual_seed(0)
-    model = build_mlm_model(SHAPE, 100, 0).eval()
+    model = build_mlm_model(100, 0, **SHAPE.model_dump()).eval()
     batch = _batch()
     loss, stats = pretraining_loss(model, batch)
     reference = model(**{k: v for k, v in batch.items()}).loss  # HF: decoder over every position
@@ -42,7 +42,7 @@ def test_mlm_loss_equals_the_full_decoder_loss_on_masked_positions():
 
 def test_nsp_head_adds_its_loss_and_ignores_sequences_without_a_pair():
     torch.manual_seed(0)
-    model = build_mlm_model(SHAPE, 100, 0, nsp=True).eval()
+    model = build_mlm_model(100, 0, **SHAPE.model_dump(), nsp=True).eval()
     assert isinstance(model, BertForPreTraining)
     batch = _batch(nsp_labels=[0, 1, IGNORE_INDEX, 1])
     loss, stats = pretraining_loss(model, batch)
@@ -59,7 +59,7 @@ def test_nsp_head_adds_its_loss_and_ignores_sequences_without_a_pair():
 
 
 def test_model_without_nsp_head_ignores_nsp_labels():
-    model = build_mlm_model(SHAPE, 100, 0)
+    model = build_mlm_model(100, 0, **SHAPE.model_dump())
     assert isinstance(model, BertForMaskedLM)
     _, stats = pretraining_loss(model, _batch(nsp_labels=[0, 1, 0, 1]))
     assert dict(zip(STATS, stats.tolist()))["pairs"] == 0
@@ -87,7 +87,7 @@ def test_masks_depend_on_the_batch_content_and_epoch_not_on_call_order():
 def test_every_parameter_gets_a_gradient_even_without_masks_or_pairs():
     """ZeRO reduces gradients in buckets: a rank whose micro-batch has nothing to predict must still
     produce a gradient for every parameter, or the ranks' buckets differ and gloo aborts."""
-    model = build_mlm_model(SHAPE, 100, 0, nsp=True)
+    model = build_mlm_model(100, 0, **SHAPE.model_dump(), nsp=True)
     batch = _batch(nsp_labels=[IGNORE_INDEX] * 4)
     batch["labels"].fill_(IGNORE_INDEX)
     loss, stats = pretraining_loss(model, batch)

@@ -16,7 +16,7 @@ from transformers import (
 )
 
 from bioray.config import FastPathConfig, ModelConfig, PretrainConfig
-from bioray.data.masking import IGNORE_INDEX
+from bioray.constants import IGNORE_INDEX
 from bioray.model.encoder import apply_fast_path, build_mlm_model, pretraining_loss
 from bioray.model.unpad import RealTokens, encode_unpadded
 from bioray.train.flops import mlm_parameters, peak_flops
@@ -43,7 +43,7 @@ def _padded_batch(lengths=(16, 9, 3, 12), vocab=100, nsp=False):
 
 def _loss_and_grads(model, batch, fast):
     model.zero_grad(set_to_none=True)
-    loss, stats = pretraining_loss(model, batch, fast)
+    loss, stats = pretraining_loss(model, batch, **fast.loss_switches())
     loss.backward()
     return loss.item(), stats, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -56,7 +56,7 @@ def _assert_same_grads(expected: dict, actual: dict, atol: float):
 
 def test_unpadded_encoder_gives_the_padded_hf_encoder_outputs_on_real_tokens():
     torch.manual_seed(0)
-    model = build_mlm_model(SHAPE, 100, 0).eval()
+    model = build_mlm_model(100, 0, **SHAPE.model_dump()).eval()
     batch = _padded_batch()
     hidden, real = encode_unpadded(model.bert, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     assert hidden.shape == (16 + 9 + 3 + 12, SHAPE.hidden)  # only real tokens are computed
@@ -73,7 +73,7 @@ def test_unpadded_encoder_gives_the_padded_hf_encoder_outputs_on_real_tokens():
 @pytest.mark.parametrize("nsp", [False, True])
 def test_pretraining_loss_and_gradients_match_the_plain_path(switch, nsp):
     torch.manual_seed(0)
-    model = build_mlm_model(SHAPE, 100, 0, nsp=nsp)
+    model = build_mlm_model(100, 0, **SHAPE.model_dump(), nsp=nsp)
     batch = _padded_batch(nsp=nsp)
     plain_loss, plain_stats, plain_grads = _loss_and_grads(model, batch, PLAIN)
     loss, stats, grads = _loss_and_grads(model, batch, PLAIN.model_copy(update=switch))
@@ -87,7 +87,7 @@ def test_a_batch_without_padding_takes_the_maskless_view_path():
     real = RealTokens.of(batch["attention_mask"])
     assert real.full and real.gather(batch["input_ids"]).data_ptr() == batch["input_ids"].data_ptr()  # no copy
     torch.manual_seed(0)
-    model = build_mlm_model(SHAPE, 100, 0)
+    model = build_mlm_model(100, 0, **SHAPE.model_dump())
     plain_loss, _, plain_grads = _loss_and_grads(model, batch, PLAIN)
     loss, _, grads = _loss_and_grads(model, batch, FastPathConfig())
     assert loss == pytest.approx(plain_loss, rel=1e-5)
@@ -106,7 +106,7 @@ def test_unpadded_forward_under_every_hf_task_head(head):
                         num_labels=2 if head is BertForQuestionAnswering else 3, attn_implementation="sdpa")
     torch.manual_seed(0)
     plain = head(config)
-    fast = apply_fast_path(copy.deepcopy(plain), FastPathConfig())
+    fast = apply_fast_path(copy.deepcopy(plain))
     batch = _padded_batch(lengths=(16, 16, 16, 16) if head is BertForQuestionAnswering else (16, 9, 3, 12))
     real = batch["attention_mask"].bool()
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -136,14 +136,14 @@ def test_unpadded_forward_under_every_hf_task_head(head):
 def test_unpadded_forward_survives_a_deep_copy():
     model = apply_fast_path(BertForTokenClassification(BertConfig(
         vocab_size=100, hidden_size=64, num_hidden_layers=1, num_attention_heads=4, intermediate_size=128,
-        num_labels=3)), FastPathConfig())
+        num_labels=3)))
     twin = copy.deepcopy(model)
     assert twin.bert.forward.__self__ is twin.bert  # the copy's forward runs the copy's weights
 
 
 def test_flash_varlen_falls_back_to_sdpa_without_flash_attn_or_gpu(caplog):
     torch.manual_seed(0)
-    model = build_mlm_model(SHAPE, 100, 0)
+    model = build_mlm_model(100, 0, **SHAPE.model_dump())
     batch = _padded_batch()
     expected, _, expected_grads = _loss_and_grads(model, batch, FastPathConfig())
     with caplog.at_level(logging.WARNING):
@@ -158,9 +158,9 @@ def test_compiled_dense_blocks_match_eager():
     """torch.compile (inductor, CPU here) of each layer's dense blocks: same loss and gradients, same
     parameter names."""
     torch.manual_seed(0)
-    eager = build_mlm_model(SHAPE, 100, 0)
+    eager = build_mlm_model(100, 0, **SHAPE.model_dump())
     compiled = copy.deepcopy(eager)
-    apply_fast_path(compiled, FastPathConfig(compile=True))
+    apply_fast_path(compiled, compile=True)
     assert compiled.state_dict().keys() == eager.state_dict().keys()
     for lengths in ((16, 9, 3, 12), (7, 16, 16, 2)):  # a second shape: no recompilation error
         batch = _padded_batch(lengths)
@@ -175,7 +175,7 @@ def test_fused_optimizer_switch_matches_the_unfused_optimizer(name):
     """adamw: torch's fused kernel (CPU form) against its per-tensor loop; lamb has no CPU kernel, so
     both switches give bioray's LAMB here (DeepSpeed FusedLamb is checked on GPU)."""
     torch.manual_seed(0)
-    models = [build_mlm_model(SHAPE, 100, 0) for _ in range(2)]
+    models = [build_mlm_model(100, 0, **SHAPE.model_dump()) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     initial = copy.deepcopy(models[0].state_dict())
     optimizers = [build_optimizer(name, decay_groups(m, 0.01), 1e-3, use_gpu=False, fused=fused)
@@ -198,7 +198,7 @@ def test_fused_optimizer_switch_matches_the_unfused_optimizer(name):
 def test_bf16_autocast_loss_is_close_to_fp32():
     """CPU form of the bf16 path: autocast matmuls, fp32 weights; the loss within bf16's precision."""
     torch.manual_seed(0)
-    model = build_mlm_model(SHAPE, 100, 0)
+    model = build_mlm_model(100, 0, **SHAPE.model_dump())
     batch = _padded_batch()
     fp32, _, fp32_grads = _loss_and_grads(model, batch, FastPathConfig())
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -223,7 +223,7 @@ def test_reduce_once_per_step_runs_zero2_as_zero1_only_when_accumulating():
 def test_mfu_counts_bert_base_at_055_gflop_per_token_and_knows_the_cards():
     from bioray.train.flops import flops_per_token
 
-    model = build_mlm_model(ModelConfig(), 30522, 0)
+    model = build_mlm_model(30522, 0)
     per_token = flops_per_token(mlm_parameters(model, 0.15), 12, 768, 128)
     assert 0.54e9 < per_token < 0.56e9
     assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops("NVIDIA H100 PCIe") == 756e12

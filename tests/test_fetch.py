@@ -48,7 +48,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 def _update_file(pmid: int) -> bytes:
-    xml = f"<PubmedArticleSet><PubmedArticle><MedlineCitation><PMID>{pmid}</PMID></MedlineCitation></PubmedArticle></PubmedArticleSet>"
+    xml = (f"<PubmedArticleSet><PubmedArticle><MedlineCitation><PMID>{pmid}</PMID></MedlineCitation>"
+           "</PubmedArticle></PubmedArticleSet>")
     return gzip.compress(xml.encode() * 200, compresslevel=0)  # stored: big enough to cut in two
 
 
@@ -96,7 +97,9 @@ def test_fetches_only_new_files_and_verifies_them(nlm, tmp_path):
     second = fetch_pubmed(url, tmp_path)
     assert second.downloaded == [name]
     assert second.already_present == ["pubmed26n0001.xml.gz", "pubmed26n0002.xml.gz"]
-    assert {k: v for k, v in server.bytes_sent.items() if k.endswith(".xml.gz")} == {**{k: v for k, v in sent_before.items() if k.endswith(".xml.gz")}, name: len(server.files[name])}
+    archives_before = {k: v for k, v in sent_before.items() if k.endswith(".xml.gz")}
+    assert {k: v for k, v in server.bytes_sent.items() if k.endswith(".xml.gz")} == {
+        **archives_before, name: len(server.files[name])}
 
 
 def test_resumes_a_partial_download(nlm, tmp_path):
@@ -132,7 +135,8 @@ def test_cli_fetch(nlm, tmp_path):
     _, url = nlm
     result = CliRunner().invoke(main, ["fetch", str(tmp_path / "mirror"), "--url", url])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["downloaded"] == ["pubmed26n0001.xml.gz", "pubmed26n0002.xml.gz"]  # logs go to stderr
+    # logs go to stderr
+    assert json.loads(result.stdout)["downloaded"] == ["pubmed26n0001.xml.gz", "pubmed26n0002.xml.gz"]
 
 
 class S3LikeServer(http.server.ThreadingHTTPServer):
@@ -173,7 +177,8 @@ class _S3Handler(_Handler):
 
 
 def _article(pmcid: int) -> bytes:
-    return f"<article><front><article-meta><article-id pub-id-type='pmc'>PMC{pmcid}</article-id></article-meta></front></article>".encode()
+    return (f"<article><front><article-meta><article-id pub-id-type='pmc'>PMC{pmcid}</article-id>"
+            "</article-meta></front></article>").encode()
 
 
 @pytest.fixture

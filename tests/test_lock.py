@@ -39,7 +39,8 @@ def test_lock_of_a_killed_process_is_taken_over_once_stale(tmp_path):
     path = tmp_path / "run.lock"
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from bioray.pipeline.lock import RunLock\n"
-        f"RunLock({str(path)!r}, stale_after_s=1.5, heartbeat_s=0.2).acquire(); print('held', flush=True); time.sleep(120)")],
+        f"RunLock({str(path)!r}, stale_after_s=1.5, heartbeat_s=0.2).acquire(); print('held', flush=True); "
+        f"time.sleep(120)")],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

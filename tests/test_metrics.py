@@ -11,6 +11,7 @@ from seqeval.metrics import f1_score as seqeval_f1
 from sklearn.metrics import f1_score
 
 from bioray.data.vocab import train_wordpiece
+from bioray.tasks.examples import Sentence
 from bioray.tasks.metrics import (
     classification_scores,
     factoid_scores,
@@ -18,7 +19,7 @@ from bioray.tasks.metrics import (
     relation_scores,
     similarity_scores,
 )
-from bioray.tasks.ner import Sentence, entity_scores, predict_tags
+from bioray.tasks.ner import entity_scores, predict_tags
 
 
 def test_ner_i_without_b_starts_an_entity_as_in_conlleval():

@@ -8,7 +8,7 @@ from transformers import BertConfig, BertForTokenClassification, BertTokenizerFa
 
 from bioray.config import ConfigError
 from bioray.pipeline.model_refs import pin
-from bioray.pipeline.models import hf_directory, pipeline_for
+from bioray.tracking.models import hf_directory, pipeline_for
 
 
 @pytest.fixture

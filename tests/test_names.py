@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from bioray.cli import main
 from bioray.config import NAME_RULE
+from bioray.pipeline.inputs import load_checked
 from bioray.workdir import UnsafePath, Workdir
 from tests.support.cli import run_bioray
 
@@ -79,36 +80,35 @@ def test_every_hostile_value_of_every_name_key_is_a_config_error(key, sandbox, q
 
 
 def test_the_rule_is_documented_and_good_names_pass(quickstart_tree, write_workflow):
-    from bioray.config import load_workflow
 
     assert "A-Z a-z 0-9 . _ -" in NAME_RULE
     quickstart_tree["finetune"]["datasets"][0]["name"] = "BC5CDR-chem_v1.2"
     quickstart_tree["registry"]["model_name"] = "bioray-ner.ncbi"
-    config = load_workflow(write_workflow(quickstart_tree))
+    config = load_checked(write_workflow(quickstart_tree))
     assert config.finetune.datasets[0].name == "BC5CDR-chem_v1.2"
 
 
 @pytest.mark.parametrize("alias", ["latest", "v3", "champion.v2"])
 def test_aliases_follow_the_registry_rule(alias, quickstart_tree, write_workflow):
-    from bioray.config import ConfigError, load_workflow
+    from bioray.config import ConfigError
 
     quickstart_tree["registry"]["alias"] = alias
     with pytest.raises(ConfigError, match=r"registry\.alias: not a valid alias"):
-        load_workflow(write_workflow(quickstart_tree))
+        load_checked(write_workflow(quickstart_tree))
 
 
 def test_names_that_differ_only_by_case_are_one_name_twice(quickstart_tree, write_workflow):
-    from bioray.config import ConfigError, load_workflow
+    from bioray.config import ConfigError
 
     first = quickstart_tree["finetune"]["datasets"][0]
     quickstart_tree["finetune"]["datasets"].append({**first, "name": first["name"].upper()})
     with pytest.raises(ConfigError, match=r"finetune\.datasets\[1\]\.name: 'NCBI-DISEASE' is used twice"):
-        load_workflow(write_workflow(quickstart_tree))
+        load_checked(write_workflow(quickstart_tree))
     quickstart_tree["finetune"]["datasets"].pop()
     source = quickstart_tree["ingest"]["sources"][0]
     quickstart_tree["ingest"]["sources"].append({**source, "name": source["name"].title()})
     with pytest.raises(ConfigError, match=r"ingest\.sources\[\d\]\.name: .* is used twice"):
-        load_workflow(write_workflow(quickstart_tree))
+        load_checked(write_workflow(quickstart_tree))
 
 
 def test_a_symlinked_stage_directory_pointing_outside_is_refused(tmp_path, quickstart_tree, data_root):

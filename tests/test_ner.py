@@ -2,16 +2,11 @@
 import pytest
 from transformers import AutoTokenizer
 
+from bioray.constants import IGNORE_INDEX
 from bioray.data.vocab import train_wordpiece
-from bioray.tasks.ner import (
-    IGNORE_INDEX,
-    Sentence,
-    entity_scores,
-    label_list,
-    make_windows,
-    predict_tags,
-    read_conll,
-)
+from bioray.tasks.examples import Sentence
+from bioray.tasks.formats.conll import read_conll
+from bioray.tasks.ner import entity_scores, label_list, make_windows, predict_tags
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +34,8 @@ def test_bad_line_names_file_and_line(tmp_path):
 def test_labels_on_first_subtoken_only(tokenizer):
     sentence = Sentence(["adenomatous", "polyposis", "xyzzyq"], ["B", "I", "O"])
     (window,) = make_windows([sentence], tokenizer, {"O": 0, "B": 1, "I": 2}, 64)
-    labelled = [(i, l) for i, l in enumerate(window.labels) if l != IGNORE_INDEX]
-    assert [l for _, l in labelled] == [1, 2, 0]
+    labelled = [(i, label) for i, label in enumerate(window.labels) if label != IGNORE_INDEX]
+    assert [label for _, label in labelled] == [1, 2, 0]
     assert [window.word_index[i] for i, _ in labelled] == [0, 1, 2]
     assert window.input_ids[0] == tokenizer.cls_token_id and window.input_ids[-1] == tokenizer.sep_token_id
 

@@ -2,7 +2,8 @@
 import numpy as np
 import torch
 
-from bioray.data.masking import IGNORE_INDEX, mask_batch
+from bioray.constants import IGNORE_INDEX
+from bioray.data.masking import mask_batch
 from bioray.data.pack import pack_documents, pack_stream
 
 CLS, SEP, MASK = 2, 3, 4
@@ -110,7 +111,8 @@ def test_stream_packing_fills_every_position_and_keeps_order():
         assert len(seps) == 2 and int(row[seps[0] + 1]) in sentence_firsts  # B starts a sentence
     owners = packed["doc_index"].tolist()
     assert owners == sorted(owners) and owners[0] == 0 and owners[-1] == 4
-    flags = [int(f) for row, n, starts in zip(packed["input_ids"], packed["length"], packed["word_start"]) for t, f in zip(row[:n], starts[:n]) if t not in (CLS, SEP)]
+    flags = [int(f) for row, n, starts in zip(packed["input_ids"], packed["length"], packed["word_start"])
+             for t, f in zip(row[:n], starts[:n]) if t not in (CLS, SEP)]
     assert flags == word_start.tolist()
     assert packed["length"].sum() / packed["length"].size / 32 > 0.97
 

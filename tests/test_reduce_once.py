@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from bioray.config import ModelConfig, PretrainConfig
-from bioray.data.masking import IGNORE_INDEX
+from bioray.constants import IGNORE_INDEX
 
 REDUCTIONS = ("all_reduce", "reduce", "reduce_scatter", "reduce_scatter_tensor")
 SHAPE = ModelConfig(layers=1, hidden=32, heads=2, intermediate=64, max_position=32, dropout=0.0)
@@ -36,7 +36,7 @@ def _engine_run(rank: int, reduce_once: bool, calls: dict) -> dict:
     config = PretrainConfig(model=SHAPE, num_workers=2, global_batch_size=16, micro_batch_size=2, zero_stage=2,
                             steps=2, warmup_steps=0, fast={"reduce_once_per_step": reduce_once})
     torch.manual_seed(0)
-    engine, _ = build_engine(build_mlm_model(SHAPE, 100, 0), config, use_gpu=False)
+    engine, _ = build_engine(build_mlm_model(100, 0, **SHAPE.model_dump()), config, use_gpu=False)
     per_micro, accum = [], config.grad_accum_steps
     for micro in range(2 * accum):
         engine.set_gradient_accumulation_boundary((micro + 1) % accum == 0)

@@ -1,13 +1,8 @@
 
 from mlflow.tracking import MlflowClient
 
-from bioray import tracking
-from bioray.tracking import (
-    ensure_experiment,
-    flatten,
-    log_params_and_tags,
-    tracking_uri_for,
-)
+from bioray.tracking.runs import flatten, log_lineage, log_params_and_tags
+from bioray.tracking.store import ensure_experiment, tracking_uri_for
 
 
 def test_default_store_is_sqlite_in_workdir(tmp_path, monkeypatch):
@@ -36,7 +31,7 @@ def test_many_params_are_logged_in_batches(tmp_path):
 
 
 def test_ray_job_id_tag_from_the_job_supervisor_env(monkeypatch):
-    from bioray.tracking import common_tags
+    from bioray.tracking.runs import common_tags
 
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     assert "ray.job_id" not in common_tags()
@@ -47,7 +42,7 @@ def test_ray_job_id_tag_from_the_job_supervisor_env(monkeypatch):
 
 def test_commit_from_job_metadata_where_the_upload_has_no_git(tmp_path, monkeypatch):
     """`ray job submit --working-dir` leaves .git out: the commit comes from the job's metadata."""
-    from bioray.tracking import common_tags
+    from bioray.tracking.runs import common_tags
 
     monkeypatch.chdir(tmp_path)  # not a git checkout
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
@@ -55,23 +50,24 @@ def test_commit_from_job_metadata_where_the_upload_has_no_git(tmp_path, monkeypa
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     tags = common_tags()
     assert "mlflow.source.git.commit" not in tags and len(tags["bioray.code_digest"]) == 16
-    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", '{"metadata": {"job_submission_id": "j1", "git_commit": "abc123"}}')
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", '{"metadata": {"job_submission_id": "j1", "git_commit": '
+                                                      '"abc123"}}')
     assert common_tags()["mlflow.source.git.commit"] == "abc123"
 
 
 def test_stage_lineage_is_logged_as_dataset_inputs(tmp_path, write_workflow, quickstart_tree):
     """A fine-tuning stage's inputs: the pretrain output (digest = its stage key) and each data file."""
-    from bioray.config import load_workflow
+    from bioray.pipeline.inputs import load_checked
     from bioray.pipeline.plan import build_plan, compute_keys
     from bioray.pipeline.runner import _lineage
 
-    config = load_workflow(write_workflow(quickstart_tree))
+    config = load_checked(write_workflow(quickstart_tree))
     nodes = build_plan(config)
     keys = compute_keys(nodes)
     node = next(n for n in nodes if n.kind == "finetune")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = client.create_run(client.create_experiment("t", artifact_location=str(tmp_path / "a"))).info.run_id
-    tracking.log_lineage(client, run_id, _lineage(config, node, keys))
+    log_lineage(client, run_id, _lineage(config, node, keys))
     inputs = {d.dataset.name: d for d in client.get_run(run_id).inputs.dataset_inputs}
     assert inputs["pretrain"].dataset.digest == keys["pretrain"]
     assert {t.key: t.value for t in inputs["pretrain"].tags}["mlflow.data.context"] == "train"

@@ -140,7 +140,8 @@ class S3Object:
     md5: str | None  # None for a multipart upload, whose ETag is not an MD5
 
 
-def list_s3_objects(bucket_url: str, prefix: str, suffixes: tuple[str, ...] = (), timeout: float = 60) -> list[S3Object]:
+def list_s3_objects(bucket_url: str, prefix: str, suffixes: tuple[str, ...] = (),
+                    timeout: float = 60) -> list[S3Object]:
     """Every object under prefix in a public S3 bucket (ListObjectsV2 over HTTPS, following continuation tokens)."""
     objects, token = [], None
     while True:

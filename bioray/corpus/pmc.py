@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from lxml import etree
 
@@ -45,10 +45,12 @@ def parse_jats(root, source: str) -> dict:
     if meta is None:
         raise ValueError("not a JATS article: no front/article-meta")
     ids = {node.get("pub-id-type"): (node.text or "").strip() for node in meta.iterfind("article-id")}
-    doc_id = next((f"{kind}:{ids[kind]}" for kind in ("pmc", "pmcid", "pmid", "doi", "publisher-id") if ids.get(kind)), None)
+    doc_id = next((f"{kind}:{ids[kind]}" for kind in ("pmc", "pmcid", "pmid", "doi", "publisher-id") if ids.get(kind)),
+                  None)
     if doc_id is None:
         raise ValueError("no article-id")
-    title = _clean_text(meta.find("title-group/article-title")) if meta.find("title-group/article-title") is not None else ""
+    title_node = meta.find("title-group/article-title")
+    title = _clean_text(title_node) if title_node is not None else ""
     abstract = [p for a in meta.iterfind("abstract") for p in _paragraphs(a)]
     body = root.find("body")
     sections = _paragraphs(body) if body is not None else []

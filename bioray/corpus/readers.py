@@ -6,8 +6,8 @@ missing id, no text), and go on with the next record: one bad record never costs
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from bioray.corpus.medline import read_medline
 from bioray.corpus.pmc import read_pmc

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from bioray.corpus.quarantine import Quarantined
 
@@ -32,7 +32,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str | Quarantined]]:
             try:
                 yield line_no, raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield line_no, Quarantined(f"line {line_no}", f"not UTF-8: byte {raw[exc.start]:#04x} at column {exc.start + 1}")
+                yield line_no, Quarantined(f"line {line_no}", f"not UTF-8: byte {raw[exc.start]:#04x} at column "
+                                                              f"{exc.start + 1}")
 
 
 def read_text_lines(path: Path, source: str) -> Iterator[dict | Quarantined]:

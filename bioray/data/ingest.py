@@ -14,8 +14,8 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -115,7 +115,8 @@ def document_counts(documents_dir: Path, only_new: bool = False) -> tuple[dict[s
     per_source: dict[str, int] = {}
     sentences = 0
     dataset = pads.dataset(str(documents_dir), format="parquet")
-    for batch in dataset.to_batches(columns=["source", "sentence_starts"], filter=pc.field("is_new") if only_new else None):
+    only = pc.field("is_new") if only_new else None
+    for batch in dataset.to_batches(columns=["source", "sentence_starts"], filter=only):
         for item in pc.value_counts(batch.column("source")).to_pylist():
             per_source[item["values"]] = per_source.get(item["values"], 0) + item["counts"]
         sentences += pc.sum(pc.list_value_length(batch.column("sentence_starts"))).as_py() or 0
@@ -173,7 +174,8 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     parsed = output / "_parsed"
     errors, parsed_count, frames = [], 0, []
     if new_items:
-        ray.data.from_items(new_items, override_num_blocks=len(new_items)).flat_map(_read_file).write_parquet(str(parsed))
+        files = ray.data.from_items(new_items, override_num_blocks=len(new_items))
+        files.flat_map(_read_file).write_parquet(str(parsed))
         status = pads.dataset(str(parsed), format="parquet").to_table(columns=["file", "location", "error"])
         failed = pc.not_equal(status.column("error"), "")
         errors = status.filter(failed).to_pylist()
@@ -184,7 +186,8 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
         log.warning("quarantined %s (%s): %s", error["file"], error["location"], error["error"])
     (output / "quarantine.json").write_text(json.dumps(errors, indent=2))
     if reused:
-        frames.append(pads.dataset(str(previous / "latest"), format="parquet").to_table(columns=KEY_COLUMNS).to_pandas())
+        earlier = pads.dataset(str(previous / "latest"), format="parquet")
+        frames.append(earlier.to_table(columns=KEY_COLUMNS).to_pandas())
     latest_keys, kept_keys = surviving_records(pd.concat(frames, ignore_index=True), ingest.min_chars)
 
     # Streaming passes, no shuffle: keep the surviving records, then split the kept ones' sentences.
@@ -195,7 +198,8 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     if reused:
         parts.append(ray.data.read_parquet(str(previous / "latest")))
     records = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    records.map_batches(_only, fn_kwargs={"keys": latest_keys}, batch_format="pandas").write_parquet(str(output / "latest"))
+    latest = records.map_batches(_only, fn_kwargs={"keys": latest_keys}, batch_format="pandas")
+    latest.write_parquet(str(output / "latest"))
     shutil.rmtree(parsed, ignore_errors=True)
     documents = (ray.data.read_parquet(str(output / "latest"))
                  .map_batches(_kept_with_sentences, fn_kwargs={"keys": kept_keys, "first_new_rank": reused},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from bioray.constants import IGNORE_INDEX
 
 
 def stack_column(column) -> np.ndarray:

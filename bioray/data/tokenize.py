@@ -127,12 +127,9 @@ def _actor_cpus(actors: int) -> float:
     return min(1.0, max(0.1, (cpus - 1.0) / actors))
 
 
-def sequences_dir(tokenize_output: Path, config: TokenizeConfig, seq_len: int | None = None) -> Path:
-    """Where the shards of one sequence length live: `sequences/` for tokenize.seq_len,
-    `sequences-<L>/` for the long length."""
-    if seq_len is None or seq_len == config.seq_len:
-        return tokenize_output / "sequences"
-    return tokenize_output / f"sequences-{seq_len}"
+def sequences_dir(tokenize_output: Path, long_seq_len: int | None = None) -> Path:
+    """Where shards of one length live: `sequences/` at tokenize.seq_len, `sequences-<L>/` at the long length L."""
+    return tokenize_output / ("sequences" if long_seq_len is None else f"sequences-{long_seq_len}")
 
 
 def _length_stats(written, seq_len: int) -> dict:
@@ -149,7 +146,9 @@ def _length_stats(written, seq_len: int) -> dict:
 
 
 def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Path, output: Path) -> dict:
-    directories = {length: sequences_dir(output, config, length) for length in config.seq_lens}
+    directories = {config.seq_len: sequences_dir(output)}
+    if config.long_seq_len:
+        directories[config.long_seq_len] = sequences_dir(output, config.long_seq_len)
     for directory in directories.values():
         directory.mkdir(parents=True, exist_ok=True)
     only_new = config.documents == "new"

@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, BertModel
 
-from bioray.config import FastPathConfig, ModelConfig
-from bioray.data.masking import IGNORE_INDEX
+from bioray.constants import IGNORE_INDEX
 from bioray.model.unpad import (
     compile_dense_blocks,
     encode_unpadded,
@@ -24,9 +23,11 @@ log = logging.getLogger(__name__)
 STATS = ("mlm_loss", "mlm_correct", "masked", "nsp_loss", "nsp_correct", "pairs")
 
 
-def build_mlm_model(shape: ModelConfig, vocab_size: int, pad_id: int, init_checkpoint: Path | None = None,
-                    nsp: bool = False) -> BertForMaskedLM | BertForPreTraining:
-    """From scratch with the given shape, or from an HF checkpoint (continued pretraining).
+def build_mlm_model(vocab_size: int, pad_id: int, *, layers: int = 12, hidden: int = 768, heads: int = 12,
+                    intermediate: int = 3072, max_position: int = 512, dropout: float = 0.1,
+                    init_checkpoint: Path | None = None, nsp: bool = False) -> BertForMaskedLM | BertForPreTraining:
+    """From scratch with the given shape (BERT-base by default), or from an HF checkpoint (continued
+    pretraining; the shape is the checkpoint's).
 
     With nsp, BertForPreTraining (pooler + next-sentence head beside the MLM head); its saved
     weights still load as AutoModelForMaskedLM (the extra head is ignored) and give fine-tuning a
@@ -36,30 +37,31 @@ def build_mlm_model(shape: ModelConfig, vocab_size: int, pad_id: int, init_check
     if init_checkpoint is not None:
         return model_class.from_pretrained(str(init_checkpoint), attn_implementation="sdpa", use_safetensors=True)
     config = BertConfig(
-        vocab_size=vocab_size, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
-        max_position_embeddings=shape.max_position, hidden_dropout_prob=shape.dropout,
-        attention_probs_dropout_prob=shape.dropout, pad_token_id=pad_id, attn_implementation="sdpa",
+        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=intermediate, max_position_embeddings=max_position, hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout, pad_token_id=pad_id, attn_implementation="sdpa",
     )
     return model_class(config)
 
 
-def apply_fast_path(model, fast: FastPathConfig):
-    """The switches that change a model instance (the others act in the loss or the optimizer): the
-    unpadded encoder forward and compiled dense blocks, on any HF head over a BERT encoder."""
+def apply_fast_path(model, *, unpad: bool = True, attention: str = "sdpa", compile: bool = False):
+    """The fast-path switches that change a model instance (the others act in the loss or the
+    optimizer): the unpadded encoder forward and compiled dense blocks, on any HF head over a BERT
+    encoder."""
     encoder = model.base_model
     if not isinstance(encoder, BertModel):
         log.warning("fast.unpad and fast.compile apply to BERT encoders; %s runs as it is", type(encoder).__name__)
         return model
-    if fast.unpad:
-        use_unpadded_forward(encoder, fast.attention)
-    if fast.compile:
+    if unpad:
+        use_unpadded_forward(encoder, attention)
+    if compile:
         compile_dense_blocks(encoder)
     return model
 
 
-def pretraining_loss(model: BertForMaskedLM | BertForPreTraining, batch: dict[str, torch.Tensor],
-                     fast: FastPathConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pretraining_loss(model: BertForMaskedLM | BertForPreTraining, batch: dict[str, torch.Tensor], *,
+                     unpad: bool = True, attention: str = "sdpa",
+                     masked_only_decoder: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """MLM loss, plus the NSP loss when the model has that head and the batch has
     `next_sentence_label` (-100 = no pair). With the default fast path the encoder runs on real
     tokens only and the decoder only on the masked ones (about 15% of tokens); each can be switched
@@ -67,10 +69,9 @@ def pretraining_loss(model: BertForMaskedLM | BertForPreTraining, batch: dict[st
 
     Returns (loss, a float64 tensor of the STATS counts of this micro-batch, on the loss's device).
     """
-    fast = fast or FastPathConfig()
-    if fast.unpad:
+    if unpad:
         hidden, real = encode_unpadded(model.bert, batch["input_ids"], batch["attention_mask"],
-                                       batch["token_type_ids"], fast.attention)
+                                       batch["token_type_ids"], attention)
         labels = real.gather(batch["labels"])
     else:
         padded = model.bert(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
@@ -78,7 +79,7 @@ def pretraining_loss(model: BertForMaskedLM | BertForPreTraining, batch: dict[st
         hidden, labels, real = padded.flatten(0, 1), batch["labels"].flatten(), None
     selected = labels != IGNORE_INDEX
     targets = labels[selected]
-    if fast.masked_only_decoder:
+    if masked_only_decoder:
         logits = model.cls.predictions(hidden[selected])
     else:  # HF's way: the hidden x vocabulary decoder on every token, then the masked ones picked
         logits = model.cls.predictions(hidden)[selected]

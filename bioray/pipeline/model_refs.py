@@ -31,7 +31,8 @@ def pin(uri: str, client) -> str:
         version = client.get_model_version_by_alias(match["name"], match["alias"]).version
     except Exception as exc:  # MlflowException: no such model or alias
         raise ConfigError(f"{uri}: the registry has no {match['alias']!r} version of {match['name']!r} "
-                          f"({type(exc).__name__}); register an encoder first, or use an HF checkpoint directory") from None
+                          f"({type(exc).__name__}); register an encoder first, or use an HF checkpoint "
+                          f"directory") from None
     return f"models:/{match['name']}/{version}"
 
 
@@ -39,7 +40,7 @@ def download(pinned: str, workdir: Workdir) -> Path:
     """The model's files under `<workdir>/models/` (downloaded once, committed by rename); its HF directory."""
     import mlflow
 
-    from bioray.pipeline.models import hf_directory
+    from bioray.tracking.models import hf_directory
 
     scheme, rest = pinned.split(":/", 1)  # models:/name/3 -> <workdir>/models/models/name/3
     parts = [re.sub(r"[^A-Za-z0-9._-]+", "_", part).lstrip(".") or "_" for part in rest.split("/") if part]
@@ -61,13 +62,13 @@ def download(pinned: str, workdir: Workdir) -> Path:
 
 def resolve_model_refs(config: WorkflowConfig) -> dict[str, str]:
     """Replace MLflow URIs among the init checkpoints by local HF directories; returns {key: pinned URI}."""
-    from bioray import tracking
+    from bioray.tracking.store import activate, tracking_uri_for
 
     refs = {f"{s}.{k}": getattr(getattr(config, s), k) for s, k in CHECKPOINT_KEYS}
     refs = {key: uri for key, uri in refs.items() if uri and is_mlflow_uri(uri)}
     if not refs:
         return {}
-    client = tracking.configure(tracking.tracking_uri_for(config.tracking.uri, config.paths.mlflow_db))
+    client = activate(tracking_uri_for(config.tracking.uri, config.paths.mlflow_db))
     pinned, by_uri = {}, {}
     for key, uri in refs.items():
         if uri not in by_uri:  # vocab and weights from one version even if the alias moves meanwhile

@@ -5,25 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mlflow
-from mlflow.tracking import MlflowClient
-
 from bioray.config import RegisterConfig
 from bioray.pipeline.gate import run_gate
-from bioray.pipeline.models import log_transformers_model
+from bioray.tracking.context import RunContext
+from bioray.tracking.models import log_transformers_model
 
 
 def run_register(config: RegisterConfig, *, encoder_dir: Path, scores: dict[str, float],
-                 report_scores: dict[str, float], run_id: str, tracking_uri: str, output: Path) -> dict:
+                 report_scores: dict[str, float], context: RunContext, output: Path) -> dict:
     """Log the encoder as an MLflow transformers model, register it, point the alias at it, and put it
     through the champion/challenger gate (the report's scores are the version's tags the gate reads).
 
     The HF files (config.json, model.safetensors, tokenizer) are under the model's `model/` folder:
     `AutoModel.from_pretrained(download_artifacts("models:/bioray-encoder@challenger") + "/model")`.
     """
-    mlflow.set_tracking_uri(tracking_uri)
-    info = log_transformers_model(encoder_dir, run_id, "encoder", registered_model_name=config.model_name)
-    client = MlflowClient(tracking_uri)
+    info = log_transformers_model(encoder_dir, context.run_id, "encoder", registered_model_name=config.model_name)
+    client = context.client
     version = str(info.registered_model_version)
     client.set_registered_model_alias(config.model_name, config.alias, version)
     for metric, value in {**scores, **report_scores}.items():

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from bioray import tracking
 from bioray.config import WorkflowConfig
+from bioray.pipeline.execute import StageResult, earlier_outputs, execute_node
 from bioray.pipeline.plan import (
-    Node,
     build_plan,
     compute_keys,
     fingerprint,
@@ -29,7 +28,11 @@ from bioray.pipeline.plan import (
     needed_nodes,
     stage_dir,
 )
-from bioray.pipeline.stages import StageResult, execute_node
+from bioray.pipeline.stages.base import Node, StageEnv
+from bioray.tracking.context import RunContext
+from bioray.tracking.outbox import SPILL_FILE, replay_spilled
+from bioray.tracking.runs import common_tags, flatten, log_lineage, log_metrics, log_params_and_tags
+from bioray.tracking.store import activate, ensure_experiment, tracking_uri_for
 
 log = logging.getLogger(__name__)
 
@@ -85,57 +88,46 @@ def _root_error(exc: Exception) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def _parent_metrics(results: dict[str, StageResult]) -> dict[str, float]:
-    """Test scores per dataset on the parent run: mean over seeds (and std when there are several)."""
-    from bioray.tasks.report import aggregate
-
-    evaluations = {name: r.metrics for name, r in results.items() if name.startswith("evaluate/")}
-    metrics = {}
-    for dataset, values in aggregate(evaluations).items():
-        for metric, summary in values.items():
-            metrics[f"{dataset}/{metric}"] = summary["mean"]
-            if summary["seeds"] > 1:
-                metrics[f"{dataset}/{metric}_std"] = summary["std"]
-    return metrics
-
-
 class _StageRuns:
     """The MLflow side of one pipeline run: a parent run and a child run per stage."""
 
     def __init__(self, config: WorkflowConfig, targets: list[str] | None, workflow_file: str):
-        self.uri = tracking.tracking_uri_for(config.tracking.uri, config.paths.mlflow_db)
+        uri = tracking_uri_for(config.tracking.uri, config.paths.mlflow_db)
         config.workdir_path.mkdir(parents=True, exist_ok=True)
-        self.client = tracking.configure(self.uri)
-        self.experiment_id = tracking.ensure_experiment(self.client, config.tracking.experiment,
-                                                        config.paths.mlflow_artifacts)
-        self.tags = tracking.common_tags()
-        parent = self.client.create_run(self.experiment_id, run_name=config.name, tags={
+        self.client = activate(uri)
+        experiment_id = ensure_experiment(self.client, config.tracking.experiment, config.paths.mlflow_artifacts)
+        self.tags = common_tags()
+        parent = self.client.create_run(experiment_id, run_name=config.name, tags={
             **self.tags, "bioray.workflow": workflow_file, "bioray.targets": ",".join(targets or ["all"])})
+        self.context = RunContext(uri, experiment_id, parent.info.run_id)
         self.parent_id = parent.info.run_id
         self.client.log_text(self.parent_id, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False),
                              "workflow.resolved.yaml")
-        tracking.log_params_and_tags(self.client, self.parent_id,
-                                     {"workflow": config.name, "workdir": str(config.workdir_path)}, {})
+        log_params_and_tags(self.client, self.parent_id, {"workflow": config.name, "workdir": str(config.workdir_path)},
+                            {})
         self.children: dict[str, str] = {}
+        self.headline: dict[str, tuple] = {}  # stages whose metrics and named outputs go on the parent run too
 
     def start_child(self, node: Node, key: str, output: Path, cached: bool, lineage: list[dict]) -> str:
-        child = self.client.create_run(self.experiment_id, run_name=node.name, tags={
+        child = self.client.create_run(self.context.experiment_id, run_name=node.name, tags={
             **self.tags, "mlflow.parentRunId": self.parent_id, "bioray.stage": node.name,
             "bioray.stage_kind": node.kind, "bioray.stage_key": key, "bioray.cache": "hit" if cached else "miss",
             "bioray.output": str(output)})
         self.children[node.name] = child.info.run_id
-        tracking.log_params_and_tags(self.client, child.info.run_id, tracking.flatten(node.params), {})
-        tracking.log_lineage(self.client, child.info.run_id, lineage)
+        if node.stage.parent_metrics or node.stage.parent_artifacts:
+            self.headline[node.name] = (node.stage.parent_metrics, node.stage.parent_artifacts)
+        log_params_and_tags(self.client, child.info.run_id, flatten(node.params_json() or {}), {})
+        log_lineage(self.client, child.info.run_id, lineage)
         return child.info.run_id
 
     def finish_child(self, name: str, result: StageResult) -> None:
         run_id = self.children[name]
-        unsent = Path(result.path) / tracking.SPILL_FILE
+        unsent = Path(result.path) / SPILL_FILE
         if unsent.is_file():  # the tracking server was down while the stage's workers logged
-            replayed = tracking.replay_spilled(self.client, unsent)
+            replayed = replay_spilled(self.client, unsent)
             self.client.set_tag(run_id, "bioray.tracking_replayed", str(replayed))
             log.warning("stage %s: %d tracking write(s) made while MLflow was unreachable sent now", name, replayed)
-        tracking.log_metrics(self.client, run_id, result.metrics)  # keeps the numeric ones
+        log_metrics(self.client, run_id, result.metrics)  # keeps the numeric ones
         _log_small_outputs(self.client, run_id, Path(result.path))
         self.client.set_terminated(run_id, "FINISHED")
 
@@ -147,14 +139,18 @@ class _StageRuns:
         for name, run_id in self.children.items():  # a stage still running when the driver stops
             if name not in summary.results and name not in summary.failed:
                 self.client.set_terminated(run_id, "KILLED")
-        tracking.log_metrics(self.client, self.parent_id, {
-            **_parent_metrics(summary.results), "pipeline/seconds": summary.seconds,
-            "pipeline/stages_run": run_count, "pipeline/stages_cached": len(self.children) - run_count})
-        # the score table, its chart and the promotion decision on the parent run too
-        for stage, name in (("report", "report.md"), ("report", "scores.png"), ("register", "promotion.md")):
-            path = Path(summary.results[stage].path) / name if stage in summary.results else None
-            if path and path.is_file():
-                self.client.log_artifact(self.parent_id, str(path))
+        metrics = {"pipeline/seconds": summary.seconds, "pipeline/stages_run": run_count,
+                   "pipeline/stages_cached": len(self.children) - run_count}
+        for name, (with_metrics, artifacts) in self.headline.items():  # e.g. the scores, the promotion decision
+            result = summary.results.get(name)
+            if result is None:
+                continue
+            if with_metrics:
+                metrics.update({k: v for k, v in result.metrics.items() if not k.startswith("stage/")})
+            for artifact in artifacts:
+                if (Path(result.path) / artifact).is_file():
+                    self.client.log_artifact(self.parent_id, str(Path(result.path) / artifact))
+        log_metrics(self.client, self.parent_id, metrics)
         status = "KILLED" if interrupted else "FAILED" if summary.failed else "FINISHED"
         self.client.set_terminated(self.parent_id, status)
 
@@ -201,8 +197,9 @@ def _training_slots(config: WorkflowConfig, ray) -> int:
 def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], keys: dict[str, str],
                 runs: _StageRuns, summary: RunSummary) -> None:
     """Cached stages are reported at once; the others become Ray tasks wired by their inputs'
-    ObjectRefs, submitted as soon as their inputs are submitted (fine-tuning: when a slot is free),
-    and collected in completion order; a failure marks its run and everything downstream of it."""
+    ObjectRefs, submitted as soon as their inputs are submitted (a stage that needs a training slot:
+    when one is free), and collected in completion order; a failure marks its run and everything
+    downstream of it."""
     ray = ray_module(config) if to_run else None
     handles: dict = {}
     waiting: list[Node] = []
@@ -220,7 +217,8 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
     if not waiting:
         return
     remote_execute = ray.remote(execute_node)
-    slots, config_json = _training_slots(config, ray), config.model_dump_json()
+    slots = _training_slots(config, ray)
+    output_types = {node.name: node.stage.output for node in wanted}
     pending: dict = {}
     while waiting or pending:
         for node in list(waiting):
@@ -231,14 +229,17 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
                 continue
             if not all(name in handles for name in node.inputs):
                 continue
-            if node.kind == "finetune" and sum(1 for n in pending.values() if n.kind == "finetune") >= slots:
+            if node.stage.training_slot and sum(1 for n in pending.values() if n.stage.training_slot) >= slots:
                 if node.name not in summary.waited_for_slot:
                     summary.waited_for_slot.append(node.name)
                     log.info("stage %s waits for a training slot (%d in use)", node.name, slots)
                 continue
-            ref = remote_execute.options(num_cpus=node.num_cpus, name=node.name, max_retries=0,
+            env = StageEnv(keys[node.name], runs.context.for_stage(runs.children[node.name]), Path(config.data_root),
+                           config.train_storage, config.paths,
+                           earlier_outputs(config.paths, node) if node.stage.incremental else ())
+            ref = remote_execute.options(num_cpus=node.stage.num_cpus, name=node.name, max_retries=0,
                                          runtime_env={"env_vars": STAGE_ENV}).remote(
-                node, keys[node.name], config_json, runs.children[node.name], runs.uri,
+                node, keys[node.name], env, {name: output_types[name] for name in node.inputs},
                 *[handles[name] for name in node.inputs])
             handles[node.name], pending[ref] = ref, node
             waiting.remove(node)
@@ -258,14 +259,11 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
         log.info("stage %-32s done in %.1fs (%s)", node.name, result.metrics.get("stage/seconds", 0.0), result.key)
 
 
-CONTEXT = {"finetune": "train", "evaluate": "test"}  # MLflow's dataset contexts; other stages: their kind
-
-
 def _lineage(config: WorkflowConfig, node: Node, keys: dict[str, str]) -> list[dict]:
     """What a stage reads, as MLflow dataset inputs: its upstream stages' outputs (digest: their stage
     key, a hash of everything that defines them) and its raw files (digest: a hash of their path,
     size and mtime; one entry per file, or one for the whole set when there are many)."""
-    context = CONTEXT.get(node.kind, node.kind)
+    context = node.stage.dataset_context or node.kind
     items = [{"name": name, "path": stage_dir(config, name, keys[name]), "digest": keys[name], "context": context}
              for name in node.inputs]
     groups = [[f] for f in node.files] if len(node.files) <= 10 else [list(node.files)] if node.files else []

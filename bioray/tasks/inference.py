@@ -4,30 +4,15 @@ probabilities (classification), for `bioray predict` and the batch tagging of a 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 
-from bioray.tasks.ner import Sentence, make_windows
+from bioray.tasks.examples import Sentence
+from bioray.tasks.ner import collate, make_windows
+from bioray.tracking.models import resolve_model
 
 # BioBERT-style words: runs of letters/digits, or single punctuation characters.
 WORD = re.compile(r"\w+|[^\w\s]")
-
-
-def resolve_model(uri: str) -> Path:
-    """A local model directory, or an MLflow URI (models:/name@alias, runs:/id/path) downloaded; the
-    directory holding the HF config.json is returned."""
-    from bioray.pipeline.models import hf_directory
-
-    path = Path(uri)
-    downloaded = not path.exists()
-    if downloaded:
-        import mlflow
-
-        path = Path(mlflow.artifacts.download_artifacts(uri))
-    if (path / "config.json").is_file():
-        return path
-    return hf_directory(path, complete=downloaded)
 
 
 def model_kind(config) -> str:
@@ -74,8 +59,6 @@ def tag_texts(model, tokenizer, texts: list[str], max_length: int = 128, batch_s
     nonempty = [i for i, s in enumerate(sentences) if s.words]
     tags = [["O"] * len(s.words) for s in sentences]
     scores = [[1.0] * len(s.words) for s in sentences]
-    from bioray.tasks.ner import collate
-
     order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
     for begin in range(0, len(order), batch_size):
         chunk = [windows[i] for i in order[begin:begin + batch_size]]
@@ -117,3 +100,26 @@ def classify_texts(model, tokenizer, texts: list[str], max_length: int = 512, ba
             entry["predicted"] = [label for label, p in ranked if p >= 0.5] if multi else ranked[0][0]
             results.append(entry)
     return results
+
+
+def predict_lines(uri: str, lines: list[str], max_length: int | None = None, batch_size: int = 32) -> list[dict]:
+    """A fine-tuned model (a directory or an MLflow URI) on raw text lines: `entities` for an NER model,
+    `labels`/`predicted` (or `score`) for a classification (regression) model, per line. Raises
+    OSError or ValueError, with the reason, for a model that cannot be used."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
+
+    directory = resolve_model(uri)
+    kind = model_kind(AutoConfig.from_pretrained(str(directory)))
+    if kind == "qa":
+        raise ValueError("extractive QA models need a question and a context: not supported by predict")
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    if kind == "ner":
+        model = AutoModelForTokenClassification.from_pretrained(str(directory), use_safetensors=True)
+        return [{"entities": e} for e in tag_texts(model, tokenizer, lines, max_length or 128, batch_size)]
+    model = AutoModelForSequenceClassification.from_pretrained(str(directory), use_safetensors=True)
+    return classify_texts(model, tokenizer, lines, max_length or 512, batch_size)

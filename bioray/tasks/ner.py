@@ -1,10 +1,8 @@
-"""Named-entity recognition: BioBERT/CoNLL tsv files, sub-token alignment, entity-level F1 (seqeval)."""
+"""Named-entity recognition: sub-token alignment of words and IOB tags, entity-level F1 (seqeval)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from seqeval.metrics import (
@@ -14,51 +12,10 @@ from seqeval.metrics import (
     recall_score,
 )
 
+from bioray.constants import IGNORE_INDEX
+from bioray.tasks.base import Task
 from bioray.tasks.batching import attention_mask, pad_rows
-from bioray.tasks.datasets import DatasetError
-
-IGNORE_INDEX = -100
-
-
-_TAG = re.compile(r"^(O|[BIES](-.+)?)$")
-
-
-@dataclass
-class Sentence:
-    words: list[str]
-    tags: list[str]
-    where: str = ""  # file:line of its first token, for error messages
-
-
-def read_conll(path: Path) -> list[Sentence]:
-    """`token<TAB>tag` lines, a blank line between sentences, `-DOCSTART-` lines between documents
-    (MTL-Bioinformatics-2016 files). Errors name the file and line."""
-    sentences, words, tags, first_line = [], [], [], 0
-    if not path.is_file() or path.stat().st_size == 0:
-        raise DatasetError(f"{path}: empty or missing file")
-    with open(path, encoding="utf-8") as stream:
-        for line_no, line in enumerate(stream, start=1):
-            line = line.rstrip("\n")
-            if not line.strip() or line.startswith("-DOCSTART-"):
-                if words:
-                    sentences.append(Sentence(words, tags, f"{path}:{first_line}"))
-                    words, tags = [], []
-                continue
-            parts = line.split("\t")
-            if len(parts) < 2 or not parts[0] or not parts[-1].strip():
-                raise DatasetError(f"{path}:{line_no}: expected 'token<TAB>tag', got {line!r}")
-            tag = parts[-1].strip()
-            if not _TAG.match(tag):
-                raise DatasetError(f"{path}:{line_no}: {tag!r} is not an IOB tag (O, B, I, B-type, I-type)")
-            if not words:
-                first_line = line_no
-            words.append(parts[0])
-            tags.append(tag)
-    if words:
-        sentences.append(Sentence(words, tags, f"{path}:{first_line}"))
-    if not sentences:
-        raise DatasetError(f"{path}: no sentences")
-    return sentences
+from bioray.tasks.examples import Sentence
 
 
 def label_list(*splits: list[Sentence], known: list[str] | None = None) -> list[str]:
@@ -128,7 +85,8 @@ def predict_tags(model, tokenizer, sentences: list[Sentence], labels: list[str],
     for begin in range(0, len(order), batch_size):
         chunk = [windows[i] for i in order[begin:begin + batch_size]]
         batch = collate(chunk, tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits
         best = logits.argmax(-1).cpu()
         for row, window in enumerate(chunk):
             for position, word in enumerate(window.word_index):
@@ -149,35 +107,38 @@ def entity_report(gold: list[list[str]], predicted: list[list[str]]) -> str:
     return classification_report([for_seqeval(t) for t in gold], [for_seqeval(t) for t in predicted], digits=4)
 
 
-class NerTask:
+class NerTask(Task):
     """Token classification: windows of first-sub-token labels, entity-level F1."""
 
-    kind, primary = "ner", "f1"
+    name, primary_metric, formats = "ner", "f1", ("conll", "pubtator")
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    def labels_of(self, sentence: Sentence) -> list[str]:
+        return sentence.tags
 
     def label_list(self, *splits: list[Sentence]) -> list[str]:
         return label_list(*splits, known=self.dataset.labels)
 
-    @staticmethod
-    def build_model(encoder_dir: str, labels: list[str]):
+    def build_model(self, encoder_dir: str, labels: list[str]):
         from transformers import AutoModelForTokenClassification
 
         return AutoModelForTokenClassification.from_pretrained(
             encoder_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
             label2id={t: i for i, t in enumerate(labels)}, use_safetensors=True)
 
-    @staticmethod
-    def encode(sentences: list[Sentence], tokenizer, labels: list[str], max_length: int) -> list[Window]:
+    def encode(self, sentences: list[Sentence], tokenizer, labels: list[str], max_length: int) -> list[Window]:
         return make_windows(sentences, tokenizer, {t: i for i, t in enumerate(labels)}, max_length)
 
-    collate = staticmethod(collate)
+    def collate(self, windows: list[Window], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate(windows, pad_id)
 
-    @staticmethod
-    def predict(model, tokenizer, sentences, labels, max_length, batch_size, device="cpu") -> list[list[str]]:
+    def predict(self, model, tokenizer, sentences, labels, max_length, batch_size, device="cpu") -> list[list[str]]:
         return predict_tags(model, tokenizer, sentences, labels, max_length, batch_size, device)
 
-    @staticmethod
-    def score(sentences: list[Sentence], predictions: list[list[str]], labels: list[str]) -> dict[str, float]:
+    def score(self, sentences: list[Sentence], predictions: list[list[str]], labels: list[str]) -> dict[str, float]:
         return entity_scores([s.tags for s in sentences], predictions)
+
+    def details(self, sentences: list[Sentence], predictions: list[list[str]]) -> str:
+        return f"```\n{entity_report([s.tags for s in sentences], predictions)}\n```\n"
+
+    def prediction_rows(self, sentences: list[Sentence], predictions: list[list[str]]) -> list[dict]:
+        return [{"words": s.words, "gold": s.tags, "predicted": p} for s, p in zip(sentences, predictions)]

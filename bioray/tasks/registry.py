@@ -1,14 +1,80 @@
-"""Task type of a registry entry -> the object that knows its labels, head, encoding and metric."""
+"""The task types and dataset formats bioray knows, each named once.
+
+Entries are import paths, loaded when first used, so a stage's code key covers only the task type
+and format its dataset uses. Adding a task type: one module with a `Task` subclass and one line in
+TASK_TYPES; adding a format: one module with a `Format` subclass and one line in FORMATS (and the
+format's name in the `formats` of the task types that read it).
+"""
 
 from __future__ import annotations
 
+import importlib
+
+TASK_TYPES: dict[str, str] = {
+    "ner": "bioray.tasks.ner:NerTask",
+    "relation": "bioray.tasks.relation:RelationTask",
+    "similarity": "bioray.tasks.similarity:SimilarityTask",
+    "doc_classification": "bioray.tasks.doc_classification:DocClassificationTask",
+    "qa_yesno": "bioray.tasks.qa_yesno:YesNoTask",
+    "qa_factoid": "bioray.tasks.qa_factoid:FactoidTask",
+}
+FORMATS: dict[str, str] = {
+    "conll": "bioray.tasks.formats.conll:ConllFormat",
+    "pubtator": "bioray.tasks.formats.pubtator:PubtatorFormat",
+    "tsv": "bioray.tasks.formats.table:TsvFormat",
+    "jsonl": "bioray.tasks.formats.table:JsonlFormat",
+    "hoc": "bioray.tasks.formats.hoc:HocFormat",
+    "pubmedqa": "bioray.tasks.formats.pubmedqa:PubmedqaFormat",
+    "squad": "bioray.tasks.formats.squad:SquadFormat",
+}
+_classes: dict[str, type] = {}  # task types and formats registered as classes (tests, plugins)
+
+
+def register_task(name: str, task_class: type) -> None:
+    """Add a task type from outside bioray (a class following bioray.tasks.base.Task)."""
+    TASK_TYPES[name] = f"{task_class.__module__}:{task_class.__qualname__}"
+    _classes[TASK_TYPES[name]] = task_class
+
+
+def _load(path: str) -> type:
+    if path not in _classes:
+        module, _, name = path.partition(":")
+        _classes[path] = getattr(importlib.import_module(module), name)
+    return _classes[path]
+
+
+def task_class(name: str) -> type:
+    if name not in TASK_TYPES:
+        raise KeyError(f"unknown task type {name!r} (known: {', '.join(TASK_TYPES)})")
+    return _load(TASK_TYPES[name])
+
+
+def format_name(dataset) -> str:
+    """The entry's format, or its task type's default."""
+    return dataset.format or task_class(dataset.task).formats[0]
+
 
 def task_for(dataset):
-    if dataset.task == "ner":
-        from bioray.tasks.ner import NerTask
-        return NerTask(dataset)
-    if dataset.task == "qa_factoid":
-        from bioray.tasks.qa import FactoidTask
-        return FactoidTask(dataset)
-    from bioray.tasks.classification import SequenceTask
-    return SequenceTask(dataset)
+    """The task type object of a dataset entry."""
+    return task_class(dataset.task)(dataset)
+
+
+def format_for(dataset):
+    """The format object that reads a dataset entry's files."""
+    return _load(FORMATS[format_name(dataset)])()
+
+
+def code_modules(dataset) -> tuple[str, ...]:
+    """The modules of the task type and format a dataset entry uses (roots of a stage's code key)."""
+    return (TASK_TYPES[dataset.task].partition(":")[0], FORMATS[format_name(dataset)].partition(":")[0])
+
+
+def entry_problems(dataset, where: str) -> list[str]:
+    """What is wrong with a dataset entry's task type, format and files keys, each naming the key."""
+    if dataset.task not in TASK_TYPES:
+        return [f"{where}.task: unknown task type {dataset.task!r} (known: {', '.join(TASK_TYPES)})"]
+    accepted = task_class(dataset.task).formats
+    if dataset.format is not None and dataset.format not in accepted:
+        return [f"{where}.format: {dataset.format!r} does not fit task {dataset.task!r} (expected one of "
+                f"{list(accepted)})"]
+    return [f"{where}.{problem}" for problem in format_for(dataset).entry_problems(dataset)]

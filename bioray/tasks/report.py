@@ -12,9 +12,8 @@ from pathlib import Path
 import yaml
 
 from bioray.plots import plot_scores
+from bioray.tasks.registry import task_class
 
-PRIMARY = {"ner": "f1", "relation": "f1", "similarity": "pearson", "doc_classification": "micro_f1",
-           "qa_yesno": "accuracy", "qa_factoid": "mrr"}
 # The published columns shown, in order: (source, model key, header).
 COLUMNS = [("blurb", "bert_uncased", "BERT uncased (BLURB)"), ("blurb", "biobert_v1.1", "BioBERT v1.1 (BLURB)"),
            ("blurb", "pubmedbert", "PubMedBERT (BLURB)"), ("biobert", "bert", "BERT (BioBERT paper)"),
@@ -26,16 +25,16 @@ def published() -> dict:
     return yaml.safe_load(resources.files("bioray.tasks").joinpath("published.yaml").read_text())
 
 
-def aggregate(evaluations: dict[str, dict[str, float]]) -> dict[str, dict[str, dict]]:
-    """{evaluate/<dataset>[/fold-k]/seed-n: metrics} -> {dataset: {metric: {mean, std, seeds}}}:
-    a seed's score on a k-fold dataset is its mean over folds; mean and std are over seeds."""
-    per_seed: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for name, metrics in evaluations.items():
-        parts = name.split("/")
-        dataset, seed = parts[1], parts[-1]
-        for metric, value in metrics.items():
+def aggregate(scores: list[dict]) -> dict[str, dict[str, dict]]:
+    """Test scores, one record per evaluation ({dataset, seed, metrics}; a k-fold dataset has one per
+    fold) -> {dataset: {metric: {mean, std, seeds}}}: a seed's score on a k-fold dataset is its mean
+    over folds; mean and std are over seeds."""
+    per_seed: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for record in scores:
+        for metric, value in record["metrics"].items():
             if not metric.startswith("stage/"):
-                per_seed.setdefault(dataset, {}).setdefault(metric, {}).setdefault(seed, []).append(value)
+                per_seed.setdefault(record["dataset"], {}).setdefault(metric, {}).setdefault(
+                    record["seed"], []).append(value)
     result: dict[str, dict[str, dict]] = {}
     for dataset, metrics in per_seed.items():
         for metric, seeds in metrics.items():
@@ -55,13 +54,13 @@ def _macro(scores: dict[str, float], types: dict[str, str | None]) -> float | No
     return statistics.fmean(statistics.fmean(v) for v in by_type.values()) if by_type else None
 
 
-def build_report(datasets: dict[str, dict], evaluations: dict[str, dict[str, float]]) -> dict:
+def build_report(datasets: dict[str, dict], scores: list[dict]) -> dict:
     """The rows of the report (scores on a 0-100 scale) and the macro scores."""
     reference = published()
-    aggregated = aggregate(evaluations)
+    aggregated = aggregate(scores)
     rows = []
     for name, entry in datasets.items():
-        metric = PRIMARY[entry["task"]]
+        metric = task_class(entry["task"]).primary_metric
         ours = aggregated.get(name, {}).get(f"{entry['task']}/test_{metric}")
         paper = reference["benchmarks"].get(entry["benchmark"], {})
         rows.append({
@@ -116,12 +115,20 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_report(datasets: dict[str, dict], evaluations: dict[str, dict[str, float]], output: Path) -> dict:
-    report = build_report(datasets, evaluations)
+def run_report(datasets: dict[str, dict], scores: list[dict], output: Path) -> dict:
+    """report.json, report.md and scores.png; the metrics: each dataset's primary score (0-100,
+    `report/<dataset>/<metric>`), the macro, and every test metric's mean over seeds (0-1,
+    `<dataset>/<metric>`, plus `_std` when there are several seeds)."""
+    report = build_report(datasets, scores)
     (output / "report.json").write_text(json.dumps(report, indent=2))
     (output / "report.md").write_text(render_markdown(report))
     plot_scores(report["rows"], [(f"{s}/{m}", h) for s, m, h in COLUMNS[:3]], output / "scores.png")
     metrics = {f"report/{r['dataset']}/{r['metric']}": r["bioray"]["mean"] for r in report["rows"] if r["bioray"]}
     if report["macro"]["bioray"] is not None:
         metrics["report/blurb_style_macro"] = report["macro"]["bioray"]
+    for dataset, values in aggregate(scores).items():
+        for metric, summary in values.items():
+            metrics[f"{dataset}/{metric}"] = summary["mean"]
+            if summary["seeds"] > 1:
+                metrics[f"{dataset}/{metric}_std"] = summary["std"]
     return metrics

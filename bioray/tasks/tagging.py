@@ -54,7 +54,8 @@ def run_tagging(model_dir: Path, documents_dir: Path, output: Path, actors: int 
     """Tag every document; entities go to output/entities/*.parquet, counts to output/stats.json."""
     from bioray.data.tokenize import _actor_cpus
 
-    documents = ray.data.read_parquet(str(documents_dir)).select_columns(["doc_id", "source", "text", "sentence_starts"])
+    documents = ray.data.read_parquet(str(documents_dir))
+    documents = documents.select_columns(["doc_id", "source", "text", "sentence_starts"])
     entities = documents.map_batches(
         EntityTagger, fn_constructor_kwargs={"model_dir": str(model_dir), "max_length": max_length,
                                              "batch_size": batch_size},

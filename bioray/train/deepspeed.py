@@ -42,7 +42,8 @@ def build_engine(model: torch.nn.Module, config: PretrainConfig, use_gpu: bool):
                  "gradients once per optimizer step (ZeRO-2 would reduce-scatter every micro-batch)")
     optimizer = build_optimizer(config.optimizer, decay_groups(model, config.weight_decay), config.lr, use_gpu,
                                 config.fast.fused_optimizer)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(config.warmup_steps, config.steps, config.decay_power))
+    schedule = warmup_decay(config.warmup_steps, config.steps, config.decay_power)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(config))
     return engine, scheduler

@@ -1,5 +1,9 @@
-"""Fine-tune stage: the task's head on the pretrained encoder (token classification, sequence
-classification or regression, extractive QA), trained with Ray Train (DDP over gloo/NCCL)."""
+"""Fine-tuning: a task's head on the pretrained encoder (token classification, sequence classification
+or regression, extractive QA), trained with Ray Train (DDP over gloo/NCCL).
+
+The task type arrives as an object (bioray.tasks.base.Task): this module runs any task's encode,
+collate, predict and score without knowing which it is. The examples arrive read (once, by the stage).
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,10 @@ from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from transformers import AutoTokenizer
 
-from bioray.config import DatasetConfig, FinetuneConfig
+from bioray.config import TrainingConfig
 from bioray.model.encoder import apply_fast_path
-from bioray.tasks.datasets import load_splits
-from bioray.tasks.registry import task_for
-from bioray.tracking import SPILL_FILE, WorkerLogger
+from bioray.tracking.context import RunContext
+from bioray.tracking.outbox import SPILL_FILE, WorkerLogger
 from bioray.train.optim import decay_groups, warmup_decay
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,7 @@ def _batches(features: list, batch_size: int, rng: random.Random) -> list[list]:
     return batches
 
 
-def train_epochs(model, task, features: list, config: FinetuneConfig, rng: random.Random, device,
+def train_epochs(model, task, features: list, config: TrainingConfig, rng: random.Random, device,
                  pad_id: int, after_epoch=None) -> dict:
     """AdamW with warmup then linear decay over length-bucketed, dynamically padded batches; the
     loop every Ray Train worker runs (and `bioray bench finetune` times). Returns the last epoch's
@@ -73,38 +76,35 @@ def train_epochs(model, task, features: list, config: FinetuneConfig, rng: rando
 
 
 def train_loop(loop_config: dict) -> None:
-    config = FinetuneConfig.model_validate(loop_config["finetune"])
-    dataset = DatasetConfig.model_validate(loop_config["dataset"])
-    seed = loop_config["seed"]
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    """Runs on every Ray Train worker."""
+    config: TrainingConfig = loop_config["finetune"]
+    task, seed, labels = loop_config["task"], loop_config["seed"], loop_config["labels"]
+    context: RunContext = loop_config["context"]
+    ray_context = ray.train.get_context()
+    rank, world = ray_context.get_world_rank(), ray_context.get_world_size()
     torch.manual_seed(seed)
-    task = task_for(dataset)
-    splits = load_splits(dataset, lambda p: Path(loop_config["data_root"]) / p, loop_config.get("fold"))
-    dev = splits.get("dev", [])
-    labels = loop_config["labels"]
+    dev = loop_config["dev"]
     tokenizer = AutoTokenizer.from_pretrained(loop_config["encoder_dir"])
     model = ray.train.torch.prepare_model(apply_fast_path(task.build_model(loop_config["encoder_dir"], labels),
-                                                          config.fast))
+                                                          **config.fast.model_switches()))
     device = ray.train.torch.get_device()
     core = model.module if hasattr(model, "module") else model
 
-    features = task.encode(splits["train"], tokenizer, labels, config.max_length)
+    features = task.encode(loop_config["train"], tokenizer, labels, config.max_length)
     # Each worker its own slice, all of the same length: DDP needs the same number of steps everywhere.
     features = features[rank::world][: len(features) // world]
-    logger = WorkerLogger(loop_config["tracking_uri"], loop_config["run_id"],
-                          Path(loop_config["output_dir"]) / SPILL_FILE) if rank == 0 else None
+    logger = WorkerLogger(context, Path(loop_config["output_dir"]) / SPILL_FILE) if rank == 0 else None
+    primary = task.primary_metric
 
     def after_epoch(epoch: int, step: int, train_loss: float) -> dict:
         metrics = {"finetune/train_loss": train_loss, "finetune/epoch": epoch + 1}
         if rank == 0:
             if dev:
                 predicted = task.predict(core, tokenizer, dev, labels, config.max_length, 64, device)
-                metrics[f"finetune/dev_{task.primary}"] = task.score(dev, predicted, labels)[task.primary]
+                metrics[f"finetune/dev_{primary}"] = task.score(dev, predicted, labels)[primary]
             logger.log(metrics, step)
-            log.info("finetune %s seed %d epoch %d/%d loss %.4f dev %s %s", dataset.name, seed, epoch + 1,
-                     config.epochs, train_loss, task.primary,
-                     f"{metrics.get(f'finetune/dev_{task.primary}', float('nan')):.4f}")
+            log.info("finetune %s seed %d epoch %d/%d loss %.4f dev %s %s", task.dataset.name, seed, epoch + 1,
+                     config.epochs, train_loss, primary, f"{metrics.get(f'finetune/dev_{primary}', float('nan')):.4f}")
         ray.train.report({k.split("/")[-1]: v for k, v in metrics.items()})
         return metrics
 
@@ -119,17 +119,15 @@ def train_loop(loop_config: dict) -> None:
         logger.close()
 
 
-def run_finetune(config: FinetuneConfig, dataset: DatasetConfig, seed: int, *, data_root: Path, fold: int | None,
-                 encoder_dir: Path, output: Path, storage: str, run_name: str, tracking_uri: str, run_id: str) -> dict:
-    task = task_for(dataset)
-    splits = load_splits(dataset, lambda p: data_root / p, fold)  # bad data fails here, before any worker starts
-    labels = task.label_list(splits["train"], splits.get("dev", []))
+def run_finetune(config: TrainingConfig, task, splits: dict[str, list], labels: list[str], seed: int, *,
+                 encoder_dir: Path, output: Path, storage: str, run_name: str, context: RunContext) -> dict:
+    """Fine-tune on splits["train"] (scored on splits["dev"] after each epoch, when there is one);
+    the model, its labels and the last epoch's metrics go to output."""
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"finetune": config.model_dump(), "dataset": dataset.model_dump(), "seed": seed,
-                           "data_root": str(data_root), "fold": fold, "labels": labels,
-                           "encoder_dir": str(encoder_dir), "output_dir": str(output), "tracking_uri": tracking_uri,
-                           "run_id": run_id},
+        train_loop_config={"finetune": config, "task": task, "seed": seed, "labels": labels,
+                           "train": splits["train"], "dev": splits.get("dev", []), "encoder_dir": str(encoder_dir),
+                           "output_dir": str(output), "context": context},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         run_config=RunConfig(name=run_name, storage_path=storage),

@@ -58,7 +58,8 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(name: str, groups: list[dict], lr: float, use_gpu: bool, fused: bool = True) -> torch.optim.Optimizer:
+def build_optimizer(name: str, groups: list[dict], lr: float, use_gpu: bool,
+                    fused: bool = True) -> torch.optim.Optimizer:
     """AdamW (torch's fused kernel on CPU and GPU when `fused`, else its multi-tensor foreach form) or LAMB."""
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6, fused=fused, foreach=not fused)

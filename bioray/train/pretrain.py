@@ -13,7 +13,6 @@ import ray
 import ray.train
 import torch
 import torch.distributed as dist
-from mlflow.tracking import MlflowClient
 from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.train import (
     Checkpoint,
@@ -34,7 +33,8 @@ from bioray.model.encoder import (
     build_mlm_model,
     pretraining_loss,
 )
-from bioray.tracking import SPILL_FILE, WorkerLogger, metrics_item, send_or_spill
+from bioray.tracking.context import RunContext
+from bioray.tracking.outbox import SPILL_FILE, WorkerLogger, metrics_item, send_or_spill
 from bioray.train.deepspeed import build_engine, deepspeed_config
 from bioray.train.flops import device_peak_flops, flops_per_token, mlm_parameters
 from bioray.train.throughput import Throughput, format_eta
@@ -102,7 +102,8 @@ def _phases(config: PretrainConfig, seq_lens: list[int]) -> list[dict]:
     phases = [{"dataset": "train", "seq_len": seq_lens[0], "micro": config.micro_batch_size,
                "end": config.steps - config.long_steps}]
     if config.long_steps:
-        phases.append({"dataset": "train_long", "seq_len": seq_lens[1], "micro": config.long_micro, "end": config.steps})
+        phases.append({"dataset": "train_long", "seq_len": seq_lens[1], "micro": config.long_micro,
+                       "end": config.steps})
     return phases
 
 
@@ -110,22 +111,23 @@ class PretrainWorker:
     """The training loop of one Ray Train worker: phases, micro-batches, logging, checkpoints."""
 
     def __init__(self, loop_config: dict):
-        self.config = config = PretrainConfig.model_validate(loop_config["pretrain"])
+        self.config = config = loop_config["pretrain"]
         self.loop_config = loop_config
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         torch.manual_seed(config.seed * 1000 + self.rank)
         self.tokenizer = AutoTokenizer.from_pretrained(loop_config["tokenizer_dir"])
         init = Path(loop_config["init_checkpoint"]) if loop_config.get("init_checkpoint") else None
-        model = build_mlm_model(config.model, len(self.tokenizer), self.tokenizer.pad_token_id, init, nsp=config.nsp)
+        model = build_mlm_model(len(self.tokenizer), self.tokenizer.pad_token_id, **config.model.model_dump(),
+                                init_checkpoint=init, nsp=config.nsp)
         self.device = ray.train.torch.get_device()
         model.to(self.device)
-        apply_fast_path(model, config.fast)
+        apply_fast_path(model, **config.fast.model_switches())
         self.parameters = mlm_parameters(model, config.mask_rate)
         self.engine, self.scheduler = build_engine(model, config, config.use_gpu)
         self.position, self.history = _restore(self.engine, self.rank)
-        self.logger = WorkerLogger(loop_config["tracking_uri"], loop_config["run_id"],
-                                   Path(loop_config["output_dir"]) / SPILL_FILE) if self.rank == 0 else None
+        self.logger = WorkerLogger(loop_config["context"], Path(loop_config["output_dir"]) / SPILL_FILE) \
+            if self.rank == 0 else None
         self.meter = Throughput(config.steps, start_step=self.engine.global_steps)
         self.peak = device_peak_flops()
         # STATS sums, then micro-batches; on the device, read only at logging time
@@ -173,7 +175,7 @@ class PretrainWorker:
                 engine.set_gradient_accumulation_boundary(pending == accum)
                 self.meter.add(int(batch["attention_mask"].sum()), batch["input_ids"].shape[0])  # on the host
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                loss, stats = pretraining_loss(engine.module, batch, config.fast)
+                loss, stats = pretraining_loss(engine.module, batch, **config.fast.loss_switches())
                 engine.backward(loss)
                 engine.step()
                 self.window[:-1] += stats
@@ -255,8 +257,8 @@ class CheckpointTracker(UserCallback):
     tracking server unreachable the record goes to the stage's spill file (the driver replays it):
     checkpointing never waits for tracking."""
 
-    def __init__(self, tracking_uri: str, run_id: str, spill_to: Path):
-        self.tracking_uri, self.run_id, self.spill_to = tracking_uri, run_id, spill_to
+    def __init__(self, context: RunContext, spill_to: Path):
+        self.context, self.spill_to = context, spill_to
 
     def after_report(self, run_context, metrics: list[dict], checkpoint: Checkpoint | None) -> None:
         if checkpoint is None:
@@ -269,7 +271,7 @@ class CheckpointTracker(UserCallback):
                   "metrics": metrics[0]}
         items = [{"kind": "dict", "data": record, "artifact_file": f"checkpoints/step-{step:08d}.json"},
                  metrics_item({"pretrain/checkpoint_size_mb": record["size_bytes"] / 1e6}, step)]
-        if not send_or_spill(MlflowClient(self.tracking_uri), self.run_id, items, self.spill_to):
+        if not send_or_spill(self.context.client, self.context.run_id, items, self.spill_to):
             log.warning("checkpoint %d: MLflow unreachable, its record is kept in %s", step, self.spill_to)
 
 
@@ -279,7 +281,7 @@ def _sequences(directory: Path, nsp: bool):
 
 
 def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: Path, output: Path, storage: str,
-                 run_name: str, tracking_uri: str, run_id: str, init_checkpoint: Path | None,
+                 run_name: str, context: RunContext, init_checkpoint: Path | None,
                  long_sequences_dir: Path | None = None) -> dict:
     """Train, resuming from the last checkpoint of an earlier attempt with the same run name (Ray
     Train restores a run from its storage path and name) and after worker failures (FailureConfig).
@@ -295,16 +297,15 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
         seq_lens.append(_sequence_length(long_sequences_dir))
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"pretrain": config.model_dump(), "tokenizer_dir": str(tokenizer_dir),
-                           "output_dir": str(output), "tracking_uri": tracking_uri, "run_id": run_id,
-                           "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
+        train_loop_config={"pretrain": config, "tokenizer_dir": str(tokenizer_dir), "output_dir": str(output),
+                           "context": context, "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
                            "seq_lens": seq_lens},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         run_config=RunConfig(name=run_name, storage_path=storage,
                              checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=config.max_failures),
-                             callbacks=[CheckpointTracker(tracking_uri, run_id, output / SPILL_FILE)]),
+                             callbacks=[CheckpointTracker(context, output / SPILL_FILE)]),
         datasets=datasets,
     )
     result = trainer.fit()

@@ -33,7 +33,7 @@ def _batch(lengths, vocab=1000, device="cuda"):
 def _loss_and_grads(model, batch, fast, bf16=True):
     model.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-        loss, _ = pretraining_loss(model, batch, fast)
+        loss, _ = pretraining_loss(model, batch, **fast.loss_switches())
     loss.backward()
     return loss.item(), torch.cat([p.grad.float().flatten() for p in model.parameters() if p.grad is not None])
 
@@ -45,7 +45,7 @@ def _close(loss_a, grads_a, loss_b, grads_b, rel=2e-2):
 
 def test_fast_path_in_bf16_matches_the_plain_fp32_path():
     torch.manual_seed(0)
-    model = build_mlm_model(SHAPE, 1000, 0).cuda()
+    model = build_mlm_model(1000, 0, **SHAPE.model_dump()).cuda()
     batch = _batch([128, 77, 5, 100, 128, 64])
     _close(*_loss_and_grads(model, batch, FastPathConfig()), *_loss_and_grads(model, batch, PLAIN, bf16=False))
 
@@ -54,7 +54,7 @@ def test_full_batches_run_on_sdpa_flash_kernel():
     """Packed pretraining batches have no padding: attention goes maskless, so SDPA's flash kernel
     alone can run it (flash-only SDPA raises on a masked call)."""
     torch.manual_seed(0)
-    model = build_mlm_model(SHAPE, 1000, 0).cuda()
+    model = build_mlm_model(1000, 0, **SHAPE.model_dump()).cuda()
     batch = _batch([128] * 8)
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         fast = _loss_and_grads(model, batch, FastPathConfig())
@@ -64,7 +64,7 @@ def test_full_batches_run_on_sdpa_flash_kernel():
 def test_flash_attn_varlen_matches_sdpa():
     pytest.importorskip("flash_attn")
     torch.manual_seed(0)
-    model = build_mlm_model(SHAPE, 1000, 0).cuda()
+    model = build_mlm_model(1000, 0, **SHAPE.model_dump()).cuda()
     batch = _batch([128, 77, 5, 100, 128, 64])
     with torch.autocast("cuda", dtype=torch.bfloat16):
         args = (model.bert, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
@@ -77,8 +77,8 @@ def test_flash_attn_varlen_matches_sdpa():
 
 def test_compiled_dense_blocks_match_eager_on_gpu():
     torch.manual_seed(0)
-    eager = build_mlm_model(SHAPE, 1000, 0).cuda()
-    compiled = apply_fast_path(copy.deepcopy(eager), FastPathConfig(compile=True))
+    eager = build_mlm_model(1000, 0, **SHAPE.model_dump()).cuda()
+    compiled = apply_fast_path(copy.deepcopy(eager), compile=True)
     for lengths in ([128] * 8, [128, 77, 5, 100]):
         batch = _batch(lengths)
         _close(*_loss_and_grads(compiled, batch, FastPathConfig(compile=True)),
@@ -88,7 +88,7 @@ def test_compiled_dense_blocks_match_eager_on_gpu():
 def test_deepspeed_fused_lamb_matches_biorays_lamb():
     """The updates (not the weights, which barely move in 5 steps) point the same way and are as large."""
     torch.manual_seed(0)
-    models = [build_mlm_model(SHAPE, 1000, 0).cuda() for _ in range(2)]
+    models = [build_mlm_model(1000, 0, **SHAPE.model_dump()).cuda() for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     initial = torch.cat([p.detach().flatten() for p in models[0].parameters()])
     fused = build_optimizer("lamb", decay_groups(models[0], 0.01), 1e-3, use_gpu=True, fused=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bioray.bench import bench_sources
+from bioray.bench.tokenize import bench_sources
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,8 +22,9 @@ def test_corpus_files_are_classified_by_format(data_root):
 
 @pytest.mark.extended
 def test_bench_tokenize_json(data_root):
-    done = subprocess.run([sys.executable, "-m", "bioray.cli", "bench", "tokenize", "--data", str(data_root / "pubmed-raw"),
-                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "bioray.cli", "bench", "tokenize",
+                           "--data", str(data_root / "pubmed-raw"), "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     cores = result["cores"]

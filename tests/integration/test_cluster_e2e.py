@@ -31,8 +31,8 @@ from tests.support.cluster import two_node_ray_cluster
 REPO = Path(__file__).resolve().parents[2]
 
 WORKFLOW = str(REPO / "workflows" / "quickstart.yaml")
-STAGES = ["ingest", "vocab", "tokenize", "pretrain", "finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "report",
-          "register"]
+STAGES = ["ingest", "vocab", "tokenize", "pretrain", "finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42",
+          "report", "register"]
 # Shorter than the shipped quickstart (300 pretraining steps, 3 epochs) to keep CI time down.
 FAST = ["--set", "pretrain.steps=20", "--set", "pretrain.log_every=10", "--set", "pretrain.warmup_steps=2",
         "--set", "finetune.epochs=1"]
@@ -79,7 +79,8 @@ def _stage_runs(client: MlflowClient, experiment_id: str) -> tuple:
     """The newest parent run and its child runs by stage name."""
     runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=200)
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    children = {r.data.tags["bioray.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    children = {r.data.tags["bioray.stage"]: r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     return parent, children
 
 
@@ -87,7 +88,8 @@ def _job_nodes(cluster, submission_id: str) -> set[str]:
     """The nodes the job's tasks and actors ran on, from Ray's state API."""
     job_id = cluster.get(f"/api/jobs/{submission_id}")["job_id"]
     query = f"limit=10000&detail=1&filter_keys=job_id&filter_predicates=%3D&filter_values={job_id}"
-    rows = [row for kind in ("tasks", "actors") for row in cluster.get(f"/api/v0/{kind}?{query}")["data"]["result"]["result"]]
+    rows = [row for kind in ("tasks", "actors")
+            for row in cluster.get(f"/api/v0/{kind}?{query}")["data"]["result"]["result"]]
     return {row["node_id"] for row in rows if row.get("node_id")}
 
 
@@ -109,11 +111,13 @@ def test_quickstart_as_ray_jobs_on_a_two_node_cluster(tmp_path, mlflow_auth_serv
     shipped = yaml.safe_load((REPO / "cluster" / "runtime_env.yaml").read_text())
     runtime_env = {**shipped, "env_vars": {**shipped["env_vars"], "BIORAY_DATA_ROOT": str(data_root),
                                            "BIORAY_WORKDIR": str(work), "MLFLOW_TRACKING_URI": server.uri}}
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "BIORAY_WORKDIR": str(work), "BIORAY_DATA_ROOT": str(data_root)}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "BIORAY_WORKDIR": str(work),
+           "BIORAY_DATA_ROOT": str(data_root)}
     client = MlflowClient(server.uri)
     # S3 keys planted beside the MLflow credentials in every node's environment, as a Kubernetes Secret
     # would put them there: the pipeline runs with them and must write them nowhere
-    s3_keys = {"AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(), "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}
+    s3_keys = {"AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(),
+               "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}
     with two_node_ray_cluster({**credentials, **s3_keys}) as cluster:
         submit = Submitter(cluster, runtime_env, tmp_path)
         _check_runs(submit, cluster, client, env, tmp_path, server.uri)

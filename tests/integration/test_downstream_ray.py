@@ -11,10 +11,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from transformers import BertConfig, BertForMaskedLM
 
-from bioray.config import DatasetConfig, EvaluateConfig, FinetuneConfig, load_workflow
+from bioray.config import DatasetConfig, FinetuneConfig
 from bioray.data.vocab import train_wordpiece
-from bioray.tasks.datasets import load_splits
+from bioray.pipeline.inputs import load_checked
 from bioray.tasks.evaluate import run_evaluate
+from bioray.tasks.registry import task_for
+from bioray.tasks.splits import load_splits
+from bioray.tracking.context import RunContext
 from bioray.train.finetune import run_finetune
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +29,7 @@ SEED = 1
 def encoder(ray_session, tmp_path_factory, data_root):
     """A tiny randomly initialised BERT with a WordPiece vocabulary from the datasets' own text."""
     os.environ.setdefault("BIORAY_DATA_ROOT", str(data_root))
-    suite = load_workflow(REPO / "workflows" / "blurb.yaml")
+    suite = load_checked(REPO / "workflows" / "blurb.yaml")
     entries = {d.name: d for d in suite.finetune.datasets}
     texts = [e.text for name in SUBSET for e in load_splits(entries[name], suite.data_path)["train"][:300]]
     directory = tmp_path_factory.mktemp("encoder")
@@ -43,8 +46,6 @@ def _training_loss(model_dir: Path, dataset: DatasetConfig, data_root: Path, lab
     import torch
     from transformers import AutoTokenizer
 
-    from bioray.tasks.registry import task_for
-
     task = task_for(dataset)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     torch.manual_seed(seed)
@@ -57,19 +58,32 @@ def _training_loss(model_dir: Path, dataset: DatasetConfig, data_root: Path, lab
     return sum(losses) / len(losses)
 
 
-def _tune_and_score(encoder_dir: Path, dataset: DatasetConfig, data_root: Path, tmp: Path, epochs: int = 2) -> tuple:
+def _finetune(encoder_dir: Path, dataset: DatasetConfig, data_root: Path, tmp: Path, output: Path,
+              **training) -> tuple[dict, MlflowClient, str]:
+    """What the finetune stage does: its dataset read once, then the Ray Train run."""
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     client = MlflowClient(uri)
-    run_id = client.create_run(client.create_experiment("t")).info.run_id
+    experiment = client.get_experiment_by_name("t") or client.get_experiment(client.create_experiment("t"))
+    run_id = client.create_run(experiment.experiment_id).info.run_id
+    task = task_for(dataset)
+    splits = load_splits(dataset, lambda p: data_root / p)
+    labels = task.label_list(splits["train"], splits.get("dev", []))
+    output.mkdir()
+    config = FinetuneConfig(datasets=[dataset], **training).for_dataset(dataset)
+    metrics = run_finetune(config, task, splits, labels, SEED, encoder_dir=encoder_dir, output=output,
+                           storage=str(tmp / "storage"), run_name=output.name,
+                           context=RunContext(uri, experiment.experiment_id, run_id, run_id))
+    return metrics, client, run_id
+
+
+def _tune_and_score(encoder_dir: Path, dataset: DatasetConfig, data_root: Path, tmp: Path, epochs: int = 2) -> tuple:
     tuned, scored = tmp / "finetune", tmp / "evaluate"
-    tuned.mkdir()
+    train, client, run_id = _finetune(encoder_dir, dataset, data_root, tmp, tuned, epochs=epochs, lr=1e-3,
+                                      batch_size=16, max_length=128)
     scored.mkdir()
-    config = FinetuneConfig(datasets=[dataset], epochs=epochs, lr=1e-3, batch_size=16, max_length=128)
-    train = run_finetune(config.for_dataset(dataset), dataset, SEED, data_root=data_root, fold=None,
-                         encoder_dir=encoder_dir, output=tuned, storage=str(tmp / "storage"), run_name="t",
-                         tracking_uri=uri, run_id=run_id)
-    test = run_evaluate(EvaluateConfig(), dataset, model_dir=tuned / "model", data_root=data_root, fold=None,
-                        max_length=config.for_dataset(dataset).max_length, output=scored)
+    test = run_evaluate(task_for(dataset), load_splits(dataset, lambda p: data_root / p)["test"],
+                        model_dir=tuned / "model", labels=json.loads((tuned / "labels.json").read_text()),
+                        max_length=128, batch_size=64, output=scored, title=dataset.name)
     rows = [json.loads(line) for line in (scored / "predictions.jsonl").read_text().splitlines()]
     return train, test, rows, client.get_metric_history(run_id, "finetune/train_loss")
 
@@ -131,15 +145,8 @@ def test_extractive_factoid_qa_on_a_squad_format_file(encoder, tmp_path, data_ro
 
 
 def _tuned(encoder_dir: Path, dataset: DatasetConfig, data_root: Path, tmp: Path) -> Path:
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    run_id = client.create_run(client.create_experiment("t")).info.run_id
-    output = tmp / "tuned"
-    output.mkdir()
-    config = FinetuneConfig(datasets=[dataset], epochs=3, lr=2e-3, batch_size=16, max_length=64)
-    run_finetune(config, dataset, 1, data_root=data_root, fold=None, encoder_dir=encoder_dir, output=output,
-                 storage=str(tmp / "storage"), run_name="t", tracking_uri=uri, run_id=run_id)
-    return output / "model"
+    _finetune(encoder_dir, dataset, data_root, tmp, tmp / "tuned", epochs=3, lr=2e-3, batch_size=16, max_length=64)
+    return tmp / "tuned" / "model"
 
 
 def _predict(model: str, lines: list[str], env: dict | None = None) -> list[dict]:

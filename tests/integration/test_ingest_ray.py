@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from bioray.config import load_workflow
 from bioray.data.ingest import run_ingest
+from bioray.pipeline.inputs import load_checked
 
 
 def _article(pmid: str, version: int, title: str, abstract: str) -> str:
@@ -32,12 +32,13 @@ def test_ingest_applies_updates_and_quarantines_a_corrupt_file(ray_session, tmp_
     _medline(raw / "pubmed26n0002.xml.gz",
              _article("1", 1, "New title.", "Aspirin lowers fever in adults. It was well tolerated.")
              + "<DeleteCitation><PMID Version=\"1\">2</PMID></DeleteCitation>"
-             + _article("4", 1, "Kept.", "Metformin reduces glucose. Patients improved markedly."))  # same text as PMID 3
+             + _article("4", 1, "Kept.", "Metformin reduces glucose. Patients improved "
+                                         "markedly."))  # same text as PMID 3
     (raw / "pubmed26n0003.xml.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not gzip")
     tree = {**quickstart_tree, "data_root": str(data_root), "workdir": str(tmp_path / "work"),
             "ingest": {"sources": [{"name": "pubmed", "format": "medline", "path": str(raw)}]}}
     (tmp_path / "wf.yaml").write_text(yaml.safe_dump(tree))
-    config = load_workflow(tmp_path / "wf.yaml")
+    config = load_checked(tmp_path / "wf.yaml")
     out = tmp_path / "out"
     out.mkdir()
     metrics = run_ingest(config.ingest, Path(config.data_root), out)
@@ -66,7 +67,8 @@ def test_planted_bad_files_are_reported_and_every_good_document_kept(ray_session
                                          + "<PubmedArticle><MedlineCitation><PMID>2</PMID></Broken></PubmedArticleSet>")
     (raw / "c_not_xml.xml").write_text("PMID- 12345\nTI  - a MEDLINE text export, not XML\n")
     (raw / "d_empty_abstract.xml").write_text("<PubmedArticleSet>" + _article("3", 1, "", "")
-                                              + _article("4", 1, "Title kept.", "Abstract kept.") + "</PubmedArticleSet>")
+                                              + _article("4", 1, "Title kept.", "Abstract kept.")
+                                              + "</PubmedArticleSet>")
     text = tmp_path / "abstracts.txt"
     text.write_bytes(b"First good abstract about asthma.\nLatin-1 \xe9t\xe9 line.\nThird good abstract about gout.\n")
 
@@ -76,10 +78,11 @@ def test_planted_bad_files_are_reported_and_every_good_document_kept(ray_session
     (tmp_path / "wf.yaml").write_text(yaml.safe_dump(tree))
     out = tmp_path / "out"
     out.mkdir()
-    config = load_workflow(tmp_path / "wf.yaml")
+    config = load_checked(tmp_path / "wf.yaml")
     metrics = run_ingest(config.ingest, Path(config.data_root), out)
 
-    report = {(Path(q["file"]).name, q["location"]): q["error"] for q in json.loads((out / "quarantine.json").read_text())}
+    report = {(Path(q["file"]).name, q["location"]): q["error"]
+              for q in json.loads((out / "quarantine.json").read_text())}
     truncated = [(loc, err) for (name, loc), err in report.items() if name == "a_truncated.xml.gz"]
     assert len(truncated) == 1 and truncated[0][0].startswith("after record ")
     kept_from_truncated = int(truncated[0][0].split()[-1])
@@ -98,7 +101,8 @@ def test_planted_bad_files_are_reported_and_every_good_document_kept(ray_session
 
 def _table(directory):
     frame = pq.read_table(directory).to_pandas().sort_values("doc_id").reset_index(drop=True)
-    return frame.assign(sentence_starts=frame["sentence_starts"].map(list), sentence_ends=frame["sentence_ends"].map(list))
+    return frame.assign(sentence_starts=frame["sentence_starts"].map(list),
+                        sentence_ends=frame["sentence_ends"].map(list))
 
 
 def test_incremental_ingest_equals_full_rebuild(ray_session, tmp_path):

@@ -11,6 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from bioray.config import ModelConfig, PretrainConfig, TokenizeConfig
+from bioray.tracking.context import RunContext
 from bioray.train.pretrain import run_pretrain
 
 STEPS, EVERY = 24, 8
@@ -42,9 +43,10 @@ def _pretrain(parts: dict[str, Path], tmp: Path, name: str, config: PretrainConf
     output = tmp / name
     output.mkdir()
     tokenized = tokenized or parts["tokenize"]
+    context = RunContext(uri, experiment.experiment_id, run_id, run_id)
     result = run_pretrain(config, sequences_dir=tokenized / "sequences", long_sequences_dir=tokenized / "sequences-128",
                           tokenizer_dir=parts["tokenizer"], output=output, storage=str(tmp / "storage"),
-                          run_name=name, tracking_uri=uri, run_id=run_id, init_checkpoint=None)
+                          run_name=name, context=context, init_checkpoint=None)
     return result, client, run_id
 
 
@@ -104,7 +106,7 @@ def test_next_sentence_head_in_bf16_on_cpu(corpus_template, ray_session, tmp_pat
     # a model initialised as rank 0's was (a loop that never updated the weights would not be)
     tokenizer = AutoTokenizer.from_pretrained(str(parts["tokenizer"]))
     torch.manual_seed(config.seed * 1000)
-    build_mlm_model(config.model, len(tokenizer), tokenizer.pad_token_id, None, nsp=True).save_pretrained(
+    build_mlm_model(len(tokenizer), tokenizer.pad_token_id, **config.model.model_dump(), nsp=True).save_pretrained(
         str(tmp_path / "initial"))
     initial = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "initial"))
     sequences = nsp / "sequences"

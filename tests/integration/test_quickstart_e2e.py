@@ -2,8 +2,8 @@
 through the CLI, its own local Ray, DeepSpeed over gloo, an `mlflow server` with basic auth over
 HTTP, credentials only in the environment. Few pretraining steps, one fine-tuning epoch.
 
-Fine-tuning runs as two DDP workers. Then: an unchanged rerun runs nothing; a broken training file fails that stage alone, naming
-file:line; `bioray predict` tags text with the fine-tuned model from MLflow; no secret is written
+Fine-tuning runs as two DDP workers. Then: an unchanged rerun runs nothing; a broken training file fails that stage
+alone, naming file:line; `bioray predict` tags text with the fine-tuned model from MLflow; no secret is written
 anywhere (MLflow store, workdir, Ray's logs). The two-node `ray job submit` version of this test is
 in the extended tier (test_cluster_e2e.py)."""
 
@@ -36,7 +36,8 @@ def _latest(client: MlflowClient, experiment_id: str) -> tuple:
     """The newest parent run and its child runs by stage name."""
     runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=200)
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    children = {r.data.tags["bioray.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    children = {r.data.tags["bioray.stage"]: r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     return parent, children
 
 
@@ -61,7 +62,8 @@ def test_quickstart_end_to_end(tmp_path, mlflow_auth_server, data_root, monkeypa
         monkeypatch.setenv(name, value)
     # S3 keys beside the MLflow credentials, as a Kubernetes Secret would put them: used by nobody here,
     # written nowhere
-    s3_keys = {"AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(), "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}
+    s3_keys = {"AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(),
+               "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}
     work = tmp_path / "work"
     env = {**server.credentials, **s3_keys, "MLFLOW_TRACKING_URI": server.uri, "BIORAY_WORKDIR": str(work),
            "BIORAY_DATA_ROOT": str(data_root), "RAY_TMPDIR": str(ray_temp)}
@@ -94,7 +96,7 @@ def test_quickstart_end_to_end(tmp_path, mlflow_auth_server, data_root, monkeypa
     ingest = children["ingest"].data.metrics
     assert ingest["ingest/quarantined_files"] == 0 and ingest["ingest/documents_pmc-oa"] == 8
 
-    assert all(children[name].data.params["num_workers"] == "2" for name in TUNED)
+    assert all(children[name].data.params["training.num_workers"] == "2" for name in TUNED)
 
     scores = []
     for name in EVALUATED:

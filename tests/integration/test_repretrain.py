@@ -47,7 +47,8 @@ def _serve(server: NlmLikeServer, name: str, content: bytes) -> None:
     server.files[name + ".md5"] = f"MD5({name})= {hashlib.md5(content).hexdigest()}\n".encode()
 
 
-def _register_champion(tmp_path: Path, data_root: Path, uri: str, name: str = "champion-v1", score: float = 0.0) -> None:
+def _register_champion(tmp_path: Path, data_root: Path, uri: str, name: str = "champion-v1",
+                       score: float = 0.0) -> None:
     """A version of the encoder registered with `score`: a tiny BERT and a WordPiece vocabulary trained
     on real abstracts, put through the register stage's own code (the first becomes champion)."""
     from tokenizers import BertWordPieceTokenizer
@@ -55,6 +56,9 @@ def _register_champion(tmp_path: Path, data_root: Path, uri: str, name: str = "c
 
     from bioray.config import RegisterConfig
     from bioray.pipeline.register import run_register
+    from bioray.tracking.context import RunContext
+    from bioray.tracking.store import activate
+    from tests.support.workflows import mlflow_state_kept
 
     lines = (data_root / "pubmed-raw/abstracts_one_per_line/PubMedAbstract_1MB.txt").read_text().splitlines()[:3000]
     wordpiece = BertWordPieceTokenizer(lowercase=False)
@@ -69,8 +73,12 @@ def _register_champion(tmp_path: Path, data_root: Path, uri: str, name: str = "c
         client.create_experiment("bioray-bootstrap"))
     run = client.create_run(experiment.experiment_id, run_name=name)
     (tmp_path / f"register-{name}").mkdir()
-    run_register(RegisterConfig(model_name=MODEL), encoder_dir=encoder, scores={}, report_scores={
-        "report/ncbi-disease/f1": score}, run_id=run.info.run_id, tracking_uri=uri, output=tmp_path / f"register-{name}")
+    context = RunContext(uri, experiment.experiment_id, run.info.run_id, run.info.run_id)
+    with mlflow_state_kept():
+        activate(uri)  # logging a transformers model uses MLflow's fluent API
+        run_register(RegisterConfig(model_name=MODEL), encoder_dir=encoder, scores={},
+                     report_scores={"report/ncbi-disease/f1": score}, context=context,
+                     output=tmp_path / f"register-{name}")
 
 
 def _workflow(tmp_path: Path, data_root: Path, uri: str, listing: str) -> Path:
@@ -107,7 +115,8 @@ def _latest(client: MlflowClient) -> tuple:
     experiment = client.get_experiment_by_name("bioray-repretrain")
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=100)
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    children = {r.data.tags["bioray.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    children = {r.data.tags["bioray.stage"]: r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     return parent, children, len(runs)
 
 
@@ -187,7 +196,7 @@ def test_repretrain_does_only_new_work_and_promotes_only_a_winner(tmp_path, data
 
 def test_scheduled_run_logic_lock_nothing_new_takeover_and_champion_pinning(tmp_path, data_root, mlflow_server,
                                                                              caplog):
-    from bioray.config import load_workflow
+    from bioray.pipeline.inputs import load_checked
     from bioray.pipeline.lock import RunLock
     from bioray.pipeline.repretrain import run_scheduled
     from bioray.pipeline.runner import RunSummary
@@ -208,7 +217,7 @@ def test_scheduled_run_logic_lock_nothing_new_takeover_and_champion_pinning(tmp_
         workflow = _workflow(tmp_path, data_root, mlflow_server, listing)
 
         def scheduled():
-            return run_scheduled(load_workflow(workflow), record_dag_run)
+            return run_scheduled(load_checked(workflow), record_dag_run)
 
         # another live run holds the lock: nothing at all happens
         work = tmp_path / "work"

@@ -1,6 +1,7 @@
-"""The runner on a real Ray: stage tasks wired by their inputs, fine-tuning stages queued for training
-slots instead of starting trainers that would idle, every one completing. The stages here are cheap
-stand-ins (a run function that records when it ran) so the scheduling is what costs time."""
+"""The runner on a real Ray: stage tasks wired by their inputs, stages that need a training slot queued
+for one instead of starting trainers that would idle, every one completing. The stage kinds here are
+cheap stand-ins defined in this file (a run function that records when it ran), which also shows that
+a stage kind is one definition the runner needs nothing else for."""
 
 from __future__ import annotations
 
@@ -10,23 +11,36 @@ import time
 import pytest
 from ray import cloudpickle  # Ray's own copy: what ships the stand-in run function to the workers
 
-from bioray.config import load_workflow
-from bioray.pipeline.plan import Node
+from bioray.pipeline.inputs import load_checked
 from bioray.pipeline.runner import run_nodes
+from bioray.pipeline.stages.base import Node, Stage
 from tests.support.workflows import mlflow_state_kept, small_workflow, write_workflow
 
 SEEDS = range(5)
 
 
-def _train_for_a_while(config, node, output, upstream, context) -> dict:
-    """Stand-in for a fine-tuning run: holds its slot for a second and says when."""
-    started = time.time()
-    time.sleep(1.0)
-    return {"ran/from": started, "ran/to": time.time(), "ran/after_pretrain": float("pretrain" in upstream)}
+class Upstream(Stage):
+    kind, help = "stand-in-pretrain", "Says when it is done."
+
+    def nodes(self, config, upstream):
+        return [Node("pretrain", self)]
+
+    def run(self, node, inputs, output, env) -> dict:
+        return {"ran/to": time.time()}
 
 
-def _pretend_pretrain(config, node, output, upstream, context) -> dict:
-    return {"ran/to": time.time()}
+class Training(Stage):
+    """Stand-in for fine-tuning: holds a training slot for a second and says when."""
+
+    kind, help, training_slot = "stand-in-finetune", "Trains for a while.", True
+
+    def nodes(self, config, upstream):
+        return [Node(f"finetune/d/seed-{seed}", self, ("pretrain",), {"seed": seed}) for seed in SEEDS]
+
+    def run(self, node, inputs, output, env) -> dict:
+        started = time.time()
+        time.sleep(1.0)
+        return {"ran/from": started, "ran/to": time.time(), "ran/after": inputs["pretrain"].metrics["ran/to"]}
 
 
 @pytest.fixture
@@ -37,10 +51,9 @@ def stand_ins():
 
 
 def test_fine_tuning_stages_queue_for_training_slots(ray_session, stand_ins, data_root, tmp_path):
-    config = load_workflow(write_workflow(small_workflow(tmp_path / "work", data_root), tmp_path / "wf.yaml"))
-    nodes = [Node("pretrain", "pretrain", (), {}, run=_pretend_pretrain)]
-    nodes += [Node(f"finetune/d/seed-{seed}", "finetune", ("pretrain",), {"seed": seed}, run=_train_for_a_while)
-              for seed in SEEDS]
+    config = load_checked(write_workflow(small_workflow(tmp_path / "work", data_root), tmp_path / "wf.yaml"))
+    nodes = Upstream().nodes(config, [])
+    nodes += Training().nodes(config, nodes)
     with mlflow_state_kept():
         summary = run_nodes(config, nodes)
 
@@ -50,7 +63,7 @@ def test_fine_tuning_stages_queue_for_training_slots(ray_session, stand_ins, dat
     assert sorted(tuned) == sorted(f"finetune/d/seed-{seed}" for seed in SEEDS)
     # each started after its input was done, and got its input's result
     pretrain_done = summary.results["pretrain"].metrics["ran/to"]
-    assert all(m["ran/after_pretrain"] == 1.0 and m["ran/from"] >= pretrain_done for m in tuned.values())
+    assert all(m["ran/after"] == pretrain_done and m["ran/from"] >= pretrain_done for m in tuned.values())
     # all five were ready at once: as many started as there are slots, the rest waited in the runner
     assert len(summary.waited_for_slot) == len(SEEDS) - slots
     events = sorted([(m["ran/from"], 1) for m in tuned.values()] + [(m["ran/to"], -1) for m in tuned.values()])

@@ -52,7 +52,8 @@ def test_stream_packing_keeps_every_token_in_small_shards_deterministically(smal
     shard_sizes = [pq.read_metadata(f).num_rows for f in (first / "sequences").glob("*.parquet")]
     assert len(shard_sizes) == stats["tokenize/shards"] > 4  # one shard per batch of 50 documents
     assert sum(shard_sizes) == stats["tokenize/sequences"] == len(lengths)
-    assert sorted(p.name for p in (first / "sequences").iterdir()) == sorted(p.name for p in (second / "sequences").iterdir())
+    assert (sorted(p.name for p in (first / "sequences").iterdir())
+            == sorted(p.name for p in (second / "sequences").iterdir()))
     assert stats["tokenize/tokens"] == lengths.sum() and stats["tokenize/fill_ratio"] > 0.95
     assert _rows(first / "sequences") == _rows(second / "sequences")  # same sequences, whatever the scheduling
     written = json.loads((first / "stats.json").read_text())

@@ -1,6 +1,6 @@
 """Hostile input: archives whose members point outside, XML external entities, empty files, a file that
-is one huge line, checkpoints that hold a pickle, a listing whose object name is a path. Each is refused with a clear record or error, and
-nothing is written, read or executed where it should not be."""
+is one huge line, checkpoints that hold a pickle, a listing whose object name is a path. Each is refused with a clear
+record or error, and nothing is written, read or executed where it should not be."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 import torch
 from transformers import BertConfig
 
-from bioray.config import ModelConfig
 from bioray.corpus.pmc import read_pmc
 from bioray.corpus.quarantine import Quarantined
 from bioray.data.ingest import _read_file
@@ -117,7 +116,7 @@ def test_checkpoint_holding_a_pickle_is_refused_unopened(tmp_path):
     with open(checkpoint / "pytorch_model.bin", "wb") as stream:
         pickle.dump({"weight": _Payload(marker)}, stream)
     with pytest.raises(OSError, match="safetensors|model.safetensors"):
-        build_mlm_model(ModelConfig(), vocab_size=10, pad_id=0, init_checkpoint=checkpoint)
+        build_mlm_model(vocab_size=10, pad_id=0, init_checkpoint=checkpoint)
     assert not marker.exists()
     with pytest.raises(pickle.UnpicklingError):
         torch.load(checkpoint / "pytorch_model.bin", weights_only=True)
@@ -129,7 +128,7 @@ def test_checkpoint_with_missing_weights_names_the_directory(tmp_path):
     BertConfig(vocab_size=10, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                intermediate_size=32).save_pretrained(str(checkpoint))
     with pytest.raises(OSError, match="half-copied"):
-        build_mlm_model(ModelConfig(), vocab_size=10, pad_id=0, init_checkpoint=checkpoint)
+        build_mlm_model(vocab_size=10, pad_id=0, init_checkpoint=checkpoint)
 
 
 def test_listing_object_named_like_a_path_is_refused(tmp_path):

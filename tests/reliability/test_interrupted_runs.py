@@ -106,7 +106,8 @@ def test_driver_killed_mid_dag_then_rerun_reuses_finished_stages(tmp_path, data_
     runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id],
                               order_by=["attributes.start_time DESC"])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    children = {r.data.tags["bioray.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    children = {r.data.tags["bioray.stage"]: r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     # the rerun reuses what pretraining reads (ingest is not even needed: tokenize's output is there)
     assert {name: r.data.tags["bioray.cache"] for name, r in children.items()} == {
         "vocab": "hit", "tokenize": "hit", "pretrain": "miss"}

@@ -104,7 +104,7 @@ PEAK_SCRIPT = """
 import json, sys
 from pathlib import Path
 import ray
-from bioray.bench import PeakMemory
+from bioray.bench.memory import PeakMemory
 from bioray.config import TokenizeConfig
 from bioray.data.tokenize import run_tokenize
 ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
@@ -126,7 +126,7 @@ def _tokenize_in_fresh_ray(documents: Path, tokenizer: Path, output: Path) -> di
 
 @pytest.mark.extended
 def test_ten_times_the_corpus_tokenizes_in_memory_that_does_not_follow_it(small_corpus, data_root, tmp_path):
-    from bioray.bench import scaled_corpus
+    from bioray.bench.tokenize import scaled_corpus
     from bioray.config import IngestConfig, SourceConfig
     from bioray.data.ingest import run_ingest
 
@@ -142,7 +142,8 @@ def test_ten_times_the_corpus_tokenizes_in_memory_that_does_not_follow_it(small_
         documents[copies] = work / "ingest" / "documents"
     small = _tokenize_in_fresh_ray(documents[1], tokenizer, tmp_path / "small")
     large = _tokenize_in_fresh_ray(documents[10], tokenizer, tmp_path / "large")
-    print(f"tokenize peak memory, each in a fresh Ray: 1x {small['peak'] / 1e6:.0f} MB, 10x {large['peak'] / 1e6:.0f} MB")
+    print(f"tokenize peak memory, each in a fresh Ray: 1x {small['peak'] / 1e6:.0f} MB, 10x {large['peak'] / 1e6:.0f} "
+          f"MB")
     assert 10 <= large["sequences"] / small["sequences"] <= 11  # all of it ("Copy k." adds a bit)
     # Ten times the data in well under twice the memory: what grows with the corpus would show as
     # ~10x. (The precise growth is measured by `bioray bench tokenize`, not asserted here.)

@@ -9,7 +9,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bioray.tracking import TrackingOutbox, replay_spilled
+from bioray.tracking.outbox import TrackingOutbox, replay_spilled
 from tests.support.servers import TcpForwarder
 
 

@@ -27,7 +27,8 @@ def _registered_checkpoints(storage: Path) -> list[dict]:
 
 
 def _train_workers() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["cmdline"]) if any("RayTrainWorker" in part for part in p.info["cmdline"] or [])]
+    return [p for p in psutil.process_iter(["cmdline"])
+            if any("RayTrainWorker" in part for part in p.info["cmdline"] or [])]
 
 
 def _logged_steps(client, run_id: str) -> dict[int, list[float]]:

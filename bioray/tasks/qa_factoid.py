@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForQuestionAnswering
 
+from bioray.tasks.base import Task
 from bioray.tasks.batching import pad_inputs
-from bioray.tasks.datasets import QAExample
+from bioray.tasks.examples import QAExample
 from bioray.tasks.metrics import factoid_scores
 
 STRIDE = 64        # tokens shared by consecutive windows of a long context
@@ -28,22 +29,19 @@ class QAFeature:
     offsets: list[tuple[int, int] | None]  # character span of each context token, None elsewhere
 
 
-class FactoidTask:
-    kind, primary = "qa_factoid", "mrr"
+class FactoidTask(Task):
+    name, primary_metric, formats = "qa_factoid", "mrr", ("squad",)
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    def labels_of(self, example: QAExample) -> list[str]:
+        return []  # answers are spans of the context, not classes
 
-    @staticmethod
-    def label_list(*splits) -> list[str]:
+    def label_list(self, *splits) -> list[str]:
         return []
 
-    @staticmethod
-    def build_model(encoder_dir: str, labels: list[str]):
+    def build_model(self, encoder_dir: str, labels: list[str]):
         return AutoModelForQuestionAnswering.from_pretrained(encoder_dir, use_safetensors=True)
 
-    @staticmethod
-    def encode(examples: list[QAExample], tokenizer, labels: list[str], max_length: int) -> list[QAFeature]:
+    def encode(self, examples: list[QAExample], tokenizer, labels: list[str], max_length: int) -> list[QAFeature]:
         encoded = tokenizer([e.question for e in examples], [e.context for e in examples], truncation="only_second",
                             max_length=max_length, stride=STRIDE, return_overflowing_tokens=True,
                             return_offsets_mapping=True)
@@ -62,8 +60,7 @@ class FactoidTask:
             features.append(QAFeature(encoded["input_ids"][i], types, start, end, example_index, offsets))
         return features
 
-    @staticmethod
-    def collate(features: list[QAFeature], pad_id: int) -> dict[str, torch.Tensor]:
+    def collate(self, features: list[QAFeature], pad_id: int) -> dict[str, torch.Tensor]:
         return {**pad_inputs(features, pad_id), "start_positions": torch.tensor([f.start for f in features]),
                 "end_positions": torch.tensor([f.end for f in features])}
 
@@ -80,8 +77,8 @@ class FactoidTask:
             out = model(**{k: v.to(device) for k, v in batch.items() if not k.endswith("_positions")})
             for row, feature in enumerate(chunk):
                 real = len(feature.input_ids)  # the batch is padded to its longest window
-                self._spans(feature, out.start_logits[row, :real].float().cpu(), out.end_logits[row, :real].float().cpu(),
-                            examples[feature.example].context, candidates[feature.example])
+                starts, ends = out.start_logits[row, :real].float().cpu(), out.end_logits[row, :real].float().cpu()
+                self._spans(feature, starts, ends, examples[feature.example].context, candidates[feature.example])
         return [sorted(found, key=found.get, reverse=True)[:RANKED] for found in candidates]
 
     @staticmethod
@@ -97,6 +94,8 @@ class FactoidTask:
                 if text and score > found.get(text, float("-inf")):
                     found[text] = score
 
-    @staticmethod
-    def score(examples: list[QAExample], predictions: list[list[str]], labels) -> dict[str, float]:
+    def score(self, examples: list[QAExample], predictions: list[list[str]], labels) -> dict[str, float]:
         return factoid_scores([e.answers for e in examples], predictions)
+
+    def prediction_rows(self, examples: list[QAExample], predictions: list[list[str]]) -> list[dict]:
+        return [{"id": q.qid, "gold": q.answers, "predicted": p} for q, p in zip(examples, predictions)]

@@ -22,15 +22,10 @@ from pathlib import Path
 
 import torch
 
-from bioray.config import DatasetConfig, FinetuneConfig, ModelConfig
-from bioray.tasks.ner import (
-    NerTask,
-    Sentence,
-    entity_scores,
-    label_list,
-    predict_tags,
-    read_conll,
-)
+from bioray.config import DatasetConfig, ModelConfig, TrainingConfig
+from bioray.tasks.examples import Sentence
+from bioray.tasks.formats.conll import read_conll
+from bioray.tasks.ner import NerTask, entity_scores, label_list, predict_tags
 
 # BERT-mini (Turc et al. 2019: 4 layers, 256 hidden) by default; `tiny` is the quickstart's shape.
 SHAPES = {"mini": ModelConfig(layers=4, hidden=256, heads=4, intermediate=1024, max_position=512, dropout=0.1),
@@ -53,7 +48,7 @@ def initial_checkpoint(sentences: list[Sentence], directory: Path, seed: int, sh
     return directory
 
 
-def _bioray(model_dir: Path, train, test, labels, config: FinetuneConfig, seed: int) -> dict:
+def _bioray(model_dir: Path, train, test, labels, config: TrainingConfig, seed: int) -> dict:
     from transformers import AutoTokenizer
 
     from bioray.model.encoder import apply_fast_path
@@ -62,7 +57,7 @@ def _bioray(model_dir: Path, train, test, labels, config: FinetuneConfig, seed: 
     task = NerTask(DatasetConfig(name="ncbi-disease", task="ner", train="-", test="-"))
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     torch.manual_seed(seed)
-    model = apply_fast_path(task.build_model(str(model_dir), labels), config.fast)
+    model = apply_fast_path(task.build_model(str(model_dir), labels), **config.fast.model_switches())
     features = task.encode(train, tokenizer, labels, config.max_length)
     started = time.perf_counter()
     train_epochs(model, task, features, config, random.Random(seed), "cpu", tokenizer.pad_token_id)
@@ -71,7 +66,7 @@ def _bioray(model_dir: Path, train, test, labels, config: FinetuneConfig, seed: 
     return {"seconds": seconds, "f1": entity_scores([s.tags for s in test], predicted)["f1"]}
 
 
-def _baseline(model_dir: Path, train, test, labels, config: FinetuneConfig, seed: int, workdir: Path) -> dict:
+def _baseline(model_dir: Path, train, test, labels, config: TrainingConfig, seed: int, workdir: Path) -> dict:
     from transformers import (
         AutoModelForTokenClassification,
         AutoTokenizer,
@@ -131,8 +126,7 @@ def bench_finetune(data: Path, model_dir: Path | None = None, epochs: int = 3, s
     train = read_conll(data / "train.tsv")[:max_train]
     test = read_conll(data / "test.tsv")
     labels = label_list(train)
-    config = FinetuneConfig(datasets=[DatasetConfig(name="x", task="ner", train="-", test="-")], epochs=epochs,
-                            lr=lr, batch_size=batch_size, max_length=max_length)
+    config = TrainingConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length)
     runs = []
     for seed in seeds:
         with tempfile.TemporaryDirectory() as tmp:

@@ -120,12 +120,13 @@ def _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, 
                           MASK_RATE, tokenizer.mask_token_id, len(tokenizer), special, generator)
                for i in range(0, len(packed["length"]) - batch_size + 1, batch_size)]
     torch.manual_seed(0)
-    model = apply_fast_path(build_mlm_model(shape, len(tokenizer), tokenizer.pad_token_id).to(device), fast)
+    model = apply_fast_path(build_mlm_model(len(tokenizer), tokenizer.pad_token_id, **shape.model_dump()).to(device),
+                            **fast.model_switches())
     optimizer = build_optimizer("adamw", decay_groups(model, 0.01), 1e-4, device.type == "cuda", fast.fused_optimizer)
 
     def step(batch):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = pretraining_loss(model, batch, fast)
+            loss, _ = pretraining_loss(model, batch, **fast.loss_switches())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -146,7 +147,7 @@ def _baseline_side(tokenizer, encoded, shape, batch_size, budget_tokens, device,
     batches = [{k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
                for b in batches]
     torch.manual_seed(0)
-    model = build_mlm_model(shape, len(tokenizer), tokenizer.pad_token_id).to(device)
+    model = build_mlm_model(len(tokenizer), tokenizer.pad_token_id, **shape.model_dump()).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step(batch):
@@ -164,7 +165,8 @@ def _setting(tokenizer, encoded: list[list[int]], shape: ModelConfig, seq_len: i
              peak: float | None) -> dict:
     """One sequence length: bioray's step, then the baseline's, on the same sentences and device."""
     encoded = [ids[: seq_len - 2] for ids in encoded]
-    bioray, per_token = _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, device, fast, bf16, warmup)
+    bioray, per_token = _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, device, fast,
+                                     bf16, warmup)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the first side's model and optimizer are gone with its function
     reference = _baseline_side(tokenizer, encoded, shape, batch_size, budget_tokens, device, bf16, warmup)

@@ -14,49 +14,14 @@ import gzip
 import json
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from bioray.bench.memory import PeakMemory
 from bioray.config import IngestConfig, SourceConfig, TokenizeConfig
-
-
-class PeakMemory:
-    """Largest summed PSS of this process tree while the context is open.
-
-    PSS, not RSS: Ray's workers map the same shared object-store pages, and summing their RSS
-    would count those pages once per worker.
-    """
-
-    def __init__(self, interval: float = 0.5):
-        self.peak = 0
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self):
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for process in [me, *me.children(recursive=True)]:
-                try:
-                    total += process.memory_full_info().pss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def _format_of(path: Path) -> str | None:
@@ -185,7 +150,8 @@ def bench_tokenize(data: Path, tokenizer_dir: Path | None = None, seq_len: int =
 
             if tokenizer_dir is None:  # not timed: the vocabulary is an input of the benchmark
                 tokenizer_dir = work / "tokenizer"
-                train_wordpiece(sample, vocab_size, lowercase=False, min_frequency=2).save_pretrained(str(tokenizer_dir))
+                tokenizer = train_wordpiece(sample, vocab_size, lowercase=False, min_frequency=2)
+                tokenizer.save_pretrained(str(tokenizer_dir))
             # This VM's core speed drifts by 2x over minutes: the raw tokenizer is timed before and
             # after the pipeline and its best figure is used, which can only lower the ratio.
             raws = [raw_tokenizer_speed(tokenizer_dir, sample)]

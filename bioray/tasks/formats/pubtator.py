@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bioray.corpus.sentences import sentence_spans
-from bioray.tasks.datasets import DatasetError
-from bioray.tasks.ner import Sentence
+from bioray.tasks.examples import DatasetError, Sentence
+from bioray.tasks.formats.base import PerFileFormat, require_file
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -31,8 +31,7 @@ class _Document:
 def read_pubtator(path: Path, entity_types: dict[str, str] | None = None) -> list[Sentence]:
     """Every document's sentences, words and tags. `entity_types` maps annotation types to tag types
     ('' for untyped B/I tags, as BioBERT's NCBI-disease files); a type it does not name is an error."""
-    if not path.is_file() or path.stat().st_size == 0:
-        raise DatasetError(f"{path}: empty or missing file")
+    require_file(path)
     documents = _documents(path, entity_types)
     if not documents:
         raise DatasetError(f"{path}: no documents")
@@ -100,3 +99,8 @@ def _tag(start: int, end: int, mentions: list[tuple[int, int, str]]) -> str:
             prefix = "B" if start <= m_start else "I"
             return f"{prefix}-{kind}" if kind else prefix
     return "O"
+
+
+class PubtatorFormat(PerFileFormat):
+    def read(self, path: Path, dataset) -> list[Sentence]:
+        return read_pubtator(path, dataset.entity_types)

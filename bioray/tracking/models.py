@@ -44,7 +44,8 @@ def pipeline_for(model_dir: Path) -> tuple[str, type]:
 
 def log_transformers_model(model_dir: Path, run_id: str, name: str, registered_model_name: str | None = None):
     """Log the model directory on the run as an MLflow transformers model; returns MLflow's ModelInfo.
-    The HF files are under the logged model's `model/` folder."""
+    The HF files are under the logged model's `model/` folder. Uses MLflow's fluent API: the process
+    must be pointed at the store (bioray.tracking.store.activate)."""
     task, auto_class = pipeline_for(model_dir)
     components = {"model": auto_class.from_pretrained(str(model_dir), use_safetensors=True),
                   "tokenizer": AutoTokenizer.from_pretrained(str(model_dir))}
@@ -73,3 +74,15 @@ def hf_directory(path: Path, complete: bool = False) -> Path:
                 shutil.copy2(item, directory / item.name)
             return directory
     raise FileNotFoundError(f"{path}: no Hugging Face model (config.json + tokenizer) in it")
+
+
+def resolve_model(uri: str) -> Path:
+    """A local model directory, or an MLflow URI (models:/name@alias, runs:/id/path) downloaded; the
+    directory holding the HF config.json is returned."""
+    path = Path(uri)
+    downloaded = not path.exists()
+    if downloaded:
+        path = Path(mlflow.artifacts.download_artifacts(uri))
+    if (path / "config.json").is_file():
+        return path
+    return hf_directory(path, complete=downloaded)

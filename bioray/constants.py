@@ -1,0 +1,5 @@
+"""Constants more than one package needs, each defined once."""
+
+# Label of a position no loss is computed on (torch's cross_entropy default): unmasked tokens in MLM,
+# sub-tokens after a word's first in NER, padding.
+IGNORE_INDEX = -100

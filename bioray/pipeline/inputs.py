@@ -1,0 +1,54 @@
+"""A workflow's inputs checked before anything runs: every raw file and dataset file named exists,
+every dataset entry's task type and format are known and fit, every local initial checkpoint is one.
+All problems are listed at once, each naming its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bioray.config import ConfigError, WorkflowConfig, is_mlflow_uri, load_workflow
+from bioray.corpus.files import list_source_files
+from bioray.tasks import registry
+
+
+def check_inputs(config: WorkflowConfig) -> None:
+    problems = []
+    fetched = [config.data_path(f.destination) for f in (config.repretrain.fetch if config.repretrain else [])]
+    for i, source in enumerate(config.ingest.sources):
+        path = config.data_path(source.path)
+        if any(path == d or d in path.parents for d in fetched):
+            continue  # filled by the scheduled run's fetch, which comes first
+        if not list_source_files(path, source.format):
+            problems.append(f"ingest.sources[{i}].path: no {source.format} files at {path}")
+    for i, dataset in enumerate(config.finetune.datasets):
+        where = f"finetune.datasets[{i}]"
+        entry = registry.entry_problems(dataset, where)
+        problems += entry
+        if not entry:
+            problems += _missing_files(config, dataset, where)
+    for key, path in (("vocab.init_checkpoint", config.vocab.init_checkpoint),
+                      ("pretrain.init_checkpoint", config.pretrain.init_checkpoint)):
+        if path and not is_mlflow_uri(path) and not (config.data_path(path) / "config.json").is_file():
+            problems.append(f"{key}: no HF checkpoint (config.json) at {config.data_path(path)}")
+    if problems:
+        raise ConfigError("workflow inputs:\n  " + "\n  ".join(problems))
+
+
+def _missing_files(config: WorkflowConfig, dataset, where: str) -> list[str]:
+    missing = []
+    for key in ("train", "dev", "test", "path"):
+        relative = getattr(dataset, key)
+        if relative is not None and not config.data_path(relative).exists():
+            missing.append(f"{where}.{key}: file not found: {config.data_path(relative)}")
+    for k, fold in enumerate(dataset.folds or []):
+        for split in ("train", "test"):
+            if not (config.data_path(fold) / f"{split}.tsv").is_file():
+                missing.append(f"{where}.folds[{k}]: no {split}.tsv in {config.data_path(fold)}")
+    return missing
+
+
+def load_checked(path: str | Path, overrides: list[str] | None = None) -> WorkflowConfig:
+    """A workflow loaded (schema) and its inputs checked: what `bioray validate` and every command do first."""
+    config = load_workflow(path, overrides)
+    check_inputs(config)
+    return config

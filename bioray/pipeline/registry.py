@@ -1,0 +1,17 @@
+"""The stage kinds of a workflow, in order: adding a stage kind is one module under
+bioray/pipeline/stages/ and one entry here."""
+
+from __future__ import annotations
+
+from bioray.pipeline.stages.base import Stage
+from bioray.pipeline.stages.evaluate import Evaluate
+from bioray.pipeline.stages.finetune import Finetune
+from bioray.pipeline.stages.ingest import Ingest
+from bioray.pipeline.stages.pretrain import Pretrain
+from bioray.pipeline.stages.register import Register
+from bioray.pipeline.stages.report import Report
+from bioray.pipeline.stages.tag import Tag
+from bioray.pipeline.stages.tokenize import Tokenize
+from bioray.pipeline.stages.vocab import Vocab
+
+STAGES: list[Stage] = [Ingest(), Vocab(), Tokenize(), Pretrain(), Finetune(), Evaluate(), Report(), Tag(), Register()]

@@ -1,0 +1,2 @@
+"""Stage kinds: one module each (its params, typed output and run function); bioray.pipeline.registry
+lists them. This file imports nothing, so a stage's code key covers only its own module's imports."""

@@ -1,0 +1,98 @@
+"""What a stage kind is: one definition of its instances (with their inputs and the config they read),
+its typed output and its run function. The runner and the planner know stages only through this."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from bioray.config import WorkflowConfig, is_mlflow_uri
+from bioray.tracking.context import RunContext
+from bioray.workdir import Workdir
+
+
+class StageOutput:
+    """A committed stage output: its directory and the metrics its run reported. Subclasses name the
+    files and folders downstream stages read (`IngestOutput.documents`, `PretrainOutput.model`, ...)."""
+
+    def __init__(self, path: str | Path, metrics: dict):
+        self.path, self.metrics = Path(path), metrics
+
+
+@dataclass(frozen=True)
+class Node:
+    """One stage instance in a workflow's graph (fine-tuning has one per dataset, fold and seed)."""
+
+    name: str
+    stage: Stage
+    inputs: tuple[str, ...] = ()
+    params: Any = None  # what the run reads (a pydantic model): the same object feeds the stage key
+    files: tuple[str, ...] = ()  # raw input files; their fingerprints feed the key
+    code: tuple[str, ...] = ()  # more root modules of the code key (a dataset's task type and format)
+
+    @property
+    def kind(self) -> str:
+        return self.stage.kind
+
+    def params_json(self) -> Any:
+        """The params as plain JSON data (what the key hashes and stage.yaml records)."""
+        if isinstance(self.params, BaseModel):
+            return json.loads(self.params.model_dump_json())
+        return self.params
+
+
+@dataclass(frozen=True)
+class StageEnv:
+    """What a run needs beside its params and inputs; none of it is part of the stage key."""
+
+    key: str
+    context: RunContext  # the stage's MLflow run
+    data_root: Path
+    train_storage: str
+    paths: Workdir
+    earlier: tuple[Path, ...] = ()  # committed outputs of this stage with the same params and code
+
+    def data_path(self, relative: str) -> Path:
+        return (self.data_root / relative).resolve()
+
+
+class Stage(ABC):
+    kind: ClassVar[str]
+    help: ClassVar[str]  # one line, for the CLI
+    output: ClassVar[type[StageOutput]] = StageOutput
+    num_cpus: ClassVar[float] = 0  # stages that start Ray Data / Ray Train work hold no CPU themselves
+    training_slot: ClassVar[bool] = False  # waits for a free training slot (fine-tuning)
+    incremental: ClassVar[bool] = False  # builds on an earlier output (StageEnv.earlier)
+    dataset_context: ClassVar[str | None] = None  # MLflow dataset context of its inputs (default: its kind)
+    parent_metrics: ClassVar[bool] = False  # its metrics also go on the pipeline's parent run
+    parent_artifacts: ClassVar[tuple[str, ...]] = ()  # files of its output also logged on the parent run
+
+    @abstractmethod
+    def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
+        """This stage's instances in a workflow (upstream: the nodes of the stages before it)."""
+
+    @abstractmethod
+    def run(self, node: Node, inputs: dict[str, StageOutput], output: Path, env: StageEnv) -> dict:
+        """Write the output into `output`; return the metrics."""
+
+    @property
+    def code_roots(self) -> tuple[str, ...]:
+        """The modules whose import closure is the stage's code key: the one defining it."""
+        return (type(self).__module__,)
+
+
+def first(nodes: list[Node], kind: str) -> Node | None:
+    return next((n for n in nodes if n.kind == kind), None)
+
+
+def checkpoint_files(config: WorkflowConfig, checkpoint: str | None) -> tuple[str, ...]:
+    """The files of a local initial checkpoint (their fingerprints feed the key); an MLflow URI is
+    resolved to a local copy when a run starts (bioray.pipeline.model_refs), so it has none yet."""
+    if not checkpoint or is_mlflow_uri(checkpoint):
+        return ()
+    return tuple(str(p) for p in sorted(config.data_path(checkpoint).rglob("*")) if p.is_file())

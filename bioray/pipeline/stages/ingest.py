@@ -1,0 +1,31 @@
+"""Stage ingest: raw files -> deduplicated, sentence-split documents Parquet (Ray Data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bioray.config import WorkflowConfig
+from bioray.corpus.files import list_source_files
+from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput
+
+
+class IngestOutput(StageOutput):
+    @property
+    def documents(self) -> Path:
+        return self.path / "documents"
+
+
+class Ingest(Stage):
+    kind = "ingest"
+    help = "Raw files -> deduplicated, sentence-split documents Parquet (Ray Data)."
+    output = IngestOutput
+    incremental = True  # NLM's update files: parse only the new ones, apply them to an earlier output
+
+    def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
+        files = [str(p) for s in config.ingest.sources for p in list_source_files(config.data_path(s.path), s.format)]
+        return [Node("ingest", self, (), config.ingest, tuple(files))]
+
+    def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
+        from bioray.data.ingest import run_ingest
+
+        return run_ingest(node.params, env.data_root, output, list(env.earlier))

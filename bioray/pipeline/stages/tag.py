@@ -1,0 +1,38 @@
+"""Stage tag (optional, `tag.dataset`): a fine-tuned NER model over every ingested document (Ray Data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from bioray.config import TagConfig, WorkflowConfig
+from bioray.pipeline.stages.base import Node, Stage, StageEnv
+from bioray.pipeline.stages.finetune import instance_name
+
+
+class TagParams(BaseModel):
+    tag: TagConfig
+    max_length: int  # the tagging model's fine-tuning window
+
+
+class Tag(Stage):
+    kind = "tag"
+    help = "Batch inference: tag the ingested documents with a fine-tuned NER model (Ray Data)."
+
+    def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
+        if not config.tag.dataset:
+            return []
+        dataset = next(d for d in config.finetune.datasets if d.name == config.tag.dataset)
+        seed = config.tag.seed if config.tag.seed is not None else config.finetune.seeds[0]
+        model = instance_name("finetune", dataset, 0 if dataset.folds else None, seed)
+        return [Node(f"tag/{dataset.name}", self, (model, "ingest"),
+                     TagParams(tag=config.tag, max_length=config.finetune.for_dataset(dataset).max_length))]
+
+    def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
+        from bioray.tasks.tagging import run_tagging
+
+        model = inputs[node.inputs[0]].model
+        stats = run_tagging(model, inputs["ingest"].documents, output, actors=node.params.tag.actors,
+                            max_length=node.params.max_length, batch_size=node.params.tag.batch_size)
+        return {"tag/documents": stats["documents"], "tag/entities": stats["entities"]}

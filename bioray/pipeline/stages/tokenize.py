@@ -1,0 +1,40 @@
+"""Stage tokenize: documents -> packed token sequences in Parquet shards, at one or two lengths (Ray Data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bioray.config import WorkflowConfig
+from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput
+
+
+class TokenizeOutput(StageOutput):
+    @property
+    def sequences(self) -> Path:
+        """The shards at tokenize.seq_len."""
+        from bioray.data.tokenize import sequences_dir
+
+        return sequences_dir(self.path)
+
+    @property
+    def long_sequences(self) -> Path | None:
+        """The shards at tokenize.long_seq_len (pretraining's long phase), when there are any."""
+        from bioray.data.tokenize import sequences_dir
+
+        long = json.loads((self.path / "stats.json").read_text()).get("long")
+        return sequences_dir(self.path, long["seq_len"]) if long else None
+
+
+class Tokenize(Stage):
+    kind = "tokenize"
+    help = "Documents -> packed token sequences in Parquet shards, one or two lengths (Ray Data)."
+    output = TokenizeOutput
+
+    def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
+        return [Node("tokenize", self, ("vocab", "ingest"), config.tokenize)]
+
+    def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
+        from bioray.data.tokenize import run_tokenize
+
+        return run_tokenize(node.params, inputs["ingest"].documents, inputs["vocab"].tokenizer, output)

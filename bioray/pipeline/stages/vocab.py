@@ -1,0 +1,30 @@
+"""Stage vocab: a WordPiece vocabulary trained on a sample of the documents, or an initial checkpoint's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bioray.config import WorkflowConfig
+from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput, checkpoint_files
+
+
+class VocabOutput(StageOutput):
+    @property
+    def tokenizer(self) -> Path:
+        return self.path / "tokenizer"
+
+
+class Vocab(Stage):
+    kind = "vocab"
+    help = "Train the WordPiece vocabulary (or take an initial checkpoint's)."
+    output = VocabOutput
+    num_cpus = 1
+
+    def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
+        return [Node("vocab", self, ("ingest",), config.vocab, checkpoint_files(config, config.vocab.init_checkpoint))]
+
+    def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
+        from bioray.data.vocab import run_vocab
+
+        init = env.data_path(node.params.init_checkpoint) if node.params.init_checkpoint else None
+        return run_vocab(node.params, inputs["ingest"].documents, output, init)

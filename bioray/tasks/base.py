@@ -1,0 +1,72 @@
+"""The Task protocol: what a task type knows. One class per task type (bioray.tasks.ner, relation,
+similarity, doc_classification, qa_yesno, qa_factoid), registered once in bioray.tasks.registry.
+
+A task type turns examples into model inputs and back: its labels, its Hugging Face head, encoding
+and batching, prediction, and the paper metric it is scored by (the first key of `score`'s result
+is `primary_metric`, which the report and the promotion gate rank by).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from bioray.tasks.examples import DatasetError
+
+
+class Task(ABC):
+    name: ClassVar[str]  # the registry key and the `task:` of a dataset entry
+    primary_metric: ClassVar[str]  # a key of score(); reports and the gate rank by it
+    formats: ClassVar[tuple[str, ...]]  # the file formats it reads; the first is the default
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    # --- labels -------------------------------------------------------------------------------
+
+    def parse_label(self, value: Any, where: str) -> Any:
+        """A label as a format read it -> this task's kind of label (default: the class name)."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DatasetError(f"{where}: missing label")
+        return value.strip() if isinstance(value, str) else value
+
+    def labels_of(self, example) -> list[str]:
+        """The class names an example carries (checked against the entry's `labels`)."""
+        return [example.label]
+
+    @abstractmethod
+    def label_list(self, *splits: list) -> list[str]:
+        """The classes the head predicts (the entry's own list, else every label seen)."""
+
+    # --- model ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def build_model(self, encoder_dir: str, labels: list[str]):
+        """The encoder with this task's Hugging Face head."""
+
+    @abstractmethod
+    def encode(self, examples: list, tokenizer, labels: list[str], max_length: int) -> list:
+        """Examples -> model inputs (features) with their training targets."""
+
+    @abstractmethod
+    def collate(self, features: list, pad_id: int) -> dict:
+        """A batch of features -> tensors (dynamic padding), `labels` (or positions) included."""
+
+    @abstractmethod
+    def predict(self, model, tokenizer, examples: list, labels: list[str], max_length: int, batch_size: int,
+                device="cpu") -> list:
+        """One prediction per example, in the form `score` compares with the gold labels."""
+
+    @abstractmethod
+    def score(self, examples: list, predictions: list, labels: list[str]) -> dict[str, float]:
+        """The paper metric(s) on a 0-1 scale; `primary_metric` is one of the keys."""
+
+    # --- evaluation outputs ---------------------------------------------------------------------
+
+    def details(self, examples: list, predictions: list) -> str:
+        """A per-class breakdown for the evaluation report (markdown), where the task has one."""
+        return ""
+
+    def prediction_rows(self, examples: list, predictions: list) -> list[dict]:
+        """The test set's predictions, one JSON-able row each (`predictions.jsonl`)."""
+        return [{"text": e.text[:200], "gold": e.label, "predicted": p} for e, p in zip(examples, predictions)]

@@ -1,0 +1,45 @@
+"""What downstream datasets are read into, and the error bad data raises: the bottom of bioray.tasks
+(formats produce these, task types consume them; this module imports neither)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class DatasetError(ValueError):
+    """Bad downstream data: the message names the file and line (or record) and what was expected."""
+
+
+@dataclass
+class Sentence:
+    """An NER sentence: words and their IOB tags."""
+
+    words: list[str]
+    tags: list[str]
+    where: str = ""  # file:line of its first token, for error messages
+
+
+@dataclass
+class Example:
+    """One input of a sequence-level task: a text (or pair) and its label.
+
+    label: as read (a string), then the task's own type: a class name (relation, qa_yesno), a float
+    (similarity) or a list of class names (doc_classification, multi-label)."""
+
+    text: str
+    text_b: str | None
+    label: Any
+    where: str = ""  # file:line, for error messages
+
+
+@dataclass
+class QAExample:
+    """An extractive question: the answer spans are character offsets into the context."""
+
+    qid: str
+    question: str
+    context: str
+    answers: list[str] = field(default_factory=list)
+    answer_starts: list[int] = field(default_factory=list)
+    where: str = ""

@@ -1,0 +1,80 @@
+"""What a dataset format does: name the files an entry reads, and read them into train/dev/test."""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+from bioray.tasks.examples import DatasetError
+
+Resolve = Callable[[str], Path]  # a path of the entry, resolved against the data root
+
+
+class Format(ABC):
+    """One dataset file format."""
+
+    @abstractmethod
+    def files(self, dataset, resolve: Resolve) -> list[Path]:
+        """Every file or folder the entry reads (for the missing-file check and the stage keys)."""
+
+    @abstractmethod
+    def splits(self, dataset, resolve: Resolve, fold: int | None = None) -> dict[str, list]:
+        """The entry's examples by split (`train`, `dev` when there is one, `test`), of one fold."""
+
+    def entry_problems(self, dataset) -> list[str]:
+        """Keys the entry must (not) set for this format, as `key: problem` lines."""
+        return []
+
+
+class PerFileFormat(Format):
+    """Formats with a file per split (train/dev/test), or k folds of `train.tsv` and `test.tsv`."""
+
+    @abstractmethod
+    def read(self, path: Path, dataset) -> list:
+        """The examples of one file; errors name the file and line."""
+
+    def entry_problems(self, dataset) -> list[str]:
+        if dataset.folds:
+            return ["folds: k-fold entries take their files from `folds`, not train/test"] \
+                if dataset.train or dataset.test else []
+        if not (dataset.train and dataset.test):
+            return ["train: set `train` and `test` files (or `folds`)"]
+        return []
+
+    def files(self, dataset, resolve: Resolve) -> list[Path]:
+        if dataset.folds:
+            return [resolve(fold) / f"{split}.tsv" for fold in dataset.folds for split in ("train", "test")]
+        return [resolve(name) for name in (dataset.train, dataset.dev, dataset.test) if name]
+
+    def splits(self, dataset, resolve: Resolve, fold: int | None = None) -> dict[str, list]:
+        if dataset.folds:
+            directory = resolve(dataset.folds[fold or 0])
+            return {split: self.read(directory / f"{split}.tsv", dataset) for split in ("train", "test")}
+        return {split: self.read(resolve(getattr(dataset, split)), dataset)
+                for split in ("train", "dev", "test") if getattr(dataset, split)}
+
+
+def require_file(path: Path) -> None:
+    """A readable, non-empty file; a directory or a missing or empty file says which it is."""
+    if path.is_dir():
+        raise DatasetError(f"{path}: a directory, where a file was expected")
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{path}: empty file")
+
+
+def split_ids(ids: list[str], fractions: dict[str, float], seed: int) -> dict[str, list[str]]:
+    """A seeded shuffle of sorted ids cut into named parts (the rest is `train`), for datasets
+    without an official split (HoC, PubMedQA's training pool)."""
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    parts, start = {}, 0
+    for name, fraction in fractions.items():
+        count = round(len(order) * fraction)
+        parts[name] = order[start:start + count]
+        start += count
+    parts["train"] = order[start:]
+    return parts

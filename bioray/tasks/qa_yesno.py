@@ -1,0 +1,14 @@
+"""Yes/no(/maybe) question answering as pair classification (PubMedQA, BioASQ yes/no): accuracy and
+macro-F1."""
+
+from __future__ import annotations
+
+from bioray.tasks.metrics import classification_scores
+from bioray.tasks.sequence import SequenceTask
+
+
+class YesNoTask(SequenceTask):
+    name, primary_metric, formats = "qa_yesno", "accuracy", ("tsv", "jsonl", "pubmedqa")
+
+    def score(self, examples, predictions, labels) -> dict[str, float]:
+        return classification_scores([e.label for e in examples], predictions)
