@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -41,12 +42,14 @@ def _format_of(path: Path) -> str | None:
 
 
 def bench_sources(data: Path) -> list[SourceConfig]:
-    """One source per corpus file under data, its format told by its name (and root element)."""
+    """One source per corpus file under data, its format told by its name (and root element); named
+    after its folder and numbered (source names are unique identifiers)."""
     sources = []
     for path in sorted(p for p in data.resolve().rglob("*") if p.is_file()):
         fmt = _format_of(path)
         if fmt:
-            sources.append(SourceConfig(name=path.parent.name, format=fmt, path=str(path)))
+            folder = re.sub(r"[^A-Za-z0-9._-]+", "-", path.parent.name).strip(".-")[:40] or "corpus"
+            sources.append(SourceConfig(name=f"{folder}-{len(sources) + 1}", format=fmt, path=str(path)))
     if not sources:
         raise ValueError(f"{data}: no corpus files (.jsonl[.gz], .xml[.gz], .nxml, .txt)")
     return sources

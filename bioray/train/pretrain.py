@@ -17,6 +17,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.train import (
     Checkpoint,
     CheckpointConfig,
+    DataConfig,
     FailureConfig,
     RunConfig,
     ScalingConfig,
@@ -280,6 +281,15 @@ def _sequences(directory: Path, nsp: bool):
     return ray.data.read_parquet(str(directory)).select_columns(columns)
 
 
+def _ordered_split() -> DataConfig:
+    """Every worker gets the same blocks in the same order on every attempt: Ray Data hands blocks to the
+    workers' splits as they arrive, so without preserve_order which worker reads which shard depends on
+    read timing, and a resumed run would skip different micro-batches than it trained on."""
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return DataConfig(execution_options=options, enable_shard_locality=False)
+
+
 def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: Path, output: Path, storage: str,
                  run_name: str, context: RunContext, init_checkpoint: Path | None,
                  long_sequences_dir: Path | None = None) -> dict:
@@ -307,6 +317,7 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
                              failure_config=FailureConfig(max_failures=config.max_failures),
                              callbacks=[CheckpointTracker(context, output / SPILL_FILE)]),
         datasets=datasets,
+        dataset_config=_ordered_split(),
     )
     result = trainer.fit()
     (output / "deepspeed_config.json").write_text(json.dumps(deepspeed_config(config), indent=2))

@@ -136,7 +136,8 @@ def test_ten_times_the_corpus_tokenizes_in_memory_that_does_not_follow_it(small_
     documents = {}
     for copies in (1, 10):  # every document `copies` times, each copy distinct
         work = tmp_path / f"x{copies}"
-        (work / "ingest").mkdir(parents=True)
+        for directory in ("ingest", "corpus"):
+            (work / directory).mkdir(parents=True)
         scaled = scaled_corpus(sources, copies, work / "corpus") if copies > 1 else sources
         run_ingest(IngestConfig(sources=scaled), corpus, work / "ingest")
         documents[copies] = work / "ingest" / "documents"
