@@ -281,6 +281,48 @@ def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max
     click.echo(f"F1 difference {result['f1_difference_points']:+.2f} points, speed-up {result['speedup']:.2f}x")
 
 
+@bench.command(name="quality")
+@click.option("--workflow", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The recipe (default: workflows/miniature.yaml of this checkout).")
+@click.option("--workdir", type=click.Path(file_okay=False), default="./work/quality", show_default=True,
+              help="Stage outputs and MLflow store (cached stages are reused by a second run).")
+@click.option("--arms", default="random,scratch,general,continued", show_default=True,
+              help="Comma-separated arms: random, scratch, general, continued.")
+@click.option("--budget-minutes", type=float, default=None,
+              help="Pretraining budget per pretrained arm in minutes (steps from this machine's training rate).")
+@click.option("--budget-tokens", type=int, default=None, help="Pretraining budget per pretrained arm in tokens.")
+@click.option("--seeds", default="42,43,44", show_default=True, help="Comma-separated fine-tuning seeds.")
+@click.option("--datasets", default=None, help="Comma-separated dataset names of the workflow (default: all).")
+@click.option("--max-train", type=int, default=None, help="Use only the first N training sentences of each dataset.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens, seeds, datasets, max_train, as_json):
+    """The same fine-tuning from different starting points: F1 mean +- std per arm and dataset, and the
+    scratch arm's learning curve (one DAG of workflows/miniature.yaml, tracked in MLflow)."""
+    from pathlib import Path
+
+    from bioray.bench.quality import bench_quality
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    default = Path(__file__).resolve().parents[1] / "workflows" / "miniature.yaml"
+    try:
+        result = bench_quality(Path(workflow) if workflow else default, Path(workdir).resolve(), arms.split(","),
+                               [int(s) for s in seeds.split(",")], datasets.split(",") if datasets else None,
+                               max_train, budget_tokens, budget_minutes)
+    except (ValueError, ConfigError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{'arm':12s} {'dataset':14s} {'F1 mean':>8s} {'std':>6s} seeds {'pretrain tokens':>16s} "
+               f"{'seconds':>8s}")
+    for row in result["arms"]:
+        click.echo(f"{row['arm']:12s} {row['dataset']:14s} {100 * row['f1_mean']:8.2f} {100 * row['f1_std']:6.2f} "
+                   f"{row['seeds']:5d} {row['pretrain_tokens']:16,d} {row['pretrain_seconds']:8.0f}")
+    click.echo(f"held-out MLM loss of scratch {result['heldout_loss']}, unigram loss {result['unigram_loss']}; "
+               f"curve: {result['curve_plot']}")
+
+
 @main.command()
 @click.option("--model", "uri", required=True,
               help="Fine-tuned model: a directory, or an MLflow URI (models:/name@alias, runs:/<id>/path).")

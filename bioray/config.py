@@ -43,6 +43,15 @@ def _check_alias(value: str) -> str:
     return value
 
 
+def _check_rates(value: float | list[float]) -> float | list[float]:
+    if isinstance(value, list):
+        if not value or len(set(value)) != len(value):
+            raise ValueError("a learning-rate grid lists distinct values (at least one)")
+    elif value <= 0:
+        raise ValueError("a learning rate is positive")
+    return value
+
+
 Name = Annotated[str, AfterValidator(_check_name)]  # a workflow value that becomes a path or an MLflow name
 Alias = Annotated[str, AfterValidator(_check_alias)]
 
@@ -125,7 +134,10 @@ class TokenizeConfig(Section):
     documents: Literal["all", "new"] = Field(
         "all", description="all: every ingested document; new: only those from the files the ingest run parsed "
         "(scheduled re-pretraining on new literature).")
-    seed: int = Field(0, description="Seed for the A/B split points.")
+    seed: int = Field(0, description="Seed for the A/B split points and of the held-out documents.")
+    heldout_fraction: float = Field(
+        0.01, ge=0, lt=0.5, description="Fraction of documents held out of pretraining (chosen by a seeded hash of "
+        "the document id) for its held-out MLM loss; 0 = none.")
 
     @model_validator(mode="after")
     def _nsp_needs_documents(self) -> TokenizeConfig:
@@ -220,6 +232,12 @@ class PretrainConfig(Section):
     mask_rate: float = Field(0.15, gt=0, lt=1, description="Fraction of tokens masked (80/10/10); MosaicBERT used 0.3.")
     whole_word_masking: bool = Field(False, description="Mask all pieces of a chosen word (uses the word_start flags).")
     log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
+    export_steps: list[int] = Field(default_factory=list, description="Also export the encoder as it is at these "
+                                    "steps (`model-step-<n>/` beside `model/`): points of a learning curve.")
+    eval_every: int = Field(100, ge=1, description="Held-out MLM loss and accuracy every N steps and at the end "
+                            "(on the tokenize stage's held-out documents, when there are any).")
+    eval_sequences: int = Field(512, ge=1, description="Held-out sequences evaluated each time (the same ones, "
+                                "with the same masks, every time).")
     checkpoint_every: int = Field(500, ge=1, description="Checkpoint (every rank's DeepSpeed state) every N steps, "
                                                          "and at the end.")
     keep_checkpoints: int = Field(3, ge=1, description="Keep the last K checkpoints in Ray Train storage.")
@@ -306,7 +324,7 @@ class DatasetConfig(Section):
                                   "bioray/tasks/published.yaml, e.g. chemprot); default: the dataset name.")
     max_train_examples: int | None = Field(None, ge=1, description="Use only the first N training examples.")
     epochs: int | None = Field(None, ge=1, description="This dataset's epochs (default: finetune.epochs).")
-    lr: float | None = Field(None, gt=0, description="This dataset's learning rate (default: finetune.lr).")
+    lr: LearningRates | None = Field(None, description="This dataset's learning rate or grid (default: finetune.lr).")
     batch_size: int | None = Field(None, ge=1, description="This dataset's batch size (default: finetune.batch_size).")
     max_length: int | None = Field(None, ge=8, description="This dataset's window (default: finetune.max_length).")
 
@@ -329,11 +347,16 @@ class TrainingConfig(Section):
                             "model (`mlflow.transformers.load_model` gives a working pipeline).")
 
 
+LearningRates = Annotated[float | list[Annotated[float, Field(gt=0)]], AfterValidator(_check_rates)]
+
+
 class FinetuneConfig(TrainingConfig):
     """Fine-tuning of the pretrained encoder on each dataset and seed."""
 
     datasets: list[DatasetConfig] = Field(min_length=1, description="Datasets to fine-tune on (unique names).")
     seeds: list[int] = Field([42], min_length=1, description="One fine-tuning run per seed (unique).")
+    lr: LearningRates = Field(5e-5, description="Peak learning rate (linear decay), or a grid of them: one run "
+                              "per value, the test set scored once with the run best on the dev set.")
 
     @model_validator(mode="after")
     def _datasets_and_seeds_unique(self) -> FinetuneConfig:
@@ -342,11 +365,18 @@ class FinetuneConfig(TrainingConfig):
             raise ValueError(f"finetune.seeds: a seed is listed twice ({self.seeds})")
         return self
 
-    def for_dataset(self, dataset: DatasetConfig) -> TrainingConfig:
-        """The training settings of one dataset: these, with its own epochs / lr / batch_size /
-        max_length where it sets them."""
-        own = {k: getattr(dataset, k) for k in ("epochs", "lr", "batch_size", "max_length") if getattr(dataset, k)}
-        return TrainingConfig.model_validate({**self.model_dump(exclude={"datasets", "seeds"}), **own})
+    def learning_rates(self, dataset: DatasetConfig) -> list[float]:
+        """The dataset's learning rate(s): its own, else these."""
+        rates = dataset.lr if dataset.lr is not None else self.lr
+        return list(rates) if isinstance(rates, list) else [rates]
+
+    def for_dataset(self, dataset: DatasetConfig, lr: float | None = None) -> TrainingConfig:
+        """The training settings of one dataset (and one learning rate of its grid): these, with its own
+        epochs / batch_size / max_length where it sets them."""
+        own = {k: getattr(dataset, k) for k in ("epochs", "batch_size", "max_length") if getattr(dataset, k)}
+        rate = lr if lr is not None else self.learning_rates(dataset)[0]
+        return TrainingConfig.model_validate({**self.model_dump(exclude={"datasets", "seeds", "lr"}), **own,
+                                              "lr": rate})
 
 
 class EvaluateConfig(Section):
@@ -369,6 +399,9 @@ class GateConfig(Section):
 class RegisterConfig(Section):
     """Registration of the evaluated encoder in the MLflow model registry."""
 
+    enabled: bool = Field(True, description="Register an encoder (off: no register stage).")
+    encoder: Name | None = Field(None, description="Which encoder (of `encoders`) is registered and gated; "
+                                 "default: this workflow's pretrained one, else the first.")
     model_name: Name = Field("bioray-encoder", description="Registered model name.")
     alias: Alias = Field("challenger", description="Alias set on the new version.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion of the new version to champion.")
@@ -417,6 +450,39 @@ class TrackingConfig(Section):
     experiment: Name = Field("bioray", description="MLflow experiment name.")
 
 
+class EncoderConfig(Section):
+    """A starting point that is fine-tuned and scored: one arm of a comparison (the same fine-tuning from
+    different encoders is what BioBERT's and PubMedBERT's tables compare)."""
+
+    name: Name = Field(description="Arm name, used in stage names, run names and the report.")
+    source: Literal["pretrain", "random", "checkpoint"] = Field(
+        "pretrain", description="pretrain: this workflow's pretraining (pretrain section); random: a randomly "
+        "initialised model of pretrain.model's shape with the vocab stage's vocabulary (no pretraining at all); "
+        "checkpoint: an existing Hugging Face checkpoint (a folder under data_root, or an MLflow URI).")
+    checkpoint: str | None = Field(None, description="source checkpoint: the checkpoint.")
+    continue_pretraining: bool = Field(
+        False, description="source checkpoint: first pretrain it further on this workflow's corpus with the "
+        "pretrain section's schedule and the checkpoint's own vocabulary (the BioBERT recipe).")
+    at_fraction: float | None = Field(
+        None, gt=0, le=1, description="source pretrain: the encoder at this fraction of the pretraining steps (a "
+        "point of a learning curve); default: at the end.")
+    seed: int = Field(0, description="source random: the initialisation seed.")
+
+    @model_validator(mode="after")
+    def _fields_fit_the_source(self) -> EncoderConfig:
+        if (self.source == "checkpoint") != (self.checkpoint is not None):
+            raise ValueError("`checkpoint` is set with (and only with) source: checkpoint")
+        if self.continue_pretraining and self.source != "checkpoint":
+            raise ValueError("continue_pretraining continues a checkpoint: it needs source: checkpoint")
+        if self.at_fraction is not None and self.source != "pretrain":
+            raise ValueError("at_fraction picks a point of this workflow's pretraining: it needs source: pretrain")
+        return self
+
+    @property
+    def needs_corpus(self) -> bool:
+        return self.source in ("pretrain", "random") or self.continue_pretraining
+
+
 class WorkflowConfig(Section):
     """A whole pipeline: global settings plus one section per stage."""
 
@@ -427,7 +493,11 @@ class WorkflowConfig(Section):
                                                        "<workdir>/ray_train.")
     ray: RayConfig = Field(default_factory=RayConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    ingest: IngestConfig
+    ingest: IngestConfig | None = Field(None, description="The corpus (needed unless every encoder is an "
+                                        "existing checkpoint, used as it is).")
+    encoders: list[EncoderConfig] | None = Field(
+        None, description="The starting points fine-tuned and scored, each an arm of the report; default: one, "
+        "this workflow's pretraining.")
     vocab: VocabConfig = Field(default_factory=VocabConfig)
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
@@ -436,6 +506,27 @@ class WorkflowConfig(Section):
     registry: RegisterConfig = Field(default_factory=RegisterConfig, description="The register stage.")
     tag: TagConfig = Field(default_factory=TagConfig, description="The optional batch-inference stage.")
     repretrain: RepretrainConfig | None = Field(None, description="Makes `bioray run` a scheduled re-pretraining run.")
+
+    @model_validator(mode="after")
+    def _encoders_have_what_they_need(self) -> WorkflowConfig:
+        if self.encoders is not None:
+            if not self.encoders:
+                raise ValueError("encoders: list at least one (or leave the key out for this workflow's pretraining)")
+            _unique([e.name for e in self.encoders], "encoders", "name")
+        if self.ingest is None and any(e.needs_corpus for e in self.arms):
+            needing = [e.name for e in self.arms if e.needs_corpus]
+            raise ValueError(f"ingest: required, the encoders {needing} are trained on the corpus (or take their "
+                             "vocabulary from it)")
+        registered = self.registry.encoder
+        if registered is not None and registered not in {e.name for e in self.arms}:
+            raise ValueError(f"registry.encoder: {registered!r} is not one of encoders "
+                             f"{[e.name for e in self.arms]}")
+        return self
+
+    @property
+    def arms(self) -> list[EncoderConfig]:
+        """The encoders, or the one implicit encoder: this workflow's pretraining."""
+        return self.encoders or [EncoderConfig(name="pretrain")]
 
     @model_validator(mode="after")
     def _tag_names_an_ner_dataset(self) -> WorkflowConfig:

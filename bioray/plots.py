@@ -26,13 +26,13 @@ def plot_history(history: list[dict], keys: list[str], path: Path, title: str) -
     plt.close(fig)
 
 
-def plot_scores(rows: list[dict], published: list[tuple[str, str]], path: Path) -> None:
-    """Grouped bars per dataset: bioray (with its std over seeds) beside published models."""
+def plot_scores(rows: list[dict], arms: list[str], published: list[tuple[str, str]], path: Path) -> None:
+    """Grouped bars per dataset: bioray's arms (with their std over seeds) beside published models."""
     import numpy as np
 
     names = [r["dataset"] for r in rows]
-    series = [("bioray", [r["bioray"]["mean"] if r["bioray"] else np.nan for r in rows],
-               [r["bioray"]["std"] if r["bioray"] else 0.0 for r in rows])]
+    series = [(arm, [r["arms"][arm]["mean"] if r["arms"][arm] else np.nan for r in rows],
+               [r["arms"][arm]["std"] if r["arms"][arm] else 0.0 for r in rows]) for arm in arms]
     series += [(header, [r["published"][key] if r["published"][key] is not None else np.nan for r in rows], None)
                for key, header in published]
     width = 0.8 / len(series)

@@ -45,6 +45,11 @@ class Workdir:
         """A stage's committed output: `stages/<name>/<key>`."""
         return self.path("stages", *name.split("/"), key)
 
+    def stage_scratch(self, name: str, key: str) -> Path:
+        """Work of a stage that outlives one attempt (a run resumed after its driver died finds it), kept
+        beside its outputs until the stage commits."""
+        return self.path("stages", *name.split("/"), f".scratch-{key}")
+
     def stage_tmp(self, name: str, key: str) -> Path:
         """Where a stage writes before its output is committed by a rename (readers skip dot names)."""
         return self.path("stages", *name.split("/"), f".tmp-{key}-{uuid.uuid4().hex[:8]}")

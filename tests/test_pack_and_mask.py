@@ -1,5 +1,6 @@
 
 import numpy as np
+import pytest
 import torch
 
 from bioray.constants import IGNORE_INDEX
@@ -133,3 +134,30 @@ def test_whole_word_masking_takes_every_piece_of_a_chosen_word():
             assert pieces.all() or not pieces.any()  # a word is masked whole or not at all
     assert 0.12 < chosen[real].mean() < 0.18
     assert not chosen[:, 0].any() and not chosen[:, 99:].any()
+
+
+def test_held_out_documents_are_chosen_by_a_seeded_hash_of_their_id():
+    from bioray.data.tokenize import heldout_mask
+
+    ids = [f"pmid:{i}" for i in range(20_000)]
+    mask = heldout_mask(ids, 0.05, seed=0)
+    assert 0.04 < mask.mean() < 0.06  # about the fraction asked for
+    assert (heldout_mask(ids[::-1], 0.05, seed=0) == mask[::-1]).all()  # per document, whatever the batch order
+    assert (heldout_mask(ids, 0.05, seed=1) != mask).any()  # another seed, another slice
+    assert not heldout_mask(ids, 0.0, seed=0).any()
+
+
+def test_unigram_loss_is_the_entropy_of_the_real_non_special_tokens(tmp_path):
+    import math
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bioray.data.unigram import unigram_loss
+
+    # two sequences: [CLS] 5 5 6 [SEP] pad, [CLS] 7 7 7 [SEP] pad -> tokens 5:2, 6:1, 7:3 (special 1, 2 ignored)
+    ids = [[1, 5, 5, 6, 2, 0], [1, 7, 7, 7, 2, 0]]
+    pq.write_table(pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(sum(ids, [])), 6),
+                             "length": [5, 5]}), tmp_path / "part-0.parquet")
+    expected = -sum(p * math.log(p) for p in (2 / 6, 1 / 6, 3 / 6))
+    assert unigram_loss(tmp_path, vocab_size=10, special_ids=[0, 1, 2]) == pytest.approx(expected)

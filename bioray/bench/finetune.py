@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from bioray.config import DatasetConfig, ModelConfig, TrainingConfig
+from bioray.constants import IGNORE_INDEX
 from bioray.tasks.examples import Sentence
 from bioray.tasks.formats.conll import read_conll
 from bioray.tasks.ner import NerTask, entity_scores, label_list, predict_tags
@@ -85,7 +86,7 @@ def _baseline(model_dir: Path, train, test, labels, config: TrainingConfig, seed
         for i, sentence in enumerate(sentences):
             words, previous, tags = encoded.word_ids(i), None, []
             for word in words:  # run_ner.py: the label on a word's first sub-token only
-                tags.append(-100 if word is None or word == previous else index.get(sentence.tags[word], 0))
+                tags.append(IGNORE_INDEX if word is None or word == previous else index.get(sentence.tags[word], 0))
                 previous = word
             rows.append({"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i],
                          "labels": tags})

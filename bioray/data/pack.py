@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from bioray.constants import IGNORE_INDEX
+
 SPECIALS = 3  # [CLS] and two [SEP]
-NO_PAIR = -100  # next_sentence_label of a one-segment sequence: the loss ignores it (as it does -100 labels)
 
 
 def _layout(begin: np.ndarray, a_len: np.ndarray, b_len: np.ndarray, b_begin: np.ndarray, ids: np.ndarray,
@@ -92,7 +93,7 @@ def pack_documents(ids: np.ndarray, word_start: np.ndarray, boundaries: np.ndarr
 
     With nsp, half the sequences that have a B get a random B instead: as many tokens, starting at a
     sentence of another document in the batch (`next_sentence_label` 1; 0 for a true continuation;
-    -100, ignored by the loss, for a sequence of one segment).
+    IGNORE_INDEX, ignored by the loss, for a sequence of one segment).
     """
     budget = seq_len - SPECIALS
     doc_ends = np.append(doc_starts[1:], len(ids))
@@ -121,5 +122,5 @@ def pack_documents(ids: np.ndarray, word_start: np.ndarray, boundaries: np.ndarr
     packed = _layout(begin, cut - begin, b_len, b_begin, ids, word_start, seq_len, cls_id, sep_id)
     packed["doc_index"] = doc
     if nsp:
-        packed["next_sentence_label"] = np.where(b_len > 0, label, np.int8(NO_PAIR)).astype(np.int8)
+        packed["next_sentence_label"] = np.where(b_len > 0, label, np.int8(IGNORE_INDEX)).astype(np.int8)
     return packed

@@ -80,6 +80,9 @@ def execute_node(node: Node, key: str, env: StageEnv, input_types: dict[str, typ
             env.paths.remove(tmp)
         else:
             os.rename(tmp, final)
+        scratch = env.paths.stage_scratch(node.name, key)
+        if scratch.exists():
+            env.paths.remove(scratch)
         return result
     except BaseException:
         env.paths.remove(tmp)

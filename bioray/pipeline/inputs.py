@@ -14,7 +14,7 @@ from bioray.tasks import registry
 def check_inputs(config: WorkflowConfig) -> None:
     problems = []
     fetched = [config.data_path(f.destination) for f in (config.repretrain.fetch if config.repretrain else [])]
-    for i, source in enumerate(config.ingest.sources):
+    for i, source in enumerate(config.ingest.sources if config.ingest else []):
         path = config.data_path(source.path)
         if any(path == d or d in path.parents for d in fetched):
             continue  # filled by the scheduled run's fetch, which comes first
@@ -26,8 +26,10 @@ def check_inputs(config: WorkflowConfig) -> None:
         problems += entry
         if not entry:
             problems += _missing_files(config, dataset, where)
-    for key, path in (("vocab.init_checkpoint", config.vocab.init_checkpoint),
-                      ("pretrain.init_checkpoint", config.pretrain.init_checkpoint)):
+    checkpoints = [("vocab.init_checkpoint", config.vocab.init_checkpoint),
+                   ("pretrain.init_checkpoint", config.pretrain.init_checkpoint)]
+    checkpoints += [(f"encoders[{i}].checkpoint", arm.checkpoint) for i, arm in enumerate(config.encoders or [])]
+    for key, path in checkpoints:
         if path and not is_mlflow_uri(path) and not (config.data_path(path) / "config.json").is_file():
             problems.append(f"{key}: no HF checkpoint (config.json) at {config.data_path(path)}")
     if problems:

@@ -4,6 +4,7 @@ bioray/pipeline/stages/ and one entry here."""
 from __future__ import annotations
 
 from bioray.pipeline.stages.base import Stage
+from bioray.pipeline.stages.encoder import Encoder
 from bioray.pipeline.stages.evaluate import Evaluate
 from bioray.pipeline.stages.finetune import Finetune
 from bioray.pipeline.stages.ingest import Ingest
@@ -14,4 +15,5 @@ from bioray.pipeline.stages.tag import Tag
 from bioray.pipeline.stages.tokenize import Tokenize
 from bioray.pipeline.stages.vocab import Vocab
 
-STAGES: list[Stage] = [Ingest(), Vocab(), Tokenize(), Pretrain(), Finetune(), Evaluate(), Report(), Tag(), Register()]
+STAGES: list[Stage] = [Ingest(), Vocab(), Tokenize(), Pretrain(), Encoder(), Finetune(), Evaluate(), Report(), Tag(),
+                       Register()]

@@ -54,34 +54,41 @@ def _macro(scores: dict[str, float], types: dict[str, str | None]) -> float | No
     return statistics.fmean(statistics.fmean(v) for v in by_type.values()) if by_type else None
 
 
-def build_report(datasets: dict[str, dict], scores: list[dict]) -> dict:
-    """The rows of the report (scores on a 0-100 scale) and the macro scores."""
+def build_report(datasets: dict[str, dict], scores: list[dict], arms: list[str] | None = None) -> dict:
+    """The rows of the report (scores on a 0-100 scale) and the macro scores. With `arms` (several
+    encoders), each row has one score per arm (`arms`), and each arm a macro; `bioray` is the first's."""
     reference = published()
-    aggregated = aggregate(scores)
+    names = arms or ["bioray"]
+    by_arm = {arm: aggregate([s for s in scores if arms is None or s.get("arm") == arm]) for arm in names}
     rows = []
     for name, entry in datasets.items():
         metric = task_class(entry["task"]).primary_metric
-        ours = aggregated.get(name, {}).get(f"{entry['task']}/test_{metric}")
         paper = reference["benchmarks"].get(entry["benchmark"], {})
+        ours = {arm: _scaled(by_arm[arm].get(name, {}).get(f"{entry['task']}/test_{metric}")) for arm in names}
         rows.append({
             "dataset": name, "task": entry["task"], "metric": metric, "benchmark": entry["benchmark"],
-            "blurb_task": paper.get("blurb_task"),
-            "bioray": None if ours is None else {k: (v * 100 if k != "seeds" else v) for k, v in ours.items()},
+            "blurb_task": paper.get("blurb_task"), "bioray": ours[names[0]], "arms": ours,
             "published": {f"{source}/{model}": paper.get(source, {}).get(model) for source, model, _ in COLUMNS},
         })
     scored, seen = [], set()
     for row in rows:  # a benchmark counts once in the macro, though several entries may report beside it
-        if row["bioray"] and row["blurb_task"] and row["benchmark"] not in seen:
+        if any(row["arms"].values()) and row["blurb_task"] and row["benchmark"] not in seen:
             scored.append(row)
             seen.add(row["benchmark"])
     types = {r["dataset"]: r["blurb_task"] for r in scored}
-    macro = {"bioray": _macro({r["dataset"]: r["bioray"]["mean"] for r in scored}, types)}
+    macro_arms = {arm: _macro({r["dataset"]: r["arms"][arm]["mean"] for r in scored if r["arms"][arm]}, types)
+                  for arm in names}
+    macro = {"bioray": macro_arms[names[0]], "arms": macro_arms}
     for source, model in MACRO_MODELS:  # over the same datasets, where the paper has all of them
         numbers = {r["dataset"]: r["published"][f"{source}/{model}"] for r in scored}
         macro[f"{source}/{model}"] = _macro(numbers, types) if scored and None not in numbers.values() else None
     present = sorted(set(types.values()))
     missing = [t for t in reference["blurb_task_types"] if t not in present]
-    return {"rows": rows, "macro": macro, "macro_task_types": present, "missing_task_types": missing}
+    return {"rows": rows, "arms": names, "macro": macro, "macro_task_types": present, "missing_task_types": missing}
+
+
+def _scaled(summary: dict | None) -> dict | None:
+    return None if summary is None else {k: (v * 100 if k != "seeds" else v) for k, v in summary.items()}
 
 
 def _cell(value: float | None) -> str:
@@ -89,46 +96,56 @@ def _cell(value: float | None) -> str:
 
 
 def render_markdown(report: dict) -> str:
+    arms = report["arms"]
+    headers = ["bioray"] if arms == ["bioray"] else [f"bioray: {arm}" for arm in arms]
     lines = ["# Downstream evaluation", "",
              "Test-set scores on a 0–100 scale; bioray: mean ± std over seeds (k-fold datasets: mean over folds "
              "per seed). Published numbers: BLURB = Gu et al. 2021 Table 6; BioBERT paper = Lee et al. 2020 "
              "Tables 6–8 (sources in bioray/tasks/published.yaml). Published numbers come from the papers' own "
              "splits and preprocessing, which may differ from these files (see the README's dataset notes).", "",
-             "| dataset | task | metric | bioray | " + " | ".join(h for _, _, h in COLUMNS) + " |",
-             "|---" * (4 + len(COLUMNS)) + "|"]
+             f"| dataset | task | metric | {' | '.join(headers)} | " + " | ".join(h for _, _, h in COLUMNS) + " |",
+             "|---" * (3 + len(headers) + len(COLUMNS)) + "|"]
     for row in report["rows"]:
-        ours = row["bioray"]
-        cell = "not run" if ours is None else f"{ours['mean']:.2f} ± {ours['std']:.2f} (n={ours['seeds']})"
+        cells = ["not run" if ours is None else f"{ours['mean']:.2f} ± {ours['std']:.2f} (n={ours['seeds']})"
+                 for ours in (row["arms"][arm] for arm in arms)]
         published_cells = " | ".join(_cell(row["published"][f"{s}/{m}"]) for s, m, _ in COLUMNS)
-        lines.append(f"| {row['dataset']} | {row['task']} | {row['metric']} | {cell} | {published_cells} |")
+        lines.append(f"| {row['dataset']} | {row['task']} | {row['metric']} | {' | '.join(cells)} "
+                     f"| {published_cells} |")
     macro = report["macro"]
     lines += ["", "## BLURB-style macro score", ""]
-    if macro["bioray"] is None:
+    if all(value is None for value in macro["arms"].values()):
         lines.append("No dataset of a BLURB task type was scored.")
     else:
         lines.append(f"Mean over task types ({', '.join(report['macro_task_types'])}) of the mean over each type's "
                      f"datasets; missing BLURB types: {', '.join(report['missing_task_types']) or 'none'}, so this is "
                      "not the official BLURB score. The published models' macro is over the same datasets.")
-        lines += ["", "| model | macro |", "|---|---|", f"| bioray | {macro['bioray']:.2f} |"]
+        lines += ["", "| model | macro |", "|---|---|"]
+        lines += [f"| {header} | {_cell(macro['arms'][arm])} |" for arm, header in zip(arms, headers)]
         for (source, model), (_, _, header) in zip(MACRO_MODELS, COLUMNS):
             lines.append(f"| {header} | {_cell(macro[f'{source}/{model}'])} |")
     return "\n".join(lines) + "\n"
 
 
-def run_report(datasets: dict[str, dict], scores: list[dict], output: Path) -> dict:
+def run_report(datasets: dict[str, dict], scores: list[dict], output: Path, arms: list[str] | None = None) -> dict:
     """report.json, report.md and scores.png; the metrics: each dataset's primary score (0-100,
-    `report/<dataset>/<metric>`), the macro, and every test metric's mean over seeds (0-1,
-    `<dataset>/<metric>`, plus `_std` when there are several seeds)."""
-    report = build_report(datasets, scores)
+    `report/[<arm>/]<dataset>/<metric>`), the macro, and every test metric's mean over seeds (0-1,
+    `[<arm>/]<dataset>/<metric>`, plus `_std` when there are several seeds)."""
+    report = build_report(datasets, scores, arms)
     (output / "report.json").write_text(json.dumps(report, indent=2))
     (output / "report.md").write_text(render_markdown(report))
-    plot_scores(report["rows"], [(f"{s}/{m}", h) for s, m, h in COLUMNS[:3]], output / "scores.png")
-    metrics = {f"report/{r['dataset']}/{r['metric']}": r["bioray"]["mean"] for r in report["rows"] if r["bioray"]}
-    if report["macro"]["bioray"] is not None:
-        metrics["report/blurb_style_macro"] = report["macro"]["bioray"]
-    for dataset, values in aggregate(scores).items():
-        for metric, summary in values.items():
-            metrics[f"{dataset}/{metric}"] = summary["mean"]
-            if summary["seeds"] > 1:
-                metrics[f"{dataset}/{metric}_std"] = summary["std"]
+    plot_scores(report["rows"], report["arms"], [(f"{s}/{m}", h) for s, m, h in COLUMNS[:3]], output / "scores.png")
+    metrics = {}
+    for arm in report["arms"]:
+        prefix = "" if arms is None else f"{arm}/"
+        for row in report["rows"]:
+            if row["arms"][arm]:
+                metrics[f"report/{prefix}{row['dataset']}/{row['metric']}"] = row["arms"][arm]["mean"]
+        if report["macro"]["arms"][arm] is not None:
+            metrics[f"report/{prefix}blurb_style_macro"] = report["macro"]["arms"][arm]
+        records = [s for s in scores if arms is None or s.get("arm") == arm]
+        for dataset, values in aggregate(records).items():
+            for metric, summary in values.items():
+                metrics[f"{prefix}{dataset}/{metric}"] = summary["mean"]
+                if summary["seeds"] > 1:
+                    metrics[f"{prefix}{dataset}/{metric}_std"] = summary["std"]
     return metrics

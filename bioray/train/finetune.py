@@ -95,13 +95,18 @@ def train_loop(loop_config: dict) -> None:
     features = features[rank::world][: len(features) // world]
     logger = WorkerLogger(context, Path(loop_config["output_dir"]) / SPILL_FILE) if rank == 0 else None
     primary = task.primary_metric
+    best = {"score": None, "epoch": 0, "state": None}  # rank 0: the epoch best on dev, its weights on the host
 
     def after_epoch(epoch: int, step: int, train_loss: float) -> dict:
         metrics = {"finetune/train_loss": train_loss, "finetune/epoch": epoch + 1}
         if rank == 0:
             if dev:
                 predicted = task.predict(core, tokenizer, dev, labels, config.max_length, 64, device)
-                metrics[f"finetune/dev_{primary}"] = task.score(dev, predicted, labels)[primary]
+                score = task.score(dev, predicted, labels)[primary]
+                metrics[f"finetune/dev_{primary}"] = score
+                if best["score"] is None or score > best["score"]:
+                    best.update(score=score, epoch=epoch + 1,
+                                state={k: v.detach().to("cpu", copy=True) for k, v in core.state_dict().items()})
             logger.log(metrics, step)
             log.info("finetune %s seed %d epoch %d/%d loss %.4f dev %s %s", task.dataset.name, seed, epoch + 1,
                      config.epochs, train_loss, primary, f"{metrics.get(f'finetune/dev_{primary}', float('nan')):.4f}")
@@ -113,6 +118,10 @@ def train_loop(loop_config: dict) -> None:
 
     if rank == 0:
         output = Path(loop_config["output_dir"])
+        if best["state"] is not None:  # BioBERT/BLURB practice: the test set sees the dev-best epoch only
+            core.load_state_dict(best["state"])
+            metrics.update({"finetune/best_epoch": best["epoch"], f"finetune/best_dev_{primary}": best["score"]})
+        metrics["finetune/lr"] = config.lr
         core.save_pretrained(str(output / "model"), safe_serialization=True)
         tokenizer.save_pretrained(str(output / "model"))
         (output / "train_metrics.json").write_text(json.dumps(metrics, indent=2))

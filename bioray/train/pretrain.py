@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import zlib
 from pathlib import Path
@@ -98,6 +99,16 @@ def _restore(engine, rank: int) -> tuple[dict, list]:
     return position, client_state["history"]
 
 
+def trained_positions(config: PretrainConfig, seq_lens: list[int]) -> int:
+    """Token positions a run trains on: steps x global batch x sequence length, phase by phase (packed
+    sequences are full, so nearly all of them are real tokens)."""
+    total, start = 0, 0
+    for phase in _phases(config, seq_lens):
+        total += (phase["end"] - start) * config.global_batch_size * phase["seq_len"]
+        start = phase["end"]
+    return total
+
+
 def _phases(config: PretrainConfig, seq_lens: list[int]) -> list[dict]:
     """The step ranges of the schedule: (dataset, sequence length, micro-batch size, last step)."""
     phases = [{"dataset": "train", "seq_len": seq_lens[0], "micro": config.micro_batch_size,
@@ -130,6 +141,9 @@ class PretrainWorker:
         self.logger = WorkerLogger(loop_config["context"], Path(loop_config["output_dir"]) / SPILL_FILE) \
             if self.rank == 0 else None
         self.meter = Throughput(config.steps, start_step=self.engine.global_steps)
+        heldout = loop_config.get("heldout_dir")
+        self.heldout = HeldOut(Path(heldout), config, self.tokenizer, self.rank, self.world, self.device) \
+            if heldout else None
         self.peak = device_peak_flops()
         # STATS sums, then micro-batches; on the device, read only at logging time
         self.window = torch.zeros(len(STATS) + 1, dtype=torch.float64, device=self.device)
@@ -190,27 +204,73 @@ class PretrainWorker:
             epoch, skip = epoch + 1, 0
 
     def _after_step(self, position: dict, seq_len: int, per_token: float) -> None:
-        """Log every log_every steps, checkpoint every checkpoint_every steps and at the end."""
+        """Log every log_every steps, evaluate on the held-out documents every eval_every steps,
+        checkpoint every checkpoint_every steps; all three at the end."""
         config, step = self.config, self.engine.global_steps
+        last = step == config.steps
         metrics = None
-        if step % config.log_every == 0 or step == config.steps:
+        if step % config.log_every == 0 or last:
             metrics = _window_metrics(self.engine, self.scheduler, self.window, self.meter, step, config.nsp)
             self.window.zero_()
             metrics["pretrain/seq_len"] = seq_len
             if self.peak:  # on GPU: real-token FLOPs over the peak of all workers' devices
                 metrics["pretrain/mfu"] = metrics["pretrain/tokens_per_s"] * per_token / (self.peak * self.world)
-            if self.rank == 0:
-                self.history.append({"step": step, "attempt": self.position["attempt"], **metrics})
-                self.logger.log(metrics, step)
-                log.info("pretrain step %d/%d loss %.4f acc %.3f | %.0f tok/s | ETA %s", step, config.steps,
-                         metrics["pretrain/loss"], metrics["pretrain/mlm_accuracy"],
+        if self.heldout is not None and (step % config.eval_every == 0 or last):
+            metrics = {**(metrics or {}), **self.heldout.evaluate(self.engine.module, config)}
+        if metrics is not None and self.rank == 0:
+            self.history.append({"step": step, "attempt": self.position["attempt"], **metrics})
+            self.logger.log(metrics, step)
+            if "pretrain/loss" in metrics:
+                held = metrics.get("pretrain/heldout_loss")
+                held = f" | held-out loss {held:.4f}" if held is not None else ""
+                log.info("pretrain step %d/%d loss %.4f acc %.3f%s | %.0f tok/s | ETA %s", step, config.steps,
+                         metrics["pretrain/loss"], metrics["pretrain/mlm_accuracy"], held,
                          metrics["pretrain/tokens_per_s"], format_eta(metrics["pretrain/eta_s"]))
+        if step in config.export_steps:  # a point of a learning curve (every rank: ZeRO-3 gathers the weights)
+            _export(self.engine, self.tokenizer, Path(self.loop_config["exports_dir"]) / f"model-step-{step}",
+                    config.effective_zero_stage)
         reported = {"step": step, **{k.split("/")[-1]: v for k, v in (metrics or {}).items()}}
-        if step % config.checkpoint_every == 0 or step == config.steps:
+        if step % config.checkpoint_every == 0 or last:
             _save_checkpoint(self.engine, self.rank, {**position, "attempt": self.position["attempt"]}, self.history,
                              reported)
         elif metrics is not None:
             ray.train.report(reported)
+
+
+class HeldOut:
+    """The held-out documents' sequences, masked once (the same tokens every evaluation), and their MLM
+    loss and accuracy: each rank scores every world-th sequence, one all-reduce sums the counts."""
+
+    def __init__(self, directory: Path, config: PretrainConfig, tokenizer, rank: int, world: int, device):
+        import pyarrow.dataset as pads
+
+        table = pads.dataset(str(directory), format="parquet").to_table(
+            columns=["input_ids", "token_type_ids", "word_start", "length"])
+        table = table.slice(0, config.eval_sequences).take(list(range(rank, min(len(table), config.eval_sequences),
+                                                                       world)))
+        batch = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+        masked = mask_batch(batch, config.mask_rate, tokenizer.mask_token_id, len(tokenizer),
+                            list(tokenizer.all_special_ids), torch.Generator().manual_seed(config.seed + 7919),
+                            config.whole_word_masking) if len(table) else None
+        size = config.micro_batch_size
+        self.batches = [{k: v[i:i + size].to(device) for k, v in masked.items()}
+                        for i in range(0, len(table), size)] if masked else []
+        self.device = device
+
+    @torch.no_grad()
+    def evaluate(self, model, config: PretrainConfig) -> dict[str, float]:
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss x masked, correct, masked
+        model.eval()
+        for batch in self.batches:
+            _, stats = pretraining_loss(model, batch, **config.fast.loss_switches())
+            mlm = dict(zip(STATS, stats))
+            totals += torch.stack([mlm["mlm_loss"] * mlm["masked"], mlm["mlm_correct"], mlm["masked"]])
+        model.train()
+        if dist.is_initialized():
+            dist.all_reduce(totals)
+        loss_sum, correct, masked = totals.cpu().tolist()
+        return {"pretrain/heldout_loss": loss_sum / max(masked, 1),
+                "pretrain/heldout_accuracy": correct / max(masked, 1)}
 
 
 def train_loop(loop_config: dict) -> None:
@@ -292,12 +352,17 @@ def _ordered_split() -> DataConfig:
 
 def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: Path, output: Path, storage: str,
                  run_name: str, context: RunContext, init_checkpoint: Path | None,
-                 long_sequences_dir: Path | None = None) -> dict:
+                 long_sequences_dir: Path | None = None, heldout_dir: Path | None = None,
+                 exports_dir: Path | None = None) -> dict:
     """Train, resuming from the last checkpoint of an earlier attempt with the same run name (Ray
     Train restores a run from its storage path and name) and after worker failures (FailureConfig).
 
     With config.long_phase_fraction, the last steps train on `long_sequences_dir` (the tokenize
-    stage's long sequences)."""
+    stage's long sequences); with `heldout_dir`, the held-out MLM loss is measured on it every
+    config.eval_every steps. The encoder as it is at config.export_steps goes to `exports_dir`
+    (which outlives a restarted driver), then beside the final model as `model-step-<n>/`."""
+    if config.export_steps and exports_dir is None:
+        raise ValueError("pretrain.export_steps needs a directory for the exports")
     datasets = {"train": _sequences(sequences_dir, config.nsp)}
     seq_lens = [_sequence_length(sequences_dir)]
     if config.long_steps:
@@ -309,7 +374,8 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
         train_loop,
         train_loop_config={"pretrain": config, "tokenizer_dir": str(tokenizer_dir), "output_dir": str(output),
                            "context": context, "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
-                           "seq_lens": seq_lens},
+                           "seq_lens": seq_lens, "heldout_dir": str(heldout_dir) if heldout_dir else None,
+                           "exports_dir": str(exports_dir) if exports_dir else None},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         run_config=RunConfig(name=run_name, storage_path=storage,
@@ -320,6 +386,11 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
         dataset_config=_ordered_split(),
     )
     result = trainer.fit()
+    for step in config.export_steps:
+        export = Path(exports_dir) / f"model-step-{step}"
+        if not export.is_dir():
+            raise FileNotFoundError(f"pretrain: the export of step {step} is missing from {exports_dir}")
+        shutil.move(str(export), str(output / export.name))
     (output / "deepspeed_config.json").write_text(json.dumps(deepspeed_config(config), indent=2))
     history = json.loads((output / "history.json").read_text())
     last = history[-1] if history else {}
@@ -327,8 +398,12 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
         "pretrain/final_loss": last.get("pretrain/loss", float("nan")),
         "pretrain/final_mlm_accuracy": last.get("pretrain/mlm_accuracy", float("nan")),
         "pretrain/steps": last.get("step", 0),
+        "pretrain/tokens": trained_positions(config, seq_lens),
         "checkpoint_path": result.checkpoint.path if result.checkpoint else "",
     }
+    if "pretrain/heldout_loss" in last:
+        metrics["pretrain/final_heldout_loss"] = last["pretrain/heldout_loss"]
+        metrics["pretrain/final_heldout_accuracy"] = last["pretrain/heldout_accuracy"]
     if config.nsp:
         metrics["pretrain/final_nsp_accuracy"] = last.get("pretrain/nsp_accuracy", float("nan"))
     return metrics

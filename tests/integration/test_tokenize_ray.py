@@ -41,12 +41,18 @@ def test_stream_packing_keeps_every_token_in_small_shards_deterministically(smal
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     texts = pq.read_table(documents, columns=["text"]).column("text").to_pylist()
     expected = collections.Counter(t for text in texts for t in tokenizer(text, add_special_tokens=False)["input_ids"])
-    table = pads.dataset(str(first / "sequences"), format="parquet").to_table()
-    ids = np.array(table.column("input_ids").to_pylist())
-    lengths = np.array(table.column("length").to_pylist())
-    real = ids[np.arange(64)[None, :] < lengths[:, None]]
-    special = (real == tokenizer.cls_token_id) | (real == tokenizer.sep_token_id)
-    assert collections.Counter(real[~special].tolist()) == expected  # nothing lost, nothing repeated
+
+    def tokens(directory):
+        table = pads.dataset(str(directory), format="parquet").to_table()
+        ids, lengths = np.array(table.column("input_ids").to_pylist()), np.array(table.column("length").to_pylist())
+        real = ids[np.arange(64)[None, :] < lengths[:, None]]
+        special = (real == tokenizer.cls_token_id) | (real == tokenizer.sep_token_id)
+        return collections.Counter(real[~special].tolist()), set(table.column("doc_id").to_pylist()), table, lengths
+
+    trained, trained_docs, table, lengths = tokens(first / "sequences")
+    held, held_docs, _, _ = tokens(first / "heldout")  # 1% of the documents, never trained on
+    assert trained + held == expected  # nothing lost, nothing repeated
+    assert held_docs and not held_docs & trained_docs
     assert (lengths == 64).mean() > 0.95  # every sequence full but each batch's last
 
     shard_sizes = [pq.read_metadata(f).num_rows for f in (first / "sequences").glob("*.parquet")]

@@ -60,6 +60,10 @@ class StageEnv:
     def data_path(self, relative: str) -> Path:
         return (self.data_root / relative).resolve()
 
+    def scratch(self, name: str) -> Path:
+        """The stage's work that survives a restart of its driver (removed when the stage commits)."""
+        return self.paths.stage_scratch(name, self.key)
+
 
 class Stage(ABC):
     kind: ClassVar[str]

@@ -1,14 +1,17 @@
-"""Stage evaluate: a fine-tuned model's paper metric on its test set."""
+"""Stage evaluate: the paper metric on the test set, scored once, with the fine-tuned model that was
+best on the dev set (over the runs of a learning-rate grid)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from bioray.config import DatasetConfig, EvaluateConfig, WorkflowConfig
+from bioray.pipeline.stages.arms import evaluations, fine_tuning_runs, instance_name
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
-from bioray.pipeline.stages.finetune import dataset_files, dataset_instances, instance_name
+from bioray.pipeline.stages.finetune import dataset_files
 from bioray.tasks import registry
 
 
@@ -17,31 +20,53 @@ class EvaluateParams(BaseModel):
     dataset: DatasetConfig
     fold: int | None = None
     seed: int
+    arm: str
     max_length: int  # the dataset's fine-tuning window: the model was trained on windows of this length
 
 
 class Evaluate(Stage):
     kind = "evaluate"
-    help = "Score every fine-tuned model on its test set with the task's paper metric."
+    help = "Score every fine-tuned model on its test set with the task's paper metric (the dev-best of a grid)."
     num_cpus = 1
     dataset_context = "test"
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
-        return [Node(instance_name("evaluate", dataset, fold, seed), self,
-                     (instance_name("finetune", dataset, fold, seed),),
-                     EvaluateParams(evaluate=config.evaluate, dataset=dataset, fold=fold, seed=seed,
-                                    max_length=config.finetune.for_dataset(dataset).max_length),
-                     dataset_files(config, dataset), registry.code_modules(dataset))
-                for dataset, fold, seed in dataset_instances(config)]
+        return [Node(instance_name("evaluate", config, run), self,
+                     tuple(instance_name("finetune", config, tuned) for tuned in fine_tuning_runs(config, run)),
+                     EvaluateParams(evaluate=config.evaluate, dataset=run.dataset, fold=run.fold, seed=run.seed,
+                                    arm=run.arm.name, max_length=config.finetune.for_dataset(run.dataset).max_length),
+                     dataset_files(config, run.dataset), registry.code_modules(run.dataset))
+                for run in evaluations(config)]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.tasks.evaluate import run_evaluate
         from bioray.tasks.splits import load_splits
 
         params: EvaluateParams = node.params
-        (tuned,) = inputs.values()
+        task = registry.task_for(params.dataset)
+        chosen_name, tuned = choose(inputs, task.primary_metric)
         test = load_splits(params.dataset, env.data_path, params.fold)["test"]
         where = f", fold {params.fold + 1}" if params.fold is not None else ""
-        return run_evaluate(registry.task_for(params.dataset), test, model_dir=tuned.model, labels=tuned.labels,
-                            max_length=params.max_length, batch_size=params.evaluate.batch_size, output=output,
-                            title=f"{params.dataset.name}{where}")
+        metrics = run_evaluate(task, test, model_dir=tuned.model, labels=tuned.labels, max_length=params.max_length,
+                               batch_size=params.evaluate.batch_size, output=output,
+                               title=f"{params.dataset.name}{where}")
+        if len(inputs) > 1:  # a learning-rate grid: say which run was scored, and why
+            grid = {name: result.metrics.get(f"finetune/best_dev_{task.primary_metric}") for name, result in
+                    inputs.items()}
+            (output / "choice.json").write_text(json.dumps({"chosen": chosen_name, "dev": grid}, indent=2))
+            metrics["evaluate/chosen_lr"] = json.loads((tuned.path / "train_metrics.json").read_text()).get(
+                "finetune/lr", float("nan"))
+        return metrics
+
+
+def choose(inputs: dict, metric: str) -> tuple[str, object]:
+    """The fine-tuning run best on the dev set (the first of equals; the only one without a grid)."""
+    if len(inputs) == 1:
+        return next(iter(inputs.items()))
+    scored = [(result.metrics.get(f"finetune/best_dev_{metric}"), name) for name, result in inputs.items()]
+    missing = [name for score, name in scored if score is None]
+    if missing:
+        raise ValueError(f"a learning-rate grid is chosen on the dev set, but {missing[0]} has no dev score "
+                         "(the dataset entry needs a dev file)")
+    best = max(scored, key=lambda pair: pair[0])[1]
+    return best, inputs[best]

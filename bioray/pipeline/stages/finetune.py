@@ -1,4 +1,5 @@
-"""Stage finetune: the task's head on the pretrained encoder, per dataset, fold and seed (Ray Train)."""
+"""Stage finetune: the task's head on an encoder, per arm, dataset, fold, seed (and learning rate of a
+grid), with Ray Train; the model of the epoch best on the dev set is kept."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bioray.config import DatasetConfig, TrainingConfig, WorkflowConfig
+from bioray.pipeline.stages.arms import encoder_source, evaluations, fine_tuning_runs, instance_name
 from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput
 from bioray.tasks import registry
 
 
 class FinetuneParams(BaseModel):
-    """What one fine-tuning run reads: its training settings, its dataset entry, seed and fold."""
+    """What one fine-tuning run reads: its training settings, its dataset entry, seed and fold, and
+    where its encoder is in its input's output."""
 
     training: TrainingConfig
     dataset: DatasetConfig
     seed: int
     fold: int | None = None  # k-fold datasets: 0-based fold
+    encoder_model: str = "model"
 
 
 class FinetuneOutput(StageOutput):
@@ -31,20 +35,6 @@ class FinetuneOutput(StageOutput):
         return json.loads((self.path / "labels.json").read_text())
 
 
-def instance_name(kind: str, dataset: DatasetConfig, fold: int | None, seed: int) -> str:
-    """`<kind>/<dataset>[/fold-<k>]/seed-<n>`: the stage names of fine-tuning and evaluation."""
-    fold_part = f"/fold-{fold + 1}" if fold is not None else ""
-    return f"{kind}/{dataset.name}{fold_part}/seed-{seed}"
-
-
-def dataset_instances(config: WorkflowConfig):
-    """(dataset, fold, seed) of every fine-tuning run of a workflow, in order."""
-    for dataset in config.finetune.datasets:
-        for fold in (range(len(dataset.folds)) if dataset.folds else [None]):
-            for seed in config.finetune.seeds:
-                yield dataset, fold, seed
-
-
 def dataset_files(config: WorkflowConfig, dataset: DatasetConfig) -> tuple[str, ...]:
     """Every file the entry reads (a folder entry: every file under it), for the key's fingerprints."""
     from bioray.tasks.splits import dataset_files as entry_files
@@ -55,17 +45,21 @@ def dataset_files(config: WorkflowConfig, dataset: DatasetConfig) -> tuple[str, 
 
 class Finetune(Stage):
     kind = "finetune"
-    help = "Fine-tune the encoder on every dataset, fold and seed (Ray Train)."
+    help = "Fine-tune each encoder on every dataset, fold and seed (Ray Train); keep the epoch best on dev."
     output = FinetuneOutput
     training_slot = True  # queued in the runner for a free slot, not as an idle trainer
     dataset_context = "train"
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
-        return [Node(instance_name("finetune", dataset, fold, seed), self, ("pretrain",),
-                     FinetuneParams(training=config.finetune.for_dataset(dataset), dataset=dataset, seed=seed,
-                                    fold=fold),
-                     dataset_files(config, dataset), registry.code_modules(dataset))
-                for dataset, fold, seed in dataset_instances(config)]
+        nodes = []
+        for evaluation in evaluations(config):
+            source, model = encoder_source(config, evaluation.arm)
+            for run in fine_tuning_runs(config, evaluation):
+                params = FinetuneParams(training=config.finetune.for_dataset(run.dataset, run.lr),
+                                        dataset=run.dataset, seed=run.seed, fold=run.fold, encoder_model=model)
+                nodes.append(Node(instance_name("finetune", config, run), self, (source,), params,
+                                  dataset_files(config, run.dataset), registry.code_modules(run.dataset)))
+        return nodes
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.tasks.splits import load_splits
@@ -75,9 +69,11 @@ class Finetune(Stage):
         task = registry.task_for(params.dataset)
         splits = load_splits(params.dataset, env.data_path, params.fold)  # bad data fails here, before any worker
         labels = task.label_list(splits["train"], splits.get("dev", []))
+        (encoder,) = inputs.values()
         metrics = run_finetune(params.training, task, splits, labels, params.seed,
-                               encoder_dir=inputs["pretrain"].model, output=output, storage=env.train_storage,
-                               run_name=f"{node.name.replace('/', '-')}-{env.key}", context=env.context)
+                               encoder_dir=encoder.path / params.encoder_model, output=output,
+                               storage=env.train_storage, run_name=f"{node.name.replace('/', '-')}-{env.key}",
+                               context=env.context)
         if params.training.log_model:
             from bioray.tracking.models import log_transformers_model
 

@@ -22,6 +22,8 @@ class Ingest(Stage):
     incremental = True  # NLM's update files: parse only the new ones, apply them to an earlier output
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
+        if config.ingest is None or not (any(a.needs_corpus for a in config.arms) or config.tag.dataset):
+            return []
         files = [str(p) for s in config.ingest.sources for p in list_source_files(config.data_path(s.path), s.format)]
         return [Node("ingest", self, (), config.ingest, tuple(files))]
 

@@ -1,4 +1,8 @@
-"""Stage pretrain: MLM (+ optional NSP) with Ray Train + DeepSpeed ZeRO; exports a Hugging Face model."""
+"""Stage pretrain: MLM (+ optional NSP) with Ray Train + DeepSpeed ZeRO; exports a Hugging Face model.
+
+The workflow's own pretraining is `pretrain`; an encoder arm that continues a checkpoint on the corpus
+(`continue_pretraining`) gets `pretrain/<arm>`, from the checkpoint with its own vocabulary.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 from pathlib import Path
 
 from bioray.config import WorkflowConfig
+from bioray.pipeline.stages.arms import continued_arms, fraction_step, uses_own_pretraining
 from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput, checkpoint_files
 
 
@@ -22,21 +27,39 @@ class Pretrain(Stage):
     output = PretrainOutput
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
-        return [Node("pretrain", self, ("tokenize", "vocab"), config.pretrain,
-                     checkpoint_files(config, config.pretrain.init_checkpoint))]
+        nodes = []
+        if uses_own_pretraining(config):
+            curve = {fraction_step(config, a.at_fraction) for a in config.arms if a.at_fraction not in (None, 1)}
+            params = config.pretrain.model_copy(update={"export_steps": sorted({*config.pretrain.export_steps,
+                                                                               *curve})})
+            nodes.append(Node("pretrain", self, ("tokenize", "vocab"), params,
+                              checkpoint_files(config, config.pretrain.init_checkpoint)))
+        for arm in continued_arms(config):
+            params = config.pretrain.model_copy(update={"init_checkpoint": arm.checkpoint})
+            nodes.append(Node(f"pretrain/{arm.name}", self, (f"tokenize/{arm.name}", f"vocab/{arm.name}"), params,
+                              checkpoint_files(config, arm.checkpoint)))
+        return nodes
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
+        from transformers import AutoTokenizer
+
+        from bioray.data.unigram import unigram_loss
         from bioray.plots import plot_history
         from bioray.train.pretrain import run_pretrain
 
         config = node.params
-        tokenized = inputs["tokenize"]
+        tokenized = inputs[node.inputs[0]]
+        tokenizer_dir = inputs[node.inputs[1]].tokenizer
         init = env.data_path(config.init_checkpoint) if config.init_checkpoint else None
         metrics = run_pretrain(config, sequences_dir=tokenized.sequences, long_sequences_dir=tokenized.long_sequences,
-                               tokenizer_dir=inputs["vocab"].tokenizer, output=output, storage=env.train_storage,
-                               run_name=f"pretrain-{env.key}", context=env.context,
-                               init_checkpoint=init)
+                               heldout_dir=tokenized.heldout, tokenizer_dir=tokenizer_dir, output=output,
+                               storage=env.train_storage, run_name=f"{node.name.replace('/', '-')}-{env.key}",
+                               context=env.context, init_checkpoint=init, exports_dir=env.scratch(node.name))
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))  # the plateau a context-blind model reaches
+        metrics["pretrain/unigram_loss"] = unigram_loss(tokenized.sequences, len(tokenizer), tokenizer.all_special_ids)
         curves = ["pretrain/loss", "pretrain/mlm_accuracy"] + (["pretrain/nsp_accuracy"] if config.nsp else [])
+        if "pretrain/final_heldout_loss" in metrics:
+            curves.append("pretrain/heldout_loss")
         plot_history(json.loads((output / "history.json").read_text()), curves, output / "loss_curve.png",
                      title="Pretraining (MLM" + (" + NSP)" if config.nsp else ")"))
         return metrics

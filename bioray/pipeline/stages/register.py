@@ -1,11 +1,21 @@
-"""Stage register: the evaluated encoder into the MLflow model registry, then the champion/challenger gate."""
+"""Stage register: the registered encoder arm into the MLflow model registry, then the champion/challenger
+gate on its report scores."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bioray.config import WorkflowConfig
+from pydantic import BaseModel
+
+from bioray.config import RegisterConfig, WorkflowConfig
+from bioray.pipeline.stages.arms import encoder_source, named_arms, registered_arm
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
+
+
+class RegisterParams(BaseModel):
+    registry: RegisterConfig
+    arm: str | None = None  # several encoders: the one registered (its scores decide the gate)
+    encoder_model: str = "model"
 
 
 class Register(Stage):
@@ -14,15 +24,25 @@ class Register(Stage):
     parent_artifacts = ("promotion.md",)
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
-        evaluations = tuple(n.name for n in upstream if n.kind == "evaluate")
-        return [Node("register", self, ("pretrain", *evaluations, "report"), config.registry)]
+        if not config.registry.enabled:
+            return []
+        arm = registered_arm(config)
+        source, model = encoder_source(config, arm)
+        evaluations = tuple(n.name for n in upstream if n.kind == "evaluate" and n.params.arm == arm.name)
+        params = RegisterParams(registry=config.registry, arm=arm.name if named_arms(config) else None,
+                                encoder_model=model)
+        return [Node("register", self, (source, *evaluations, "report"), params)]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.pipeline.register import run_register
 
-        scores = {f"{name.split('/', 1)[1]}/{metric}": value for name, result in inputs.items()
-                  if name.startswith("evaluate/") for metric, value in result.metrics.items()
+        params: RegisterParams = node.params
+        prefix = f"evaluate/{params.arm}/" if params.arm else "evaluate/"
+        scores = {f"{name.removeprefix(prefix)}/{metric}": value for name, result in inputs.items()
+                  if name.startswith(prefix) for metric, value in result.metrics.items()
                   if not metric.startswith("stage/")}
-        report = {k: v for k, v in inputs["report"].metrics.items() if k.startswith("report/")}
-        return run_register(node.params, encoder_dir=inputs["pretrain"].model, scores=scores, report_scores=report,
-                            context=env.context, output=output)
+        report_prefix = f"report/{params.arm}/" if params.arm else "report/"
+        report = {"report/" + k.removeprefix(report_prefix): v for k, v in inputs["report"].metrics.items()
+                  if k.startswith(report_prefix)}
+        return run_register(params.registry, encoder_dir=inputs[node.inputs[0]].path / params.encoder_model,
+                            scores=scores, report_scores=report, context=env.context, output=output)

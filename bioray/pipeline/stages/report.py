@@ -1,4 +1,5 @@
-"""Stage report: every dataset's score beside the published numbers, a BLURB-style macro, a plot."""
+"""Stage report: every encoder's score on every dataset beside the published numbers, a BLURB-style
+macro, a plot."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bioray.config import WorkflowConfig
+from bioray.pipeline.stages.arms import named_arms
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
 
 
 class ReportParams(BaseModel):
     datasets: dict[str, dict[str, str]]  # name -> {task, benchmark}
-    evaluations: dict[str, dict]  # evaluate stage name -> {dataset, seed}
+    evaluations: dict[str, dict]  # evaluate stage name -> {dataset, seed, arm}
+    arms: list[str] | None = None  # several encoders: one column each, in this order
 
 
 class Report(Stage):
@@ -23,12 +26,14 @@ class Report(Stage):
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
         datasets = {d.name: {"task": d.task, "benchmark": d.benchmark or d.name} for d in config.finetune.datasets}
-        evaluations = {n.name: {"dataset": n.params.dataset.name, "seed": n.params.seed}
+        evaluations = {n.name: {"dataset": n.params.dataset.name, "seed": n.params.seed, "arm": n.params.arm}
                        for n in upstream if n.kind == "evaluate"}
-        return [Node("report", self, tuple(evaluations), ReportParams(datasets=datasets, evaluations=evaluations))]
+        arms = [arm.name for arm in config.arms] if named_arms(config) else None
+        return [Node("report", self, tuple(evaluations), ReportParams(datasets=datasets, evaluations=evaluations,
+                                                                      arms=arms))]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.tasks.report import run_report
 
         scores = [{**node.params.evaluations[name], "metrics": result.metrics} for name, result in inputs.items()]
-        return run_report(node.params.datasets, scores, output)
+        return run_report(node.params.datasets, scores, output, arms=node.params.arms)

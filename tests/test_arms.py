@@ -1,0 +1,133 @@
+"""Several encoders in one workflow (the arms of a BioBERT-style comparison), a learning-rate grid
+chosen on dev, and an existing checkpoint fine-tuned as it is (bring your own encoder): the plans they
+make, and the parts that choose, copy and report."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from bioray.config import ConfigError
+from bioray.pipeline.inputs import load_checked
+from bioray.pipeline.plan import build_plan, compute_keys
+
+
+def _checkpoint(directory, bin_weights: bool = False):
+    """A tiny BERT checkpoint with a tokenizer, as a general-domain model ships."""
+    from bioray.data.vocab import train_wordpiece
+    from bioray.model.encoder import build_mlm_model
+
+    tokenizer = train_wordpiece(["Aspirin lowers fever.", "Statins lower cholesterol."] * 30, 100, lowercase=True,
+                                min_frequency=1)
+    model = build_mlm_model(len(tokenizer), tokenizer.pad_token_id, layers=1, hidden=32, heads=2, intermediate=64,
+                            max_position=64)
+    model.save_pretrained(str(directory))
+    if bin_weights:  # as older checkpoints ship (BioBERT's): a pickled state dict
+        (directory / "model.safetensors").unlink()
+        torch.save(model.state_dict(), directory / "pytorch_model.bin")
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def test_arms_make_one_branch_each(write_workflow, quickstart_tree, tmp_path):
+    general = _checkpoint(tmp_path / "general")
+    quickstart_tree["encoders"] = [
+        {"name": "random", "source": "random"}, {"name": "scratch"},
+        {"name": "scratch-half", "at_fraction": 0.5},
+        {"name": "general", "source": "checkpoint", "checkpoint": str(general)},
+        {"name": "continued", "source": "checkpoint", "checkpoint": str(general), "continue_pretraining": True}]
+    nodes = {n.name: n for n in build_plan(load_checked(write_workflow(quickstart_tree)))}
+    for arm, source in (("random", "encoder/random"), ("scratch", "pretrain"), ("scratch-half", "pretrain"),
+                        ("general", "encoder/general"), ("continued", "pretrain/continued")):
+        tuned = nodes[f"finetune/{arm}/ncbi-disease/seed-42"]
+        assert tuned.inputs == (source,)
+        assert nodes[f"evaluate/{arm}/ncbi-disease/seed-42"].inputs == (tuned.name,)
+    # the curve point: the pretraining exports the model at half its steps, the arm fine-tunes that export
+    assert nodes["pretrain"].params.export_steps == [150]
+    assert nodes["finetune/scratch-half/ncbi-disease/seed-42"].params.encoder_model == "model-step-150"
+    # continued pretraining keeps the checkpoint's vocabulary and starts from its weights, on the same corpus
+    assert nodes["vocab/continued"].params.init_checkpoint == str(general)
+    assert nodes["tokenize/continued"].inputs == ("vocab/continued", "ingest")
+    assert nodes["pretrain/continued"].params.init_checkpoint == str(general)
+    assert nodes["encoder/random"].inputs == ("vocab",)  # random: the workflow's vocabulary and shape
+    # the report has every arm; the register stage registers this workflow's own pretraining
+    assert len(nodes["report"].inputs) == 5 and nodes["report"].params.arms[0] == "random"
+    assert nodes["register"].inputs[0] == "pretrain" and nodes["register"].params.arm == "scratch"
+    assert len(set(compute_keys(list(nodes.values())).values())) == len(nodes)
+
+
+def test_an_existing_checkpoint_alone_needs_no_corpus(write_workflow, quickstart_tree, tmp_path):
+    quickstart_tree.pop("ingest")
+    quickstart_tree["encoders"] = [{"name": "biobert", "source": "checkpoint",
+                                    "checkpoint": str(_checkpoint(tmp_path / "biobert"))}]
+    names = [n.name for n in build_plan(load_checked(write_workflow(quickstart_tree)))]
+    assert names == ["encoder/biobert", "finetune/biobert/ncbi-disease/seed-42",
+                     "evaluate/biobert/ncbi-disease/seed-42", "report", "register"]
+    quickstart_tree["encoders"].append({"name": "scratch"})
+    with pytest.raises(ConfigError, match=r"ingest: required, the encoders \['scratch'\]"):
+        load_checked(write_workflow(quickstart_tree))
+
+
+def test_a_learning_rate_grid_is_one_run_per_value_and_one_evaluation(write_workflow, quickstart_tree):
+    quickstart_tree["finetune"]["lr"] = [1e-3, 3e-4]
+    nodes = {n.name: n for n in build_plan(load_checked(write_workflow(quickstart_tree)))}
+    runs = ("finetune/ncbi-disease/seed-42/lr-0.001", "finetune/ncbi-disease/seed-42/lr-0.0003")
+    assert nodes["evaluate/ncbi-disease/seed-42"].inputs == runs
+    assert [nodes[r].params.training.lr for r in runs] == [1e-3, 3e-4]
+    quickstart_tree["finetune"]["lr"] = [1e-3, 1e-3]
+    with pytest.raises(ConfigError, match="distinct values"):
+        load_checked(write_workflow(quickstart_tree))
+
+
+def test_evaluation_scores_the_run_best_on_dev():
+    from bioray.pipeline.stages.evaluate import choose
+    from bioray.pipeline.stages.finetune import FinetuneOutput
+
+    runs = {f"lr-{lr}": FinetuneOutput(f"/x/{lr}", {"finetune/best_dev_f1": dev})
+            for lr, dev in (("1e-3", 0.61), ("3e-4", 0.70), ("1e-4", 0.70))}
+    assert choose(runs, "f1")[0] == "lr-3e-4"  # the best, the first of equals
+    assert choose({"only": FinetuneOutput("/x", {})}, "f1")[0] == "only"
+    with pytest.raises(ValueError, match="has no dev score"):
+        choose({"a": FinetuneOutput("/a", {}), "b": FinetuneOutput("/b", {})}, "f1")
+
+
+def test_a_bin_checkpoint_is_loaded_weights_only_and_stored_as_safetensors(tmp_path):
+    from transformers import AutoModelForMaskedLM
+
+    from bioray.model.checkpoint import copy_checkpoint
+
+    source = _checkpoint(tmp_path / "bin", bin_weights=True)
+    assert (source / "pytorch_model.bin").is_file() and not (source / "model.safetensors").exists()
+    metrics = copy_checkpoint(source, tmp_path / "copy")
+    copy = tmp_path / "copy"
+    assert (copy / "model.safetensors").is_file() and not (copy / "pytorch_model.bin").exists()
+    original = AutoModelForMaskedLM.from_pretrained(str(source), use_safetensors=False)
+    copied = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "copy"), use_safetensors=True)
+    assert all(torch.equal(a, b) for a, b in zip(original.state_dict().values(), copied.state_dict().values()))
+    assert metrics["encoder/parameters"] > 0
+
+    class Payload:  # unpickling this would run code
+        def __reduce__(self):
+            return (open, (str(tmp_path / "code-ran"), "w"))
+
+    with open(source / "pytorch_model.bin", "wb") as stream:
+        pickle.dump({"weight": Payload()}, stream)
+    with pytest.raises(pickle.UnpicklingError):
+        copy_checkpoint(source, tmp_path / "refused")
+    assert not (tmp_path / "code-ran").exists()
+
+
+def test_the_report_has_a_column_and_a_macro_per_arm():
+    from bioray.tasks.report import build_report, render_markdown
+
+    scores = [{"dataset": "ncbi-disease", "seed": seed, "arm": arm, "metrics": {"ner/test_f1": f1}}
+              for arm, f1s in (("random", (0.40, 0.42)), ("scratch", (0.55, 0.57))) for seed, f1 in zip((1, 2), f1s)]
+    report = build_report({"ncbi-disease": {"task": "ner", "benchmark": "ncbi-disease"}}, scores, ["random", "scratch"])
+    (row,) = report["rows"]
+    assert row["arms"]["random"]["mean"] == pytest.approx(41.0)
+    assert row["arms"]["scratch"]["mean"] == pytest.approx(56.0)
+    assert report["macro"]["arms"] == pytest.approx({"random": 41.0, "scratch": 56.0})
+    table = render_markdown(report)
+    assert "| bioray: random | bioray: scratch |" in table and "56.00 ± 1.41 (n=2)" in table
