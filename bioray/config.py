@@ -341,6 +341,10 @@ class TrainingConfig(Section):
     use_gpu: bool = Field(False, description="One GPU per worker, NCCL.")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="fp32, or bf16 autocast (weights and "
                                                "optimizer stay fp32).")
+    zero_stage: Literal[0, 1, 2] | None = Field(
+        None, description="null: plain DDP. 0-2: a DeepSpeed engine at that ZeRO stage (1 partitions "
+        "the optimizer state over the workers, 2 also the gradients), for encoders whose Adam state does not "
+        "fit one device. ZeRO-3 is not offered: the per-epoch dev scoring on rank 0 needs whole weights.")
     fast: FastPathConfig = Field(default_factory=FastPathConfig, description="Fast-path switches "
                                  "(masked_only_decoder and reduce_once_per_step do not apply).")
     log_model: bool = Field(True, description="Log each fine-tuned model on its run as an MLflow transformers "

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from bioray.config import PretrainConfig
+from bioray.config import PretrainConfig, TrainingConfig
 from bioray.train.optim import build_optimizer, decay_groups, warmup_decay
 
 log = logging.getLogger(__name__)
@@ -47,3 +47,23 @@ def build_engine(model: torch.nn.Module, config: PretrainConfig, use_gpu: bool):
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(config))
     return engine, scheduler
+
+
+def finetune_engine(model: torch.nn.Module, optimizer, scheduler, config: TrainingConfig, world_size: int):
+    """A DeepSpeed engine for fine-tuning at config.zero_stage over the caller's optimizer and schedule.
+    The batch, clipping and precision are those of the DDP path (bf16 stays autocast with fp32 weights,
+    so both paths compute the same thing)."""
+    if not config.use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config={
+        "train_batch_size": config.batch_size * world_size,
+        "train_micro_batch_size_per_gpu": config.batch_size,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": 1.0,
+        "zero_optimization": {"stage": config.zero_stage},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    })
+    return engine
