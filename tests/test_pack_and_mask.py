@@ -161,3 +161,19 @@ def test_unigram_loss_is_the_entropy_of_the_real_non_special_tokens(tmp_path):
                              "length": [5, 5]}), tmp_path / "part-0.parquet")
     expected = -sum(p * math.log(p) for p in (2 / 6, 1 / 6, 3 / 6))
     assert unigram_loss(tmp_path, vocab_size=10, special_ids=[0, 1, 2]) == pytest.approx(expected)
+
+
+def test_an_empty_held_out_folder_means_no_held_out_evaluation(tmp_path):
+    """An incremental run over a few new documents may hold none out: pretraining then skips the
+    held-out loss instead of failing on an empty folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bioray.pipeline.stages.tokenize import TokenizeOutput
+
+    output = TokenizeOutput(tmp_path, {})
+    assert output.heldout is None  # no folder
+    (tmp_path / "heldout").mkdir()
+    assert output.heldout is None  # a folder with no shard
+    pq.write_table(pa.table({"input_ids": [[2, 5, 3]]}), tmp_path / "heldout" / "part-0.parquet")
+    assert output.heldout == tmp_path / "heldout"

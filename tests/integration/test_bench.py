@@ -80,3 +80,38 @@ def test_bench_finetune_json(data_root):
         assert 0 <= result[f"{side}_f1"] <= 1 and result[f"{side}_examples_per_s"] > 0
     assert result["f1_difference_points"] == pytest.approx(100 * (result["bioray_f1"] - result["baseline_f1"]))
     assert result["speedup"] == pytest.approx(result["bioray_examples_per_s"] / result["baseline_examples_per_s"])
+
+
+@pytest.mark.extended
+def test_bench_quality_json(data_root, tmp_path):
+    """The quality bench's arms and curve on a tiny budget: the miniature recipe over a few hundred abstracts."""
+    import yaml
+
+    tree = yaml.safe_load((REPO / "workflows" / "miniature.yaml").read_text())
+    tree["data_root"] = str(data_root)
+    tree["ingest"]["sources"] = [{"name": "abstracts", "format": "text", "path": "pubmed-raw/abstracts_one_per_line"}]
+    tree["vocab"].update(size=2000, sample_docs=1000)
+    tree["pretrain"].update(eval_every=10, log_every=10, checkpoint_every=1000)
+    tree["finetune"]["epochs"] = 1
+    workflow = tmp_path / "quality.yaml"
+    workflow.write_text(yaml.safe_dump(tree))
+    per_step = tree["pretrain"]["global_batch_size"] * tree["tokenize"]["seq_len"]
+    done = subprocess.run([sys.executable, "-m", "bioray.cli", "bench", "quality", "--workflow", str(workflow),
+                           "--workdir", str(tmp_path / "work"), "--arms", "random,scratch",
+                           "--budget-tokens", str(40 * per_step), "--seeds", "42,43", "--datasets", "ncbi-disease",
+                           "--max-train", "200", "--json"], cwd=REPO, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["pretrain_steps"] == 40
+    rows = {row["arm"]: row for row in result["arms"]}
+    assert set(rows) == {"random", "scratch"}
+    for row in rows.values():
+        assert row["dataset"] == "ncbi-disease" and row["seeds"] == 2 and 0 <= row["f1_mean"] <= 1
+    assert rows["random"]["pretrain_tokens"] == 0
+    # packed sequences: every step trains global batch x seq_len real tokens
+    assert rows["scratch"]["pretrain_tokens"] == 40 * per_step and rows["scratch"]["pretrain_seconds"] > 0
+    # the curve: the scratch arm at 25%, 50% and 100% of its budget, the last point is the arm's own score
+    assert [point["tokens"] for point in result["curve"]] == [10 * per_step, 20 * per_step, 40 * per_step]
+    assert result["curve"][-1]["f1_mean"] == pytest.approx(rows["scratch"]["f1_mean"])
+    assert Path(result["curve_plot"]).stat().st_size > 0
+    assert result["heldout_loss"] > 0 and result["unigram_loss"] > 0

@@ -28,10 +28,12 @@ class TokenizeOutput(StageOutput):
 
     @property
     def heldout(self) -> Path | None:
-        """The held-out documents' sequences (never trained on), when tokenize.heldout_fraction > 0."""
+        """The held-out documents' sequences (never trained on), when tokenize.heldout_fraction > 0 and
+        the fraction caught a document (an incremental run over a few new documents may hold none out)."""
         from bioray.data.tokenize import heldout_dir
 
-        return heldout_dir(self.path) if heldout_dir(self.path).is_dir() else None
+        directory = heldout_dir(self.path)
+        return directory if directory.is_dir() and any(directory.glob("*.parquet")) else None
 
 
 class Tokenize(Stage):
