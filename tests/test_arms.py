@@ -37,7 +37,8 @@ def test_arms_make_one_branch_each(write_workflow, quickstart_tree, tmp_path):
         {"name": "random", "source": "random"}, {"name": "scratch"},
         {"name": "scratch-half", "at_fraction": 0.5},
         {"name": "general", "source": "checkpoint", "checkpoint": str(general)},
-        {"name": "continued", "source": "checkpoint", "checkpoint": str(general), "continue_pretraining": True}]
+        {"name": "continued", "source": "checkpoint", "checkpoint": str(general), "continue_pretraining": True,
+         "steps": 40}]
     nodes = {n.name: n for n in build_plan(load_checked(write_workflow(quickstart_tree)))}
     for arm, source in (("random", "encoder/random"), ("scratch", "pretrain"), ("scratch-half", "pretrain"),
                         ("general", "encoder/general"), ("continued", "pretrain/continued")):
@@ -51,6 +52,9 @@ def test_arms_make_one_branch_each(write_workflow, quickstart_tree, tmp_path):
     assert nodes["vocab/continued"].params.init_checkpoint == str(general)
     assert nodes["tokenize/continued"].inputs == ("vocab/continued", "ingest")
     assert nodes["pretrain/continued"].params.init_checkpoint == str(general)
+    # its own length (a minutes budget for a bigger model), warmup within it; the scratch arm keeps its own
+    assert (nodes["pretrain/continued"].params.steps, nodes["pretrain/continued"].params.warmup_steps) == (40, 8)
+    assert nodes["pretrain"].params.steps == 300
     assert nodes["encoder/random"].inputs == ("vocab",)  # random: the workflow's vocabulary and shape
     # the report has every arm; the register stage registers this workflow's own pretraining
     assert len(nodes["report"].inputs) == 5 and nodes["report"].params.arms[0] == "random"
@@ -131,3 +135,18 @@ def test_the_report_has_a_column_and_a_macro_per_arm():
     assert report["macro"]["arms"] == pytest.approx({"random": 41.0, "scratch": 56.0})
     table = render_markdown(report)
     assert "| bioray: random | bioray: scratch |" in table and "56.00 ± 1.41 (n=2)" in table
+
+
+@pytest.mark.parametrize(("arm", "rule"), [
+    ({"name": "x", "source": "checkpoint"}, "`checkpoint` is set with"),
+    ({"name": "x", "continue_pretraining": True}, "it needs source: checkpoint"),
+    ({"name": "x", "steps": 10}, "it needs continue_pretraining: true"),
+    ({"name": "x", "source": "random", "at_fraction": 0.5}, "it needs source: pretrain"),
+])
+def test_an_arm_with_fields_of_another_source_is_a_config_error(arm, rule):
+    from pydantic import ValidationError
+
+    from bioray.config import EncoderConfig
+
+    with pytest.raises(ValidationError, match=rule):
+        EncoderConfig.model_validate(arm)

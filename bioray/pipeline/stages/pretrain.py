@@ -35,7 +35,9 @@ class Pretrain(Stage):
             nodes.append(Node("pretrain", self, ("tokenize", "vocab"), params,
                               checkpoint_files(config, config.pretrain.init_checkpoint)))
         for arm in continued_arms(config):
-            params = config.pretrain.model_copy(update={"init_checkpoint": arm.checkpoint})
+            own = {"steps": arm.steps, "warmup_steps": min(config.pretrain.warmup_steps, arm.steps // 5)} \
+                if arm.steps else {}
+            params = config.pretrain.model_copy(update={"init_checkpoint": arm.checkpoint, **own})
             nodes.append(Node(f"pretrain/{arm.name}", self, (f"tokenize/{arm.name}", f"vocab/{arm.name}"), params,
                               checkpoint_files(config, arm.checkpoint)))
         return nodes
