@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,25 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="SECTION.
                           help="Override a config value (repeatable), e.g. --set finetune.lr=3e-5.")
 address_option = click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a "
                                                               "local Ray).")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Everything printed meanwhile, Ray's forwarded worker logs included, goes to stderr, so that stdout
+    carries only the JSON printed after (Ray is shut down first: its log thread prints late)."""
+    import ray
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _load(workflow: str, overrides: tuple[str, ...], address: str | None = None):
@@ -305,9 +325,10 @@ def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     default = Path(__file__).resolve().parents[1] / "workflows" / "miniature.yaml"
     try:
-        result = bench_quality(Path(workflow) if workflow else default, Path(workdir).resolve(), arms.split(","),
-                               [int(s) for s in seeds.split(",")], datasets.split(",") if datasets else None,
-                               max_train, budget_tokens, budget_minutes)
+        with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+            result = bench_quality(Path(workflow) if workflow else default, Path(workdir).resolve(),
+                                   arms.split(","), [int(s) for s in seeds.split(",")],
+                                   datasets.split(",") if datasets else None, max_train, budget_tokens, budget_minutes)
     except (ValueError, ConfigError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -101,7 +101,9 @@ def test_bench_quality_json(data_root, tmp_path):
                            "--budget-tokens", str(40 * per_step), "--seeds", "42,43", "--datasets", "ncbi-disease",
                            "--max-train", "200", "--json"], cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, lines[:5]  # --json: stdout is the JSON alone (Ray's worker logs go to stderr)
+    result = json.loads(lines[0])
     assert result["pretrain_steps"] == 40
     rows = {row["arm"]: row for row in result["arms"]}
     assert set(rows) == {"random", "scratch"}
