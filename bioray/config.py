@@ -230,6 +230,11 @@ class PretrainConfig(Section):
     precision: Literal["fp32", "bf16"] = Field("fp32", description="Training precision.")
     fast: FastPathConfig = Field(default_factory=FastPathConfig, description="Fast-path switches.")
     mask_rate: float = Field(0.15, gt=0, lt=1, description="Fraction of tokens masked (80/10/10); MosaicBERT used 0.3.")
+    output_bias_init: Literal["zero", "unigram"] = Field(
+        "zero", description="unigram: the MLM output bias starts at each token's log frequency in the training "
+        "shards, so the encoder predicts the unigram distribution from step 0 and spends its steps on the context "
+        "(Adam moves a bias by about lr per step: reaching log frequencies that span ~10 nats takes thousands of "
+        "steps otherwise). Applies from scratch and to a checkpoint without an MLM head.")
     whole_word_masking: bool = Field(False, description="Mask all pieces of a chosen word (uses the word_start flags).")
     log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
     export_steps: list[int] = Field(default_factory=list, description="Also export the encoder as it is at these "

@@ -152,15 +152,25 @@ def test_unigram_loss_is_the_entropy_of_the_real_non_special_tokens(tmp_path):
 
     import pyarrow as pa
     import pyarrow.parquet as pq
+    import torch
 
-    from bioray.data.unigram import unigram_loss
+    from bioray.data.unigram import log_prior, unigram_counts, unigram_loss
 
     # two sequences: [CLS] 5 5 6 [SEP] pad, [CLS] 7 7 7 [SEP] pad -> tokens 5:2, 6:1, 7:3 (special 1, 2 ignored)
     ids = [[1, 5, 5, 6, 2, 0], [1, 7, 7, 7, 2, 0]]
     pq.write_table(pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(sum(ids, [])), 6),
                              "length": [5, 5]}), tmp_path / "part-0.parquet")
+    counts = unigram_counts(tmp_path, vocab_size=10, special_ids=[0, 1, 2])
+    assert counts.tolist() == [0, 0, 0, 0, 0, 2, 1, 3, 0, 0]
     expected = -sum(p * math.log(p) for p in (2 / 6, 1 / 6, 3 / 6))
-    assert unigram_loss(tmp_path, vocab_size=10, special_ids=[0, 1, 2]) == pytest.approx(expected)
+    assert unigram_loss(counts) == pytest.approx(expected)
+    # as an output bias: a context-blind model's loss on these tokens is about the unigram loss (add-one
+    # smoothing over the 10 ids costs a little)
+    logits = torch.tensor(log_prior(counts)).expand(6, 10)
+    targets = torch.tensor([5, 5, 6, 7, 7, 7])
+    smoothed = torch.nn.functional.cross_entropy(logits, targets).item()
+    assert expected < smoothed < expected + 0.6
+    assert log_prior(counts)[7] > log_prior(counts)[5] > log_prior(counts)[6] > log_prior(counts)[0]
 
 
 def test_an_empty_held_out_folder_means_no_held_out_evaluation(tmp_path):

@@ -10,8 +10,10 @@ import numpy as np
 import pyarrow.dataset as pads
 
 
-def unigram_loss(sequences_dir: Path, vocab_size: int, special_ids: list[int], max_sequences: int = 50_000) -> float:
-    """Entropy (nats) of the real, non-special tokens of up to max_sequences packed sequences."""
+def unigram_counts(sequences_dir: Path, vocab_size: int, special_ids: list[int],
+                   max_sequences: int = 50_000) -> np.ndarray:
+    """How often each token id occurs among the real, non-special tokens of up to max_sequences packed
+    sequences (special ids count 0)."""
     counts = np.zeros(vocab_size, dtype=np.int64)
     seen = 0
     for batch in pads.dataset(str(sequences_dir), format="parquet").to_batches(columns=["input_ids", "length"]):
@@ -22,5 +24,17 @@ def unigram_loss(sequences_dir: Path, vocab_size: int, special_ids: list[int], m
         if seen >= max_sequences:
             break
     counts[special_ids] = 0
+    return counts
+
+
+def unigram_loss(counts: np.ndarray) -> float:
+    """Entropy (nats) of the token distribution the counts describe."""
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
+
+
+def log_prior(counts: np.ndarray) -> np.ndarray:
+    """Log unigram probabilities, add-one smoothed (an id never seen gets a low but finite logit): the
+    MLM output bias that makes an untrained encoder predict the unigram distribution."""
+    smoothed = counts.astype(np.float64) + 1.0
+    return np.log(smoothed / smoothed.sum()).astype(np.float32)

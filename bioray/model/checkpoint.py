@@ -56,3 +56,15 @@ def random_encoder(tokenizer_dir: Path, shape: dict, seed: int, target: Path) ->
     model.save_pretrained(str(target), safe_serialization=True)
     tokenizer.save_pretrained(str(target))
     return {"encoder/parameters": sum(p.numel() for p in model.parameters())}
+
+
+def has_mlm_head(checkpoint: Path) -> bool:
+    """Whether an HF checkpoint folder's safetensors weights include a masked-LM head (a sentence-embedding
+    model such as all-MiniLM-L6-v2 ships the encoder alone)."""
+    from safetensors import safe_open
+
+    for weights in Path(checkpoint).glob("*.safetensors"):
+        with safe_open(str(weights), framework="pt") as handle:
+            if any(key.startswith("cls.predictions.") for key in handle.keys()):
+                return True
+    return False

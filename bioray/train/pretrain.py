@@ -132,6 +132,9 @@ class PretrainWorker:
         init = Path(loop_config["init_checkpoint"]) if loop_config.get("init_checkpoint") else None
         model = build_mlm_model(len(self.tokenizer), self.tokenizer.pad_token_id, **config.model.model_dump(),
                                 init_checkpoint=init, nsp=config.nsp)
+        if loop_config.get("output_bias") is not None:  # before the engine: rank 0's weights are broadcast
+            with torch.no_grad():
+                model.cls.predictions.bias.copy_(torch.tensor(loop_config["output_bias"]))
         self.device = ray.train.torch.get_device()
         model.to(self.device)
         apply_fast_path(model, **config.fast.model_switches())
@@ -353,14 +356,15 @@ def _ordered_split() -> DataConfig:
 def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: Path, output: Path, storage: str,
                  run_name: str, context: RunContext, init_checkpoint: Path | None,
                  long_sequences_dir: Path | None = None, heldout_dir: Path | None = None,
-                 exports_dir: Path | None = None) -> dict:
+                 exports_dir: Path | None = None, output_bias=None) -> dict:
     """Train, resuming from the last checkpoint of an earlier attempt with the same run name (Ray
     Train restores a run from its storage path and name) and after worker failures (FailureConfig).
 
     With config.long_phase_fraction, the last steps train on `long_sequences_dir` (the tokenize
     stage's long sequences); with `heldout_dir`, the held-out MLM loss is measured on it every
     config.eval_every steps. The encoder as it is at config.export_steps goes to `exports_dir`
-    (which outlives a restarted driver), then beside the final model as `model-step-<n>/`."""
+    (which outlives a restarted driver), then beside the final model as `model-step-<n>/`. With
+    `output_bias` (one float per vocabulary id), the MLM output bias starts there."""
     if config.export_steps and exports_dir is None:
         raise ValueError("pretrain.export_steps needs a directory for the exports")
     datasets = {"train": _sequences(sequences_dir, config.nsp)}
@@ -375,7 +379,8 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
         train_loop_config={"pretrain": config, "tokenizer_dir": str(tokenizer_dir), "output_dir": str(output),
                            "context": context, "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
                            "seq_lens": seq_lens, "heldout_dir": str(heldout_dir) if heldout_dir else None,
-                           "exports_dir": str(exports_dir) if exports_dir else None},
+                           "exports_dir": str(exports_dir) if exports_dir else None,
+                           "output_bias": None if output_bias is None else [float(b) for b in output_bias]},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         run_config=RunConfig(name=run_name, storage_path=storage,

@@ -45,7 +45,8 @@ class Pretrain(Stage):
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from transformers import AutoTokenizer
 
-        from bioray.data.unigram import unigram_loss
+        from bioray.data.unigram import log_prior, unigram_counts, unigram_loss
+        from bioray.model.checkpoint import has_mlm_head
         from bioray.plots import plot_history
         from bioray.train.pretrain import run_pretrain
 
@@ -53,12 +54,16 @@ class Pretrain(Stage):
         tokenized = inputs[node.inputs[0]]
         tokenizer_dir = inputs[node.inputs[1]].tokenizer
         init = env.data_path(config.init_checkpoint) if config.init_checkpoint else None
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        counts = unigram_counts(tokenized.sequences, len(tokenizer), tokenizer.all_special_ids)
+        bias = log_prior(counts) if config.output_bias_init == "unigram" and (
+            init is None or not has_mlm_head(init)) else None
         metrics = run_pretrain(config, sequences_dir=tokenized.sequences, long_sequences_dir=tokenized.long_sequences,
                                heldout_dir=tokenized.heldout, tokenizer_dir=tokenizer_dir, output=output,
                                storage=env.train_storage, run_name=f"{node.name.replace('/', '-')}-{env.key}",
-                               context=env.context, init_checkpoint=init, exports_dir=env.scratch(node.name))
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))  # the plateau a context-blind model reaches
-        metrics["pretrain/unigram_loss"] = unigram_loss(tokenized.sequences, len(tokenizer), tokenizer.all_special_ids)
+                               context=env.context, init_checkpoint=init, exports_dir=env.scratch(node.name),
+                               output_bias=bias)
+        metrics["pretrain/unigram_loss"] = unigram_loss(counts)  # the plateau a context-blind model reaches
         curves = ["pretrain/loss", "pretrain/mlm_accuracy"] + (["pretrain/nsp_accuracy"] if config.nsp else [])
         if "pretrain/final_heldout_loss" in metrics:
             curves.append("pretrain/heldout_loss")
