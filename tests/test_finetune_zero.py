@@ -3,18 +3,14 @@ as plain DDP does (the same per-epoch losses and the same weights), with bioray'
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import socket
 from dataclasses import dataclass
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from bioray.config import TrainingConfig
+from tests.support.gloo import run_ranks
 
 VOCAB, LABELS = 60, 3
 
@@ -71,28 +67,13 @@ def _train(rank: int, zero_stage: int | None) -> dict:
     return {"losses": losses, "weights": core.classifier.weight.detach().flatten().tolist()}
 
 
-def _rank(rank: int, port: int, out: str) -> None:
-    os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE="2", LOCAL_RANK=str(rank))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    results = {str(stage): _train(rank, stage) for stage in (None, 1, 2)}
-    if rank == 0:
-        with open(out, "w") as file:
-            json.dump(results, file)
-    dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _train_each_way(rank: int) -> dict:
+    return {str(stage): _train(rank, stage) for stage in (None, 1, 2)}
 
 
 @pytest.mark.timeout(600)
-def test_zero_finetuning_trains_as_ddp_does(tmp_path):
-    out = tmp_path / "results.json"
-    mp.spawn(_rank, args=(_free_port(), str(out)), nprocs=2, join=True)
-    results = json.loads(out.read_text())
+def test_zero_finetuning_trains_as_ddp_does():
+    results = run_ranks(_train_each_way)
     ddp = results["None"]
     assert len(ddp["losses"]) == 2 and ddp["losses"][1] < ddp["losses"][0]  # it learns
     for stage in ("1", "2"):

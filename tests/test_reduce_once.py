@@ -3,17 +3,13 @@ reduce gradients at the optimizer step only, and train exactly as the per-micro-
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from bioray.config import ModelConfig, PretrainConfig
 from bioray.constants import IGNORE_INDEX
+from tests.support.gloo import run_ranks
 
 REDUCTIONS = ("all_reduce", "reduce", "reduce_scatter", "reduce_scatter_tensor")
 SHAPE = ModelConfig(layers=1, hidden=32, heads=2, intermediate=64, max_position=32, dropout=0.0)
@@ -50,10 +46,7 @@ def _engine_run(rank: int, reduce_once: bool, calls: dict) -> dict:
             "weights": weights.flatten()[:64].tolist()}
 
 
-def _rank(rank: int, port: int, out: str) -> None:
-    os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE="2", LOCAL_RANK=str(rank))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def _count_reductions_each_way(rank: int) -> dict:
     calls = {"n": 0}
     for name in REDUCTIONS:  # DeepSpeed's comm layer calls these through the torch.distributed module
         original = getattr(dist, name)
@@ -63,24 +56,12 @@ def _rank(rank: int, port: int, out: str) -> None:
             return _original(*args, **kwargs)
 
         setattr(dist, name, counted)
-    results = {str(on): _engine_run(rank, on, calls) for on in (True, False)}
-    if rank == 0:
-        with open(out, "w") as file:
-            json.dump(results, file)
-    dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return {str(on): _engine_run(rank, on, calls) for on in (True, False)}
 
 
 @pytest.mark.timeout(600)
-def test_gradients_are_reduced_once_per_accumulated_step(tmp_path):
-    out = tmp_path / "reductions.json"
-    mp.start_processes(_rank, args=(_free_port(), str(out)), nprocs=2, start_method="spawn")
-    results = json.loads(out.read_text())
+def test_gradients_are_reduced_once_per_accumulated_step():
+    results = run_ranks(_count_reductions_each_way)
     once, every = results["True"], results["False"]
     print("reductions per micro-batch, switch on:", once["per_micro"], "off:", every["per_micro"])
     assert once["accum"] == every["accum"] == 4
