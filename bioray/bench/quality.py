@@ -136,8 +136,9 @@ def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[in
         pretrain["steps"] = steps_for(pretrain, pretrain["model"], tree["vocab"]["size"], seq_len, budget_tokens,
                                       budget_minutes)
         pretrain["warmup_steps"] = min(pretrain.get("warmup_steps", 0), pretrain["steps"] // 5)
-        if budget_minutes is not None and "continued" in arms and general_checkpoint() is not None:
-            shape, vocab_size = checkpoint_shape(general_checkpoint())  # a bigger model: fewer steps, same minutes
+        checkpoint = general_checkpoint() if budget_minutes is not None and "continued" in arms else None
+        if checkpoint is not None:
+            shape, vocab_size = checkpoint_shape(checkpoint)  # a bigger model: fewer steps, same minutes
             continued_steps = steps_for(pretrain, shape, vocab_size, seq_len, None, budget_minutes)
     tree["encoders"] = _encoders(arms, curve if "scratch" in arms else (), continued_steps)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ def train_epochs(model, task, features: list, config: TrainingConfig, rng: rando
     # bf16: autocast, weights and optimizer state stay fp32
     precision = torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(int(total * config.warmup_ratio), total))
-    engine = None
+    engine = None  # with ZeRO: forward, backward and step go through the DeepSpeed engine
     if config.zero_stage is not None:
         from bioray.train.deepspeed import finetune_engine
 
@@ -69,7 +69,7 @@ def train_epochs(model, task, features: list, config: TrainingConfig, rng: rando
         for batch in batches:
             inputs = {k: v.to(device) for k, v in task.collate(batch, pad_id).items()}
             with precision:
-                loss = (engine or model)(**inputs).loss
+                loss = (model if engine is None else engine)(**inputs).loss
             if engine is not None:
                 engine.backward(loss)
                 engine.step()  # clips, steps the optimizer and the schedule, zeroes the gradients
