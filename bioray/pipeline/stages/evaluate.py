@@ -54,8 +54,7 @@ class Evaluate(Stage):
             grid = {name: result.metrics.get(f"finetune/best_dev_{task.primary_metric}") for name, result in
                     inputs.items()}
             (output / "choice.json").write_text(json.dumps({"chosen": chosen_name, "dev": grid}, indent=2))
-            metrics["evaluate/chosen_lr"] = json.loads((tuned.path / "train_metrics.json").read_text()).get(
-                "finetune/lr", float("nan"))
+            metrics["evaluate/chosen_lr"] = tuned.metrics.get("finetune/lr", float("nan"))
         return metrics
 
 
