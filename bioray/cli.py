@@ -205,7 +205,8 @@ def bench_tokenize_command(data, tokenizer, seq_len, scale, as_json):
 
     from bioray.bench.tokenize import bench_tokenize
 
-    result = bench_tokenize(Path(data), Path(tokenizer) if tokenizer else None, seq_len, scale=scale)
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        result = bench_tokenize(Path(data), Path(tokenizer) if tokenizer else None, seq_len, scale=scale)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -246,8 +247,9 @@ def bench_pretrain_command(data, tokenizer, device, seq_lens, budget, as_json):
     from bioray.bench.pretrain import bench_pretrain
 
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubmed-raw" / "abstracts_one_per_line"
-    result = bench_pretrain(Path(data) if data else default, Path(tokenizer) if tokenizer else None, budget,
-                            device=device, seq_lens=tuple(seq_lens) or None)
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        result = bench_pretrain(Path(data) if data else default, Path(tokenizer) if tokenizer else None, budget,
+                                device=device, seq_lens=tuple(seq_lens) or None)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -287,9 +289,10 @@ def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max
     from bioray.bench.finetune import bench_finetune
 
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "NCBI-disease" / "biobert"
-    result = bench_finetune(Path(data) if data else default, Path(model) if model else None, epochs=epochs,
-                            seeds=tuple(int(s) for s in seeds.split(",")), lr=lr, batch_size=batch_size, size=size,
-                            max_train=max_train)
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        result = bench_finetune(Path(data) if data else default, Path(model) if model else None, epochs=epochs,
+                                seeds=tuple(int(s) for s in seeds.split(",")), lr=lr, batch_size=batch_size,
+                                size=size, max_train=max_train)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -309,7 +312,8 @@ def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max
 @click.option("--arms", default="random,scratch,general,continued", show_default=True,
               help="Comma-separated arms: random, scratch, general, continued.")
 @click.option("--budget-minutes", type=float, default=None,
-              help="Pretraining budget per pretrained arm in minutes (steps from this machine's training rate).")
+              help="Pretraining budget per pretrained arm in minutes (steps from this machine's training rate; "
+                   "default: 20 when --budget-tokens is not given).")
 @click.option("--budget-tokens", type=int, default=None, help="Pretraining budget per pretrained arm in tokens.")
 @click.option("--seeds", default="42,43,44", show_default=True, help="Comma-separated fine-tuning seeds.")
 @click.option("--datasets", default=None, help="Comma-separated dataset names of the workflow (default: all).")
@@ -320,8 +324,13 @@ def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens
     scratch arm's learning curve (one DAG of workflows/miniature.yaml, tracked in MLflow)."""
     from pathlib import Path
 
-    from bioray.bench.quality import bench_quality
+    from bioray.bench.quality import DEFAULT_BUDGET_MINUTES, bench_quality
 
+    if budget_minutes is not None and budget_tokens is not None:
+        click.echo("error: give --budget-minutes or --budget-tokens, not both", err=True)
+        sys.exit(2)
+    if budget_tokens is None and budget_minutes is None:
+        budget_minutes = DEFAULT_BUDGET_MINUTES
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     default = Path(__file__).resolve().parents[1] / "workflows" / "miniature.yaml"
     try:

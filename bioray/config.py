@@ -374,9 +374,10 @@ class FinetuneConfig(TrainingConfig):
             raise ValueError(f"finetune.seeds: a seed is listed twice ({self.seeds})")
         return self
 
-    def learning_rates(self, dataset: DatasetConfig) -> list[float]:
-        """The dataset's learning rate(s): its own, else these."""
-        rates = dataset.lr if dataset.lr is not None else self.lr
+    def learning_rates(self, dataset: DatasetConfig, arm: EncoderConfig | None = None) -> list[float]:
+        """The learning rate(s) of one (arm, dataset): the arm's, else the dataset's, else these."""
+        own = arm.finetune_lr if arm is not None else None
+        rates = next(r for r in (own, dataset.lr, self.lr) if r is not None)
         return list(rates) if isinstance(rates, list) else [rates]
 
     def for_dataset(self, dataset: DatasetConfig, lr: float | None = None) -> TrainingConfig:
@@ -479,6 +480,9 @@ class EncoderConfig(Section):
         None, gt=0, le=1, description="source pretrain: the encoder at this fraction of the pretraining steps (a "
         "point of a learning curve); default: at the end.")
     seed: int = Field(0, description="source random: the initialisation seed.")
+    finetune_lr: LearningRates | None = Field(
+        None, description="This arm's fine-tuning learning rate or grid (default: the dataset's, else finetune.lr): "
+        "a pretrained checkpoint of a few million weights wants a smaller one than a randomly initialised tiny model.")
 
     @model_validator(mode="after")
     def _fields_fit_the_source(self) -> EncoderConfig:

@@ -85,6 +85,22 @@ def test_a_learning_rate_grid_is_one_run_per_value_and_one_evaluation(write_work
         load_checked(write_workflow(quickstart_tree))
 
 
+def test_an_arm_s_own_learning_rate_or_grid_wins_over_the_dataset_s(write_workflow, quickstart_tree, tmp_path):
+    general = _checkpoint(tmp_path / "general")
+    quickstart_tree["finetune"]["lr"] = 1e-3
+    quickstart_tree["encoders"] = [{"name": "scratch"},
+                                   {"name": "general", "source": "checkpoint", "checkpoint": str(general),
+                                    "finetune_lr": [1e-4, 3e-5]}]
+    nodes = {n.name: n for n in build_plan(load_checked(write_workflow(quickstart_tree)))}
+    assert nodes["finetune/scratch/ncbi-disease/seed-42"].params.training.lr == 1e-3
+    runs = ("finetune/general/ncbi-disease/seed-42/lr-0.0001", "finetune/general/ncbi-disease/seed-42/lr-3e-05")
+    assert nodes["evaluate/general/ncbi-disease/seed-42"].inputs == runs
+    assert [nodes[r].params.training.lr for r in runs] == [1e-4, 3e-5]
+    quickstart_tree["encoders"][1]["finetune_lr"] = -1
+    with pytest.raises(ConfigError, match="finetune_lr"):
+        load_checked(write_workflow(quickstart_tree))
+
+
 def test_evaluation_scores_the_run_best_on_dev():
     from bioray.pipeline.stages.evaluate import choose
     from bioray.pipeline.stages.finetune import FinetuneOutput

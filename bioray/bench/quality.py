@@ -22,6 +22,7 @@ import yaml
 
 ARMS = ("random", "scratch", "general", "continued")
 CURVE = (0.25, 0.5)  # fractions of the scratch budget scored besides the end
+DEFAULT_BUDGET_MINUTES = 20.0  # per pretrained arm: enough for scratch to beat random by >10 F1 on 2 cores
 
 
 def general_checkpoint() -> Path | None:

@@ -26,7 +26,7 @@ def test_bench_tokenize_json(data_root):
                            "--data", str(data_root / "pubmed-raw"), "--json"],
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout)  # stdout is the JSON alone
     cores = result["cores"]
     # the ratios are what they claim to be, from the figures beside them
     assert result["ratio"] == pytest.approx(result["pipeline_tokens_per_s"] / (cores * result["raw_tokens_per_s"]))
@@ -47,7 +47,7 @@ def test_bench_pretrain_json(data_root):
                            "--seq-len", "128", "--seq-len", "512", "--json"],
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout)  # stdout is the JSON alone
     assert result["device"] == "cpu" and result["peak_tflops"] is None and result["versions"]["torch"]
     assert [s["seq_len"] for s in result["settings"]] == [128, 512]  # both lengths in one run
     for setting in result["settings"]:
@@ -70,7 +70,7 @@ def test_bench_finetune_json(data_root):
                            "--max-train", "300", "--seeds", "1,2", "--json"],
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout)  # stdout is the JSON alone
     assert result["train_examples"] == 300 and result["test_sentences"] == 940  # NCBI-disease test set
     runs = result["per_seed"]
     assert [run["seed"] for run in runs] == [1, 2]

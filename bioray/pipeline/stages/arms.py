@@ -33,7 +33,7 @@ def instance_name(kind: str, config: WorkflowConfig, run: Run) -> str:
     """`<kind>[/<arm>]/<dataset>[/fold-<k>]/seed-<n>[/lr-<value>]`."""
     parts = [kind] + ([run.arm.name] if named_arms(config) else []) + [run.dataset.name]
     parts += ([f"fold-{run.fold + 1}"] if run.fold is not None else []) + [f"seed-{run.seed}"]
-    if run.lr is not None and len(config.finetune.learning_rates(run.dataset)) > 1:
+    if run.lr is not None and len(config.finetune.learning_rates(run.dataset, run.arm)) > 1:
         parts.append(f"lr-{run.lr:g}")
     return "/".join(parts)
 
@@ -49,7 +49,7 @@ def evaluations(config: WorkflowConfig) -> Iterator[Run]:
 def fine_tuning_runs(config: WorkflowConfig, evaluation: Run) -> list[Run]:
     """The runs an evaluation chooses from: one per learning rate of the dataset's grid."""
     return [Run(evaluation.arm, evaluation.dataset, evaluation.fold, evaluation.seed, lr)
-            for lr in config.finetune.learning_rates(evaluation.dataset)]
+            for lr in config.finetune.learning_rates(evaluation.dataset, evaluation.arm)]
 
 
 def encoder_source(config: WorkflowConfig, arm: EncoderConfig) -> tuple[str, str]:
