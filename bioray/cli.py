@@ -317,7 +317,8 @@ def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max
 @click.option("--budget-tokens", type=int, default=None, help="Pretraining budget per pretrained arm in tokens.")
 @click.option("--seeds", default="42,43,44", show_default=True, help="Comma-separated fine-tuning seeds.")
 @click.option("--datasets", default=None, help="Comma-separated dataset names of the workflow (default: all).")
-@click.option("--max-train", type=int, default=None, help="Use only the first N training sentences of each dataset.")
+@click.option("--max-train", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Fine-tune on the first N training sentences of each dataset (0: all of them).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens, seeds, datasets, max_train, as_json):
     """The same fine-tuning from different starting points: F1 mean +- std per arm and dataset, and the
@@ -337,7 +338,8 @@ def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens
         with _stdout_to_stderr() if as_json else contextlib.nullcontext():
             result = bench_quality(Path(workflow) if workflow else default, Path(workdir).resolve(),
                                    arms.split(","), [int(s) for s in seeds.split(",")],
-                                   datasets.split(",") if datasets else None, max_train, budget_tokens, budget_minutes)
+                                   datasets.split(",") if datasets else None, max_train or None, budget_tokens,
+                                   budget_minutes)
     except (ValueError, ConfigError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -476,6 +476,9 @@ class EncoderConfig(Section):
     steps: int | None = Field(
         None, ge=1, description="continue_pretraining: optimizer steps of this arm's pretraining (default "
         "pretrain.steps); a time budget for a bigger model than pretrain.model is fewer steps.")
+    pretrain_lr: float | None = Field(
+        None, gt=0, description="continue_pretraining: peak learning rate of this arm's pretraining (default "
+        "pretrain.lr); a trained checkpoint wants BERT's own 1e-4, not a from-scratch recipe's larger one.")
     at_fraction: float | None = Field(
         None, gt=0, le=1, description="source pretrain: the encoder at this fraction of the pretraining steps (a "
         "point of a learning curve); default: at the end.")
@@ -490,8 +493,9 @@ class EncoderConfig(Section):
             raise ValueError("`checkpoint` is set with (and only with) source: checkpoint")
         if self.continue_pretraining and self.source != "checkpoint":
             raise ValueError("continue_pretraining continues a checkpoint: it needs source: checkpoint")
-        if self.steps is not None and not self.continue_pretraining:
-            raise ValueError("steps sets a continued pretraining's length: it needs continue_pretraining: true")
+        for key in ("steps", "pretrain_lr"):
+            if getattr(self, key) is not None and not self.continue_pretraining:
+                raise ValueError(f"{key} is a continued pretraining's setting: it needs continue_pretraining: true")
         if self.at_fraction is not None and self.source != "pretrain":
             raise ValueError("at_fraction picks a point of this workflow's pretraining: it needs source: pretrain")
         return self

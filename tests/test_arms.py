@@ -38,7 +38,7 @@ def test_arms_make_one_branch_each(write_workflow, quickstart_tree, tmp_path):
         {"name": "scratch-half", "at_fraction": 0.5},
         {"name": "general", "source": "checkpoint", "checkpoint": str(general)},
         {"name": "continued", "source": "checkpoint", "checkpoint": str(general), "continue_pretraining": True,
-         "steps": 40}]
+         "steps": 40, "pretrain_lr": 1e-4}]
     nodes = {n.name: n for n in build_plan(load_checked(write_workflow(quickstart_tree)))}
     for arm, source in (("random", "encoder/random"), ("scratch", "pretrain"), ("scratch-half", "pretrain"),
                         ("general", "encoder/general"), ("continued", "pretrain/continued")):
@@ -55,6 +55,7 @@ def test_arms_make_one_branch_each(write_workflow, quickstart_tree, tmp_path):
     # its own length (a minutes budget for a bigger model), warmup within it; the scratch arm keeps its own
     assert (nodes["pretrain/continued"].params.steps, nodes["pretrain/continued"].params.warmup_steps) == (40, 8)
     assert nodes["pretrain"].params.steps == 300
+    assert (nodes["pretrain/continued"].params.lr, nodes["pretrain"].params.lr) == (1e-4, 5e-4)
     assert nodes["encoder/random"].inputs == ("vocab",)  # random: the workflow's vocabulary and shape
     # the report has every arm; the register stage registers this workflow's own pretraining
     assert len(nodes["report"].inputs) == 5 and nodes["report"].params.arms[0] == "random"
@@ -166,3 +167,26 @@ def test_an_arm_with_fields_of_another_source_is_a_config_error(arm, rule):
 
     with pytest.raises(ValidationError, match=rule):
         EncoderConfig.model_validate(arm)
+
+
+def test_bench_quality_arms_of_the_general_checkpoint_use_its_rates(write_workflow, quickstart_tree, tmp_path,
+                                                                     monkeypatch):
+    from bioray.bench import quality
+
+    monkeypatch.setattr(quality, "general_checkpoint", lambda: _checkpoint(tmp_path / "general"))
+    quickstart_tree["encoders"] = quality._encoders(["random", "general", "continued"], (), continued_steps=20)
+    nodes = {n.name: n for n in build_plan(load_checked(write_workflow(quickstart_tree)))}
+    assert nodes["finetune/random/ncbi-disease/seed-42"].params.training.lr == 1e-3  # the workflow's
+    for arm in ("general", "continued"):
+        assert nodes[f"finetune/{arm}/ncbi-disease/seed-42"].params.training.lr == quality.CHECKPOINT_FINETUNE_LR
+    assert nodes["pretrain/continued"].params.lr == quality.CHECKPOINT_PRETRAIN_LR
+    assert nodes["pretrain/continued"].params.steps == 20
+
+
+def test_bench_quality_takes_one_budget():
+    from click.testing import CliRunner
+
+    from bioray.cli import main
+
+    done = CliRunner().invoke(main, ["bench", "quality", "--budget-minutes", "5", "--budget-tokens", "1000"])
+    assert done.exit_code == 2 and "not both" in done.output

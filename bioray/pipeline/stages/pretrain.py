@@ -37,6 +37,7 @@ class Pretrain(Stage):
         for arm in continued_arms(config):
             own = {"steps": arm.steps, "warmup_steps": min(config.pretrain.warmup_steps, arm.steps // 5)} \
                 if arm.steps else {}
+            own.update({"lr": arm.pretrain_lr} if arm.pretrain_lr else {})
             params = config.pretrain.model_copy(update={"init_checkpoint": arm.checkpoint, **own})
             nodes.append(Node(f"pretrain/{arm.name}", self, (f"tokenize/{arm.name}", f"vocab/{arm.name}"), params,
                               checkpoint_files(config, arm.checkpoint)))
