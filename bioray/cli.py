@@ -313,7 +313,7 @@ def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max
               help="Comma-separated arms: random, scratch, general, continued.")
 @click.option("--budget-minutes", type=float, default=None,
               help="Pretraining budget per pretrained arm in minutes (steps from this machine's training rate; "
-                   "default: 20 when --budget-tokens is not given).")
+                   "default: 15 when --budget-tokens is not given).")
 @click.option("--budget-tokens", type=int, default=None, help="Pretraining budget per pretrained arm in tokens.")
 @click.option("--seeds", default="42,43,44", show_default=True, help="Comma-separated fine-tuning seeds.")
 @click.option("--datasets", default=None, help="Comma-separated dataset names of the workflow (default: all).")
