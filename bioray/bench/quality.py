@@ -64,13 +64,29 @@ def _encoders(arms: list[str], curve: tuple[float, ...], continued_steps: int | 
 
 
 def steps_for(pretrain: dict, shape: dict, vocab_size: int, seq_len: int, budget_tokens: int | None,
-              budget_minutes: float | None) -> int:
+              budget_minutes: float | None, rates: Path | None = None) -> int:
     """Optimizer steps of the budget: tokens / (global batch x sequence length); a budget in minutes is
-    turned into tokens at the rate this machine trains a model of that shape (timed here, a few steps)."""
+    turned into tokens at the rate this machine trains a model of that shape (timed here, a few steps).
+    The rate is kept in `rates` (a JSON file): a second run of the same budget gets the same steps, so
+    its pretraining stages are cache hits instead of new runs off a slightly different timing."""
     per_step = pretrain["global_batch_size"] * seq_len
     if budget_tokens is None:
-        budget_tokens = int(budget_minutes * 60 * _training_rate(pretrain, shape, vocab_size, seq_len))
+        budget_tokens = int(budget_minutes * 60 * _kept_rate(rates, pretrain, shape, vocab_size, seq_len))
     return max(10, budget_tokens // per_step)
+
+
+def _kept_rate(rates: Path | None, pretrain: dict, shape: dict, vocab_size: int, seq_len: int) -> float:
+    import json
+
+    key = json.dumps({"shape": shape, "vocab": vocab_size, "seq_len": seq_len, "workers": pretrain["num_workers"],
+                      "micro_batch": pretrain["micro_batch_size"], "mask_rate": pretrain.get("mask_rate", 0.15)},
+                     sort_keys=True)
+    kept = json.loads(rates.read_text()) if rates is not None and rates.is_file() else {}
+    if key not in kept:
+        kept[key] = _training_rate(pretrain, shape, vocab_size, seq_len)
+        if rates is not None:
+            rates.write_text(json.dumps(kept, indent=1))
+    return kept[key]
 
 
 def checkpoint_shape(checkpoint: Path) -> tuple[dict, int]:
@@ -140,16 +156,17 @@ def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[in
     tree["finetune"]["seeds"] = seeds
     seq_len, pretrain = tree["tokenize"]["seq_len"], tree["pretrain"]
     continued_steps = None
+    workdir.mkdir(parents=True, exist_ok=True)
+    rates = workdir / "training_rates.json"
     if budget_tokens is not None or budget_minutes is not None:
         pretrain["steps"] = steps_for(pretrain, pretrain["model"], tree["vocab"]["size"], seq_len, budget_tokens,
-                                      budget_minutes)
+                                      budget_minutes, rates)
         pretrain["warmup_steps"] = min(pretrain.get("warmup_steps", 0), pretrain["steps"] // 5)
         checkpoint = general_checkpoint() if budget_minutes is not None and "continued" in arms else None
         if checkpoint is not None:
             shape, vocab_size = checkpoint_shape(checkpoint)  # a bigger model: fewer steps, same minutes
-            continued_steps = steps_for(pretrain, shape, vocab_size, seq_len, None, budget_minutes)
+            continued_steps = steps_for(pretrain, shape, vocab_size, seq_len, None, budget_minutes, rates)
     tree["encoders"] = _encoders(arms, curve if "scratch" in arms else (), continued_steps)
-    workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "quality.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
     config = load_checked(workdir / "quality.yaml")
     resolve_model_refs(config)
