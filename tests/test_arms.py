@@ -4,6 +4,7 @@ make, and the parts that choose, copy and report."""
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -190,3 +191,18 @@ def test_bench_quality_takes_one_budget():
 
     done = CliRunner().invoke(main, ["bench", "quality", "--budget-minutes", "5", "--budget-tokens", "1000"])
     assert done.exit_code == 2 and "not both" in done.output
+
+
+def test_a_minutes_budget_is_timed_once_per_workdir(tmp_path, monkeypatch):
+    """A rerun of the same budget gets the same steps: its pretraining stages are cache hits."""
+    from bioray.bench import quality
+
+    timings = []
+    monkeypatch.setattr(quality, "_training_rate", lambda *args: timings.append(args) or 2048.0)
+    pretrain = {"global_batch_size": 32, "micro_batch_size": 16, "num_workers": 2, "mask_rate": 0.3}
+    tiny, rates = {"layers": 2, "hidden": 128}, tmp_path / "training_rates.json"
+    assert quality.steps_for(pretrain, tiny, 8000, 128, None, 1.0, rates) == 60 * 2048 // (32 * 128)
+    assert quality.steps_for(pretrain, tiny, 8000, 128, None, 1.0, rates) == 30 and len(timings) == 1
+    quality.steps_for(pretrain, {"layers": 6, "hidden": 384}, 30522, 128, None, 1.0, rates)  # another shape
+    assert len(timings) == 2 and len(json.loads(rates.read_text())) == 2
+    assert quality.steps_for(pretrain, tiny, 8000, 128, 4096 * 70, None, rates) == 70 and len(timings) == 2
