@@ -4,7 +4,7 @@ Both sides start from the same checkpoint, train on the same NCBI-disease senten
 epochs with the same seed, learning rate, schedule, batch size and torch threads, in this process,
 and are scored with the same entity-level F1 on the test set:
 (a) bioray: the training loop its Ray Train workers run (`train_epochs`): first-sub-token labels,
-    long sentences split into windows, length-bucketed batches with dynamic padding;
+    long sentences split into windows, random batches with dynamic padding, the unpadded encoder;
 (b) baseline: `Trainer` + `AutoModelForTokenClassification` + `DataCollatorForTokenClassification`
     as HF's run_ner.py example does it (random batches padded to their longest sentence, sentences
     truncated at max_length; words cut off are predicted `O`).

@@ -1,4 +1,4 @@
-"""Dynamic padding: a batch's rows padded to its longest one (the batches are length-bucketed)."""
+"""Dynamic padding: a batch's rows padded to its longest one."""
 
 from __future__ import annotations
 

@@ -29,21 +29,17 @@ log = logging.getLogger(__name__)
 
 
 def _batches(features: list, batch_size: int, rng: random.Random) -> list[list]:
-    """Length-bucketed batches: shuffle, sort within chunks of 50 batches, shuffle the batches."""
+    """Random batches, as HF's Trainer draws them. Length-bucketed batches (sorted within chunks of 50)
+    trained faster but worse: −0.5 to −3 F1 against the Trainer in every comparison, as each batch's mean
+    loss then weighs short sentences' labels more; the unpadded encoder keeps padding cheap anyway."""
     order = list(range(len(features)))
     rng.shuffle(order)
-    chunk = batch_size * 50
-    batches = []
-    for begin in range(0, len(order), chunk):
-        part = sorted(order[begin:begin + chunk], key=lambda i: len(features[i].input_ids))
-        batches += [[features[i] for i in part[j:j + batch_size]] for j in range(0, len(part), batch_size)]
-    rng.shuffle(batches)
-    return batches
+    return [[features[i] for i in order[j:j + batch_size]] for j in range(0, len(order), batch_size)]
 
 
 def train_epochs(model, task, features: list, config: TrainingConfig, rng: random.Random, device,
                  pad_id: int, after_epoch=None) -> dict:
-    """AdamW with warmup then linear decay over length-bucketed, dynamically padded batches; the
+    """AdamW with warmup then linear decay over random, dynamically padded batches; the
     loop every Ray Train worker runs (and `bioray bench finetune` times). With config.zero_stage set,
     a DeepSpeed engine does the backward, clipping and step (torch.distributed must be up). Returns
     the last epoch's metrics (from after_epoch when given)."""
