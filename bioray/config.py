@@ -485,7 +485,7 @@ class EncoderConfig(Section):
     seed: int = Field(0, description="source random: the initialisation seed.")
     finetune_lr: LearningRates | None = Field(
         None, description="This arm's fine-tuning learning rate or grid (default: the dataset's, else finetune.lr): "
-        "a pretrained checkpoint of a few million weights wants a smaller one than a randomly initialised tiny model.")
+        "a trained checkpoint wants a smaller one than a randomly initialised tiny model.")
 
     @model_validator(mode="after")
     def _fields_fit_the_source(self) -> EncoderConfig:
