@@ -64,7 +64,7 @@ def _encoders(arms: list[str], curve: tuple[float, ...], continued_steps: int | 
 
 
 def steps_for(pretrain: dict, shape: dict, vocab_size: int, seq_len: int, budget_tokens: int | None,
-              budget_minutes: float | None, rates: Path | None = None) -> int:
+              budget_minutes: float | None, rates: Path) -> int:
     """Optimizer steps of the budget: tokens / (global batch x sequence length); a budget in minutes is
     turned into tokens at the rate this machine trains a model of that shape (timed here, a few steps).
     The rate is kept in `rates` (a JSON file): a second run of the same budget gets the same steps, so
@@ -75,17 +75,16 @@ def steps_for(pretrain: dict, shape: dict, vocab_size: int, seq_len: int, budget
     return max(10, budget_tokens // per_step)
 
 
-def _kept_rate(rates: Path | None, pretrain: dict, shape: dict, vocab_size: int, seq_len: int) -> float:
+def _kept_rate(rates: Path, pretrain: dict, shape: dict, vocab_size: int, seq_len: int) -> float:
     import json
 
     key = json.dumps({"shape": shape, "vocab": vocab_size, "seq_len": seq_len, "workers": pretrain["num_workers"],
                       "micro_batch": pretrain["micro_batch_size"], "mask_rate": pretrain.get("mask_rate", 0.15)},
                      sort_keys=True)
-    kept = json.loads(rates.read_text()) if rates is not None and rates.is_file() else {}
+    kept = json.loads(rates.read_text()) if rates.is_file() else {}
     if key not in kept:
         kept[key] = _training_rate(pretrain, shape, vocab_size, seq_len)
-        if rates is not None:
-            rates.write_text(json.dumps(kept, indent=1))
+        rates.write_text(json.dumps(kept, indent=1))
     return kept[key]
 
 

@@ -60,7 +60,7 @@ def train_epochs(model, task, features: list, config: TrainingConfig, rng: rando
     step, metrics = 0, {}
     for epoch in range(config.epochs):
         model.train()
-        batches = _batches(features, config.batch_size, rng)[:steps_per_epoch]
+        batches = _batches(features, config.batch_size, rng)
         loss_sum = 0.0
         for batch in batches:
             inputs = {k: v.to(device) for k, v in task.collate(batch, pad_id).items()}
