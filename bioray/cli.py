@@ -95,8 +95,8 @@ def _run(workflow: str, overrides, address, stage: str | None) -> None:
     cached = [n for n, r in summary.results.items() if r.cached]
     click.echo(f"\nbioray: {len(ran)} stage(s) ran, {len(cached)} cached, {len(summary.failed)} failed "
                f"in {summary.seconds:.1f}s; MLflow parent run {summary.parent_run_id}")
-    if summary.waited_for_slot:
-        click.echo(f"bioray: {len(summary.waited_for_slot)} fine-tuning stage(s) waited for a training slot")
+    if summary.waited_for_cpus:
+        click.echo(f"bioray: {len(summary.waited_for_cpus)} training stage(s) waited for free CPUs")
     for name, result in summary.results.items():
         scores = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("ner/test_")}
         click.echo(f"  {name:36s} {'cached' if result.cached else 'ran':6s} "

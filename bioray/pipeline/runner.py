@@ -47,7 +47,7 @@ class RunSummary:
     results: dict[str, StageResult] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
-    waited_for_slot: list[str] = field(default_factory=list)  # fine-tuning stages held back for a free slot
+    waited_for_cpus: list[str] = field(default_factory=list)  # training stages held back for free CPUs
 
 
 def ray_module(config: WorkflowConfig):
@@ -187,19 +187,19 @@ def run_nodes(config: WorkflowConfig, nodes: list[Node], targets: list[str] | No
 STAGE_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "86400"}
 
 
-def _training_slots(config: WorkflowConfig, ray) -> int:
-    """Fine-tuning stages that may train at once: as many as the cluster's CPUs hold (one CPU is left
-    to the evaluate and data tasks), so runs queue in the runner instead of as idle trainers."""
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    return max(1, int((cpus - 1) // config.finetune.num_workers))
+def _training_cpus(ray) -> float:
+    """CPUs that training stages may hold at once: the cluster's, less one left to data and evaluate
+    tasks. A pretraining's Ray Data reads need a CPU beside its trainers: two pretrainings that held
+    every CPU would each wait on their reads for ever (Ray Data gives up after 30 minutes)."""
+    return max(1.0, ray.cluster_resources().get("CPU", 1.0) - 1)
 
 
 def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], keys: dict[str, str],
                 runs: _StageRuns, summary: RunSummary) -> None:
     """Cached stages are reported at once; the others become Ray tasks wired by their inputs'
-    ObjectRefs, submitted as soon as their inputs are submitted (a stage that needs a training slot:
-    when one is free), and collected in completion order; a failure marks its run and everything
-    downstream of it."""
+    ObjectRefs, submitted as soon as their inputs are submitted (a training stage: once its inputs are
+    done and its workers' CPUs are free, so it never holds them while it waits), and collected in
+    completion order; a failure marks its run and everything downstream of it."""
     ray = ray_module(config) if to_run else None
     handles: dict = {}
     waiting: list[Node] = []
@@ -217,7 +217,7 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
     if not waiting:
         return
     remote_execute = ray.remote(execute_node)
-    slots = _training_slots(config, ray)
+    budget = _training_cpus(ray)
     output_types = {node.name: node.stage.output for node in wanted}
     pending: dict = {}
     while waiting or pending:
@@ -229,11 +229,17 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
                 continue
             if not all(name in handles for name in node.inputs):
                 continue
-            if node.stage.training_slot and sum(1 for n in pending.values() if n.stage.training_slot) >= slots:
-                if node.name not in summary.waited_for_slot:
-                    summary.waited_for_slot.append(node.name)
-                    log.info("stage %s waits for a training slot (%d in use)", node.name, slots)
-                continue
+            workers = node.stage.training_workers(node)
+            if workers:
+                if not all(name in summary.results for name in node.inputs):
+                    continue
+                in_use = sum(n.stage.training_workers(n) for n in pending.values())
+                if in_use and in_use + workers > budget:  # alone, it may have more than the budget
+                    if node.name not in summary.waited_for_cpus:
+                        summary.waited_for_cpus.append(node.name)
+                        log.info("stage %s waits for %d training CPUs (%d of %g in use)", node.name, workers,
+                                 in_use, budget)
+                    continue
             env = StageEnv(keys[node.name], runs.context.for_stage(runs.children[node.name]), Path(config.data_root),
                            config.train_storage, config.paths,
                            earlier_outputs(config.paths, node) if node.stage.incremental else ())

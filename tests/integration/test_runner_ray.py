@@ -1,7 +1,8 @@
-"""The runner on a real Ray: stage tasks wired by their inputs, stages that need a training slot queued
-for one instead of starting trainers that would idle, every one completing. The stage kinds here are
-cheap stand-ins defined in this file (a run function that records when it ran), which also shows that
-a stage kind is one definition the runner needs nothing else for."""
+"""The runner on a real Ray: stage tasks wired by their inputs, training stages started only when
+their workers' CPUs are free (one CPU always left to data tasks, so two pretrainings never starve
+each other's reads), every one completing. The stage kinds here are cheap stand-ins defined in this
+file (a run function that records when it ran), which also shows that a stage kind is one definition
+the runner needs nothing else for."""
 
 from __future__ import annotations
 
@@ -17,25 +18,36 @@ from bioray.pipeline.stages.base import Node, Stage
 from tests.support.workflows import mlflow_state_kept, small_workflow, write_workflow
 
 SEEDS = range(5)
+PRETRAIN_WORKERS, FINETUNE_WORKERS = 2, 1
 
 
-class Upstream(Stage):
-    kind, help = "stand-in-pretrain", "Says when it is done."
+class Pretraining(Stage):
+    """Stand-in for two pretrainings (the workflow's and a continued arm's), two workers each."""
+
+    kind, help = "stand-in-pretrain", "Trains for a while, says when."
 
     def nodes(self, config, upstream):
-        return [Node("pretrain", self)]
+        return [Node("pretrain", self), Node("pretrain/continued", self)]
+
+    def training_workers(self, node):
+        return PRETRAIN_WORKERS
 
     def run(self, node, inputs, output, env) -> dict:
-        return {"ran/to": time.time()}
+        started = time.time()
+        time.sleep(1.0)
+        return {"ran/from": started, "ran/to": time.time()}
 
 
-class Training(Stage):
-    """Stand-in for fine-tuning: holds a training slot for a second and says when."""
+class Finetuning(Stage):
+    """Stand-in for fine-tuning from the workflow's pretraining: one worker each."""
 
-    kind, help, training_slot = "stand-in-finetune", "Trains for a while.", True
+    kind, help = "stand-in-finetune", "Trains for a while, says when."
 
     def nodes(self, config, upstream):
         return [Node(f"finetune/d/seed-{seed}", self, ("pretrain",), {"seed": seed}) for seed in SEEDS]
+
+    def training_workers(self, node):
+        return FINETUNE_WORKERS
 
     def run(self, node, inputs, output, env) -> dict:
         started = time.time()
@@ -50,25 +62,34 @@ def stand_ins():
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
-def test_fine_tuning_stages_queue_for_training_slots(ray_session, stand_ins, data_root, tmp_path):
+def test_training_stages_start_when_their_cpus_are_free(ray_session, stand_ins, data_root, tmp_path):
     config = load_checked(write_workflow(small_workflow(tmp_path / "work", data_root), tmp_path / "wf.yaml"))
-    nodes = Upstream().nodes(config, [])
-    nodes += Training().nodes(config, nodes)
+    nodes = Pretraining().nodes(config, [])
+    nodes += Finetuning().nodes(config, nodes)
     with mlflow_state_kept():
         summary = run_nodes(config, nodes)
 
-    slots = int(ray_session.cluster_resources()["CPU"] - 1)  # one worker each, one CPU left to data tasks
-    assert slots < len(SEEDS) and summary.failed == {}
-    tuned = {name: result.metrics for name, result in summary.results.items() if name.startswith("finetune/")}
-    assert sorted(tuned) == sorted(f"finetune/d/seed-{seed}" for seed in SEEDS)
-    # each started after its input was done, and got its input's result
-    pretrain_done = summary.results["pretrain"].metrics["ran/to"]
-    assert all(m["ran/after"] == pretrain_done and m["ran/from"] >= pretrain_done for m in tuned.values())
-    # all five were ready at once: as many started as there are slots, the rest waited in the runner
-    assert len(summary.waited_for_slot) == len(SEEDS) - slots
-    events = sorted([(m["ran/from"], 1) for m in tuned.values()] + [(m["ran/to"], -1) for m in tuned.values()])
-    running = most = 0
+    budget = ray_session.cluster_resources()["CPU"] - 1  # one CPU left to data tasks
+    assert PRETRAIN_WORKERS * 2 > budget and len(SEEDS) * FINETUNE_WORKERS > budget and summary.failed == {}
+    ran = {name: result.metrics for name, result in summary.results.items()}
+    assert sorted(ran) == sorted(node.name for node in nodes)
+    # each fine-tune started after its input was done (never holding CPUs while it waited), with its result
+    pretrain_done = ran["pretrain"]["ran/to"]
+    tuned = [m for name, m in ran.items() if name.startswith("finetune/")]
+    assert all(m["ran/after"] == pretrain_done and m["ran/from"] >= pretrain_done for m in tuned)
+    # the two pretrainings did not overlap; the stages that found too few free CPUs waited in the runner
+    first, second = sorted([ran["pretrain"], ran["pretrain/continued"]], key=lambda m: m["ran/from"])
+    assert second["ran/from"] >= first["ran/to"]
+    assert "pretrain/continued" in summary.waited_for_cpus
+    events = sorted([(m["ran/from"], m["workers"]) for m in _with_workers(ran)] +
+                    [(m["ran/to"], -m["workers"]) for m in _with_workers(ran)])
+    held = most = 0
     for _, change in events:
-        running += change
-        most = max(most, running)
-    assert most <= slots  # never more training at once than the slots
+        held += change
+        most = max(most, held)
+    assert most <= budget  # never more training workers at once than the budget
+
+
+def _with_workers(ran: dict) -> list[dict]:
+    return [{**m, "workers": PRETRAIN_WORKERS if name.startswith("pretrain") else FINETUNE_WORKERS}
+            for name, m in ran.items()]

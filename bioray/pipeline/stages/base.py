@@ -70,7 +70,6 @@ class Stage(ABC):
     help: ClassVar[str]  # one line, for the CLI
     output: ClassVar[type[StageOutput]] = StageOutput
     num_cpus: ClassVar[float] = 0  # stages that start Ray Data / Ray Train work hold no CPU themselves
-    training_slot: ClassVar[bool] = False  # waits for a free training slot (fine-tuning)
     incremental: ClassVar[bool] = False  # builds on an earlier output (StageEnv.earlier)
     dataset_context: ClassVar[str | None] = None  # MLflow dataset context of its inputs (default: its kind)
     parent_metrics: ClassVar[bool] = False  # its metrics also go on the pipeline's parent run
@@ -83,6 +82,11 @@ class Stage(ABC):
     @abstractmethod
     def run(self, node: Node, inputs: dict[str, StageOutput], output: Path, env: StageEnv) -> dict:
         """Write the output into `output`; return the metrics."""
+
+    def training_workers(self, node: Node) -> int:
+        """CPUs its Ray Train workers hold while it runs (0: it trains nothing); the runner starts it only
+        when that many are free, so trainers never hold the CPUs their own data tasks wait for."""
+        return 0
 
     @property
     def code_roots(self) -> tuple[str, ...]:

@@ -47,7 +47,6 @@ class Finetune(Stage):
     kind = "finetune"
     help = "Fine-tune each encoder on every dataset, fold and seed (Ray Train); keep the epoch best on dev."
     output = FinetuneOutput
-    training_slot = True  # queued in the runner for a free slot, not as an idle trainer
     dataset_context = "train"
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
@@ -60,6 +59,9 @@ class Finetune(Stage):
                 nodes.append(Node(instance_name("finetune", config, run), self, (source,), params,
                                   dataset_files(config, run.dataset), registry.code_modules(run.dataset)))
         return nodes
+
+    def training_workers(self, node: Node) -> int:
+        return node.params.training.num_workers
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.tasks.splits import load_splits

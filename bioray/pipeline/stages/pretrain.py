@@ -43,6 +43,9 @@ class Pretrain(Stage):
                               checkpoint_files(config, arm.checkpoint)))
         return nodes
 
+    def training_workers(self, node: Node) -> int:
+        return node.params.num_workers
+
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from transformers import AutoTokenizer
 
