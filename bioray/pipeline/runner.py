@@ -29,6 +29,7 @@ from bioray.pipeline.plan import (
     stage_dir,
 )
 from bioray.pipeline.stages.base import Node, StageEnv
+from bioray.tracking.artifacts import SMALL_BYTES, log_output_file
 from bioray.tracking.context import RunContext
 from bioray.tracking.outbox import SPILL_FILE, replay_spilled
 from bioray.tracking.runs import common_tags, flatten, log_lineage, log_metrics, log_params_and_tags
@@ -67,10 +68,15 @@ def ray_module(config: WorkflowConfig):
     return ray
 
 
-def _log_small_outputs(client, run_id: str, directory: Path) -> None:
+def _log_outputs(client, run_id: str, directory: Path, large: tuple[str, ...]) -> None:
+    """The output's small reports on its run, and the files its stage kind names whatever their size."""
     for path in sorted(directory.iterdir()):
-        if path.is_file() and path.suffix in ARTIFACT_SUFFIXES and path.stat().st_size < 5_000_000:
+        if path.is_file() and path.suffix in ARTIFACT_SUFFIXES and path.stat().st_size < SMALL_BYTES \
+                and path.name not in large:
             client.log_artifact(run_id, str(path))
+    for name in large:
+        if (directory / name).is_file():
+            log_output_file(client, run_id, directory / name)
 
 
 # `module.Type: message` or `Type(Wrapped): message` at the start of a line of a Ray traceback
@@ -106,6 +112,7 @@ class _StageRuns:
         log_params_and_tags(self.client, self.parent_id, {"workflow": config.name, "workdir": str(config.workdir_path)},
                             {})
         self.children: dict[str, str] = {}
+        self.large_artifacts: dict[str, tuple[str, ...]] = {}  # stage name -> the large files its kind logs
         self.headline: dict[str, tuple] = {}  # stages whose metrics and named outputs go on the parent run too
 
     def start_child(self, node: Node, key: str, output: Path, cached: bool, lineage: list[dict]) -> str:
@@ -114,6 +121,7 @@ class _StageRuns:
             "bioray.stage_kind": node.kind, "bioray.stage_key": key, "bioray.cache": "hit" if cached else "miss",
             "bioray.output": str(output)})
         self.children[node.name] = child.info.run_id
+        self.large_artifacts[node.name] = node.stage.large_artifacts
         if node.stage.parent_metrics or node.stage.parent_artifacts:
             self.headline[node.name] = (node.stage.parent_metrics, node.stage.parent_artifacts)
         log_params_and_tags(self.client, child.info.run_id, flatten(node.params_json() or {}), {})
@@ -128,7 +136,7 @@ class _StageRuns:
             self.client.set_tag(run_id, "bioray.tracking_replayed", str(replayed))
             log.warning("stage %s: %d tracking write(s) made while MLflow was unreachable sent now", name, replayed)
         log_metrics(self.client, run_id, result.metrics)  # keeps the numeric ones
-        _log_small_outputs(self.client, run_id, Path(result.path))
+        _log_outputs(self.client, run_id, Path(result.path), self.large_artifacts[name])
         self.client.set_terminated(run_id, "FINISHED")
 
     def fail_child(self, name: str, error: str) -> None:

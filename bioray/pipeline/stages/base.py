@@ -74,6 +74,8 @@ class Stage(ABC):
     dataset_context: ClassVar[str | None] = None  # MLflow dataset context of its inputs (default: its kind)
     parent_metrics: ClassVar[bool] = False  # its metrics also go on the pipeline's parent run
     parent_artifacts: ClassVar[tuple[str, ...]] = ()  # files of its output also logged on the parent run
+    large_artifacts: ClassVar[tuple[str, ...]] = ()  # files of its output logged on its run whatever their size
+    # (compressed and capped when large: bioray.tracking.artifacts); the small .json/.md/.png/.yaml always are
 
     @abstractmethod
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:

@@ -29,6 +29,7 @@ class Evaluate(Stage):
     help = "Score every fine-tuned model on its test set with the task's paper metric (the dev-best of a grid)."
     num_cpus = 1
     dataset_context = "test"
+    large_artifacts = ("predictions.jsonl",)  # every test example's prediction, beside the scores
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
         return [Node(instance_name("evaluate", config, run), self,
