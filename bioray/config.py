@@ -406,15 +406,30 @@ class GateConfig(Section):
     margin: float = Field(0.0, ge=0, description="Points (0-100 scale) the challenger must win by.")
 
 
-class RegisterConfig(Section):
-    """Registration of the evaluated encoder in the MLflow model registry."""
+class TaskModelsConfig(Section):
+    """The fine-tuned task models in the registry too: one registered model per dataset, one version per
+    evaluation (arm, fold, seed), each the fine-tuning run its evaluation scored on test."""
 
-    enabled: bool = Field(True, description="Register an encoder (off: no register stage).")
+    enabled: bool = Field(True, description="Register the evaluated task models (off: no register-task stage).")
+    prefix: Name = Field("bioray", description="Registered model names are `<prefix>-<task>-<dataset>`, e.g. "
+                         "bioray-ner-ncbi-disease.")
+    alias: Alias = Field("challenger", description="Alias set on the new version best on dev (of a dataset's "
+                         "new versions; the first when none has a dev score).")
+
+
+class RegisterConfig(Section):
+    """Registration in the MLflow model registry: the evaluated encoder (register stage) and the
+    fine-tuned task models (register-task stage)."""
+
+    enabled: bool = Field(True, description="Use the model registry (off: neither the register nor the "
+                          "register-task stage).")
     encoder: Name | None = Field(None, description="Which encoder (of `encoders`) is registered and gated; "
                                  "default: this workflow's pretrained one, else the first.")
     model_name: Name = Field("bioray-encoder", description="Registered model name.")
     alias: Alias = Field("challenger", description="Alias set on the new version.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion of the new version to champion.")
+    task_models: TaskModelsConfig = Field(default_factory=TaskModelsConfig, description="The fine-tuned task "
+                                          "models, registered as `<prefix>-<task>-<dataset>`.")
 
 
 class TagConfig(Section):
@@ -525,7 +540,8 @@ class WorkflowConfig(Section):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     finetune: FinetuneConfig
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    registry: RegisterConfig = Field(default_factory=RegisterConfig, description="The register stage.")
+    registry: RegisterConfig = Field(default_factory=RegisterConfig, description="The register and "
+                                     "register-task stages.")
     tag: TagConfig = Field(default_factory=TagConfig, description="The optional batch-inference stage.")
     repretrain: RepretrainConfig | None = Field(None, description="Makes `bioray run` a scheduled re-pretraining run.")
 

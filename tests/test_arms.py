@@ -70,7 +70,7 @@ def test_an_existing_checkpoint_alone_needs_no_corpus(write_workflow, quickstart
                                     "checkpoint": str(_checkpoint(tmp_path / "biobert"))}]
     names = [n.name for n in build_plan(load_checked(write_workflow(quickstart_tree)))]
     assert names == ["encoder/biobert", "finetune/biobert/ncbi-disease/seed-42",
-                     "evaluate/biobert/ncbi-disease/seed-42", "report", "register"]
+                     "evaluate/biobert/ncbi-disease/seed-42", "report", "register-task/ncbi-disease", "register"]
     quickstart_tree["encoders"].append({"name": "scratch"})
     with pytest.raises(ConfigError, match=r"ingest: required, the encoders \['scratch'\]"):
         load_checked(write_workflow(quickstart_tree))

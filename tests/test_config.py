@@ -112,7 +112,7 @@ def test_every_command_has_help():
     runner = CliRunner()
     assert runner.invoke(main, ["--help"]).exit_code == 0
     for command in ["run", "status", "validate", "fetch", "ingest", "vocab", "tokenize", "pretrain", "finetune",
-                    "evaluate", "register"]:
+                    "evaluate", "register-task", "register"]:
         result = runner.invoke(main, [command, "--help"])
         assert result.exit_code == 0, command
         assert ("DESTINATION" if command == "fetch" else "WORKFLOW") in result.output

@@ -41,7 +41,8 @@ def test_finetune_lr_change_invalidates_only_downstream(write_workflow, quicksta
     path = write_workflow(quickstart_tree)
     before, after = _keys(path), _keys(path, ["finetune.lr=3e-5"])
     changed = {name for name in before if before[name] != after[name]}
-    assert changed == {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "report", "register"}
+    assert changed == {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "report",
+                       "register-task/ncbi-disease", "register"}
 
 
 def test_tokenize_change_invalidates_training_but_not_ingest(write_workflow, quickstart_tree):
@@ -77,7 +78,8 @@ def test_editing_a_module_a_stage_reaches_only_indirectly_makes_it_and_downstrea
             source.write_text(source.read_text().removesuffix("\n# edited\n"))
         return {name for name in original if edited[name] != original[name]}
 
-    downstream = {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "report", "register"}
+    downstream = {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "report",
+                  "register-task/ncbi-disease", "register"}
     assert compute_keys(nodes, source_root=copy) == original  # the same code gives the same keys
     assert keys_after_editing("bioray.model.unpad") == {"pretrain"} | downstream
     assert keys_after_editing("bioray.tasks.formats.conll") == downstream

@@ -1,4 +1,5 @@
-"""Register stage: the evaluated encoder goes into the MLflow model registry, in Hugging Face format."""
+"""Register stage: the evaluated encoder goes into the MLflow model registry, in Hugging Face format
+(bioray.tracking.registry registers it, as it does the fine-tuned task models: register_tasks.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from bioray.config import RegisterConfig
 from bioray.pipeline.gate import run_gate
 from bioray.tracking.context import RunContext
 from bioray.tracking.models import log_transformers_model
+from bioray.tracking.registry import register_version
 
 
 def run_register(config: RegisterConfig, *, encoder_dir: Path, scores: dict[str, float],
@@ -19,15 +21,11 @@ def run_register(config: RegisterConfig, *, encoder_dir: Path, scores: dict[str,
     The HF files (config.json, model.safetensors, tokenizer) are under the model's `model/` folder:
     `AutoModel.from_pretrained(download_artifacts("models:/bioray-encoder@challenger") + "/model")`.
     """
-    info = log_transformers_model(encoder_dir, context.run_id, "encoder", registered_model_name=config.model_name)
+    info = log_transformers_model(encoder_dir, context.run_id, "encoder")
     client = context.client
-    version = str(info.registered_model_version)
-    client.set_registered_model_alias(config.model_name, config.alias, version)
-    for metric, value in {**scores, **report_scores}.items():
-        client.set_model_version_tag(config.model_name, version, metric, f"{value:.6f}")
-    client.set_model_version_tag(config.model_name, version, "hf_subdir", "model")
-    registration = {"model_name": config.model_name, "version": version, "alias": config.alias,
-                    "model_uri": f"models:/{config.model_name}/{version}", "logged_model_uri": info.model_uri}
+    registration = register_version(client, info.model_uri, config.model_name, config.alias,
+                                    {**scores, **report_scores}, {"hf_subdir": "model"})
+    version = registration["version"]
     (output / "registration.json").write_text(json.dumps(registration, indent=2))
     metrics = {"register/version": int(version)}
     if config.gate.enabled:

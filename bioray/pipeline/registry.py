@@ -10,10 +10,11 @@ from bioray.pipeline.stages.finetune import Finetune
 from bioray.pipeline.stages.ingest import Ingest
 from bioray.pipeline.stages.pretrain import Pretrain
 from bioray.pipeline.stages.register import Register
+from bioray.pipeline.stages.register_task import RegisterTask
 from bioray.pipeline.stages.report import Report
 from bioray.pipeline.stages.tag import Tag
 from bioray.pipeline.stages.tokenize import Tokenize
 from bioray.pipeline.stages.vocab import Vocab
 
 STAGES: list[Stage] = [Ingest(), Vocab(), Tokenize(), Pretrain(), Encoder(), Finetune(), Evaluate(), Report(), Tag(),
-                       Register()]
+                       RegisterTask(), Register()]

@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+# Words of raw text, BioBERT-style: runs of letters and digits, or any other single non-space character
+# (BioBERT's preprocessed files split punctuation, symbols and '_' off). PubTator documents become NER
+# sentences with it and raw text is tagged with it, so a model is used on the words it was trained on.
+WORD = re.compile(r"[^\W_]+|\S")
 
 
 class DatasetError(ValueError):

@@ -1,18 +1,24 @@
 """Using fine-tuned models on raw text: entities with character offsets (NER) and label
-probabilities (classification), for `bioray predict` and the batch tagging of a documents Parquet."""
+probabilities (classification), for `bioray predict`, the served MLflow model (bioray.tasks.serving)
+and the batch tagging of a documents Parquet.
+
+Text is split into BioBERT's words (examples.WORD) and each word is tagged on its first sub-token, as
+the model was trained. The Hugging Face pipeline of the logged model, loaded with
+`mlflow.transformers.load_model(uri, aggregation_strategy="first")`, tags the tokenizer's own words
+the same way and finds the same entities (tests/integration/test_task_models.py) wherever the two
+splits agree: everywhere but at symbols outside ASCII (°, ±: BioBERT splits them off, BERT's
+tokenizer does not), combining accents and CJK characters.
+"""
 
 from __future__ import annotations
 
-import re
+from pathlib import Path
 
 import torch
 
-from bioray.tasks.examples import Sentence
+from bioray.tasks.examples import WORD, Sentence
 from bioray.tasks.ner import collate, make_windows
 from bioray.tracking.models import resolve_model
-
-# BioBERT-style words: runs of letters/digits, or single punctuation characters.
-WORD = re.compile(r"\w+|[^\w\s]")
 
 
 def model_kind(config) -> str:
@@ -102,24 +108,33 @@ def classify_texts(model, tokenizer, texts: list[str], max_length: int = 512, ba
     return results
 
 
-def predict_lines(uri: str, lines: list[str], max_length: int | None = None, batch_size: int = 32) -> list[dict]:
-    """A fine-tuned model (a directory or an MLflow URI) on raw text lines: `entities` for an NER model,
-    `labels`/`predicted` (or `score`) for a classification (regression) model, per line. Raises
-    OSError or ValueError, with the reason, for a model that cannot be used."""
-    from transformers import (
-        AutoConfig,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-        AutoTokenizer,
-    )
+class Predictor:
+    """A fine-tuned model loaded once; raw text lines in, per line `entities` for an NER model,
+    `labels`/`predicted` (or `score`) for a classification (regression) model. Raises OSError or
+    ValueError, with the reason, for a model that cannot be used."""
 
-    directory = resolve_model(uri)
-    kind = model_kind(AutoConfig.from_pretrained(str(directory)))
-    if kind == "qa":
-        raise ValueError("extractive QA models need a question and a context: not supported by predict")
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    if kind == "ner":
-        model = AutoModelForTokenClassification.from_pretrained(str(directory), use_safetensors=True)
-        return [{"entities": e} for e in tag_texts(model, tokenizer, lines, max_length or 128, batch_size)]
-    model = AutoModelForSequenceClassification.from_pretrained(str(directory), use_safetensors=True)
-    return classify_texts(model, tokenizer, lines, max_length or 512, batch_size)
+    def __init__(self, model_dir: Path, tokenizer_dir: Path | None = None):
+        from transformers import (
+            AutoConfig,
+            AutoModelForSequenceClassification,
+            AutoModelForTokenClassification,
+            AutoTokenizer,
+        )
+
+        self.kind = model_kind(AutoConfig.from_pretrained(str(model_dir)))
+        if self.kind == "qa":
+            raise ValueError("extractive QA models need a question and a context: not supported by predict")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or model_dir))
+        auto_class = AutoModelForTokenClassification if self.kind == "ner" else AutoModelForSequenceClassification
+        self.model = auto_class.from_pretrained(str(model_dir), use_safetensors=True)
+
+    def __call__(self, lines: list[str], max_length: int | None = None, batch_size: int = 32) -> list[dict]:
+        if self.kind == "ner":
+            return [{"entities": e} for e in tag_texts(self.model, self.tokenizer, lines, max_length or 128,
+                                                       batch_size)]
+        return classify_texts(self.model, self.tokenizer, lines, max_length or 512, batch_size)
+
+
+def predict_lines(uri: str, lines: list[str], max_length: int | None = None, batch_size: int = 32) -> list[dict]:
+    """A fine-tuned model (a directory or an MLflow URI) on raw text lines (see Predictor)."""
+    return Predictor(resolve_model(uri))(lines, max_length, batch_size)

@@ -119,11 +119,15 @@ class NerTask(Task):
         return label_list(*splits, known=self.dataset.labels)
 
     def build_model(self, encoder_dir: str, labels: list[str]):
+        """The head's label names in the saved config are typed IOB2 (untyped B/I become B-ENT/I-ENT):
+        Hugging Face's pipeline groups words into entities by the B-/I- prefix, and would read a bare
+        B as an entity type of its own. Label ids, and so training and scoring, are unchanged."""
         from transformers import AutoModelForTokenClassification
 
+        names = for_seqeval(labels)
         return AutoModelForTokenClassification.from_pretrained(
-            encoder_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={t: i for i, t in enumerate(labels)}, use_safetensors=True)
+            encoder_dir, num_labels=len(labels), id2label=dict(enumerate(names)),
+            label2id={t: i for i, t in enumerate(names)}, use_safetensors=True)
 
     def encode(self, sentences: list[Sentence], tokenizer, labels: list[str], max_length: int) -> list[Window]:
         return make_windows(sentences, tokenizer, {t: i for i, t in enumerate(labels)}, max_length)

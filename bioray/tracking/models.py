@@ -1,6 +1,11 @@
 """Hugging Face model directories logged as MLflow models (transformers flavor), so that
 `mlflow.transformers.load_model(uri)` gives a working pipeline: fill-mask for an encoder,
-token classification, text classification or question answering for a fine-tuned model."""
+token classification, text classification or question answering for a fine-tuned model.
+
+A fine-tuned model may name its own python_function loader (what `mlflow models serve` and
+`mlflow.pyfunc.load_model` use) instead of MLflow's generic one: bioray.tasks.serving does, so a
+served model answers as `bioray predict` does. This module only writes the name; it imports no loader.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ColSpec, DataType, Schema
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
@@ -42,17 +49,51 @@ def pipeline_for(model_dir: Path) -> tuple[str, type]:
                      f"(expected one ending in {', '.join(PIPELINES)})")
 
 
-def log_transformers_model(model_dir: Path, run_id: str, name: str, registered_model_name: str | None = None):
+class _TransformersWithLoader:
+    """MLflow's transformers flavor as Model.log sees a flavor (a `save_model` and a name), with the
+    python_function flavor's loader module replaced once MLflow has written the model."""
+
+    __name__ = "mlflow.transformers"  # the flavor the logged model records
+
+    def __init__(self, loader_module: str):
+        self.loader_module = loader_module
+
+    def save_model(self, path: str, mlflow_model: Model, **kwargs) -> None:
+        mlflow.transformers.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+        mlflow_model.flavors["python_function"]["loader_module"] = self.loader_module
+        mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
+def log_transformers_model(model_dir: Path, run_id: str, name: str, registered_model_name: str | None = None,
+                           pyfunc_loader: str | None = None):
     """Log the model directory on the run as an MLflow transformers model; returns MLflow's ModelInfo.
-    The HF files are under the logged model's `model/` folder. Uses MLflow's fluent API: the process
-    must be pointed at the store (bioray.tracking.store.activate)."""
+    The HF files are under the logged model's `model/` folder. `pyfunc_loader`: a module with
+    `_load_pyfunc(path)` that serves the model (texts in) instead of MLflow's transformers wrapper.
+    Uses MLflow's fluent API: the process must be pointed at the store (bioray.tracking.store.activate)."""
     task, auto_class = pipeline_for(model_dir)
     components = {"model": auto_class.from_pretrained(str(model_dir), use_safetensors=True),
                   "tokenizer": AutoTokenizer.from_pretrained(str(model_dir))}
+    arguments = {"transformers_model": components, "name": name, "task": task,
+                 "registered_model_name": registered_model_name, "pip_requirements": _requirements()}
     with mlflow.start_run(run_id=run_id):
-        return mlflow.transformers.log_model(transformers_model=components, name=name, task=task,
-                                             registered_model_name=registered_model_name,
-                                             pip_requirements=_requirements())
+        if pyfunc_loader is None:
+            return mlflow.transformers.log_model(**arguments)
+        # texts in; what comes out is the loader's (MLflow's default signature would say one string per text)
+        texts = ModelSignature(inputs=Schema([ColSpec(DataType.string)]))
+        return Model.log(artifact_path=None, flavor=_TransformersWithLoader(pyfunc_loader), signature=texts,
+                         **arguments)
+
+
+def hf_parts(path: Path) -> tuple[Path, Path]:
+    """(weights directory, tokenizer directory) of a Hugging Face model under path: one directory, or
+    an MLflow transformers model's `model/` and `components/tokenizer/`. Writes nothing."""
+    for directory in sorted(p.parent for p in Path(path).rglob("config.json")):
+        if (directory / "tokenizer_config.json").is_file():
+            return directory, directory
+        tokenizer = directory.parent / "components" / "tokenizer"
+        if (tokenizer / "tokenizer_config.json").is_file():
+            return directory, tokenizer
+    raise FileNotFoundError(f"{path}: no Hugging Face model (config.json + tokenizer) in it")
 
 
 def hf_directory(path: Path, complete: bool = False) -> Path:
@@ -62,18 +103,14 @@ def hf_directory(path: Path, complete: bool = False) -> Path:
     `components/tokenizer/`; with complete=True (a copy bioray downloaded itself) the tokenizer files
     are copied next to the weights, so the directory loads with `from_pretrained` alone.
     """
-    for directory in sorted(p.parent for p in Path(path).rglob("config.json")):
-        if (directory / "tokenizer_config.json").is_file():
-            return directory
-        tokenizer = directory.parent / "components" / "tokenizer"
-        if (tokenizer / "tokenizer_config.json").is_file():
-            if not complete:
-                raise FileNotFoundError(f"{path}: an MLflow transformers model; load it with "
-                                        f"mlflow.transformers.load_model, or give its models:/ or runs:/ URI")
-            for item in tokenizer.iterdir():
-                shutil.copy2(item, directory / item.name)
-            return directory
-    raise FileNotFoundError(f"{path}: no Hugging Face model (config.json + tokenizer) in it")
+    directory, tokenizer = hf_parts(path)
+    if tokenizer != directory:
+        if not complete:
+            raise FileNotFoundError(f"{path}: an MLflow transformers model; load it with "
+                                    f"mlflow.transformers.load_model, or give its models:/ or runs:/ URI")
+        for item in tokenizer.iterdir():
+            shutil.copy2(item, directory / item.name)
+    return directory
 
 
 def resolve_model(uri: str) -> Path:

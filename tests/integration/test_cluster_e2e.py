@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 WORKFLOW = str(REPO / "workflows" / "quickstart.yaml")
 STAGES = ["ingest", "vocab", "tokenize", "pretrain", "finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42",
-          "report", "register"]
+          "report", "register-task/ncbi-disease", "register"]
 # Shorter than the shipped quickstart (300 pretraining steps, 3 epochs) to keep CI time down.
 FAST = ["--set", "pretrain.steps=20", "--set", "pretrain.log_every=10", "--set", "pretrain.warmup_steps=2",
         "--set", "finetune.epochs=1"]
@@ -193,7 +193,7 @@ def _check_runs(submit: Submitter, cluster, client: MlflowClient, env: dict, tmp
     assert fill.model.config.num_hidden_layers == 2 and fill.model.config.hidden_size == 128
     assert len(fill("Patients with chronic kidney [MASK] were enrolled.")) == 5
     tagger = mlflow.transformers.load_model(children["finetune/ncbi-disease/seed-42"].data.tags["bioray.mlflow_model"])
-    assert set(tagger.model.config.id2label.values()) == {"B", "I", "O"}
+    assert set(tagger.model.config.id2label.values()) == {"B-ENT", "I-ENT", "O"}  # BioBERT's B/I, typed
     evaluated = Path(children["evaluate/ncbi-disease/seed-42"].data.tags["bioray.output"]) / "predictions.jsonl"
     tagged = next(" ".join(p["words"]) for p in map(json.loads, evaluated.read_text().splitlines())
                   if any(tag != "O" for tag in p["predicted"]))  # a sentence the model tagged in evaluation
@@ -219,7 +219,8 @@ def _check_runs(submit: Submitter, cluster, client: MlflowClient, env: dict, tmp
     submit([*FAST, "--set", "finetune.lr=2e-3"])
     _, children3 = _stage_runs(client, experiment.experiment_id)
     reran = {name for name, run in children3.items() if run.data.tags["bioray.cache"] == "miss"}
-    assert reran == {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "report", "register"}
+    assert reran == {"finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42", "report",
+                     "register-task/ncbi-disease", "register"}
     assert client.get_model_version_by_alias("bioray-encoder", "challenger").version == "2"
     # the gate: version 2 takes `champion` exactly when its F1 beats version 1's (margin 0)
     f1_v2 = children3["evaluate/ncbi-disease/seed-42"].data.metrics["ner/test_f1"]
@@ -238,7 +239,7 @@ def _check_runs(submit: Submitter, cluster, client: MlflowClient, env: dict, tmp
     assert children4["pretrain"].data.tags["bioray.cache"] == "hit"
     assert children4["finetune/ncbi-disease/seed-42"].info.status == "FAILED"
     assert "broken_train.tsv:2" in children4["finetune/ncbi-disease/seed-42"].data.tags["bioray.error"]
-    for downstream in ("report", "register"):
+    for downstream in ("report", "register-task/ncbi-disease", "register"):
         assert children4[downstream].data.tags["bioray.error"] == ("not run: upstream stage "
                                                                    "evaluate/ncbi-disease/seed-42 failed")
     assert client.get_model_version_by_alias("bioray-encoder", "challenger").version == "2"  # nothing registered

@@ -26,7 +26,8 @@ WORKFLOW = str(REPO / "workflows" / "quickstart.yaml")
 SEEDS = [42]
 TUNED = [f"finetune/ncbi-disease/seed-{seed}" for seed in SEEDS]
 EVALUATED = [f"evaluate/ncbi-disease/seed-{seed}" for seed in SEEDS]
-STAGES = ["ingest", "vocab", "tokenize", "pretrain", *TUNED, *EVALUATED, "report", "register"]
+STAGES = ["ingest", "vocab", "tokenize", "pretrain", *TUNED, *EVALUATED, "report", "register-task/ncbi-disease",
+          "register"]
 # 10 steps (the last at 256 tokens: the long phase), one epoch of fine-tuning
 QUICK = ["--set", "pretrain.steps=10", "--set", "pretrain.log_every=5", "--set", "pretrain.warmup_steps=2",
          "--set", "finetune.epochs=1", "--set", f"finetune.seeds={SEEDS}", "--set", "finetune.num_workers=2"]
@@ -113,6 +114,8 @@ def test_quickstart_end_to_end(tmp_path, mlflow_auth_server, data_root, monkeypa
     version = client.get_model_version_by_alias("bioray-encoder", "challenger")
     assert float(version.tags["report/ncbi-disease/f1"]) == pytest.approx(100 * f1, abs=1e-4)
     assert client.get_model_version_by_alias("bioray-encoder", "champion").version == version.version
+    tagger = client.get_model_version_by_alias("bioray-ner-ncbi-disease", "challenger")  # the fine-tuned model
+    assert float(tagger.tags["ner/test_f1"]) == pytest.approx(f1, abs=1e-6)
 
     # --- an unchanged rerun runs nothing, and needs no Ray ---------------------------------------
     second = run_bioray("run", WORKFLOW, *QUICK, env=env)
@@ -133,7 +136,7 @@ def test_quickstart_end_to_end(tmp_path, mlflow_auth_server, data_root, monkeypa
     assert parent3.info.status == "FAILED" and children3["pretrain"].data.tags["bioray.cache"] == "hit"
     for name in TUNED:
         assert "broken_train.tsv:2" in children3[name].data.tags["bioray.error"]
-    for downstream in ("report", "register"):
+    for downstream in ("report", "register-task/ncbi-disease", "register"):
         assert children3[downstream].data.tags["bioray.error"].startswith("not run: upstream stage evaluate/")
     assert client.get_model_version_by_alias("bioray-encoder", "challenger").version == version.version
 

@@ -1,5 +1,5 @@
-"""Servers on loopback for tests: `mlflow server` (plain or with basic auth) and a TCP forwarder that
-makes a server unreachable on demand (an outage) without stopping it."""
+"""Servers on loopback for tests: `mlflow server` (plain or with basic auth), `mlflow models serve` and
+a TCP forwarder that makes a server unreachable on demand (an outage) without stopping it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -65,6 +66,58 @@ def start_mlflow_server(root: Path, extra_args: list[str] = (), extra_env: dict 
             process.kill()
             raise ServerError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
         time.sleep(0.5)
+
+
+@dataclass
+class ModelServer:
+    """`mlflow models serve` on loopback: POST a JSON body to `invocations`."""
+
+    process: subprocess.Popen
+    uri: str
+    log: Path
+
+    def invoke(self, body: dict, timeout: float = 120) -> dict:
+        request = urllib.request.Request(f"{self.uri}/invocations", data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        """The CLI and the uvicorn server it started: their own process group."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, sig)
+                self.process.wait(timeout=30)
+                return
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def serve_model(model_uri: str, log: Path, env: dict | None = None, timeout: float = 300) -> ModelServer:
+    """`mlflow models serve -m model_uri --env-manager local` (this Python's environment: bioray and
+    uvicorn from it), up once /ping answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # its uvicorn
+    stream = open(log, "a")
+    process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True,
+                               env={**os.environ, "PATH": path, **(env or {})})
+    server = ModelServer(process, f"http://127.0.0.1:{port}", log)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{server.uri}/ping", timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            pass
+        if process.poll() is not None or time.time() > deadline:
+            server.stop()
+            raise ServerError(f"mlflow models serve did not start: {log.read_text()[-3000:]}")
+        time.sleep(1)
 
 
 @dataclass

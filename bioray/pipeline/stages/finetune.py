@@ -34,6 +34,12 @@ class FinetuneOutput(StageOutput):
     def labels(self) -> list[str]:
         return json.loads((self.path / "labels.json").read_text())
 
+    @property
+    def mlflow_model(self) -> str | None:
+        """The model its run logged (`finetune.log_model`) as `models:/<model id>`; None when not logged."""
+        logged = self.path / "mlflow_model.json"
+        return json.loads(logged.read_text())["model_uri"] if logged.is_file() else None
+
 
 def dataset_files(config: WorkflowConfig, dataset: DatasetConfig) -> tuple[str, ...]:
     """Every file the entry reads (a folder entry: every file under it), for the key's fingerprints."""
@@ -77,9 +83,9 @@ class Finetune(Stage):
                                storage=env.train_storage, run_name=f"{node.name.replace('/', '-')}-{env.key}",
                                context=env.context)
         if params.training.log_model:
-            from bioray.tracking.models import log_transformers_model
+            from bioray.tasks.serving import log_task_model
 
-            info = log_transformers_model(output / "model", env.context.run_id, "model")
+            info = log_task_model(output / "model", env.context.run_id, "model")
             (output / "mlflow_model.json").write_text(json.dumps({"model_uri": info.model_uri}))
             env.context.set_tag("bioray.mlflow_model", info.model_uri)
         return metrics

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from bioray.config import RegisterConfig, WorkflowConfig
+from bioray.config import RegisterConfig, TaskModelsConfig, WorkflowConfig
 from bioray.pipeline.stages.arms import encoder_source, named_arms, registered_arm
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
 
@@ -29,7 +29,9 @@ class Register(Stage):
         arm = registered_arm(config)
         source, model = encoder_source(config, arm)
         evaluations = tuple(n.name for n in upstream if n.kind == "evaluate" and n.params.arm == arm.name)
-        params = RegisterParams(registry=config.registry, arm=arm.name if named_arms(config) else None,
+        # the encoder's registration reads nothing of task_models: a change there must not re-register it
+        registry = config.registry.model_copy(update={"task_models": TaskModelsConfig()})
+        params = RegisterParams(registry=registry, arm=arm.name if named_arms(config) else None,
                                 encoder_model=model)
         return [Node("register", self, (source, *evaluations, "report"), params)]
 

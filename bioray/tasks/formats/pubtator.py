@@ -2,22 +2,19 @@
 
 A document is a block of `PMID|t|title`, `PMID|a|abstract` and `PMID<TAB>start<TAB>end<TAB>mention<TAB>type
 [<TAB>concept]` lines; offsets count over title + " " + abstract. Sentences come from bioray's
-segmenter (a sentence boundary inside a mention is dropped), words are runs of letters/digits or
-single punctuation marks (as in BioBERT's preprocessed files), and a word overlapping a mention is
-tagged B (the mention's first word) or I.
+segmenter (a sentence boundary inside a mention is dropped), words are bioray.tasks.examples.WORD
+(runs of letters/digits, or single other characters, as in BioBERT's preprocessed files), and a word
+overlapping a mention is tagged B (the mention's first word) or I.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bioray.corpus.sentences import sentence_spans
-from bioray.tasks.examples import DatasetError, Sentence
+from bioray.tasks.examples import WORD, DatasetError, Sentence
 from bioray.tasks.formats.base import PerFileFormat, require_file
-
-_WORD = re.compile(r"\w+|[^\w\s]")
 
 
 @dataclass
@@ -85,7 +82,7 @@ def _sentences(document: _Document, path: Path) -> list[Sentence]:
     sentences = []
     for start, end in spans:
         words, tags = [], []
-        for match in _WORD.finditer(document.text, start, end):
+        for match in WORD.finditer(document.text, start, end):
             words.append(match.group())
             tags.append(_tag(match.start(), match.end(), document.mentions))
         if words:
