@@ -42,7 +42,7 @@ def test_a_registered_ner_model_serves_what_bioray_predict_prints(pretrained_tem
                                     "batch_size": 16, "max_length": 64})
     summary = run_in_process(write_workflow(tree, tmp_path / "wf.yaml"), ["register-task/ncbi-disease"])
     assert not summary.failed, summary.failed
-    assert all(summary.results[name].cached for name in ("tokenize", "pretrain"))
+    assert summary.results["pretrain"].cached  # the session's tiny pretrained encoder
 
     # --- the test set's predictions are on the evaluate stage's run --------------------------------
     client = MlflowClient(mlflow_server)
