@@ -39,11 +39,11 @@ def _stdout_to_stderr():
         os.close(saved)
 
 
-def _load(workflow: str, overrides: tuple[str, ...], address: str | None = None):
+def _load(workflow: str, overrides: tuple[str, ...], address: str | None = None, read_datasets: bool = False):
     from bioray.pipeline.inputs import load_checked
 
     try:
-        config = load_checked(workflow, list(overrides))
+        config = load_checked(workflow, list(overrides), read_datasets)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -77,7 +77,7 @@ def _run_scheduled(config, workflow_file: str):
 
 
 def _run(workflow: str, overrides, address, stage: str | None) -> None:
-    config = _load(workflow, overrides, address)
+    config = _load(workflow, overrides, address, read_datasets=True)
     from bioray.pipeline.model_refs import resolve_model_refs
     from bioray.pipeline.plan import build_plan, nodes_for
     from bioray.pipeline.runner import run_workflow
@@ -406,8 +406,8 @@ def tag_documents(uri, documents, output, actors, address):
 @workflow_argument
 @set_option
 def validate(workflow, overrides):
-    """Check WORKFLOW (keys, types, input files) without starting anything."""
-    _load(workflow, overrides)
+    """Check WORKFLOW (keys, types, input files, every dataset split's contents) without starting anything."""
+    _load(workflow, overrides, read_datasets=True)
     click.echo(f"{workflow}: ok")
 
 

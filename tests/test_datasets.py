@@ -204,16 +204,16 @@ def test_report_averages_folds_then_seeds():
     summary = aggregate(evaluations)["gad"]["relation/test_f1"]
     assert summary["mean"] == pytest.approx(0.75) and summary["seeds"] == 2
     assert summary["std"] == pytest.approx(0.0707106, rel=1e-4)  # seed means 0.7 and 0.8
-    report = build_report({"gad": {"task": "relation", "benchmark": "gad"},
-                           "ncbi-disease": {"task": "ner", "benchmark": "ncbi-disease"}}, evaluations)
+    report = build_report({"gad": {"task": "relation", "metric": "f1", "benchmark": "gad"},
+                           "ncbi-disease": {"task": "ner", "metric": "f1", "benchmark": "ncbi-disease"}}, evaluations)
     # BLURB-style macro: mean over task types (ner 85, relation 75), published models over the same datasets
     assert report["macro"]["bioray"] == pytest.approx(80.0)
     assert report["macro"]["blurb/pubmedbert"] == pytest.approx((87.82 + 83.96) / 2)
     assert "similarity" in report["missing_task_types"]
     # a second entry on the same benchmark (NCBI-disease from PubTator) is reported but counted once
     evaluations.append(score("ncbi-pubtator", 1, "ner/test_f1", 0.55))
-    report = build_report({"gad": {"task": "relation", "benchmark": "gad"},
-                           "ncbi-disease": {"task": "ner", "benchmark": "ncbi-disease"},
-                           "ncbi-pubtator": {"task": "ner", "benchmark": "ncbi-disease"}}, evaluations)
+    report = build_report({"gad": {"task": "relation", "metric": "f1", "benchmark": "gad"},
+                           "ncbi-disease": {"task": "ner", "metric": "f1", "benchmark": "ncbi-disease"},
+                           "ncbi-pubtator": {"task": "ner", "metric": "f1", "benchmark": "ncbi-disease"}}, evaluations)
     assert report["macro"]["bioray"] == pytest.approx(80.0)
     assert report["rows"][2]["bioray"]["mean"] == pytest.approx(55.0)

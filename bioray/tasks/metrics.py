@@ -14,10 +14,9 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 from sklearn.preprocessing import MultiLabelBinarizer
 
 
-def relation_scores(gold: list[str], predicted: list[str], negative: str | None) -> dict[str, float]:
+def relation_scores(gold: list[str], predicted: list[str], negative: str) -> dict[str, float]:
     """Micro precision/recall/F1 over the positive classes only (BioBERT re_eval, BLUE, BLURB):
-    a pair predicted negative counts as a miss, a negative pair predicted positive as a false alarm.
-    With no negative class, micro-F1 over every class (= accuracy)."""
+    a pair predicted negative counts as a miss, a negative pair predicted positive as a false alarm."""
     positives = sorted((set(gold) | set(predicted)) - {negative})
     precision, recall, f1, _ = precision_recall_fscore_support(gold, predicted, labels=positives, average="micro",
                                                                zero_division=0)

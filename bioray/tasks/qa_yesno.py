@@ -8,7 +8,7 @@ from bioray.tasks.sequence import SequenceTask
 
 
 class YesNoTask(SequenceTask):
-    name, primary_metric, formats = "qa_yesno", "accuracy", ("tsv", "jsonl", "pubmedqa")
+    name, primary_metric, metrics, formats = "qa_yesno", "accuracy", ("macro_f1",), ("tsv", "jsonl", "pubmedqa")
 
     def score(self, examples, predictions, labels) -> dict[str, float]:
         return classification_scores([e.label for e in examples], predictions)

@@ -77,4 +77,5 @@ def entry_problems(dataset, where: str) -> list[str]:
     if dataset.format is not None and dataset.format not in accepted:
         return [f"{where}.format: {dataset.format!r} does not fit task {dataset.task!r} (expected one of "
                 f"{list(accepted)})"]
-    return [f"{where}.{problem}" for problem in format_for(dataset).entry_problems(dataset)]
+    problems = task_class(dataset.task).entry_problems(dataset) + format_for(dataset).entry_problems(dataset)
+    return [f"{where}.{problem}" for problem in problems]
