@@ -304,11 +304,12 @@ class DatasetConfig(Section):
     task: str = Field(description="Task type (bioray.tasks.registry.TASK_TYPES: ner, relation, similarity, "
                       "doc_classification, qa_yesno, qa_factoid): its head, loss and paper metric.")
     format: str | None = Field(None, description="File format (bioray.tasks.registry.FORMATS: conll, pubtator, tsv, "
-                               "jsonl, hoc, pubmedqa, squad); default: the task type's first (conll for ner, "
-                               "squad for qa_factoid, tsv otherwise).")
-    train: str | None = Field(None, description="Training file, under data_root.")
-    dev: str | None = Field(None, description="Development file, under data_root.")
-    test: str | None = Field(None, description="Test file (pubmedqa: the test ground-truth JSON), under data_root.")
+                               "jsonl, hoc, pubmedqa, squad, ddi_xml); default: the task type's first (conll for "
+                               "ner, squad for qa_factoid, tsv otherwise).")
+    train: str | None = Field(None, description="Training file (ddi_xml: folder), under data_root.")
+    dev: str | None = Field(None, description="Development file (ddi_xml: folder), under data_root.")
+    test: str | None = Field(None, description="Test file (pubmedqa: the test ground-truth JSON; ddi_xml: folder), "
+                             "under data_root.")
     path: str | None = Field(None, description="The one source of formats without split files (hoc folder, "
                              "pubmedqa ori_pqal.json), under data_root.")
     folds: list[str] | None = Field(None, description="k-fold datasets (GAD/EU-ADR): one folder per fold with "
@@ -325,6 +326,10 @@ class DatasetConfig(Section):
     entity_types: dict[str, str] | None = Field(None, description="pubtator: annotation type -> tag type ('' for "
                                                 "untyped B/I tags); another type is an error. Default: types as given.")
     negative_label: str | None = Field(None, description="relation: the no-relation class, excluded from micro-F1.")
+    entity_markers: Literal["mask", "tags"] = Field(
+        "mask", description="ddi_xml: how a pair's two drugs appear in its sentence. mask: each one's text "
+        "replaced by @DRUG$ (BLUE/BLURB; other drug mentions stay); tags: [E1] ... [/E1] and [E2] ... [/E2] "
+        "around them. A discontinuous mention is marked over its full span.")
     benchmark: str | None = Field(None, description="Published numbers to report beside it (a key of "
                                   "bioray/tasks/published.yaml, e.g. chemprot); default: the dataset name.")
     max_train_examples: int | None = Field(None, ge=1, description="Use only the first N training examples.")
