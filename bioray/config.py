@@ -304,12 +304,12 @@ class DatasetConfig(Section):
     task: str = Field(description="Task type (bioray.tasks.registry.TASK_TYPES: ner, relation, similarity, "
                       "doc_classification, qa_yesno, qa_factoid): its head, loss and paper metric.")
     format: str | None = Field(None, description="File format (bioray.tasks.registry.FORMATS: conll, pubtator, tsv, "
-                               "jsonl, hoc, pubmedqa, squad); default: the task type's first (conll for ner, "
-                               "squad for qa_factoid, tsv otherwise).")
-    train: str | None = Field(None, description="Training file, under finetune.data_root.")
-    dev: str | None = Field(None, description="Development file, under finetune.data_root.")
-    test: str | None = Field(None, description="Test file (pubmedqa: the test ground-truth JSON), under "
-                             "finetune.data_root.")
+                               "jsonl, hoc, pubmedqa, squad, ddi_xml); default: the task type's first (conll for "
+                               "ner, squad for qa_factoid, tsv otherwise).")
+    train: str | None = Field(None, description="Training file (ddi_xml: folder), under finetune.data_root.")
+    dev: str | None = Field(None, description="Development file (ddi_xml: folder), under finetune.data_root.")
+    test: str | None = Field(None, description="Test file (pubmedqa: the test ground-truth JSON; ddi_xml: folder), "
+                             "under finetune.data_root.")
     path: str | None = Field(None, description="The one source of formats without split files (hoc folder, "
                              "pubmedqa ori_pqal.json), under finetune.data_root.")
     folds: list[str] | None = Field(None, description="k-fold datasets (GAD/EU-ADR): one folder per fold with "
@@ -331,8 +331,13 @@ class DatasetConfig(Section):
                                "when not its task type's paper metric: relation: f1 (needs negative_label), "
                                "accuracy, macro_f1; doc_classification: micro_f1, example_f1; qa_factoid: mrr, "
                                "strict_accuracy, lenient_accuracy; qa_yesno: accuracy, macro_f1.")
-    benchmark: str | None = Field(None, description="Published numbers to report beside it (a key of "
-                                  "bioray/tasks/published.yaml, e.g. chemprot); default: the dataset name.")
+    entity_markers: Literal["mask", "tags"] = Field(
+        "mask", description="ddi_xml: how a pair's two drugs appear in its sentence. mask: each one's text "
+        "replaced by @DRUG$ (BLUE/BLURB; other drug mentions stay); tags: [E1] ... [/E1] and [E2] ... [/E2] "
+        "around them. A discontinuous mention is marked over its full span.")
+    benchmark: str | None = Field(None, description="Published numbers to report beside it: a key of "
+                                  "bioray/tasks/published.yaml (e.g. chemprot, gad-10fold) or `none`; default: the "
+                                  "dataset's name when it is a key, else none.")
     max_train_examples: int | None = Field(None, ge=1, description="Use only the first N training examples.")
     epochs: int | None = Field(None, ge=1, description="This dataset's epochs (default: finetune.epochs).")
     lr: LearningRates | None = Field(None, description="This dataset's learning rate or grid (default: finetune.lr).")

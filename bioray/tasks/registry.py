@@ -26,6 +26,7 @@ FORMATS: dict[str, str] = {
     "hoc": "bioray.tasks.formats.hoc:HocFormat",
     "pubmedqa": "bioray.tasks.formats.pubmedqa:PubmedqaFormat",
     "squad": "bioray.tasks.formats.squad:SquadFormat",
+    "ddi_xml": "bioray.tasks.formats.ddi_xml:DdiXmlFormat",
 }
 _classes: dict[str, type] = {}  # task types and formats registered as classes (tests, plugins)
 

@@ -1,7 +1,8 @@
 """Relation extraction as sentence classification (ChemProt, DDI, GAD, EU-ADR in their BLUE/BioBERT
-preprocessings: entities masked or marked in the text). The papers' metric is micro-F1 over the
-positive classes (with two classes: the positive class's F1), which needs the no-relation class named;
-an entry states it, or chooses accuracy or macro-F1 instead: never a silent accuracy."""
+preprocessings, or DDI in its original XML release: entities masked or marked in the text). The papers'
+metric is micro-F1 over the positive classes (with two classes: the positive class's F1), which needs
+the no-relation class named; an entry states it, or chooses accuracy or macro-F1 instead: never a
+silent accuracy."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from bioray.tasks.sequence import SequenceTask
 
 
 class RelationTask(SequenceTask):
-    name, primary_metric, metrics, formats = "relation", "f1", ("accuracy", "macro_f1"), ("tsv", "jsonl")
+    name, primary_metric, metrics = "relation", "f1", ("accuracy", "macro_f1")
+    formats = ("tsv", "jsonl", "ddi_xml")
 
     @classmethod
     def entry_problems(cls, dataset) -> list[str]:
