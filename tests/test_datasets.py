@@ -186,6 +186,11 @@ def test_k_fold_entries_gad_style(tmp_path, write_workflow, quickstart_tree):
     quickstart_tree["finetune"]["datasets"].append(
         {"name": "gad", "task": "relation", "folds": [str(tmp_path / "1"), str(tmp_path / "2")],
          "columns": ["sentence", "label"], "negative_label": "0"})
+    with pytest.raises(ConfigError, match=r"datasets\[1\]\.name: benchmark 'gad' is a single split, this entry 2-fold "
+                                          r"cross-validation: not comparable; set `benchmark:` to another protocol's "
+                                          r"entry \(gad-10fold \(10 folds\)\) or `none`"):
+        load_checked(write_workflow(quickstart_tree))
+    quickstart_tree["finetune"]["datasets"][-1]["benchmark"] = "none"
     quickstart_tree["finetune"]["seeds"] = [1, 2]
     names = [n.name for n in build_plan(load_checked(write_workflow(quickstart_tree)))]
     assert {f"finetune/gad/fold-{k}/seed-{s}" for k in (1, 2) for s in (1, 2)} <= set(names)

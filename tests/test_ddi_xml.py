@@ -171,7 +171,8 @@ S, P = r"sentence DDI-DrugBank\.d9\.s0", r"pair DDI-DrugBank\.d9\.s0\.p0"
 
 def test_offsets_a_character_off_their_text_are_read_where_the_text_is(tmp_path):
     """As in the release's Eszopiclone_ddi.xml (s16 e2: "95-98;107-114" for "96-99;108-115")."""
-    write(tmp_path / "Train/DrugBank/shifted.xml", _bad(entities=[("e0", "0-6", "Aspirin"), ("e1", "31-38", "warfarin")]))
+    shifted = _bad(entities=[("e0", "0-6", "Aspirin"), ("e1", "31-38", "warfarin")])  # warfarin is at 32-39
+    write(tmp_path / "Train/DrugBank/shifted.xml", shifted)
     write(tmp_path / DDI_TEST / "DrugBank/ok.xml", document("DDI-DrugBank.d3", ANTACIDS))
     (example,) = load_splits(_entry(tmp_path, split={"dev": 0.0}), Path)["train"]
     assert example.text == "@DRUG$ increases the effect of @DRUG$ and heparin." and example.label == "DDI-effect"

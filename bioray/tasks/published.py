@@ -43,9 +43,13 @@ def benchmark_problems(dataset, metric: str) -> list[str]:
                 f"`metric: {entry['metric']}` or `benchmark: {NONE}`"]
     folds = len(dataset.folds) if dataset.folds else None
     if folds != entry.get("folds"):
-        alike = [n for n, e in known.items() if e["task"] == dataset.task and e.get("folds") == folds and
-                 n.split("-")[0] == name.split("-")[0]]
         setup = f"{folds}-fold cross-validation" if folds else "a single split"
-        return [f"{key}: benchmark {name!r} is {entry['protocol']}; this entry is {setup}"
-                + (f" (comparable: {', '.join(alike)})" if alike else f"; set `benchmark: {NONE}`")]
+        others = [f"{n} ({e.get('folds') or 1} fold{'s' if e.get('folds') else ''})" for n, e in known.items()
+                  if n != name and e["task"] == dataset.task and n.split("-")[0] == name.split("-")[0]]
+        return [f"{key}: benchmark {name!r} is {_folds(entry)}, this entry {setup}: not comparable; set `benchmark:` "
+                + (f"to another protocol's entry ({', '.join(others)}) or `{NONE}`" if others else f"`{NONE}`")]
     return []
+
+
+def _folds(entry: dict) -> str:
+    return f"{entry['folds']}-fold cross-validation" if entry.get("folds") else "a single split"

@@ -116,7 +116,8 @@ def _span(entity: ElementTree.Element, text: str, where: str) -> Span:
         held = " ".join(text[start:end] for start, end in fragments)
         raise DatasetError(f"{where}: charOffset {offsets!r} holds {held!r}, but the entity's text is {mention!r}")
     if shift:
-        log.warning("%s: charOffset %r is %+d characters off its text %r; read shifted", where, offsets, -shift, mention)
+        log.warning("%s: charOffset %r is %+d characters off its text %r; read shifted", where, offsets, -shift,
+                    mention)
     return min(start for start, _ in fragments) + shift, max(end for _, end in fragments) + shift
 
 
