@@ -296,10 +296,14 @@ def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"{result['train_examples']} training sentences x {epochs} epochs, seeds {seeds}, "
+    fitting = result["per_seed"][0]
+    click.echo(f"{fitting['train_examples']} of {result['train_sentences']} training sentences fit in "
+               f"{result['max_length']} sub-tokens (both sides train on them) x {epochs} epochs, seeds {seeds}, "
                f"{result['torch_threads']} torch threads, {result['model']}")
+    click.echo(f"test entity F1 on the {fitting['test_sentences_fitting']} test sentences that fit (parity), "
+               f"and on all {result['test_sentences']}:")
     for side in ("bioray", "baseline"):
-        click.echo(f"{side:9s} test entity F1 {100 * result[side + '_f1']:6.2f}   "
+        click.echo(f"{side:9s} {100 * result[side + '_f1']:6.2f}  {100 * result[side + '_f1_all_test']:6.2f}   "
                    f"{result[side + '_examples_per_s']:7.1f} examples/s")
     click.echo(f"F1 difference {result['f1_difference_points']:+.2f} points, speed-up {result['speedup']:.2f}x")
 
