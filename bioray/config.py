@@ -302,14 +302,17 @@ class DatasetConfig(Section):
 
     name: Name = Field(description="Dataset name, used in stage names (paths), run names and metric names.")
     task: str = Field(description="Task type (bioray.tasks.registry.TASK_TYPES: ner, relation, similarity, "
-                      "doc_classification, qa_yesno, qa_factoid): its head, loss and paper metric.")
+                      "doc_classification, qa_yesno, qa_factoid, qa_list): its head, loss and paper metric.")
     format: str | None = Field(None, description="File format (bioray.tasks.registry.FORMATS: conll, pubtator, tsv, "
-                               "jsonl, hoc, pubmedqa, squad, ddi_xml); default: the task type's first (conll for "
-                               "ner, squad for qa_factoid, tsv otherwise).")
+                               "jsonl, hoc, pubmedqa, squad, bioasq, ddi_xml); default: the task type's first (conll "
+                               "for ner, squad for qa_factoid and qa_list, tsv otherwise).")
     train: str | None = Field(None, description="Training file (ddi_xml: folder), under finetune.data_root.")
     dev: str | None = Field(None, description="Development file (ddi_xml: folder), under finetune.data_root.")
     test: str | None = Field(None, description="Test file (pubmedqa: the test ground-truth JSON; ddi_xml: folder), "
                              "under finetune.data_root.")
+    test_gold: str | None = Field(None, description="squad (qa_factoid, qa_list): BioASQ's official golden JSON "
+                                  "(`*_golden.json`) with the gold answers of the `test` file's questions, by question "
+                                  "id (BioBERT's SQuAD test files carry none), under finetune.data_root.")
     path: str | None = Field(None, description="The one source of formats without split files (hoc folder, "
                              "pubmedqa ori_pqal.json), under finetune.data_root.")
     folds: list[str] | None = Field(None, description="k-fold datasets (GAD/EU-ADR): one folder per fold with "

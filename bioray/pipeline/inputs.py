@@ -45,7 +45,7 @@ def check_inputs(config: WorkflowConfig, read_datasets: bool = False) -> None:
 
 def _missing_files(config: WorkflowConfig, dataset, where: str) -> list[str]:
     missing = []
-    for key in ("train", "dev", "test", "path"):
+    for key in ("train", "dev", "test", "test_gold", "path"):
         relative = getattr(dataset, key)
         if relative is not None and not config.dataset_path(relative).exists():
             missing.append(f"{where}.{key}: file not found: {config.dataset_path(relative)}")

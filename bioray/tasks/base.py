@@ -1,5 +1,5 @@
 """The Task protocol: what a task type knows. One class per task type (bioray.tasks.ner, relation,
-similarity, doc_classification, qa_yesno, qa_factoid), registered once in bioray.tasks.registry.
+similarity, doc_classification, qa_yesno, qa_factoid, qa_list), registered once in bioray.tasks.registry.
 
 A task type turns examples into model inputs and back: its labels, its Hugging Face head, encoding
 and batching, prediction, and the paper metric it is scored by: `primary_metric`, or the one of

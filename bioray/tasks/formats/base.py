@@ -6,6 +6,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 from bioray.tasks.examples import DatasetError
 
@@ -14,6 +15,8 @@ Resolve = Callable[[str], Path]  # a path of the entry, resolved against the dat
 
 class Format(ABC):
     """One dataset file format."""
+
+    reads_test_gold: ClassVar[bool] = False  # it reads an entry's `test_gold` (a separate gold file of `test`)
 
     @abstractmethod
     def files(self, dataset, resolve: Resolve) -> list[Path]:
