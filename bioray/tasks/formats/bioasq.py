@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from bioray.tasks.examples import DatasetError, Example, QAExample
-from bioray.tasks.formats.base import PerFileFormat, Resolve
+from bioray.tasks.formats.base import PerFileFormat, Resolve, read_each
 from bioray.tasks.formats.json_fields import field, is_text, load_json, records, shown
 
 QUESTION_TYPES = {"qa_factoid": "factoid", "qa_list": "list", "qa_yesno": "yesno"}  # task type -> questions it reads
@@ -141,5 +141,6 @@ class BioasqFormat(PerFileFormat):
         return read_yesno(path) if kind == "yesno" else read_extractive(path, kind, training)
 
     def splits(self, dataset, resolve: Resolve, fold: int | None = None) -> dict[str, list]:
-        return {split: self.read(resolve(getattr(dataset, split)), dataset, training=split == "train")
-                for split in ("train", "dev", "test") if getattr(dataset, split)}
+        return read_each({split: (lambda split=split: self.read(resolve(getattr(dataset, split)), dataset,
+                                                                training=split == "train"))
+                          for split in ("train", "dev", "test") if getattr(dataset, split)})
