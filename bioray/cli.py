@@ -39,11 +39,11 @@ def _stdout_to_stderr():
         os.close(saved)
 
 
-def _load(workflow: str, overrides: tuple[str, ...], address: str | None = None):
+def _load(workflow: str, overrides: tuple[str, ...], address: str | None = None, read_datasets: bool = False):
     from bioray.pipeline.inputs import load_checked
 
     try:
-        config = load_checked(workflow, list(overrides))
+        config = load_checked(workflow, list(overrides), read_datasets)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -77,7 +77,7 @@ def _run_scheduled(config, workflow_file: str):
 
 
 def _run(workflow: str, overrides, address, stage: str | None) -> None:
-    config = _load(workflow, overrides, address)
+    config = _load(workflow, overrides, address, read_datasets=True)
     from bioray.pipeline.model_refs import resolve_model_refs
     from bioray.pipeline.plan import build_plan, nodes_for
     from bioray.pipeline.runner import run_workflow
@@ -296,10 +296,14 @@ def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"{result['train_examples']} training sentences x {epochs} epochs, seeds {seeds}, "
+    fitting = result["per_seed"][0]
+    click.echo(f"{fitting['train_examples']} of {result['train_sentences']} training sentences fit in "
+               f"{result['max_length']} sub-tokens (both sides train on them) x {epochs} epochs, seeds {seeds}, "
                f"{result['torch_threads']} torch threads, {result['model']}")
+    click.echo(f"test entity F1 on the {fitting['test_sentences_fitting']} test sentences that fit (parity), "
+               f"and on all {result['test_sentences']}:")
     for side in ("bioray", "baseline"):
-        click.echo(f"{side:9s} test entity F1 {100 * result[side + '_f1']:6.2f}   "
+        click.echo(f"{side:9s} {100 * result[side + '_f1']:6.2f}  {100 * result[side + '_f1_all_test']:6.2f}   "
                    f"{result[side + '_examples_per_s']:7.1f} examples/s")
     click.echo(f"F1 difference {result['f1_difference_points']:+.2f} points, speed-up {result['speedup']:.2f}x")
 
@@ -406,8 +410,8 @@ def tag_documents(uri, documents, output, actors, address):
 @workflow_argument
 @set_option
 def validate(workflow, overrides):
-    """Check WORKFLOW (keys, types, input files) without starting anything."""
-    _load(workflow, overrides)
+    """Check WORKFLOW (keys, types, input files, every dataset split's contents) without starting anything."""
+    _load(workflow, overrides, read_datasets=True)
     click.echo(f"{workflow}: ok")
 
 

@@ -302,15 +302,19 @@ class DatasetConfig(Section):
 
     name: Name = Field(description="Dataset name, used in stage names (paths), run names and metric names.")
     task: str = Field(description="Task type (bioray.tasks.registry.TASK_TYPES: ner, relation, similarity, "
-                      "doc_classification, qa_yesno, qa_factoid): its head, loss and paper metric.")
+                      "doc_classification, qa_yesno, qa_factoid, qa_list): its head, loss and paper metric.")
     format: str | None = Field(None, description="File format (bioray.tasks.registry.FORMATS: conll, pubtator, tsv, "
-                               "jsonl, hoc, pubmedqa, squad); default: the task type's first (conll for ner, "
-                               "squad for qa_factoid, tsv otherwise).")
-    train: str | None = Field(None, description="Training file, under data_root.")
-    dev: str | None = Field(None, description="Development file, under data_root.")
-    test: str | None = Field(None, description="Test file (pubmedqa: the test ground-truth JSON), under data_root.")
+                               "jsonl, hoc, pubmedqa, squad, bioasq, ddi_xml); default: the task type's first (conll "
+                               "for ner, squad for qa_factoid and qa_list, tsv otherwise).")
+    train: str | None = Field(None, description="Training file (ddi_xml: folder), under finetune.data_root.")
+    dev: str | None = Field(None, description="Development file (ddi_xml: folder), under finetune.data_root.")
+    test: str | None = Field(None, description="Test file (pubmedqa: the test ground-truth JSON; ddi_xml: folder), "
+                             "under finetune.data_root.")
+    test_gold: str | None = Field(None, description="squad (qa_factoid, qa_list): BioASQ's official golden JSON "
+                                  "(`*_golden.json`) with the gold answers of the `test` file's questions, by question "
+                                  "id (BioBERT's SQuAD test files carry none), under finetune.data_root.")
     path: str | None = Field(None, description="The one source of formats without split files (hoc folder, "
-                             "pubmedqa ori_pqal.json), under data_root.")
+                             "pubmedqa ori_pqal.json), under finetune.data_root.")
     folds: list[str] | None = Field(None, description="k-fold datasets (GAD/EU-ADR): one folder per fold with "
                                     "train.tsv and test.tsv; the score is the mean over folds.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Split of formats without an official one.")
@@ -324,9 +328,19 @@ class DatasetConfig(Section):
                                                        "error.")
     entity_types: dict[str, str] | None = Field(None, description="pubtator: annotation type -> tag type ('' for "
                                                 "untyped B/I tags); another type is an error. Default: types as given.")
-    negative_label: str | None = Field(None, description="relation: the no-relation class, excluded from micro-F1.")
-    benchmark: str | None = Field(None, description="Published numbers to report beside it (a key of "
-                                  "bioray/tasks/published.yaml, e.g. chemprot); default: the dataset name.")
+    negative_label: str | None = Field(None, description="relation: the no-relation class, excluded from micro-F1 "
+                                       "(the papers' metric; a relation entry sets this or `metric`).")
+    metric: str | None = Field(None, description="The score this dataset is ranked by (dev selection, report, gate), "
+                               "when not its task type's paper metric: relation: f1 (needs negative_label), "
+                               "accuracy, macro_f1; doc_classification: micro_f1, example_f1; qa_factoid: mrr, "
+                               "strict_accuracy, lenient_accuracy; qa_yesno: accuracy, macro_f1.")
+    entity_markers: Literal["mask", "tags"] = Field(
+        "mask", description="ddi_xml: how a pair's two drugs appear in its sentence. mask: each one's text "
+        "replaced by @DRUG$ (BLUE/BLURB; other drug mentions stay); tags: [E1] ... [/E1] and [E2] ... [/E2] "
+        "around them. A discontinuous mention is marked over its full span.")
+    benchmark: str | None = Field(None, description="Published numbers to report beside it: a key of "
+                                  "bioray/tasks/published.yaml (e.g. chemprot, gad-10fold) or `none`; default: the "
+                                  "dataset's name when it is a key, else none.")
     max_train_examples: int | None = Field(None, ge=1, description="Use only the first N training examples.")
     epochs: int | None = Field(None, ge=1, description="This dataset's epochs (default: finetune.epochs).")
     lr: LearningRates | None = Field(None, description="This dataset's learning rate or grid (default: finetune.lr).")
@@ -363,6 +377,8 @@ class FinetuneConfig(TrainingConfig):
     """Fine-tuning of the pretrained encoder on each dataset and seed."""
 
     datasets: list[DatasetConfig] = Field(min_length=1, description="Datasets to fine-tune on (unique names).")
+    data_root: str | None = Field(None, description="The datasets' relative paths are resolved against this "
+                                  "directory (benchmarks kept apart from the corpus); default: data_root.")
     seeds: list[int] = Field([42], min_length=1, description="One fine-tuning run per seed (unique).")
     lr: LearningRates = Field(5e-5, description="Peak learning rate (linear decay), or a grid of them: one run "
                               "per value, the test set scored once with the run best on the dev set.")
@@ -385,8 +401,8 @@ class FinetuneConfig(TrainingConfig):
         epochs / batch_size / max_length where it sets them."""
         own = {k: getattr(dataset, k) for k in ("epochs", "batch_size", "max_length") if getattr(dataset, k)}
         rate = lr if lr is not None else self.learning_rates(dataset)[0]
-        return TrainingConfig.model_validate({**self.model_dump(exclude={"datasets", "seeds", "lr"}), **own,
-                                              "lr": rate})
+        settings = self.model_dump(exclude={"datasets", "seeds", "lr", "data_root"})
+        return TrainingConfig.model_validate({**settings, **own, "lr": rate})
 
 
 class EvaluateConfig(Section):
@@ -595,6 +611,10 @@ class WorkflowConfig(Section):
         """An input path resolved against data_root (absolute paths stay as they are)."""
         return (Path(self.data_root) / relative).resolve()
 
+    def dataset_path(self, relative: str) -> Path:
+        """A dataset entry's path resolved against finetune.data_root (set by load_workflow)."""
+        return (Path(self.finetune.data_root or self.data_root) / relative).resolve()
+
     @property
     def workdir_path(self) -> Path:
         return Path(self.workdir).resolve()
@@ -722,4 +742,5 @@ def load_workflow(path: str | Path, overrides: list[str] | None = None) -> Workf
     # Absolute paths: stage tasks may run in another working directory (a Ray job's working_dir).
     config.workdir = str(Path(config.workdir).resolve()) if "://" not in config.workdir else config.workdir
     config.data_root = str(Path(config.data_root).resolve())
+    config.finetune.data_root = str(Path(config.data_root, config.finetune.data_root or ".").resolve())
     return config

@@ -146,7 +146,8 @@ def test_the_report_has_a_column_and_a_macro_per_arm():
 
     scores = [{"dataset": "ncbi-disease", "seed": seed, "arm": arm, "metrics": {"ner/test_f1": f1}}
               for arm, f1s in (("random", (0.40, 0.42)), ("scratch", (0.55, 0.57))) for seed, f1 in zip((1, 2), f1s)]
-    report = build_report({"ncbi-disease": {"task": "ner", "benchmark": "ncbi-disease"}}, scores, ["random", "scratch"])
+    report = build_report({"ncbi-disease": {"task": "ner", "metric": "f1", "benchmark": "ncbi-disease"}}, scores,
+                          ["random", "scratch"])
     (row,) = report["rows"]
     assert row["arms"]["random"]["mean"] == pytest.approx(41.0)
     assert row["arms"]["scratch"]["mean"] == pytest.approx(56.0)

@@ -186,6 +186,11 @@ def test_k_fold_entries_gad_style(tmp_path, write_workflow, quickstart_tree):
     quickstart_tree["finetune"]["datasets"].append(
         {"name": "gad", "task": "relation", "folds": [str(tmp_path / "1"), str(tmp_path / "2")],
          "columns": ["sentence", "label"], "negative_label": "0"})
+    with pytest.raises(ConfigError, match=r"datasets\[1\]\.name: benchmark 'gad' is a single split, this entry 2-fold "
+                                          r"cross-validation: not comparable; set `benchmark:` to another protocol's "
+                                          r"entry \(gad-10fold \(10 folds\)\) or `none`"):
+        load_checked(write_workflow(quickstart_tree))
+    quickstart_tree["finetune"]["datasets"][-1]["benchmark"] = "none"
     quickstart_tree["finetune"]["seeds"] = [1, 2]
     names = [n.name for n in build_plan(load_checked(write_workflow(quickstart_tree)))]
     assert {f"finetune/gad/fold-{k}/seed-{s}" for k in (1, 2) for s in (1, 2)} <= set(names)
@@ -204,16 +209,16 @@ def test_report_averages_folds_then_seeds():
     summary = aggregate(evaluations)["gad"]["relation/test_f1"]
     assert summary["mean"] == pytest.approx(0.75) and summary["seeds"] == 2
     assert summary["std"] == pytest.approx(0.0707106, rel=1e-4)  # seed means 0.7 and 0.8
-    report = build_report({"gad": {"task": "relation", "benchmark": "gad"},
-                           "ncbi-disease": {"task": "ner", "benchmark": "ncbi-disease"}}, evaluations)
+    report = build_report({"gad": {"task": "relation", "metric": "f1", "benchmark": "gad"},
+                           "ncbi-disease": {"task": "ner", "metric": "f1", "benchmark": "ncbi-disease"}}, evaluations)
     # BLURB-style macro: mean over task types (ner 85, relation 75), published models over the same datasets
     assert report["macro"]["bioray"] == pytest.approx(80.0)
     assert report["macro"]["blurb/pubmedbert"] == pytest.approx((87.82 + 83.96) / 2)
     assert "similarity" in report["missing_task_types"]
     # a second entry on the same benchmark (NCBI-disease from PubTator) is reported but counted once
     evaluations.append(score("ncbi-pubtator", 1, "ner/test_f1", 0.55))
-    report = build_report({"gad": {"task": "relation", "benchmark": "gad"},
-                           "ncbi-disease": {"task": "ner", "benchmark": "ncbi-disease"},
-                           "ncbi-pubtator": {"task": "ner", "benchmark": "ncbi-disease"}}, evaluations)
+    report = build_report({"gad": {"task": "relation", "metric": "f1", "benchmark": "gad"},
+                           "ncbi-disease": {"task": "ner", "metric": "f1", "benchmark": "ncbi-disease"},
+                           "ncbi-pubtator": {"task": "ner", "metric": "f1", "benchmark": "ncbi-disease"}}, evaluations)
     assert report["macro"]["bioray"] == pytest.approx(80.0)
     assert report["rows"][2]["bioray"]["mean"] == pytest.approx(55.0)

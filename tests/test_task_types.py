@@ -101,7 +101,7 @@ def test_a_task_type_registered_from_outside_runs_end_to_end(toy_task, encoder, 
     assert scores == {"accuracy": 1.0}
 
     metrics = {f"{toy_task}/test_{k}": v for k, v in scores.items()}
-    report = build_report({"toy": {"task": toy_task, "benchmark": "toy"}},
+    report = build_report({"toy": {"task": toy_task, "metric": task.metric, "benchmark": None}},
                           [{"dataset": "toy", "seed": 1, "metrics": metrics}])
     (row,) = report["rows"]
     assert row["metric"] == "accuracy" and row["bioray"]["mean"] == 100.0  # the task's declared primary metric

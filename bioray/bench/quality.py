@@ -183,9 +183,9 @@ def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[in
 
 def _table(results: dict, config) -> dict:
     """Per arm and dataset: primary test metric (0-1) mean +- std over seeds, pretraining tokens and seconds."""
-    from bioray.tasks.registry import task_class
+    from bioray.tasks.registry import task_for
 
-    primary = {d.name: f"{d.task}/test_{task_class(d.task).primary_metric}" for d in config.finetune.datasets}
+    primary = {d.name: f"{d.task}/test_{task_for(d).metric}" for d in config.finetune.datasets}
     pretraining = {name.partition("/")[2] or "scratch": r.metrics for name, r in results.items()
                    if name.startswith("pretrain")}
     total_tokens = pretraining.get("scratch", {}).get("pretrain/tokens", 0)

@@ -1,6 +1,7 @@
 """A workflow's inputs checked before anything runs: every raw file and dataset file named exists,
-every dataset entry's task type and format are known and fit, every local initial checkpoint is one.
-All problems are listed at once, each naming its key."""
+every dataset entry's task type and format are known and fit, every local initial checkpoint is one,
+and (for `validate` and the commands that run stages) every dataset split reads as its stages will
+read it. All problems are listed at once, each naming its key and the file and line."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 from bioray.config import ConfigError, WorkflowConfig, is_mlflow_uri, load_workflow
 from bioray.corpus.files import list_source_files
 from bioray.tasks import registry
+from bioray.tasks.published import benchmark_problems
+from bioray.tasks.splits import dataset_problems
 
 
-def check_inputs(config: WorkflowConfig) -> None:
+def check_inputs(config: WorkflowConfig, read_datasets: bool = False) -> None:
     problems = []
     fetched = [config.data_path(f.destination) for f in (config.repretrain.fetch if config.repretrain else [])]
     for i, source in enumerate(config.ingest.sources if config.ingest else []):
@@ -23,9 +26,13 @@ def check_inputs(config: WorkflowConfig) -> None:
     for i, dataset in enumerate(config.finetune.datasets):
         where = f"finetune.datasets[{i}]"
         entry = registry.entry_problems(dataset, where)
+        entry = entry or [f"{where}.{p}" for p in benchmark_problems(dataset, registry.task_for(dataset).metric)]
         problems += entry
         if not entry:
-            problems += _missing_files(config, dataset, where)
+            missing = _missing_files(config, dataset, where)
+            problems += missing
+            if read_datasets and not missing:
+                problems += [f"{where} ({dataset.name}): {p}" for p in dataset_problems(dataset, config.dataset_path)]
     checkpoints = [("vocab.init_checkpoint", config.vocab.init_checkpoint),
                    ("pretrain.init_checkpoint", config.pretrain.init_checkpoint)]
     checkpoints += [(f"encoders[{i}].checkpoint", arm.checkpoint) for i, arm in enumerate(config.encoders or [])]
@@ -38,19 +45,20 @@ def check_inputs(config: WorkflowConfig) -> None:
 
 def _missing_files(config: WorkflowConfig, dataset, where: str) -> list[str]:
     missing = []
-    for key in ("train", "dev", "test", "path"):
+    for key in ("train", "dev", "test", "test_gold", "path"):
         relative = getattr(dataset, key)
-        if relative is not None and not config.data_path(relative).exists():
-            missing.append(f"{where}.{key}: file not found: {config.data_path(relative)}")
+        if relative is not None and not config.dataset_path(relative).exists():
+            missing.append(f"{where}.{key}: file not found: {config.dataset_path(relative)}")
     for k, fold in enumerate(dataset.folds or []):
         for split in ("train", "test"):
-            if not (config.data_path(fold) / f"{split}.tsv").is_file():
-                missing.append(f"{where}.folds[{k}]: no {split}.tsv in {config.data_path(fold)}")
+            if not (config.dataset_path(fold) / f"{split}.tsv").is_file():
+                missing.append(f"{where}.folds[{k}]: no {split}.tsv in {config.dataset_path(fold)}")
     return missing
 
 
-def load_checked(path: str | Path, overrides: list[str] | None = None) -> WorkflowConfig:
-    """A workflow loaded (schema) and its inputs checked: what `bioray validate` and every command do first."""
+def load_checked(path: str | Path, overrides: list[str] | None = None, read_datasets: bool = False) -> WorkflowConfig:
+    """A workflow loaded (schema) and its inputs checked: what every command does first (`validate` and
+    the commands that run stages also read every dataset: broken data stops them before any stage)."""
     config = load_workflow(path, overrides)
-    check_inputs(config)
+    check_inputs(config, read_datasets)
     return config

@@ -229,6 +229,9 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
     output_types = {node.name: node.stage.output for node in wanted}
     pending: dict = {}
     while waiting or pending:
+        # Training stages are served first come, first served: once a ready one waits for CPUs, later ones
+        # wait behind it, so fine-tunes freeing one CPU at a time never keep a pretraining from its two.
+        held_back = False
         for node in list(waiting):
             failed = [name for name in node.inputs if name in summary.failed]
             if failed:
@@ -242,7 +245,8 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
                 if not all(name in summary.results for name in node.inputs):
                     continue
                 in_use = sum(n.stage.training_workers(n) for n in pending.values())
-                if in_use and in_use + workers > budget:  # alone, it may have more than the budget
+                if held_back or (in_use and in_use + workers > budget):  # alone, it may exceed the budget
+                    held_back = True
                     if node.name not in summary.waited_for_cpus:
                         summary.waited_for_cpus.append(node.name)
                         log.info("stage %s waits for %d training CPUs (%d of %g in use)", node.name, workers,
@@ -250,7 +254,8 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
                     continue
             env = StageEnv(keys[node.name], runs.context.for_stage(runs.children[node.name]), Path(config.data_root),
                            config.train_storage, config.paths,
-                           earlier_outputs(config.paths, node) if node.stage.incremental else ())
+                           earlier_outputs(config.paths, node) if node.stage.incremental else (),
+                           Path(config.finetune.data_root or config.data_root))
             ref = remote_execute.options(num_cpus=node.stage.num_cpus, name=node.name, max_retries=0,
                                          runtime_env={"env_vars": STAGE_ENV}).remote(
                 node, keys[node.name], env, {name: output_types[name] for name in node.inputs},

@@ -1,9 +1,10 @@
 """The Task protocol: what a task type knows. One class per task type (bioray.tasks.ner, relation,
-similarity, doc_classification, qa_yesno, qa_factoid), registered once in bioray.tasks.registry.
+similarity, doc_classification, qa_yesno, qa_factoid, qa_list), registered once in bioray.tasks.registry.
 
 A task type turns examples into model inputs and back: its labels, its Hugging Face head, encoding
-and batching, prediction, and the paper metric it is scored by (the first key of `score`'s result
-is `primary_metric`, which the report and the promotion gate rank by).
+and batching, prediction, and the paper metric it is scored by: `primary_metric`, or the one of
+`metrics` an entry chooses with `metric:` (`Task.metric`: what dev selection, the report and the
+promotion gate rank by).
 """
 
 from __future__ import annotations
@@ -16,11 +17,26 @@ from bioray.tasks.examples import DatasetError
 
 class Task(ABC):
     name: ClassVar[str]  # the registry key and the `task:` of a dataset entry
-    primary_metric: ClassVar[str]  # a key of score(); reports and the gate rank by it
+    primary_metric: ClassVar[str]  # the key of score() ranked by unless the entry chooses another
+    metrics: ClassVar[tuple[str, ...]] = ()  # the other keys of score() an entry's `metric:` may choose
     formats: ClassVar[tuple[str, ...]]  # the file formats it reads; the first is the default
 
     def __init__(self, dataset):
         self.dataset = dataset
+
+    @property
+    def metric(self) -> str:
+        """The score this entry is ranked and reported by."""
+        return getattr(self.dataset, "metric", None) or self.primary_metric
+
+    @classmethod
+    def entry_problems(cls, dataset) -> list[str]:
+        """Keys of an entry that do not fit this task type, as `key: problem` lines."""
+        chosen = getattr(dataset, "metric", None)
+        offered = (cls.primary_metric, *cls.metrics)
+        if chosen is not None and chosen not in offered:
+            return [f"metric: {chosen!r} is not a metric of task {cls.name!r} (expected one of {list(offered)})"]
+        return []
 
     # --- labels -------------------------------------------------------------------------------
 
@@ -37,6 +53,14 @@ class Task(ABC):
     @abstractmethod
     def label_list(self, *splits: list) -> list[str]:
         """The classes the head predicts (the entry's own list, else every label seen)."""
+
+    def split_problems(self, splits: dict[str, list]) -> list[str]:
+        """What makes read splits unusable for this task (validation, before any stage runs): by default,
+        a classifier whose training set shows fewer than two classes."""
+        seen = sorted({label for example in splits["train"] for label in self.labels_of(example)})
+        if self.label_list(splits["train"]) and len(seen) < 2:
+            return [f"{self.dataset.name}: the training set has fewer than two classes ({seen}); nothing to learn"]
+        return []
 
     # --- model ----------------------------------------------------------------------------------
 
@@ -59,7 +83,7 @@ class Task(ABC):
 
     @abstractmethod
     def score(self, examples: list, predictions: list, labels: list[str]) -> dict[str, float]:
-        """The paper metric(s) on a 0-1 scale; `primary_metric` is one of the keys."""
+        """The paper metric(s) on a 0-1 scale; `primary_metric` and `metrics` are among the keys."""
 
     # --- evaluation outputs ---------------------------------------------------------------------
 

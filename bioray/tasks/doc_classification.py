@@ -10,7 +10,7 @@ from bioray.tasks.sequence import SequenceTask
 
 
 class DocClassificationTask(SequenceTask):
-    name, primary_metric, formats = "doc_classification", "micro_f1", ("tsv", "jsonl", "hoc")
+    name, primary_metric, metrics, formats = "doc_classification", "micro_f1", ("example_f1",), ("tsv", "jsonl", "hoc")
     problem_type = "multi_label_classification"
 
     def parse_label(self, value, where: str) -> list[str]:

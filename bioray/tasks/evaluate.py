@@ -18,7 +18,7 @@ def run_evaluate(task, test: list, *, model_dir: Path, labels: list[str], max_le
     scores = task.score(test, predictions, labels)
     table = " | ".join(scores) + "\n|" + "---|" * len(scores) + "\n| " + " | ".join(f"{v:.4f}" for v in scores.values())
     report = (f"# {title}: {task.name} test set ({len(test)} examples)\n\n"
-              f"Primary metric: {task.primary_metric}\n\n| {table} |\n\n{task.details(test, predictions)}")
+              f"Primary metric: {task.metric}\n\n| {table} |\n\n{task.details(test, predictions)}")
     (output / "report.md").write_text(report)
     (output / "scores.json").write_text(json.dumps(scores, indent=2))
     with open(output / "predictions.jsonl", "w") as stream:

@@ -41,11 +41,20 @@ class Example:
 
 @dataclass
 class QAExample:
-    """An extractive question: the answer spans are character offsets into the context."""
+    """An extractive question asked of one context (a BioASQ snippet); the answer spans are character
+    offsets into that context (the training targets).
 
-    qid: str
+    A BioASQ question has several snippets, so several examples: those sharing a `question_id` are one
+    question, predicted snippet by snippet and scored once on their merged answers against `gold`."""
+
+    qid: str  # this example's own id (BioBERT's SQuAD files: `<question id>_<nnn>`)
     question: str
     context: str
     answers: list[str] = field(default_factory=list)
     answer_starts: list[int] = field(default_factory=list)
     where: str = ""
+    question_id: str = ""  # the question it belongs to; default: qid (a question with one context)
+    gold: list[list[str]] = field(default_factory=list)  # the question's gold answers: items, each its synonyms
+
+    def __post_init__(self):
+        self.question_id = self.question_id or self.qid

@@ -14,10 +14,9 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 from sklearn.preprocessing import MultiLabelBinarizer
 
 
-def relation_scores(gold: list[str], predicted: list[str], negative: str | None) -> dict[str, float]:
+def relation_scores(gold: list[str], predicted: list[str], negative: str) -> dict[str, float]:
     """Micro precision/recall/F1 over the positive classes only (BioBERT re_eval, BLUE, BLURB):
-    a pair predicted negative counts as a miss, a negative pair predicted positive as a false alarm.
-    With no negative class, micro-F1 over every class (= accuracy)."""
+    a pair predicted negative counts as a miss, a negative pair predicted positive as a false alarm."""
     positives = sorted((set(gold) | set(predicted)) - {negative})
     precision, recall, f1, _ = precision_recall_fscore_support(gold, predicted, labels=positives, average="micro",
                                                                zero_division=0)
@@ -46,23 +45,50 @@ def multilabel_scores(gold: list[list[str]], predicted: list[list[str]], labels:
             "example_f1": float(f1_score(y_true, y_pred, average="samples", zero_division=1))}
 
 
-def _normalize_answer(text: str) -> str:
-    """Lower case, no punctuation, articles or extra spaces (SQuAD-style)."""
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, articles or extra spaces (SQuAD-style): answers that differ only so
+    are the same answer, when scoring and when merging a question's candidates."""
     text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
 
 
 def factoid_scores(gold: list[list[str]], ranked: list[list[str]]) -> dict[str, float]:
-    """BioASQ factoid: strict accuracy (the first answer is right), lenient accuracy (one of the first
-    five is) and mean reciprocal rank over the first five; an answer is right when it equals one of
-    the gold synonyms after normalisation."""
+    """BioASQ factoid, one entry per question: strict accuracy (the first answer is right), lenient
+    accuracy (one of the first five is) and mean reciprocal rank over the first five; an answer is right
+    when it equals one of the gold synonyms after normalisation."""
     strict = lenient = reciprocal = 0.0
-    for synonyms, answers in zip(gold, ranked):
-        wanted = {_normalize_answer(s) for s in synonyms}
-        ranks = [i for i, answer in enumerate(answers[:5]) if _normalize_answer(answer) in wanted]
+    for synonyms, answers in zip(gold, ranked, strict=True):
+        wanted = {normalize_answer(s) for s in synonyms} - {""}  # nothing matches an empty answer
+        ranks = [i for i, answer in enumerate(answers[:5]) if normalize_answer(answer) in wanted]
         if ranks:
             strict += ranks[0] == 0
             lenient += 1
             reciprocal += 1 / (ranks[0] + 1)
     n = max(len(gold), 1)
     return {"strict_accuracy": strict / n, "lenient_accuracy": lenient / n, "mrr": reciprocal / n}
+
+
+def list_scores(gold: list[list[list[str]]], predicted: list[list[str]]) -> dict[str, float]:
+    """BioASQ list questions (the official evaluator's measures), one entry per question: gold items
+    (each a list of synonyms) and the predicted items. Per question, precision = predicted items that
+    are right / predicted items, recall = gold items matched / gold items, F1 of the two; each measure is
+    the mean over questions. A predicted item is right when it equals a synonym of a gold item not yet
+    matched (after normalisation): a gold item counts once, so a second synonym of it, or the same
+    answer twice, is wrong, as in the evaluator (which removes a matched item). A question with no
+    predicted item scores 0 on all three."""
+    precision = recall = f1 = 0.0
+    for items, answers in zip(gold, predicted, strict=True):
+        unmatched = [{normalize_answer(s) for s in synonyms} - {""} for synonyms in items]
+        right = 0
+        for answer in answers:
+            key = normalize_answer(answer)
+            hit = next((i for i, synonyms in enumerate(unmatched) if key in synonyms), None)
+            if hit is not None:
+                unmatched.pop(hit)
+                right += 1
+        p = right / len(answers) if answers else 0.0
+        r = right / len(items) if items else 0.0
+        precision, recall = precision + p, recall + r
+        f1 += 2 * p * r / (p + r) if p + r else 0.0
+    n = max(len(gold), 1)
+    return {"list_f1": f1 / n, "list_precision": precision / n, "list_recall": recall / n}

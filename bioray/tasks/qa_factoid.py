@@ -1,5 +1,10 @@
-"""Extractive factoid QA (BioASQ in SQuAD format): answer spans in the context, ranked answers,
-strict/lenient accuracy and MRR. Contexts longer than the window are read in overlapping windows."""
+"""Extractive factoid QA (BioASQ, in SQuAD format or its official JSON): answer spans in a context,
+ranked answers, strict/lenient accuracy and MRR per question.
+
+A BioASQ question comes with several snippets: each is one example (one context; a snippet longer than
+the window is read in overlapping windows), predicted on its own; the question's answers are the
+candidates of all its snippets merged and ranked (bioray.tasks.qa_merge), and it is scored once, as
+BioBERT and the official evaluator do."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from bioray.tasks.base import Task
 from bioray.tasks.batching import pad_inputs
 from bioray.tasks.examples import QAExample
 from bioray.tasks.metrics import factoid_scores
+from bioray.tasks.qa_merge import question_gold, rank_per_question, snippet_counts, snippet_probabilities
 
 STRIDE = 64        # tokens shared by consecutive windows of a long context
 MAX_ANSWER = 30    # tokens
@@ -30,7 +36,8 @@ class QAFeature:
 
 
 class FactoidTask(Task):
-    name, primary_metric, formats = "qa_factoid", "mrr", ("squad",)
+    name, primary_metric, metrics = "qa_factoid", "mrr", ("strict_accuracy", "lenient_accuracy")
+    formats = ("squad", "bioasq")
 
     def labels_of(self, example: QAExample) -> list[str]:
         return []  # answers are spans of the context, not classes
@@ -66,8 +73,10 @@ class FactoidTask(Task):
 
     @torch.no_grad()
     def predict(self, model, tokenizer, examples: list[QAExample], labels, max_length, batch_size,
-                device="cpu") -> list[list[str]]:
-        """Up to RANKED answers per question, best first (scored by start + end logit, over all windows)."""
+                device="cpu") -> list[dict[str, float]]:
+        """Per example (one snippet of a question): its candidate answers and their probabilities (a
+        softmax over its best spans, scored by start + end logit, over all its windows). Questions are
+        answered from these by `answers`."""
         model.eval()
         features = self.encode(examples, tokenizer, labels, max_length)
         candidates: list[dict[str, float]] = [{} for _ in examples]
@@ -79,7 +88,7 @@ class FactoidTask(Task):
                 real = len(feature.input_ids)  # the batch is padded to its longest window
                 starts, ends = out.start_logits[row, :real].float().cpu(), out.end_logits[row, :real].float().cpu()
                 self._spans(feature, starts, ends, examples[feature.example].context, candidates[feature.example])
-        return [sorted(found, key=found.get, reverse=True)[:RANKED] for found in candidates]
+        return [snippet_probabilities(found) for found in candidates]
 
     @staticmethod
     def _spans(feature: QAFeature, start_logits, end_logits, context: str, found: dict[str, float]) -> None:
@@ -94,8 +103,33 @@ class FactoidTask(Task):
                 if text and score > found.get(text, float("-inf")):
                     found[text] = score
 
-    def score(self, examples: list[QAExample], predictions: list[list[str]], labels) -> dict[str, float]:
-        return factoid_scores([e.answers for e in examples], predictions)
+    def answers(self, examples: list[QAExample], predictions: list[dict[str, float]]) -> dict[str, list[str]]:
+        """Each question's answers: the first RANKED of its snippets' merged ranking."""
+        ranked = rank_per_question([e.question_id for e in examples], predictions)
+        return {question: [text for text, _ in found[:RANKED]] for question, found in ranked.items()}
 
-    def prediction_rows(self, examples: list[QAExample], predictions: list[list[str]]) -> list[dict]:
-        return [{"id": q.qid, "gold": q.answers, "predicted": p} for q, p in zip(examples, predictions)]
+    def score(self, examples: list[QAExample], predictions: list[dict[str, float]], labels) -> dict[str, float]:
+        """Over questions, not snippets: a factoid question's gold is one item, its synonyms."""
+        gold, answers = question_gold(examples), self.answers(examples, predictions)
+        return factoid_scores([_synonyms(items) for items in gold.values()], [answers[q] for q in gold])
+
+    def details(self, examples: list[QAExample], predictions) -> str:
+        """The report says what was counted: questions, not the snippet examples it lists."""
+        return (f"Scored per question: {len(snippet_counts(examples))} questions, read in {len(examples)} "
+                f"snippet contexts (each question's answers merged over its snippets).\n")
+
+    def prediction_rows(self, examples: list[QAExample], predictions: list[dict[str, float]]) -> list[dict]:
+        """One row per question: its gold, its answers, and how many snippets it was read in."""
+        gold, answers, counts = question_gold(examples), self.answers(examples, predictions), snippet_counts(examples)
+        return [{"id": q, "gold": self.gold_row(items), "predicted": answers[q], "snippets": counts[q]}
+                for q, items in gold.items()]
+
+    @staticmethod
+    def gold_row(items: list[list[str]]) -> list:
+        """A question's gold as predictions.jsonl shows it (factoid: its synonyms; list: its items)."""
+        return _synonyms(items)
+
+
+def _synonyms(items: list[list[str]]) -> list[str]:
+    """A factoid question's gold synonyms (a golden file may give them as several lists)."""
+    return [synonym for synonyms in items for synonym in synonyms]

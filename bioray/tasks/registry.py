@@ -17,6 +17,7 @@ TASK_TYPES: dict[str, str] = {
     "doc_classification": "bioray.tasks.doc_classification:DocClassificationTask",
     "qa_yesno": "bioray.tasks.qa_yesno:YesNoTask",
     "qa_factoid": "bioray.tasks.qa_factoid:FactoidTask",
+    "qa_list": "bioray.tasks.qa_list:ListTask",
 }
 FORMATS: dict[str, str] = {
     "conll": "bioray.tasks.formats.conll:ConllFormat",
@@ -26,6 +27,8 @@ FORMATS: dict[str, str] = {
     "hoc": "bioray.tasks.formats.hoc:HocFormat",
     "pubmedqa": "bioray.tasks.formats.pubmedqa:PubmedqaFormat",
     "squad": "bioray.tasks.formats.squad:SquadFormat",
+    "ddi_xml": "bioray.tasks.formats.ddi_xml:DdiXmlFormat",
+    "bioasq": "bioray.tasks.formats.bioasq:BioasqFormat",
 }
 _classes: dict[str, type] = {}  # task types and formats registered as classes (tests, plugins)
 
@@ -77,4 +80,9 @@ def entry_problems(dataset, where: str) -> list[str]:
     if dataset.format is not None and dataset.format not in accepted:
         return [f"{where}.format: {dataset.format!r} does not fit task {dataset.task!r} (expected one of "
                 f"{list(accepted)})"]
-    return [f"{where}.{problem}" for problem in format_for(dataset).entry_problems(dataset)]
+    reader = format_for(dataset)
+    problems = task_class(dataset.task).entry_problems(dataset) + reader.entry_problems(dataset)
+    if dataset.test_gold and not reader.reads_test_gold:
+        problems.append(f"test_gold: format {format_name(dataset)!r} reads no golden file (only 'squad' does, for "
+                        f"BioBERT's SQuAD test files without answers)")
+    return [f"{where}.{problem}" for problem in problems]

@@ -1,28 +1,22 @@
 """Report stage: every dataset's test score (mean ± std over seeds, k-fold datasets averaged over
-folds first) beside the published BERT, BioBERT v1.1 and PubMedBERT numbers, and a BLURB-style
-macro score over the task types present; as markdown, JSON and a bar chart."""
+folds first) beside the published BERT, BioBERT v1.1 and PubMedBERT numbers of its benchmark, and a
+BLURB-style macro score over the BLURB-protocol benchmarks present (naming the BLURB datasets that are
+missing); as markdown, JSON and a bar chart."""
 
 from __future__ import annotations
 
 import json
 import statistics
-from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from bioray.plots import plot_scores
-from bioray.tasks.registry import task_class
+from bioray.tasks.published import published
 
 # The published columns shown, in order: (source, model key, header).
 COLUMNS = [("blurb", "bert_uncased", "BERT uncased (BLURB)"), ("blurb", "biobert_v1.1", "BioBERT v1.1 (BLURB)"),
            ("blurb", "pubmedbert", "PubMedBERT (BLURB)"), ("biobert", "bert", "BERT (BioBERT paper)"),
            ("biobert", "biobert_v1.1", "BioBERT v1.1 (BioBERT paper)")]
 MACRO_MODELS = [("blurb", "bert_uncased"), ("blurb", "biobert_v1.1"), ("blurb", "pubmedbert")]
-
-
-def published() -> dict:
-    return yaml.safe_load(resources.files("bioray.tasks").joinpath("published.yaml").read_text())
 
 
 def aggregate(scores: list[dict]) -> dict[str, dict[str, dict]]:
@@ -55,15 +49,17 @@ def _macro(scores: dict[str, float], types: dict[str, str | None]) -> float | No
 
 
 def build_report(datasets: dict[str, dict], scores: list[dict], arms: list[str] | None = None) -> dict:
-    """The rows of the report (scores on a 0-100 scale) and the macro scores. With `arms` (several
-    encoders), each row has one score per arm (`arms`), and each arm a macro; `bioray` is the first's."""
+    """The rows of the report (scores on a 0-100 scale) and the macro scores. `datasets`: name ->
+    {task, metric, benchmark (a published entry, or None)}. With `arms` (several encoders), each row has
+    one score per arm (`arms`), and each arm a macro; `bioray` is the first's. The macro counts only
+    benchmarks of BLURB's protocol (their `blurb_task`), each once."""
     reference = published()
     names = arms or ["bioray"]
     by_arm = {arm: aggregate([s for s in scores if arms is None or s.get("arm") == arm]) for arm in names}
     rows = []
     for name, entry in datasets.items():
-        metric = task_class(entry["task"]).primary_metric
-        paper = reference["benchmarks"].get(entry["benchmark"], {})
+        metric = entry["metric"]
+        paper = reference["benchmarks"].get(entry["benchmark"], {}) if entry["benchmark"] else {}
         ours = {arm: _scaled(by_arm[arm].get(name, {}).get(f"{entry['task']}/test_{metric}")) for arm in names}
         rows.append({
             "dataset": name, "task": entry["task"], "metric": metric, "benchmark": entry["benchmark"],
@@ -84,7 +80,9 @@ def build_report(datasets: dict[str, dict], scores: list[dict], arms: list[str] 
         macro[f"{source}/{model}"] = _macro(numbers, types) if scored and None not in numbers.values() else None
     present = sorted(set(types.values()))
     missing = [t for t in reference["blurb_task_types"] if t not in present]
-    return {"rows": rows, "arms": names, "macro": macro, "macro_task_types": present, "missing_task_types": missing}
+    missing_datasets = [d for d in reference["blurb_datasets"] if d not in seen]
+    return {"rows": rows, "arms": names, "macro": macro, "macro_task_types": present, "missing_task_types": missing,
+            "missing_blurb_datasets": missing_datasets}
 
 
 def _scaled(summary: dict | None) -> dict | None:
@@ -116,9 +114,14 @@ def render_markdown(report: dict) -> str:
     if all(value is None for value in macro["arms"].values()):
         lines.append("No dataset of a BLURB task type was scored.")
     else:
+        complete = not report["missing_blurb_datasets"]
         lines.append(f"Mean over task types ({', '.join(report['macro_task_types'])}) of the mean over each type's "
-                     f"datasets; missing BLURB types: {', '.join(report['missing_task_types']) or 'none'}, so this is "
-                     "not the official BLURB score. The published models' macro is over the same datasets.")
+                     "datasets, BLURB-protocol benchmarks only; "
+                     + ("all 13 BLURB datasets scored." if complete else
+                        f"BLURB datasets not scored: {', '.join(report['missing_blurb_datasets'])} (missing task "
+                        f"types: {', '.join(report['missing_task_types']) or 'none'}), so this is not the official "
+                        "BLURB score.")
+                     + " The published models' macro is over the same datasets.")
         lines += ["", "| model | macro |", "|---|---|"]
         lines += [f"| {header} | {_cell(macro['arms'][arm])} |" for arm, header in zip(arms, headers)]
         for (source, model), (_, _, header) in zip(MACRO_MODELS, COLUMNS):

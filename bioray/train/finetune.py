@@ -104,7 +104,7 @@ def train_loop(loop_config: dict) -> None:
     # Each worker its own slice, all of the same length: DDP needs the same number of steps everywhere.
     features = features[rank::world][: len(features) // world]
     logger = WorkerLogger(context, Path(loop_config["output_dir"]) / SPILL_FILE) if rank == 0 else None
-    primary = task.primary_metric
+    primary = task.metric
     best = {"score": None, "epoch": 0, "state": None}  # rank 0: the epoch best on dev, its weights on the host
 
     def after_epoch(epoch: int, step: int, train_loss: float) -> dict:

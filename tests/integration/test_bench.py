@@ -71,9 +71,12 @@ def test_bench_finetune_json(data_root):
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout)  # stdout is the JSON alone
-    assert result["train_examples"] == 300 and result["test_sentences"] == 940  # NCBI-disease test set
+    assert result["train_sentences"] == 300 and result["test_sentences"] == 940  # NCBI-disease test set
     runs = result["per_seed"]
     assert [run["seed"] for run in runs] == [1, 2]
+    # parity on the same words: both sides train on, and are compared over, the sentences that fit
+    assert all(0 < run["train_examples"] <= 300 and 0 < run["test_sentences_fitting"] <= 940 for run in runs)
+    assert all(0 <= result[f"{side}_f1_all_test"] <= 1 for side in ("bioray", "baseline"))
     # the summary is the per-seed runs' means, and the difference and speed-up follow from them
     for side in ("bioray", "baseline"):
         assert result[f"{side}_f1"] == pytest.approx(sum(r[f"{side}_f1"] for r in runs) / 2)

@@ -21,13 +21,27 @@ SEEDS = range(5)
 PRETRAIN_WORKERS, FINETUNE_WORKERS = 2, 1
 
 
+class Tokenizing(Stage):
+    """Stand-in for the continued arm's tokenize stage: no training, done after a while."""
+
+    kind, help = "stand-in-tokenize", "Says when it is done."
+
+    def nodes(self, config, upstream):
+        return [Node("tokenize/continued", self)]
+
+    def run(self, node, inputs, output, env) -> dict:
+        time.sleep(1.5)
+        return {"ran/to": time.time()}
+
+
 class Pretraining(Stage):
-    """Stand-in for two pretrainings (the workflow's and a continued arm's), two workers each."""
+    """Stand-in for two pretrainings (the workflow's, and a continued arm's after its tokenize), two
+    workers each."""
 
     kind, help = "stand-in-pretrain", "Trains for a while, says when."
 
     def nodes(self, config, upstream):
-        return [Node("pretrain", self), Node("pretrain/continued", self)]
+        return [Node("pretrain", self), Node("pretrain/continued", self, ("tokenize/continued",))]
 
     def training_workers(self, node):
         return PRETRAIN_WORKERS
@@ -39,7 +53,8 @@ class Pretraining(Stage):
 
 
 class Finetuning(Stage):
-    """Stand-in for fine-tuning from the workflow's pretraining: one worker each."""
+    """Stand-in for fine-tuning from the workflow's pretraining: one worker each, longer than a
+    pretraining here, so the continued one becomes ready while they hold every training CPU."""
 
     kind, help = "stand-in-finetune", "Trains for a while, says when."
 
@@ -51,7 +66,7 @@ class Finetuning(Stage):
 
     def run(self, node, inputs, output, env) -> dict:
         started = time.time()
-        time.sleep(1.0)
+        time.sleep(3.0)
         return {"ran/from": started, "ran/to": time.time(), "ran/after": inputs["pretrain"].metrics["ran/to"]}
 
 
@@ -64,7 +79,8 @@ def stand_ins():
 
 def test_training_stages_start_when_their_cpus_are_free(ray_session, stand_ins, data_root, tmp_path):
     config = load_checked(write_workflow(small_workflow(tmp_path / "work", data_root), tmp_path / "wf.yaml"))
-    nodes = Pretraining().nodes(config, [])
+    nodes = Tokenizing().nodes(config, [])
+    nodes += Pretraining().nodes(config, nodes)
     nodes += Finetuning().nodes(config, nodes)
     with mlflow_state_kept():
         summary = run_nodes(config, nodes)
@@ -78,11 +94,14 @@ def test_training_stages_start_when_their_cpus_are_free(ray_session, stand_ins, 
     tuned = [m for name, m in ran.items() if name.startswith("finetune/")]
     assert all(m["ran/after"] == pretrain_done and m["ran/from"] >= pretrain_done for m in tuned)
     # the two pretrainings did not overlap; the stages that found too few free CPUs waited in the runner
-    first, second = sorted([ran["pretrain"], ran["pretrain/continued"]], key=lambda m: m["ran/from"])
-    assert second["ran/from"] >= first["ran/to"]
+    assert ran["pretrain/continued"]["ran/from"] >= ran["pretrain"]["ran/to"]
     assert "pretrain/continued" in summary.waited_for_cpus
-    events = sorted([(m["ran/from"], m["workers"]) for m in _with_workers(ran)] +
-                    [(m["ran/to"], -m["workers"]) for m in _with_workers(ran)])
+    # first come, first served: only the fine-tunes already running when it became ready started before it
+    # (fine-tunes freeing one CPU at a time would otherwise keep it waiting until all were done)
+    starts = sorted(m["ran/from"] for m in tuned)
+    assert ran["pretrain/continued"]["ran/from"] < starts[int(budget)], (ran["pretrain/continued"], starts)
+    trained = [m for m in _with_workers(ran) if "ran/from" in m]
+    events = sorted([(m["ran/from"], m["workers"]) for m in trained] + [(m["ran/to"], -m["workers"]) for m in trained])
     held = most = 0
     for _, change in events:
         held += change
@@ -92,4 +111,4 @@ def test_training_stages_start_when_their_cpus_are_free(ray_session, stand_ins, 
 
 def _with_workers(ran: dict) -> list[dict]:
     return [{**m, "workers": PRETRAIN_WORKERS if name.startswith("pretrain") else FINETUNE_WORKERS}
-            for name, m in ran.items()]
+            for name, m in ran.items() if not name.startswith("tokenize")]

@@ -56,9 +56,14 @@ class StageEnv:
     train_storage: str
     paths: Workdir
     earlier: tuple[Path, ...] = ()  # committed outputs of this stage with the same params and code
+    datasets_root: Path | None = None  # finetune.data_root, when it is not data_root
 
     def data_path(self, relative: str) -> Path:
         return (self.data_root / relative).resolve()
+
+    def dataset_path(self, relative: str) -> Path:
+        """A dataset entry's path (finetune.data_root; its files are in the stage key's fingerprints)."""
+        return ((self.datasets_root or self.data_root) / relative).resolve()
 
     def scratch(self, name: str) -> Path:
         """The stage's work that survives a restart of its driver (removed when the stage commits)."""

@@ -45,14 +45,14 @@ class Evaluate(Stage):
 
         params: EvaluateParams = node.params
         task = registry.task_for(params.dataset)
-        chosen_name, tuned = choose(inputs, task.primary_metric)
-        test = load_splits(params.dataset, env.data_path, params.fold)["test"]
+        chosen_name, tuned = choose(inputs, task.metric)
+        test = load_splits(params.dataset, env.dataset_path, params.fold)["test"]
         where = f", fold {params.fold + 1}" if params.fold is not None else ""
         metrics = run_evaluate(task, test, model_dir=tuned.model, labels=tuned.labels, max_length=params.max_length,
                                batch_size=params.evaluate.batch_size, output=output,
                                title=f"{params.dataset.name}{where}")
         if len(inputs) > 1:  # a learning-rate grid: say which run was scored, and why
-            grid = {name: result.metrics.get(f"finetune/best_dev_{task.primary_metric}") for name, result in
+            grid = {name: result.metrics.get(f"finetune/best_dev_{task.metric}") for name, result in
                     inputs.items()}
             (output / "choice.json").write_text(json.dumps({"chosen": chosen_name, "dev": grid}, indent=2))
             metrics["evaluate/chosen_lr"] = tuned.metrics.get("finetune/lr", float("nan"))

@@ -45,7 +45,7 @@ def dataset_files(config: WorkflowConfig, dataset: DatasetConfig) -> tuple[str, 
     """Every file the entry reads (a folder entry: every file under it), for the key's fingerprints."""
     from bioray.tasks.splits import dataset_files as entry_files
 
-    paths = entry_files(dataset, config.data_path)
+    paths = entry_files(dataset, config.dataset_path)
     return tuple(str(f) for p in paths for f in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]))
 
 
@@ -75,7 +75,7 @@ class Finetune(Stage):
 
         params: FinetuneParams = node.params
         task = registry.task_for(params.dataset)
-        splits = load_splits(params.dataset, env.data_path, params.fold)  # bad data fails here, before any worker
+        splits = load_splits(params.dataset, env.dataset_path, params.fold)  # bad data fails here, before any worker
         labels = task.label_list(splits["train"], splits.get("dev", []))
         (encoder,) = inputs.values()
         metrics = run_finetune(params.training, task, splits, labels, params.seed,

@@ -10,10 +10,12 @@ from pydantic import BaseModel
 from bioray.config import WorkflowConfig
 from bioray.pipeline.stages.arms import named_arms
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
+from bioray.tasks.published import benchmark_of
+from bioray.tasks.registry import task_for
 
 
 class ReportParams(BaseModel):
-    datasets: dict[str, dict[str, str]]  # name -> {task, benchmark}
+    datasets: dict[str, dict[str, str | None]]  # name -> {task, metric, benchmark}
     evaluations: dict[str, dict]  # evaluate stage name -> {dataset, seed, arm}
     arms: list[str] | None = None  # several encoders: one column each, in this order
 
@@ -25,7 +27,8 @@ class Report(Stage):
     parent_artifacts = ("report.md", "scores.png")
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
-        datasets = {d.name: {"task": d.task, "benchmark": d.benchmark or d.name} for d in config.finetune.datasets}
+        datasets = {d.name: {"task": d.task, "metric": task_for(d).metric, "benchmark": benchmark_of(d)}
+                    for d in config.finetune.datasets}
         evaluations = {n.name: {"dataset": n.params.dataset.name, "seed": n.params.seed, "arm": n.params.arm}
                        for n in upstream if n.kind == "evaluate"}
         arms = [arm.name for arm in config.arms] if named_arms(config) else None

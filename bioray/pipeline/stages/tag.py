@@ -32,7 +32,7 @@ class Tag(Stage):
             "evaluate", config, Run(arm, dataset, 0 if dataset.folds else None, seed)))
         return [Node(f"tag/{dataset.name}", self, (*evaluation.inputs, "ingest"),  # the runs it chose from
                      TagParams(tag=config.tag, max_length=config.finetune.for_dataset(dataset).max_length,
-                               primary_metric=registry.task_class(dataset.task).primary_metric))]
+                               primary_metric=registry.task_for(dataset).metric))]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.pipeline.stages.evaluate import choose

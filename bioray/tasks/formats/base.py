@@ -6,6 +6,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 from bioray.tasks.examples import DatasetError
 
@@ -14,6 +15,8 @@ Resolve = Callable[[str], Path]  # a path of the entry, resolved against the dat
 
 class Format(ABC):
     """One dataset file format."""
+
+    reads_test_gold: ClassVar[bool] = False  # it reads an entry's `test_gold` (a separate gold file of `test`)
 
     @abstractmethod
     def files(self, dataset, resolve: Resolve) -> list[Path]:
@@ -51,9 +54,25 @@ class PerFileFormat(Format):
     def splits(self, dataset, resolve: Resolve, fold: int | None = None) -> dict[str, list]:
         if dataset.folds:
             directory = resolve(dataset.folds[fold or 0])
-            return {split: self.read(directory / f"{split}.tsv", dataset) for split in ("train", "test")}
-        return {split: self.read(resolve(getattr(dataset, split)), dataset)
-                for split in ("train", "dev", "test") if getattr(dataset, split)}
+            paths = {split: directory / f"{split}.tsv" for split in ("train", "test")}
+        else:
+            paths = {split: resolve(getattr(dataset, split)) for split in ("train", "dev", "test")
+                     if getattr(dataset, split)}
+        return read_each({split: (lambda path=path: self.read(path, dataset)) for split, path in paths.items()})
+
+
+def read_each(readers: dict[str, Callable[[], list]]) -> dict[str, list]:
+    """Every split read, even after one fails: one error listing each split's problem (validation
+    reports everything wrong with a dataset at once)."""
+    splits, problems = {}, []
+    for split, read in readers.items():
+        try:
+            splits[split] = read()
+        except DatasetError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise DatasetError("\n".join(problems))
+    return splits
 
 
 def require_file(path: Path) -> None:
