@@ -222,6 +222,13 @@ def test_bad_folders_say_what_was_expected(tmp_path, make, message):
         load_splits(_entry(tmp_path), Path)
 
 
+def test_every_broken_folder_is_named_at_once(tmp_path):
+    (tmp_path / "Train").mkdir()  # and no test folder at all
+    with pytest.raises(DatasetError) as raised:
+        load_splits(_entry(tmp_path), Path)
+    assert "Train: no .xml files" in str(raised.value) and "DDI Extraction task: no such folder" in str(raised.value)
+
+
 def test_registry_entry_checks(tmp_path):
     assert entry_problems(_entry(tmp_path, test=None), "finetune.datasets[0]") == [
         "finetune.datasets[0].train: format 'ddi_xml' reads folders of XML files: set `train` and `test` (and "

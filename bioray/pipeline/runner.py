@@ -253,9 +253,8 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
                                  in_use, budget)
                     continue
             env = StageEnv(keys[node.name], runs.context.for_stage(runs.children[node.name]), Path(config.data_root),
-                           config.train_storage, config.paths,
-                           earlier_outputs(config.paths, node) if node.stage.incremental else (),
-                           Path(config.finetune.data_root or config.data_root))
+                           config.dataset_path("."), config.train_storage, config.paths,
+                           earlier_outputs(config.paths, node) if node.stage.incremental else ())
             ref = remote_execute.options(num_cpus=node.stage.num_cpus, name=node.name, max_retries=0,
                                          runtime_env={"env_vars": STAGE_ENV}).remote(
                 node, keys[node.name], env, {name: output_types[name] for name in node.inputs},

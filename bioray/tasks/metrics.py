@@ -1,4 +1,5 @@
-"""The papers' metrics for the non-NER tasks, computed with the reference libraries (sklearn, scipy).
+"""The papers' metrics for the non-NER tasks, computed with the reference libraries (sklearn, scipy;
+imported where they score, so that validating a workflow does not pay for them).
 
 NER's entity-level F1 (seqeval) lives with the NER task in bioray.tasks.ner.
 """
@@ -9,14 +10,13 @@ import re
 import string
 
 import numpy as np
-from scipy.stats import pearsonr
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
-from sklearn.preprocessing import MultiLabelBinarizer
 
 
 def relation_scores(gold: list[str], predicted: list[str], negative: str) -> dict[str, float]:
     """Micro precision/recall/F1 over the positive classes only (BioBERT re_eval, BLUE, BLURB):
     a pair predicted negative counts as a miss, a negative pair predicted positive as a false alarm."""
+    from sklearn.metrics import precision_recall_fscore_support  # sklearn in the scoring, not at import
+
     positives = sorted((set(gold) | set(predicted)) - {negative})
     precision, recall, f1, _ = precision_recall_fscore_support(gold, predicted, labels=positives, average="micro",
                                                                zero_division=0)
@@ -25,12 +25,16 @@ def relation_scores(gold: list[str], predicted: list[str], negative: str) -> dic
 
 def classification_scores(gold: list[str], predicted: list[str]) -> dict[str, float]:
     """Accuracy and macro-F1 over the classes present in gold or predictions (PubMedQA)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
     return {"accuracy": float(accuracy_score(gold, predicted)),
             "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0))}
 
 
 def similarity_scores(gold: list[float], predicted: list[float]) -> dict[str, float]:
     """Pearson r (BIOSSES in BLUE and BLURB)."""
+    from scipy.stats import pearsonr
+
     if len(gold) < 2 or np.std(predicted) == 0:
         return {"pearson": 0.0}  # undefined: a constant prediction explains nothing
     return {"pearson": float(pearsonr(gold, predicted).statistic)}
@@ -39,6 +43,9 @@ def similarity_scores(gold: list[float], predicted: list[float]) -> dict[str, fl
 def multilabel_scores(gold: list[list[str]], predicted: list[list[str]], labels: list[str]) -> dict[str, float]:
     """HoC: micro-F1 over (document, label) decisions (BLURB) and example-based F1, the mean of each
     document's F1 (BLUE); a document with no gold and no predicted label scores 1."""
+    from sklearn.metrics import f1_score
+    from sklearn.preprocessing import MultiLabelBinarizer
+
     binarizer = MultiLabelBinarizer(classes=labels)
     y_true, y_pred = binarizer.fit_transform(gold), binarizer.transform(predicted)
     return {"micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),

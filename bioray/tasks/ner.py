@@ -5,12 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from seqeval.metrics import (
-    classification_report,
-    f1_score,
-    precision_score,
-    recall_score,
-)
 
 from bioray.constants import IGNORE_INDEX
 from bioray.tasks.base import Task
@@ -97,6 +91,8 @@ def predict_tags(model, tokenizer, sentences: list[Sentence], labels: list[str],
 
 def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, float]:
     """Entity-level exact-match precision/recall/F1 (conlleval semantics)."""
+    from seqeval.metrics import f1_score, precision_score, recall_score  # it imports sklearn: not at import
+
     gold = [for_seqeval(t) for t in gold]
     predicted = [for_seqeval(t) for t in predicted]
     return {"precision": precision_score(gold, predicted), "recall": recall_score(gold, predicted),
@@ -104,6 +100,8 @@ def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str
 
 
 def entity_report(gold: list[list[str]], predicted: list[list[str]]) -> str:
+    from seqeval.metrics import classification_report
+
     return classification_report([for_seqeval(t) for t in gold], [for_seqeval(t) for t in predicted], digits=4)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForQuestionAnswering
 
 from bioray.tasks.base import Task
 from bioray.tasks.batching import pad_inputs
@@ -46,6 +45,8 @@ class FactoidTask(Task):
         return []
 
     def build_model(self, encoder_dir: str, labels: list[str]):
+        from transformers import AutoModelForQuestionAnswering
+
         return AutoModelForQuestionAnswering.from_pretrained(encoder_dir, use_safetensors=True)
 
     def encode(self, examples: list[QAExample], tokenizer, labels: list[str], max_length: int) -> list[QAFeature]:

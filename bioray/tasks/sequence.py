@@ -9,7 +9,6 @@ from abc import abstractmethod
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForSequenceClassification
 
 from bioray.constants import IGNORE_INDEX
 from bioray.tasks.base import Task
@@ -51,6 +50,8 @@ class SequenceTask(Task):
         ...
 
     def build_model(self, encoder_dir: str, labels: list[str]):
+        from transformers import AutoModelForSequenceClassification
+
         names = {"id2label": dict(enumerate(labels)), "label2id": {t: i for i, t in enumerate(labels)}} \
             if labels else {}
         return AutoModelForSequenceClassification.from_pretrained(

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import re
 
-import mlflow
-from mlflow.exceptions import MlflowException
-
 # what MLflow accepts in a registered model name and a models:/<name>@<alias> URI reads back unchanged
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -28,6 +25,8 @@ def register_version(client, model_uri: str, name: str, alias: str | None, score
     given, each score a version tag (six decimals: what the promotion gate reads back) beside `tags`.
     Uses MLflow's fluent registry API: the process must be pointed at the store. Returns the record
     written to the stage's registration.json."""
+    import mlflow  # here, not at the top: planning a workflow names models without importing mlflow
+
     version = str(mlflow.register_model(model_uri, name).version)
     if alias:
         client.set_registered_model_alias(name, alias, version)
@@ -42,6 +41,8 @@ def register_version(client, model_uri: str, name: str, alias: str | None, score
 def logged_model_exists(client, model_uri: str) -> bool:
     """Whether this store holds the logged model `models:/<model id>` (a cached stage's model may have
     been logged to another tracking server)."""
+    from mlflow.exceptions import MlflowException
+
     model_id = model_uri.removeprefix("models:/")
     if model_id == model_uri or "/" in model_id or "@" in model_id:
         return False

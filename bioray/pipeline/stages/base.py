@@ -7,13 +7,15 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
 from bioray.config import WorkflowConfig, is_mlflow_uri
-from bioray.tracking.context import RunContext
 from bioray.workdir import Workdir
+
+if TYPE_CHECKING:  # mlflow is imported by the runs, not by planning or validation
+    from bioray.tracking.context import RunContext
 
 
 class StageOutput:
@@ -53,17 +55,17 @@ class StageEnv:
     key: str
     context: RunContext  # the stage's MLflow run
     data_root: Path
+    datasets_root: Path  # finetune.data_root (data_root unless set)
     train_storage: str
     paths: Workdir
     earlier: tuple[Path, ...] = ()  # committed outputs of this stage with the same params and code
-    datasets_root: Path | None = None  # finetune.data_root, when it is not data_root
 
     def data_path(self, relative: str) -> Path:
         return (self.data_root / relative).resolve()
 
     def dataset_path(self, relative: str) -> Path:
         """A dataset entry's path (finetune.data_root; its files are in the stage key's fingerprints)."""
-        return ((self.datasets_root or self.data_root) / relative).resolve()
+        return (self.datasets_root / relative).resolve()
 
     def scratch(self, name: str) -> Path:
         """The stage's work that survives a restart of its driver (removed when the stage commits)."""

@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 from bioray.tasks.examples import DatasetError, Example
-from bioray.tasks.formats.base import Format, Resolve, split_ids
+from bioray.tasks.formats.base import Format, Resolve, read_each, split_ids
 from bioray.tasks.formats.entity_markers import Span, mark
 
 TYPES = ("mechanism", "effect", "advise", "int")  # of a true pair; the label is DDI-<type>
@@ -163,13 +163,15 @@ class DdiXmlFormat(Format):
 
     def splits(self, dataset, resolve: Resolve, fold: int | None = None) -> dict[str, list]:
         style = dataset.entity_markers
-        documents = read_folder(resolve(dataset.train), style)
+        folders = {"train": dataset.train, "test": dataset.test, **({"dev": dataset.dev} if dataset.dev else {})}
+        read = read_each({split: (lambda folder=folder: read_folder(resolve(folder), style))
+                          for split, folder in folders.items()})
+        documents = read["train"]
         if dataset.dev:
-            parts = {"train": list(documents)}
-            dev = list(read_folder(resolve(dataset.dev), style).values())
+            parts, dev = {"train": list(documents)}, list(read["dev"].values())
         else:
             parts = split_ids(list(documents), {"dev": dataset.split.dev}, dataset.split.seed)
             dev = [documents[name] for name in parts["dev"]]
         return {"train": [e for name in parts["train"] for e in documents[name]],
                 "dev": [e for examples in dev for e in examples],
-                "test": [e for examples in read_folder(resolve(dataset.test), style).values() for e in examples]}
+                "test": [e for examples in read["test"].values() for e in examples]}
