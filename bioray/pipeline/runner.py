@@ -128,6 +128,24 @@ class _StageRuns:
         log_lineage(self.client, child.info.run_id, lineage)
         return child.info.run_id
 
+    def producer(self, key: str) -> str | None:
+        """The run of this experiment that ran the stage instance with this key (the latest), if any."""
+        runs = self.client.search_runs([self.context.experiment_id], f"tags.`bioray.stage_key` = '{key}' and "
+                                       "tags.`bioray.cache` = 'miss' and attributes.status = 'FINISHED'",
+                                       max_results=1, order_by=["attributes.start_time DESC"])
+        return runs[0].info.run_id if runs else None
+
+    def finish_cached_child(self, name: str, key: str, result: StageResult) -> None:
+        """A cached stage's run points at the run that produced its output (tag `bioray.produced_by`)
+        instead of copying its metrics and artifacts; when no run of this experiment produced it (a
+        copied workdir, another tracking store), it carries them itself."""
+        producer = self.producer(key)
+        if producer is None:
+            self.finish_child(name, result)
+            return
+        self.client.set_tag(self.children[name], "bioray.produced_by", producer)
+        self.client.set_terminated(self.children[name], "FINISHED")
+
     def finish_child(self, name: str, result: StageResult) -> None:
         run_id = self.children[name]
         unsent = Path(result.path) / SPILL_FILE
@@ -218,7 +236,7 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
         runs.start_child(node, key, output, cached, _lineage(config, node, keys))
         if cached:
             handles[node.name] = summary.results[node.name] = StageResult.load(output)
-            runs.finish_child(node.name, summary.results[node.name])
+            runs.finish_cached_child(node.name, key, summary.results[node.name])
             log.info("stage %-32s cached (%s)", node.name, key)
         else:
             waiting.append(node)

@@ -123,6 +123,9 @@ def test_quickstart_end_to_end(tmp_path, mlflow_auth_server, data_root, monkeypa
     parent2, children2 = _latest(client, experiment.experiment_id)
     assert parent2.info.run_id != parent.info.run_id
     assert {name: run.data.tags["bioray.cache"] for name, run in children2.items()} == {name: "hit" for name in STAGES}
+    assert {name: run.data.tags["bioray.produced_by"] for name, run in children2.items()} == {
+        name: run.info.run_id for name, run in children.items()}  # no copies of their metrics
+    assert not any(run.data.metrics for run in children2.values())
     status = run_bioray("status", WORKFLOW, "--json", *QUICK, env=env)
     assert {row["stage"]: row["status"] for row in json.loads(status.stdout)} == {name: "cached" for name in STAGES}
 
