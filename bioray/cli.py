@@ -16,6 +16,9 @@ from bioray.workdir import UnsafePath
 workflow_argument = click.argument("workflow", type=click.Path(dir_okay=False))
 set_option = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                           help="Override a config value (repeatable), e.g. --set finetune.lr=3e-5.")
+force_option = click.option("--force", "force", multiple=True, metavar="STAGE",
+                            help="Run STAGE (a stage, e.g. pretrain, or one instance, e.g. finetune/ncbi-disease/"
+                                 "seed-42) and everything downstream of it again, even if cached (repeatable).")
 address_option = click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a "
                                                               "local Ray).")
 
@@ -76,7 +79,7 @@ def _run_scheduled(config, workflow_file: str):
     return outcome.summary, outcome.fetch_failed
 
 
-def _run(workflow: str, overrides, address, stage: str | None) -> None:
+def _run(workflow: str, overrides, address, stage: str | None, force: tuple[str, ...] = ()) -> None:
     config = _load(workflow, overrides, address, read_datasets=True)
     from bioray.pipeline.model_refs import resolve_model_refs
     from bioray.pipeline.plan import build_plan, nodes_for
@@ -86,11 +89,14 @@ def _run(workflow: str, overrides, address, stage: str | None) -> None:
     workflow_file = os.path.abspath(workflow)
     fetch_failed: dict[str, str] = {}
     if config.repretrain is not None and stage is None:
+        if force:
+            click.echo("error: --force does not apply to a scheduled re-pretraining run", err=True)
+            sys.exit(2)
         summary, fetch_failed = _run_scheduled(config, workflow_file)
     else:
         _or_exit(lambda: resolve_model_refs(config))
         targets = nodes_for(build_plan(config), stage) if stage else None
-        summary = _or_exit(lambda: run_workflow(config, targets, workflow_file=workflow_file))
+        summary = _or_exit(lambda: run_workflow(config, targets, workflow_file=workflow_file, force=force))
     ran = [n for n, r in summary.results.items() if not r.cached]
     cached = [n for n, r in summary.results.items() if r.cached]
     click.echo(f"\nbioray: {len(ran)} stage(s) ran, {len(cached)} cached, {len(summary.failed)} failed "
@@ -107,7 +113,32 @@ def _run(workflow: str, overrides, address, stage: str | None) -> None:
         sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# `bioray --help` lists commands in these sections, in this order, each with an example
+SECTIONS = {
+    "Pipeline": (("run", "validate", "status", "fetch"), "bioray run workflows/quickstart.yaml"),
+    "Single stages (and the stale stages they need)": ((), "bioray finetune workflows/blurb.yaml --force finetune"),
+    "Models": (("predict", "tag-documents"), "echo 'BRCA1 mutations cause breast cancer .' | bioray predict "
+               "--model models:/bioray-ner-ncbi-disease@challenger --workflow workflows/quickstart.yaml"),
+    "Benchmarks": (("bench",), "bioray bench quality --arms random,scratch --datasets ncbi-disease --budget-minutes 5"),
+}
+
+
+class _Sections(click.Group):
+    """`--help` shows the commands by section (commands no section names are the single stages)."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        named = {name for names, _ in SECTIONS.values() for name in names}
+        for title, (names, example) in SECTIONS.items():
+            names = names or tuple(n for n in self.commands if n not in named)
+            rows = [(n, self.commands[n].get_short_help_str(limit=90)) for n in names if n in self.commands]
+            with formatter.section(title):
+                formatter.write_dl(rows)
+                formatter.write_paragraph()
+                formatter.write_text(f"e.g. {example}")
+
+
+@click.group(cls=_Sections, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="bioray", message="%(prog)s %(version)s")
 def main() -> None:
     """bioray: pretrain, fine-tune and evaluate BioBERT-style encoders on Ray + DeepSpeed, tracked in MLflow."""
 
@@ -115,19 +146,21 @@ def main() -> None:
 @main.command()
 @workflow_argument
 @set_option
+@force_option
 @address_option
-def run(workflow, overrides, address):
+def run(workflow, overrides, force, address):
     """Run every stage of WORKFLOW (cached stages are reused, not re-run)."""
-    _run(workflow, overrides, address, None)
+    _run(workflow, overrides, address, None, force)
 
 
 def _stage_command(stage: str, help_text: str):
     @main.command(name=stage, help=f"{help_text} Runs its stale inputs first.")
     @workflow_argument
     @set_option
+    @force_option
     @address_option
-    def command(workflow, overrides, address):
-        _run(workflow, overrides, address, stage)
+    def command(workflow, overrides, force, address):
+        _run(workflow, overrides, address, stage, force)
 
     return command
 
@@ -147,16 +180,19 @@ _stage_commands()
 @set_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(workflow, overrides, as_json):
-    """List each stage of WORKFLOW as cached or stale, with its key and output location."""
+    """List each stage of WORKFLOW as cached, running, interrupted, failed or stale, with its key and output."""
     config = _load(workflow, overrides)
-    from bioray.pipeline.runner import stage_status
+    from bioray.pipeline.runner import STATUSES, stage_status
 
     rows = _or_exit(lambda: stage_status(config))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['stage']:36s} {row['status']:7s} {row['key']}  {row['output']}")
+        click.echo(f"{row['stage']:36s} {row['status']:11s} {row['key']}  {row['output']}"
+                   + (f"\n{'':36s} {row['error']}" if row.get("error") else ""))
+    counts = {status: sum(row["status"] == status for row in rows) for status in STATUSES}
+    click.echo(f"{len(rows)} stages: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
 
 
 @main.command()
@@ -359,24 +395,48 @@ def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens
                f"curve: {result['curve_plot']}")
 
 
+def _model_directory(uri: str, workflow: str | None):
+    """The fine-tuned model's local directory, downloaded from the workflow's tracking store (else
+    MLFLOW_TRACKING_URI) for an MLflow URI; what cannot be used exits 2 with one line."""
+    from bioray.tracking.models import resolve_model
+    from bioray.tracking.store import tracking_uri_for
+
+    tracking = None
+    if workflow:
+        config = _load(workflow, ())
+        tracking = tracking_uri_for(config.tracking.uri, config.paths.mlflow_db)
+    try:
+        return resolve_model(uri, tracking)
+    except (OSError, ValueError) as exc:
+        click.echo(f"error: --model {exc}", err=True)
+        sys.exit(2)
+
+
+model_workflow_option = click.option("--workflow", type=click.Path(exists=True, dir_okay=False), default=None,
+                                     help="Read an MLflow --model URI from this workflow's tracking store "
+                                          "(default: MLFLOW_TRACKING_URI).")
+
+
 @main.command()
 @click.option("--model", "uri", required=True,
               help="Fine-tuned model: a directory, or an MLflow URI (models:/name@alias, runs:/<id>/path).")
+@model_workflow_option
 @click.option("--input", "source", type=click.File("r"), default="-", show_default=True,
               help="Text, one input per line (a tab separates a pair: sentence pairs, question<TAB>context).")
 @click.option("--max-length", type=int, default=None, help="Sub-tokens per window (default 128 for NER, 512 "
                                                            "otherwise).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-def predict(uri, source, max_length, batch_size):
+def predict(uri, workflow, source, max_length, batch_size):
     """Run a fine-tuned model on raw text; print one JSON line per input line: entities with character
     offsets, types and scores (NER models), or labels with probabilities (classification models)."""
-    from bioray.tasks.inference import predict_lines
+    from bioray.tasks.inference import Predictor
 
+    directory = _model_directory(uri, workflow)
     lines = [line.rstrip("\n") for line in source]
     try:
-        results = predict_lines(uri, lines, max_length, batch_size)
+        results = Predictor(directory)(lines, max_length, batch_size)
     except (OSError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: --model {uri}: {exc}", err=True)
         sys.exit(2)
     for number, (line, result) in enumerate(zip(lines, results), start=1):
         click.echo(json.dumps({"line": number, "text": line, **result}))
@@ -384,12 +444,13 @@ def predict(uri, source, max_length, batch_size):
 
 @main.command(name="tag-documents")
 @click.option("--model", "uri", required=True, help="Fine-tuned NER model: a directory or an MLflow URI.")
+@model_workflow_option
 @click.option("--documents", required=True, type=click.Path(exists=True, file_okay=False),
               help="A documents Parquet folder (the ingest stage's documents/: doc_id, source, text, sentence_starts).")
 @click.option("--output", required=True, type=click.Path(file_okay=False), help="Where entities/*.parquet go.")
 @click.option("--actors", type=int, default=1, show_default=True, help="Ray Data actors holding a model.")
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
-def tag_documents(uri, documents, output, actors, address):
+def tag_documents(uri, workflow, documents, output, actors, address):
     """Batch inference: tag every document with a fine-tuned NER model on Ray Data; write an
     entities Parquet (doc_id, source, start, end, text, type, score)."""
     from pathlib import Path
@@ -397,9 +458,8 @@ def tag_documents(uri, documents, output, actors, address):
     import ray
 
     from bioray.tasks.tagging import run_tagging
-    from bioray.tracking.models import resolve_model
 
-    directory = resolve_model(uri)
+    directory = _model_directory(uri, workflow)
     Path(output).mkdir(parents=True, exist_ok=True)
     ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
     stats = run_tagging(directory, Path(documents), Path(output), actors=actors)

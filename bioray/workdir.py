@@ -54,6 +54,10 @@ class Workdir:
         """Where a stage writes before its output is committed by a rename (readers skip dot names)."""
         return self.path("stages", *name.split("/"), f".tmp-{key}-{uuid.uuid4().hex[:8]}")
 
+    def stage_state(self, name: str, key: str) -> Path:
+        """What is known of an uncommitted stage run (running, failed): bioray.pipeline.stage_state."""
+        return self.path("stages", *name.split("/"), f".state-{key}.json")
+
     # --- everything else bioray keeps here ----------------------------------------------------
 
     @property

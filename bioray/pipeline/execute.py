@@ -76,7 +76,12 @@ def execute_node(node: Node, key: str, env: StageEnv, input_types: dict[str, typ
                                                         "inputs": {u.name: u.key for u in upstream}}, sort_keys=False))
         result = StageResult(node.name, key, str(final), metrics)
         result.save(tmp)
-        if final.exists():  # a concurrent run committed the same key first: keep its output
+        if final.exists() and env.replace:  # forced: the old output goes once the new one is complete
+            old = env.paths.stage_tmp(node.name, key)
+            os.rename(final, old)
+            os.rename(tmp, final)
+            env.paths.remove(old)
+        elif final.exists():  # a concurrent run committed the same key first: keep its output
             env.paths.remove(tmp)
         else:
             os.rename(tmp, final)

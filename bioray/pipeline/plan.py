@@ -66,8 +66,18 @@ def nodes_for(nodes: list[Node], stage: str | None) -> list[str]:
     return [n.name for n in nodes if stage is None or n.kind == stage]
 
 
-def needed_nodes(nodes: list[Node], keys: dict[str, str], config: WorkflowConfig, targets: list[str]) -> list[Node]:
-    """Targets plus every upstream node that must run because something downstream is not cached."""
+def downstream(nodes: list[Node], names: set[str]) -> set[str]:
+    """The named nodes and every node that reads one of them, directly or not (nodes in topological order)."""
+    reached = set(names)
+    for node in nodes:
+        if any(name in reached for name in node.inputs):
+            reached.add(node.name)
+    return reached
+
+
+def needed_nodes(nodes: list[Node], keys: dict[str, str], config: WorkflowConfig, targets: list[str],
+                 forced: set[str] = frozenset()) -> list[Node]:
+    """Targets plus every upstream node that must run because something downstream is not cached (or forced)."""
     by_name = {n.name: n for n in nodes}
     needed, stack = set(), list(targets)
     while stack:
@@ -75,6 +85,6 @@ def needed_nodes(nodes: list[Node], keys: dict[str, str], config: WorkflowConfig
         if name in needed:
             continue
         needed.add(name)
-        if not is_cached(config, name, keys[name]):
+        if name in forced or not is_cached(config, name, keys[name]):
             stack.extend(by_name[name].inputs)
     return [n for n in nodes if n.name in needed]

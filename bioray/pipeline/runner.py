@@ -18,11 +18,13 @@ from pathlib import Path
 
 import yaml
 
-from bioray.config import WorkflowConfig
+from bioray.config import ConfigError, WorkflowConfig
+from bioray.pipeline import stage_state
 from bioray.pipeline.execute import StageResult, earlier_outputs, execute_node
 from bioray.pipeline.plan import (
     build_plan,
     compute_keys,
+    downstream,
     fingerprint,
     is_cached,
     needed_nodes,
@@ -181,18 +183,31 @@ class _StageRuns:
         self.client.set_terminated(self.parent_id, status)
 
 
-def run_workflow(config: WorkflowConfig, targets: list[str] | None = None, workflow_file: str = "") -> RunSummary:
+def run_workflow(config: WorkflowConfig, targets: list[str] | None = None, workflow_file: str = "",
+                 force: tuple[str, ...] = ()) -> RunSummary:
     """Run the target stages (default: all) and whatever stale stages they need."""
-    return run_nodes(config, build_plan(config), targets, workflow_file)
+    return run_nodes(config, build_plan(config), targets, workflow_file, force)
+
+
+def forced_nodes(nodes: list[Node], force: tuple[str, ...]) -> set[str]:
+    """The stages `--force` names (a stage instance, or every instance of a kind) and all downstream of
+    them; an unknown name is a ConfigError listing the stages."""
+    unknown = [name for name in force if not any(name in (n.name, n.kind) for n in nodes)]
+    if unknown:
+        raise ConfigError(f"--force {unknown[0]}: no such stage in this workflow (its stages: "
+                          f"{', '.join(n.name for n in nodes)})")
+    return downstream(nodes, {n.name for n in nodes if n.name in force or n.kind in force})
 
 
 def run_nodes(config: WorkflowConfig, nodes: list[Node], targets: list[str] | None = None,
-              workflow_file: str = "") -> RunSummary:
-    """Run a stage graph (nodes in topological order): the targets and whatever stale stages they need."""
+              workflow_file: str = "", force: tuple[str, ...] = ()) -> RunSummary:
+    """Run a stage graph (nodes in topological order): the targets and whatever stale stages they need;
+    the forced stages (and downstream) run again even when cached, their new outputs replacing the old."""
     started = time.perf_counter()
     keys = compute_keys(nodes)
-    wanted = needed_nodes(nodes, keys, config, targets or [n.name for n in nodes])
-    to_run = [n for n in wanted if not is_cached(config, n.name, keys[n.name])]
+    forced = forced_nodes(nodes, force)
+    wanted = needed_nodes(nodes, keys, config, targets or [n.name for n in nodes], forced)
+    to_run = [n for n in wanted if n.name in forced or not is_cached(config, n.name, keys[n.name])]
     log.info("%d stage(s) selected, %d cached, %d to run", len(wanted), len(wanted) - len(to_run), len(to_run))
 
     runs = _StageRuns(config, targets, workflow_file)
@@ -270,15 +285,18 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
                         log.info("stage %s waits for %d training CPUs (%d of %g in use)", node.name, workers,
                                  in_use, budget)
                     continue
+            forced = is_cached(config, node.name, keys[node.name])  # run all the same: `--force`, built anew
             env = StageEnv(keys[node.name], runs.context.for_stage(runs.children[node.name]), Path(config.data_root),
                            config.dataset_path("."), config.train_storage, config.paths,
-                           earlier_outputs(config.paths, node) if node.stage.incremental else ())
+                           (earlier_outputs(config.paths, node) if node.stage.incremental and not forced else ()),
+                           replace=forced)
             ref = remote_execute.options(num_cpus=node.stage.num_cpus, name=node.name, max_retries=0,
                                          runtime_env={"env_vars": STAGE_ENV}).remote(
                 node, keys[node.name], env, {name: output_types[name] for name in node.inputs},
                 *[handles[name] for name in node.inputs])
             handles[node.name], pending[ref] = ref, node
             waiting.remove(node)
+            stage_state.mark_running(config.paths, node.name, keys[node.name])
         if not pending:
             continue  # every remaining stage was just marked not run
         done, _ = ray.wait(list(pending), num_returns=1)
@@ -287,9 +305,14 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
             result = ray.get(done[0])
         except Exception as exc:  # the stage failed, or an upstream stage did
             upstream_failed = [name for name in node.inputs if name not in summary.results]
-            _fail(runs, summary, node, f"not run: upstream stage {upstream_failed[0]} failed" if upstream_failed
-                  else _root_error(exc))
+            if upstream_failed:
+                stage_state.clear(config.paths, node.name, keys[node.name])
+                _fail(runs, summary, node, f"not run: upstream stage {upstream_failed[0]} failed")
+            else:
+                _fail(runs, summary, node, _root_error(exc))
+                stage_state.mark_failed(config.paths, node.name, keys[node.name], summary.failed[node.name])
             continue
+        stage_state.clear(config.paths, node.name, keys[node.name])
         summary.results[node.name] = result
         runs.finish_child(node.name, result)
         log.info("stage %-32s done in %.1fs (%s)", node.name, result.metrics.get("stage/seconds", 0.0), result.key)
@@ -317,9 +340,23 @@ def _fail(runs: _StageRuns, summary: RunSummary, node: Node, reason: str) -> Non
     log.error("stage %s failed: %s", node.name, reason)
 
 
+STATUSES = ("cached", "running", "interrupted", "failed", "stale")  # what `bioray status` shows
+
+
 def stage_status(config: WorkflowConfig) -> list[dict]:
-    """Every stage with its key, output location and whether it is cached."""
+    """Every stage with its key, output location and status: cached (a committed output), running,
+    interrupted or failed (bioray.pipeline.stage_state, with the error), else stale."""
     nodes = build_plan(config)
     keys = compute_keys(nodes)
-    return [{"stage": n.name, "status": "cached" if is_cached(config, n.name, keys[n.name]) else "stale",
-             "key": keys[n.name], "output": str(stage_dir(config, n.name, keys[n.name]))} for n in nodes]
+    rows = []
+    for node in nodes:
+        key = keys[node.name]
+        row = {"stage": node.name, "status": "stale", "key": key, "output": str(stage_dir(config, node.name, key))}
+        if is_cached(config, node.name, key):
+            row["status"] = "cached"
+        elif (state := stage_state.read(config.paths, node.name, key)) is not None:
+            row["status"] = state["status"]
+            if state.get("error"):
+                row["error"] = state["error"]
+        rows.append(row)
+    return rows

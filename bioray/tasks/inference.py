@@ -19,7 +19,6 @@ import torch
 
 from bioray.tasks.examples import WORD, Sentence
 from bioray.tasks.ner import collate, make_windows
-from bioray.tracking.models import resolve_model
 
 
 def model_kind(config) -> str:
@@ -134,8 +133,3 @@ class Predictor:
             return [{"entities": e} for e in tag_texts(self.model, self.tokenizer, lines, max_length or 128,
                                                        batch_size)]
         return classify_texts(self.model, self.tokenizer, lines, max_length or 512, batch_size)
-
-
-def predict_lines(uri: str, lines: list[str], max_length: int | None = None, batch_size: int = 32) -> list[dict]:
-    """A fine-tuned model (a directory or an MLflow URI) on raw text lines (see Predictor)."""
-    return Predictor(resolve_model(uri))(lines, max_length, batch_size)

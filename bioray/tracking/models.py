@@ -9,11 +9,13 @@ served model answers as `bioray predict` does. This module only writes the name;
 
 from __future__ import annotations
 
+import os
 import shutil
 from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 from transformers import (
@@ -24,6 +26,9 @@ from transformers import (
     AutoModelForTokenClassification,
     AutoTokenizer,
 )
+
+from bioray.config import is_mlflow_uri
+from bioray.tracking.store import activate
 
 # architecture suffix -> (pipeline task, the Auto class that loads it)
 PIPELINES = {
@@ -113,13 +118,26 @@ def hf_directory(path: Path, complete: bool = False) -> Path:
     return directory
 
 
-def resolve_model(uri: str) -> Path:
-    """A local model directory, or an MLflow URI (models:/name@alias, runs:/id/path) downloaded; the
-    directory holding the HF config.json is returned."""
+def resolve_model(uri: str, tracking_uri: str | None = None) -> Path:
+    """A local model directory, or an MLflow URI (models:/name@alias, runs:/id/path) downloaded from
+    `tracking_uri` (default: MLFLOW_TRACKING_URI; never a store MLflow would make in the working
+    directory); the directory holding the HF config.json is returned. What cannot be used raises
+    FileNotFoundError or ValueError with one line saying why."""
     path = Path(uri)
-    downloaded = not path.exists()
-    if downloaded:
+    if path.exists():
+        return path if (path / "config.json").is_file() else hf_directory(path)
+    if not is_mlflow_uri(uri):
+        raise FileNotFoundError(f"{uri}: no such model directory, and not an MLflow URI "
+                                "(models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path>)")
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        raise ValueError(f"{uri}: an MLflow URI needs the tracking store that holds it: give --workflow (its "
+                         "store) or set MLFLOW_TRACKING_URI")
+    activate(tracking_uri)
+    try:
         path = Path(mlflow.artifacts.download_artifacts(uri))
+    except MlflowException as exc:
+        raise ValueError(f"{uri}: {str(exc.message).splitlines()[0]} (tracking store {tracking_uri})") from None
     if (path / "config.json").is_file():
         return path
-    return hf_directory(path, complete=downloaded)
+    return hf_directory(path, complete=True)

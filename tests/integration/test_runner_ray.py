@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 from ray import cloudpickle  # Ray's own copy: what ships the stand-in run function to the workers
 
+from bioray.config import ConfigError
+from bioray.pipeline.execute import StageResult
 from bioray.pipeline.inputs import load_checked
 from bioray.pipeline.runner import run_nodes
 from bioray.pipeline.stages.base import Node, Stage
@@ -112,3 +116,36 @@ def test_training_stages_start_when_their_cpus_are_free(ray_session, stand_ins, 
 def _with_workers(ran: dict) -> list[dict]:
     return [{**m, "workers": PRETRAIN_WORKERS if name.startswith("pretrain") else FINETUNE_WORKERS}
             for name, m in ran.items() if not name.startswith("tokenize")]
+
+
+def test_force_runs_a_stage_and_its_downstream_again(ray_session, stand_ins, data_root, tmp_path):
+    config = load_checked(write_workflow(small_workflow(tmp_path / "work", data_root), tmp_path / "wf.yaml"))
+    nodes = Tokenizing().nodes(config, [])
+    nodes += Pretraining().nodes(config, nodes)
+    with mlflow_state_kept():
+        first = run_nodes(config, nodes)
+        with pytest.raises(ConfigError, match=r"--force tokenize: no such stage in this workflow \(its stages: "
+                                              r"tokenize/continued, pretrain, pretrain/continued\)"):
+            run_nodes(config, nodes, force=("tokenize",))
+        second = run_nodes(config, nodes, force=("stand-in-tokenize",))  # a kind: all its instances
+
+    assert not any(result.cached for result in first.results.values())
+    assert {name: result.cached for name, result in second.results.items()} == {
+        "tokenize/continued": False, "pretrain/continued": False, "pretrain": True}
+    for name in ("tokenize/continued", "pretrain/continued"):  # the new output replaced the old, same key
+        assert second.results[name].key == first.results[name].key
+        committed = StageResult.load(Path(second.results[name].path))
+        new, old = second.results[name].metrics["ran/to"], first.results[name].metrics["ran/to"]
+        assert committed.metrics["ran/to"] == new > old
+    assert not list(config.paths.stages.rglob(".tmp-*"))
+    # the cached stage's MLflow run points at the run that produced its output, with no copied metrics
+    client = MlflowClient(config.tracking.uri)
+    experiment = client.get_experiment_by_name(config.tracking.experiment).experiment_id
+
+    def pretrain_run(parent: str):
+        query = f"tags.`mlflow.parentRunId` = '{parent}' and tags.`bioray.stage` = 'pretrain'"
+        return client.search_runs([experiment], query)[0]
+
+    cached = pretrain_run(second.parent_run_id)
+    assert cached.data.tags["bioray.produced_by"] == pretrain_run(first.parent_run_id).info.run_id
+    assert cached.data.metrics == {}

@@ -99,6 +99,8 @@ def test_driver_killed_mid_dag_then_rerun_reuses_finished_stages(tmp_path, data_
     assert committed == set(CORPUS)
     half_written = list((work / "stages" / "pretrain").glob(".tmp-*"))
     assert len(half_written) == 1 and not (half_written[0] / "result.json").exists()
+    shown = run_bioray("status", str(workflow), "--json")
+    assert {row["stage"]: row["status"] for row in json.loads(shown.stdout)}["pretrain"] == "interrupted"
 
     again = run_bioray("pretrain", str(workflow))
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]

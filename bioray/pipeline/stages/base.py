@@ -59,6 +59,7 @@ class StageEnv:
     train_storage: str
     paths: Workdir
     earlier: tuple[Path, ...] = ()  # committed outputs of this stage with the same params and code
+    replace: bool = False  # forced (`--force`): the new output replaces the committed one of the same key
 
     def data_path(self, relative: str) -> Path:
         return (self.data_root / relative).resolve()

@@ -1,0 +1,58 @@
+"""What `bioray status` knows of a stage instance that has no committed output: `running` (a live
+`bioray` driver submitted it), `interrupted` (the driver that submitted it is gone) or `failed` (its
+last run's error). Kept beside the stage's outputs as `.state-<key>.json`; a committed output (its
+`result.json`) always wins, and the file goes when the stage commits."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+from bioray.workdir import Workdir
+
+
+def mark_running(paths: Workdir, name: str, key: str) -> None:
+    _write(paths, name, key, {"status": "running", "host": socket.gethostname(), "pid": os.getpid()})
+
+
+def mark_failed(paths: Workdir, name: str, key: str, error: str) -> None:
+    _write(paths, name, key, {"status": "failed", "error": error.splitlines()[0][:300] if error else ""})
+
+
+def clear(paths: Workdir, name: str, key: str) -> None:
+    paths.stage_state(name, key).unlink(missing_ok=True)
+
+
+def read(paths: Workdir, name: str, key: str) -> dict | None:
+    """The recorded state, `running` turned `interrupted` when its driver no longer runs on this host
+    (on another host a running state is taken as it is); None when nothing is recorded."""
+    try:
+        state = json.loads(paths.stage_state(name, key).read_text())
+    except (OSError, ValueError):
+        return None
+    if state.get("status") == "running" and state.get("host") == socket.gethostname() \
+            and not _alive(int(state.get("pid", 0))):
+        state["status"] = "interrupted"
+    return state
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _write(paths: Workdir, name: str, key: str, state: dict) -> None:
+    target = paths.stage_state(name, key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}")
+    partial.write_text(json.dumps({**state, "since": time.time()}))
+    partial.replace(target)  # atomic: status never reads half a file
