@@ -2,7 +2,7 @@
 pyfunc (what `mlflow models serve` runs) answers as `bioray predict` does, its Hugging Face pipeline
 (first-sub-token aggregation) finds the same entities, the registry gets one version per evaluation
 with the alias on the dev-best, the register-task stage plans per dataset, and large outputs are logged
-compressed and capped. The served-over-HTTP version is tests/integration/test_task_models.py."""
+compressed and capped. The served-over-HTTP version is tests/integration/test_serving_e2e.py."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ and the batch tagging of a documents Parquet.
 Text is split into BioBERT's words (examples.WORD) and each word is tagged on its first sub-token, as
 the model was trained. The Hugging Face pipeline of the logged model, loaded with
 `mlflow.transformers.load_model(uri, aggregation_strategy="first")`, tags the tokenizer's own words
-the same way and finds the same entities (tests/integration/test_task_models.py) wherever the two
+the same way and finds the same entities (tests/integration/test_serving_e2e.py) wherever the two
 splits agree (everywhere but at symbols outside ASCII such as ° and ±, which BioBERT splits off and
 BERT's tokenizer does not, combining accents and CJK characters) and the text fits one window (bioray
 splits a longer text into windows at word boundaries; the pipeline truncates it unless given `stride`).
