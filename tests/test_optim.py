@@ -40,6 +40,8 @@ def test_warmup_then_linear_or_polynomial_decay():
     linear, poly = warmup_decay(10, 110), warmup_decay(10, 110, power=2.0)
     assert linear(0) == 0.1 and linear(9) == 1.0 and linear(10) == 1.0
     assert math.isclose(linear(60), 0.5) and math.isclose(poly(60), 0.25) and linear(110) == 0.0
+    hf = warmup_decay(10, 110, first=0)  # fine-tuning: HF Trainer's and Google BERT's warmup, from lr 0
+    assert hf(0) == 0.0 and hf(5) == 0.5 and hf(10) == 1.0 and math.isclose(hf(60), 0.5)
 
 
 def test_flops_per_token_counts_dense_and_attention_terms():

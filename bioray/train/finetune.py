@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from pathlib import Path
 
@@ -51,7 +52,9 @@ def train_epochs(model, task, features: list, config: TrainingConfig, rng: rando
     device_type = torch.device(device).type
     # bf16: autocast, weights and optimizer state stay fp32
     precision = torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(int(total * config.warmup_ratio), total))
+    # warmup as in HF's Trainer and Google's BERT: rounded up, the first step at lr 0 (the parity bench compares)
+    warmup = math.ceil(total * config.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(warmup, total, first=0))
     engine = None  # with ZeRO: forward, backward and step go through the DeepSpeed engine
     if config.zero_stage is not None:
         from bioray.train.deepspeed import finetune_engine

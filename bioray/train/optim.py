@@ -73,10 +73,12 @@ def build_optimizer(name: str, groups: list[dict], lr: float, use_gpu: bool,
     return Lamb(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
 
 
-def warmup_decay(warmup: int, total: int, power: float = 1.0):
-    """LR multiplier: linear warmup to 1, then polynomial decay (power 1 = linear) to 0 at `total`."""
+def warmup_decay(warmup: int, total: int, power: float = 1.0, first: int = 1):
+    """LR multiplier: linear warmup to 1, then polynomial decay (power 1 = linear) to 0 at `total`.
+    The first step's multiplier is first/warmup: 1 (pretraining), or 0 as in Google's BERT and HF's
+    Trainer (fine-tuning, where bioray is compared with them)."""
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / warmup
+            return (step + first) / warmup
         return max(0.0, (total - step) / max(1, total - warmup)) ** power
     return factor
