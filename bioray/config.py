@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bioray.constants import MLFLOW_URI_PREFIXES
 from bioray.workdir import Workdir
 
 
@@ -718,7 +719,7 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
 
 def is_mlflow_uri(value: str) -> bool:
     """A registered model or run artifact (resolved when the run starts), not a path."""
-    return value.startswith(("models:/", "runs:/"))
+    return value.startswith(MLFLOW_URI_PREFIXES)
 
 
 def load_workflow(path: str | Path, overrides: list[str] | None = None) -> WorkflowConfig:

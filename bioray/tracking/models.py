@@ -27,7 +27,7 @@ from transformers import (
     AutoTokenizer,
 )
 
-from bioray.config import is_mlflow_uri
+from bioray.constants import MLFLOW_URI_PREFIXES
 from bioray.tracking.store import activate
 
 # architecture suffix -> (pipeline task, the Auto class that loads it)
@@ -126,7 +126,7 @@ def resolve_model(uri: str, tracking_uri: str | None = None) -> Path:
     path = Path(uri)
     if path.exists():
         return path if (path / "config.json").is_file() else hf_directory(path)
-    if not is_mlflow_uri(uri):
+    if not uri.startswith(MLFLOW_URI_PREFIXES):
         raise FileNotFoundError(f"{uri}: no such model directory, and not an MLflow URI "
                                 "(models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path>)")
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
