@@ -100,7 +100,7 @@ def render_markdown(report: dict) -> str:
              "Test-set scores on a 0–100 scale; bioray: mean ± std over seeds (k-fold datasets: mean over folds "
              "per seed). Published numbers: BLURB = Gu et al. 2021 Table 6; BioBERT paper = Lee et al. 2020 "
              "Tables 6–8 (sources in bioray/tasks/published.yaml). Published numbers come from the papers' own "
-             "splits and preprocessing, which may differ from these files (see the README's dataset notes).", "",
+             "splits and preprocessing, which may differ from these files (see bioray's docs/datasets.md).", "",
              f"| dataset | task | metric | {' | '.join(headers)} | " + " | ".join(h for _, _, h in COLUMNS) + " |",
              "|---" * (3 + len(headers) + len(COLUMNS)) + "|"]
     for row in report["rows"]:
