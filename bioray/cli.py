@@ -320,7 +320,11 @@ def bench_pretrain_command(data, tokenizer, device, seq_lens, budget, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max_train, as_json):
     """bioray's NER fine-tuning vs. a plain HF Trainer: entity F1 and examples/s, in one run."""
+    import importlib.util
     from pathlib import Path
+
+    if importlib.util.find_spec("accelerate") is None:
+        raise click.ClickException("the HF Trainer baseline needs accelerate: pip install -e '.[bench]'")
 
     from bioray.bench.finetune import bench_finetune
 
