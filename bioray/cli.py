@@ -11,6 +11,7 @@ import sys
 import click
 
 from bioray.config import ConfigError
+from bioray.console import terminal
 from bioray.workdir import UnsafePath
 
 workflow_argument = click.argument("workflow", type=click.Path(dir_okay=False))
@@ -19,6 +20,9 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="SECTION.
 force_option = click.option("--force", "force", multiple=True, metavar="STAGE",
                             help="Run STAGE (a stage, e.g. pretrain, or one instance, e.g. finetune/ncbi-disease/"
                                  "seed-42) and everything downstream of it again, even if cached (repeatable).")
+verbose_option = click.option("-v", "--verbose", is_flag=True,
+                              help="Everything on the terminal: Ray's, DeepSpeed's and MLflow's output too "
+                                   "(default: bioray's lines only, the rest in a log file under the workdir).")
 address_option = click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a "
                                                               "local Ray).")
 
@@ -61,56 +65,69 @@ def _or_exit(action):
     try:
         return action()
     except (ConfigError, UnsafePath) as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {exc}", file=terminal.err)
         sys.exit(2)
 
 
-def _run_scheduled(config, workflow_file: str):
+def _run_scheduled(config, workflow_file: str, quiet: bool):
     """A workflow with a `repretrain` section: the lock, the fetch, nothing at all when nothing is new."""
     from bioray.pipeline.repretrain import run_scheduled
     from bioray.pipeline.runner import run_workflow
 
-    outcome = _or_exit(lambda: run_scheduled(config, lambda resolved: run_workflow(resolved, None, workflow_file)))
-    click.echo(f"bioray: {outcome.message}")
+    outcome = _or_exit(lambda: run_scheduled(config, lambda resolved: run_workflow(resolved, None, workflow_file,
+                                                                                   quiet=quiet)))
+    click.echo(f"bioray: {outcome.message}", file=terminal.out)
     for name, error in outcome.fetch_failed.items():
-        click.echo(f"bioray: fetch of {name} failed ({error}); it is fetched again next run", err=True)
+        click.echo(f"bioray: fetch of {name} failed ({error}); it is fetched again next run", file=terminal.err)
     if outcome.summary is None:
         sys.exit(1 if outcome.fetch_failed else 0)
     return outcome.summary, outcome.fetch_failed
 
 
-def _run(workflow: str, overrides, address, stage: str | None, force: tuple[str, ...] = ()) -> None:
+def _run(workflow: str, overrides, address, stage: str | None, force: tuple[str, ...] = (),
+         verbose: bool = False) -> None:
     config = _load(workflow, overrides, address, read_datasets=True)
+    if config.repretrain is not None and stage is None and force:
+        click.echo("error: --force does not apply to a scheduled re-pretraining run", err=True)
+        sys.exit(2)
+    from datetime import datetime
+
+    from bioray.console import pipeline_output
+
+    started = datetime.now().strftime("%Y%m%d-%H%M%S")
+    log_file = _or_exit(lambda: config.paths.log_file(f"{started}-{stage or 'run'}-{os.getpid()}.log"))
+    with pipeline_output(log_file, verbose):
+        failed = _run_pipeline(config, os.path.abspath(workflow), stage, force, verbose)
+    if failed:
+        sys.exit(1)
+
+
+def _run_pipeline(config, workflow_file: str, stage: str | None, force: tuple[str, ...], verbose: bool) -> bool:
+    """The pipeline, and its summary on the terminal; whether anything failed."""
     from bioray.pipeline.model_refs import resolve_model_refs
     from bioray.pipeline.plan import build_plan, nodes_for
     from bioray.pipeline.runner import run_workflow
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    workflow_file = os.path.abspath(workflow)
     fetch_failed: dict[str, str] = {}
     if config.repretrain is not None and stage is None:
-        if force:
-            click.echo("error: --force does not apply to a scheduled re-pretraining run", err=True)
-            sys.exit(2)
-        summary, fetch_failed = _run_scheduled(config, workflow_file)
+        summary, fetch_failed = _run_scheduled(config, workflow_file, quiet=not verbose)
     else:
         _or_exit(lambda: resolve_model_refs(config))
         targets = nodes_for(build_plan(config), stage) if stage else None
-        summary = _or_exit(lambda: run_workflow(config, targets, workflow_file=workflow_file, force=force))
+        summary = _or_exit(lambda: run_workflow(config, targets, workflow_file=workflow_file, force=force,
+                                                quiet=not verbose))
     ran = [n for n, r in summary.results.items() if not r.cached]
     cached = [n for n, r in summary.results.items() if r.cached]
-    click.echo(f"\nbioray: {len(ran)} stage(s) ran, {len(cached)} cached, {len(summary.failed)} failed "
-               f"in {summary.seconds:.1f}s; MLflow parent run {summary.parent_run_id}")
+    click.echo(f"bioray: {len(ran)} stage(s) ran, {len(cached)} cached, {len(summary.failed)} failed "
+               f"in {summary.seconds:.1f}s; MLflow parent run {summary.parent_run_id}", file=terminal.out)
     if summary.waited_for_cpus:
-        click.echo(f"bioray: {len(summary.waited_for_cpus)} training stage(s) waited for free CPUs")
-    for name, result in summary.results.items():
-        scores = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("ner/test_")}
-        click.echo(f"  {name:36s} {'cached' if result.cached else 'ran':6s} "
-                   f"{result.path}" + (f"  {scores}" if scores else ""))
+        click.echo(f"bioray: {len(summary.waited_for_cpus)} training stage(s) waited for free CPUs", file=terminal.out)
+    if verbose:
+        for name, result in summary.results.items():
+            click.echo(f"  {name:36s} {'cached' if result.cached else 'ran':6s} {result.path}", file=terminal.out)
     for name, error in summary.failed.items():
-        click.echo(f"  {name:36s} FAILED {error}", err=True)
-    if summary.failed or fetch_failed:
-        sys.exit(1)
+        click.echo(f"  {name:36s} FAILED {error}", file=terminal.err)
+    return bool(summary.failed or fetch_failed)
 
 
 # `bioray --help` lists commands in these sections, in this order, each with an example
@@ -148,9 +165,10 @@ def main() -> None:
 @set_option
 @force_option
 @address_option
-def run(workflow, overrides, force, address):
+@verbose_option
+def run(workflow, overrides, force, address, verbose):
     """Run every stage of WORKFLOW (cached stages are reused, not re-run)."""
-    _run(workflow, overrides, address, None, force)
+    _run(workflow, overrides, address, None, force, verbose)
 
 
 def _stage_command(stage: str, help_text: str):
@@ -159,8 +177,9 @@ def _stage_command(stage: str, help_text: str):
     @set_option
     @force_option
     @address_option
-    def command(workflow, overrides, force, address):
-        _run(workflow, overrides, address, stage, force)
+    @verbose_option
+    def command(workflow, overrides, force, address, verbose):
+        _run(workflow, overrides, address, stage, force, verbose)
 
     return command
 

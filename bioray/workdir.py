@@ -54,6 +54,14 @@ class Workdir:
         """Where a stage writes before its output is committed by a rename (readers skip dot names)."""
         return self.path("stages", *name.split("/"), f".tmp-{key}-{uuid.uuid4().hex[:8]}")
 
+    def log_file(self, name: str) -> Path:
+        """A command's full log (the terminal shows bioray's own lines: bioray.console)."""
+        return self.path("logs", name)
+
+    def stage_progress(self, name: str, key: str) -> Path:
+        """The progress lines of a running stage's work, for the driver's terminal: bioray.progress."""
+        return self.path("stages", *name.split("/"), f".progress-{key}.log")
+
     def stage_state(self, name: str, key: str) -> Path:
         """What is known of an uncommitted stage run (running, failed): bioray.pipeline.stage_state."""
         return self.path("stages", *name.split("/"), f".state-{key}.json")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from bioray import progress
 from bioray.pipeline.plan import node_code
 from bioray.pipeline.stages.base import Node, StageEnv
 from bioray.workdir import Workdir
@@ -57,6 +58,7 @@ def execute_node(node: Node, key: str, env: StageEnv, input_types: dict[str, typ
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     activate(env.context.tracking_uri)
+    progress.use(env.progress_file)
     final, tmp = env.paths.stage_dir(node.name, key), env.paths.stage_tmp(node.name, key)
     try:
         tmp.mkdir(parents=True)

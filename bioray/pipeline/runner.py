@@ -31,6 +31,7 @@ from bioray.pipeline.plan import (
     stage_dir,
 )
 from bioray.pipeline.stages.base import Node, StageEnv
+from bioray.pipeline.terminal import StageLines, say
 from bioray.tracking.artifacts import SMALL_BYTES, log_output_file
 from bioray.tracking.context import RunContext
 from bioray.tracking.outbox import SPILL_FILE, replay_spilled
@@ -53,8 +54,10 @@ class RunSummary:
     waited_for_cpus: list[str] = field(default_factory=list)  # training stages held back for free CPUs
 
 
-def ray_module(config: WorkflowConfig):
-    """Ray, connected: to RAY_ADDRESS / ray.address when given, else to a new local instance.
+def ray_module(config: WorkflowConfig, quiet: bool = False):
+    """Ray, connected: to RAY_ADDRESS / ray.address when given, else to a new local instance. `quiet`:
+    the workers' output stays in Ray's session logs (their progress lines reach the terminal through
+    bioray.progress), and Ray's own driver logging says only warnings.
 
     Imported here, not at module level, so `bioray status` and fully cached runs never start Ray.
     """
@@ -62,12 +65,24 @@ def ray_module(config: WorkflowConfig):
 
     if not ray.is_initialized():
         address = config.ray.address or os.environ.get("RAY_ADDRESS")
+        options = {"log_to_driver": not quiet, "logging_level": logging.WARNING if quiet else logging.INFO}
         if address:
-            ray.init(address=address)
+            ray.init(address=address, **options)
         else:  # a new local instance (never a stray cluster found on this machine); logical CPUs:
             # training workers, data tasks and stage tasks share the cores
-            ray.init(address="local", num_cpus=config.ray.num_cpus or max(4, os.cpu_count() or 1))
+            ray.init(address="local", num_cpus=config.ray.num_cpus or max(4, os.cpu_count() or 1), **options)
+        if quiet:
+            say("Ray's logs (the stages' workers): %s", _ray_logs())
     return ray
+
+
+def _ray_logs() -> str:
+    try:  # Ray has no public accessor for the session directory
+        from ray._private.worker import _global_node
+
+        return _global_node.get_logs_dir_path()
+    except Exception:
+        return "the Ray head node's session_latest/logs"
 
 
 def _log_outputs(client, run_id: str, directory: Path, large: tuple[str, ...]) -> None:
@@ -184,9 +199,9 @@ class _StageRuns:
 
 
 def run_workflow(config: WorkflowConfig, targets: list[str] | None = None, workflow_file: str = "",
-                 force: tuple[str, ...] = ()) -> RunSummary:
+                 force: tuple[str, ...] = (), quiet: bool = False) -> RunSummary:
     """Run the target stages (default: all) and whatever stale stages they need."""
-    return run_nodes(config, build_plan(config), targets, workflow_file, force)
+    return run_nodes(config, build_plan(config), targets, workflow_file, force, quiet)
 
 
 def forced_nodes(nodes: list[Node], force: tuple[str, ...]) -> set[str]:
@@ -200,7 +215,7 @@ def forced_nodes(nodes: list[Node], force: tuple[str, ...]) -> set[str]:
 
 
 def run_nodes(config: WorkflowConfig, nodes: list[Node], targets: list[str] | None = None,
-              workflow_file: str = "", force: tuple[str, ...] = ()) -> RunSummary:
+              workflow_file: str = "", force: tuple[str, ...] = (), quiet: bool = False) -> RunSummary:
     """Run a stage graph (nodes in topological order): the targets and whatever stale stages they need;
     the forced stages (and downstream) run again even when cached, their new outputs replacing the old."""
     started = time.perf_counter()
@@ -213,7 +228,7 @@ def run_nodes(config: WorkflowConfig, nodes: list[Node], targets: list[str] | No
     runs = _StageRuns(config, targets, workflow_file)
     summary = RunSummary(runs.parent_id)
     try:
-        _run_stages(config, wanted, to_run, keys, runs, summary)
+        _run_stages(config, wanted, to_run, keys, runs, summary, quiet)
     except BaseException:
         summary.seconds = time.perf_counter() - started
         runs.finish(summary, len(to_run), interrupted=True)
@@ -226,6 +241,7 @@ def run_nodes(config: WorkflowConfig, nodes: list[Node], targets: list[str] | No
 # Ray Train's controller gives up on a worker group that waits more than 60 s for resources; a
 # fine-tuning stage queued behind others on a busy cluster waits longer than that, by design.
 STAGE_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "86400"}
+PROGRESS_EVERY_S = 2.0  # how often the driver prints the running stages' new progress lines
 
 
 def _training_cpus(ray) -> float:
@@ -236,12 +252,13 @@ def _training_cpus(ray) -> float:
 
 
 def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], keys: dict[str, str],
-                runs: _StageRuns, summary: RunSummary) -> None:
+                runs: _StageRuns, summary: RunSummary, quiet: bool = False) -> None:
     """Cached stages are reported at once; the others become Ray tasks wired by their inputs'
     ObjectRefs, submitted as soon as their inputs are submitted (a training stage: once its inputs are
     done and its workers' CPUs are free, so it never holds them while it waits), and collected in
     completion order; a failure marks its run and everything downstream of it."""
-    ray = ray_module(config) if to_run else None
+    ray = ray_module(config, quiet) if to_run else None
+    lines = StageLines(wanted)
     handles: dict = {}
     waiting: list[Node] = []
     for node in wanted:
@@ -252,7 +269,7 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
         if cached:
             handles[node.name] = summary.results[node.name] = StageResult.load(output)
             runs.finish_cached_child(node.name, key, summary.results[node.name])
-            log.info("stage %-32s cached (%s)", node.name, key)
+            lines.cached(node, summary.results[node.name])
         else:
             waiting.append(node)
     if not waiting:
@@ -286,10 +303,12 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
                                  in_use, budget)
                     continue
             forced = is_cached(config, node.name, keys[node.name])  # run all the same: `--force`, built anew
+            progress_file = config.paths.stage_progress(node.name, keys[node.name])
+            progress_file.unlink(missing_ok=True)
             env = StageEnv(keys[node.name], runs.context.for_stage(runs.children[node.name]), Path(config.data_root),
                            config.dataset_path("."), config.train_storage, config.paths,
                            (earlier_outputs(config.paths, node) if node.stage.incremental and not forced else ()),
-                           replace=forced)
+                           replace=forced, progress_file=progress_file)
             ref = remote_execute.options(num_cpus=node.stage.num_cpus, name=node.name, max_retries=0,
                                          runtime_env={"env_vars": STAGE_ENV}).remote(
                 node, keys[node.name], env, {name: output_types[name] for name in node.inputs},
@@ -297,10 +316,16 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
             handles[node.name], pending[ref] = ref, node
             waiting.remove(node)
             stage_state.mark_running(config.paths, node.name, keys[node.name])
+            lines.started(node, progress_file)
         if not pending:
             continue  # every remaining stage was just marked not run
-        done, _ = ray.wait(list(pending), num_returns=1)
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_EVERY_S)
+        lines.poll()
+        if not done:
+            continue
         node = pending.pop(done[0])
+        lines.stopped(node.name)
+        config.paths.stage_progress(node.name, keys[node.name]).unlink(missing_ok=True)
         try:
             result = ray.get(done[0])
         except Exception as exc:  # the stage failed, or an upstream stage did
@@ -315,7 +340,7 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
         stage_state.clear(config.paths, node.name, keys[node.name])
         summary.results[node.name] = result
         runs.finish_child(node.name, result)
-        log.info("stage %-32s done in %.1fs (%s)", node.name, result.metrics.get("stage/seconds", 0.0), result.key)
+        lines.finished(node, result)
 
 
 def _lineage(config: WorkflowConfig, node: Node, keys: dict[str, str]) -> list[dict]:

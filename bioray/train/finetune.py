@@ -20,6 +20,7 @@ from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from transformers import AutoTokenizer
 
+from bioray import progress
 from bioray.config import TrainingConfig
 from bioray.model.encoder import apply_fast_path
 from bioray.tracking.context import RunContext
@@ -88,6 +89,7 @@ def train_epochs(model, task, features: list, config: TrainingConfig, rng: rando
 def train_loop(loop_config: dict) -> None:
     """Runs on every Ray Train worker."""
     config: TrainingConfig = loop_config["finetune"]
+    progress.use(loop_config.get("progress_file"))
     task, seed, labels = loop_config["task"], loop_config["seed"], loop_config["labels"]
     context: RunContext = loop_config["context"]
     ray_context = ray.train.get_context()
@@ -121,8 +123,9 @@ def train_loop(loop_config: dict) -> None:
                     best.update(score=score, epoch=epoch + 1,
                                 state={k: v.detach().to("cpu", copy=True) for k, v in core.state_dict().items()})
             logger.log(metrics, step)
-            log.info("finetune %s seed %d epoch %d/%d loss %.4f dev %s %s", task.dataset.name, seed, epoch + 1,
-                     config.epochs, train_loss, primary, f"{metrics.get(f'finetune/dev_{primary}', float('nan')):.4f}")
+            dev_score = metrics.get(f"finetune/dev_{primary}", float("nan"))
+            progress.report(log, "epoch %d/%d loss %.4f dev %s %.4f", epoch + 1, config.epochs, train_loss, primary,
+                            dev_score)
         ray.train.report({k.split("/")[-1]: v for k, v in metrics.items()})
         return metrics
 
@@ -142,14 +145,15 @@ def train_loop(loop_config: dict) -> None:
 
 
 def run_finetune(config: TrainingConfig, task, splits: dict[str, list], labels: list[str], seed: int, *,
-                 encoder_dir: Path, output: Path, storage: str, run_name: str, context: RunContext) -> dict:
+                 encoder_dir: Path, output: Path, storage: str, run_name: str, context: RunContext,
+                 progress_file: Path | None = None) -> dict:
     """Fine-tune on splits["train"] (scored on splits["dev"] after each epoch, when there is one);
     the model, its labels and the last epoch's metrics go to output."""
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"finetune": config, "task": task, "seed": seed, "labels": labels,
                            "train": splits["train"], "dev": splits.get("dev", []), "encoder_dir": str(encoder_dir),
-                           "output_dir": str(output), "context": context},
+                           "output_dir": str(output), "context": context, "progress_file": progress_file},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         run_config=RunConfig(name=run_name, storage_path=storage),

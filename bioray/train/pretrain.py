@@ -27,6 +27,7 @@ from ray.train import (
 from ray.train.torch import TorchConfig, TorchTrainer
 from transformers import AutoTokenizer
 
+from bioray import progress
 from bioray.config import PretrainConfig
 from bioray.data.masking import mask_batch, stack_column
 from bioray.model.encoder import (
@@ -226,7 +227,7 @@ class PretrainWorker:
             if "pretrain/loss" in metrics:
                 held = metrics.get("pretrain/heldout_loss")
                 held = f" | held-out loss {held:.4f}" if held is not None else ""
-                log.info("pretrain step %d/%d loss %.4f acc %.3f%s | %.0f tok/s | ETA %s", step, config.steps,
+                progress.report(log, "step %d/%d loss %.4f acc %.3f%s | %.0f tok/s | ETA %s", step, config.steps,
                          metrics["pretrain/loss"], metrics["pretrain/mlm_accuracy"], held,
                          metrics["pretrain/tokens_per_s"], format_eta(metrics["pretrain/eta_s"]))
         if step in config.export_steps:  # a point of a learning curve (every rank: ZeRO-3 gathers the weights)
@@ -278,6 +279,7 @@ class HeldOut:
 
 def train_loop(loop_config: dict) -> None:
     """Runs on every Ray Train worker."""
+    progress.use(loop_config.get("progress_file"))
     PretrainWorker(loop_config).run()
 
 
@@ -356,7 +358,7 @@ def _ordered_split() -> DataConfig:
 def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: Path, output: Path, storage: str,
                  run_name: str, context: RunContext, init_checkpoint: Path | None,
                  long_sequences_dir: Path | None = None, heldout_dir: Path | None = None,
-                 exports_dir: Path | None = None, output_bias=None) -> dict:
+                 exports_dir: Path | None = None, output_bias=None, progress_file: Path | None = None) -> dict:
     """Train, resuming from the last checkpoint of an earlier attempt with the same run name (Ray
     Train restores a run from its storage path and name) and after worker failures (FailureConfig).
 
@@ -380,7 +382,8 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
                            "context": context, "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
                            "seq_lens": seq_lens, "heldout_dir": str(heldout_dir) if heldout_dir else None,
                            "exports_dir": str(exports_dir) if exports_dir else None,
-                           "output_bias": None if output_bias is None else [float(b) for b in output_bias]},
+                           "output_bias": None if output_bias is None else [float(b) for b in output_bias],
+                           "progress_file": progress_file},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         run_config=RunConfig(name=run_name, storage_path=storage,

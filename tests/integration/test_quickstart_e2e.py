@@ -77,6 +77,13 @@ def test_quickstart_end_to_end(tmp_path, mlflow_auth_server, data_root, monkeypa
     # --- first run: every stage executes --------------------------------------------------------
     first = run_bioray("run", WORKFLOW, *QUICK, env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-6000:]
+    # a quiet terminal (not a TTY): bioray's lines only, every stage with i/N; the rest in the log file
+    shown = (first.stdout + first.stderr).splitlines()
+    assert len(shown) <= 60, "\n".join(shown)
+    assert all(any(f"/{len(STAGES)}] {name} done in " in line for line in shown) for name in STAGES), shown
+    assert any(" | step 10/10 " in line for line in shown), shown  # pretraining's progress, from its worker
+    log_file = Path(next(line for line in shown if line.startswith("bioray: full log in ")).split(" in ", 1)[1])
+    assert log_file.is_relative_to(work) and "INFO" in log_file.read_text()
     experiment = client.get_experiment_by_name("bioray-quickstart")
     parent, children = _latest(client, experiment.experiment_id)
     assert parent.info.status == "FINISHED"

@@ -60,6 +60,7 @@ class StageEnv:
     paths: Workdir
     earlier: tuple[Path, ...] = ()  # committed outputs of this stage with the same params and code
     replace: bool = False  # forced (`--force`): the new output replaces the committed one of the same key
+    progress_file: Path | None = None  # where its progress lines go, for the driver's terminal (bioray.progress)
 
     def data_path(self, relative: str) -> Path:
         return (self.data_root / relative).resolve()
@@ -82,6 +83,7 @@ class Stage(ABC):
     dataset_context: ClassVar[str | None] = None  # MLflow dataset context of its inputs (default: its kind)
     parent_metrics: ClassVar[bool] = False  # its metrics also go on the pipeline's parent run
     parent_artifacts: ClassVar[tuple[str, ...]] = ()  # files of its output also logged on the parent run
+    headline: ClassVar[tuple[str, ...]] = ()  # metric-name patterns the terminal shows when it finishes
     large_artifacts: ClassVar[tuple[str, ...]] = ()  # files of its output logged on its run whatever their size
     # (compressed and capped when large: bioray.tracking.artifacts); the small .json/.md/.png/.yaml always are
 

@@ -26,6 +26,8 @@ class EvaluateParams(BaseModel):
 
 class Evaluate(Stage):
     kind = "evaluate"
+    headline = ("*/test_f1", "*/test_accuracy", "*/test_pearson", "*/test_micro_f1", "*/test_strict_accuracy",
+                "*/test_mrr")
     help = "Score every fine-tuned model on its test set with the task's paper metric (the dev-best of a grid)."
     num_cpus = 1
     dataset_context = "test"

@@ -51,6 +51,7 @@ def dataset_files(config: WorkflowConfig, dataset: DatasetConfig) -> tuple[str, 
 
 class Finetune(Stage):
     kind = "finetune"
+    headline = ("finetune/best_dev_*",)
     help = "Fine-tune each encoder on every dataset, fold and seed (Ray Train); keep the epoch best on dev."
     output = FinetuneOutput
     dataset_context = "train"
@@ -81,7 +82,7 @@ class Finetune(Stage):
         metrics = run_finetune(params.training, task, splits, labels, params.seed,
                                encoder_dir=encoder.path / params.encoder_model, output=output,
                                storage=env.train_storage, run_name=f"{node.name.replace('/', '-')}-{env.key}",
-                               context=env.context)
+                               context=env.context, progress_file=env.progress_file)
         if params.training.log_model:
             from bioray.tasks.serving import log_task_model
 

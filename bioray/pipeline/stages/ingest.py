@@ -17,6 +17,7 @@ class IngestOutput(StageOutput):
 
 class Ingest(Stage):
     kind = "ingest"
+    headline = ("ingest/documents", "ingest/quarantined_records")
     help = "Raw files -> deduplicated, sentence-split documents Parquet (Ray Data)."
     output = IngestOutput
     incremental = True  # NLM's update files: parse only the new ones, apply them to an earlier output

@@ -23,6 +23,7 @@ class PretrainOutput(StageOutput):
 
 class Pretrain(Stage):
     kind = "pretrain"
+    headline = ("pretrain/final_loss", "pretrain/final_heldout_loss")
     help = "MLM (+ optional NSP) pretraining with Ray Train + DeepSpeed ZeRO; exports an HF model."
     output = PretrainOutput
 
@@ -66,7 +67,7 @@ class Pretrain(Stage):
                                heldout_dir=tokenized.heldout, tokenizer_dir=tokenizer_dir, output=output,
                                storage=env.train_storage, run_name=f"{node.name.replace('/', '-')}-{env.key}",
                                context=env.context, init_checkpoint=init, exports_dir=env.scratch(node.name),
-                               output_bias=bias)
+                               output_bias=bias, progress_file=env.progress_file)
         metrics["pretrain/unigram_loss"] = unigram_loss(counts)  # the plateau a context-blind model reaches
         curves = ["pretrain/loss", "pretrain/mlm_accuracy"] + (["pretrain/nsp_accuracy"] if config.nsp else [])
         if "pretrain/final_heldout_loss" in metrics:

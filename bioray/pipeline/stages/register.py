@@ -20,6 +20,7 @@ class RegisterParams(BaseModel):
 
 class Register(Stage):
     kind = "register"
+    headline = ("register/version", "gate/promoted")
     help = "Register the evaluated encoder in the MLflow model registry; champion/challenger gate."
     parent_artifacts = ("promotion.md",)
 

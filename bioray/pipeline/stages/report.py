@@ -22,6 +22,7 @@ class ReportParams(BaseModel):
 
 class Report(Stage):
     kind = "report"
+    headline = ("report/blurb_style_macro",)
     help = "Scores beside the published BERT / BioBERT / PubMedBERT numbers, as markdown and a plot."
     parent_metrics = True  # the test scores per dataset (mean over seeds) are the pipeline run's headline
     parent_artifacts = ("report.md", "scores.png")

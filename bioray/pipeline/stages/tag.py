@@ -20,6 +20,7 @@ class TagParams(BaseModel):
 
 class Tag(Stage):
     kind = "tag"
+    headline = ("tag/documents", "tag/entities")
     help = "Batch inference: tag the ingested documents with a fine-tuned NER model (Ray Data)."
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:

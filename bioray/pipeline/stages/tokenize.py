@@ -38,6 +38,7 @@ class TokenizeOutput(StageOutput):
 
 class Tokenize(Stage):
     kind = "tokenize"
+    headline = ("tokenize/tokens", "tokenize/fill_ratio")
     help = "Documents -> packed token sequences in Parquet shards, one or two lengths (Ray Data)."
     output = TokenizeOutput
 

@@ -17,6 +17,7 @@ class VocabOutput(StageOutput):
 
 class Vocab(Stage):
     kind = "vocab"
+    headline = ("vocab/size",)
     help = "Train the WordPiece vocabulary (or take an initial checkpoint's)."
     output = VocabOutput
     num_cpus = 1

@@ -1,0 +1,36 @@
+"""Progress lines from a stage's worker to the driver's terminal (bioray.progress): the driver reads
+each complete line once, never half a line, and a worker that cannot write its file keeps training."""
+
+from __future__ import annotations
+
+import logging
+
+from bioray import progress
+
+
+def test_the_driver_reads_each_complete_line_once(tmp_path):
+    path = tmp_path / ".progress-abc.log"
+    tail = progress.Tail(path)
+    assert tail.new_lines() == []  # the stage has not written yet
+    progress.use(path)
+    try:
+        progress.report(logging.getLogger("test"), "step %d/%d loss %.2f", 20, 300, 6.5)
+        with open(path, "a") as sink:
+            sink.write("step 40/300 lo")  # the worker is half-way through a line
+        assert tail.new_lines() == ["step 20/300 loss 6.50"]
+        assert tail.new_lines() == []
+        with open(path, "a") as sink:
+            sink.write("ss 6.1\n")
+        progress.report(logging.getLogger("test"), "done")
+        assert tail.new_lines() == ["step 40/300 loss 6.1", "done"]
+    finally:
+        progress.use(None)
+
+
+def test_a_worker_that_cannot_write_its_progress_keeps_going(tmp_path):
+    progress.use(tmp_path / "not-here" / "progress.log")  # another node, which does not see the workdir
+    try:
+        progress.report(logging.getLogger("test"), "step %d", 1)
+    finally:
+        progress.use(None)
+    assert not (tmp_path / "not-here").exists()
