@@ -494,8 +494,8 @@ def tag_documents(uri, workflow, documents, output, actors, address):
 @set_option
 def validate(workflow, overrides):
     """Check WORKFLOW (keys, types, input files, every dataset split's contents) without starting anything."""
-    _load(workflow, overrides, read_datasets=True)
-    click.echo(f"{workflow}: ok")
+    config = _load(workflow, overrides, read_datasets=True)
+    click.echo(f"{workflow}: ok (data_root {config.data_root})")
 
 
 if __name__ == "__main__":

@@ -542,7 +542,8 @@ class WorkflowConfig(Section):
 
     name: Name = Field(description="Workflow name (parent MLflow run name).")
     workdir: str = Field("./bioray-work", description="Stage outputs, MLflow store and Ray Train storage live here.")
-    data_root: str = Field(".", description="Relative input paths are resolved against this directory.")
+    data_root: str | list[str] = Field(".", description="Relative input paths are resolved against this directory; "
+                                       "a list: the first of them that exists (empty entries skipped).")
     storage_path: str | None = Field(None, description="Ray Train storage (local path or s3://); default "
                                                        "<workdir>/ray_train.")
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -722,6 +723,18 @@ def is_mlflow_uri(value: str) -> bool:
     return value.startswith(MLFLOW_URI_PREFIXES)
 
 
+def _first_existing(data_root: str | list[str]) -> Path:
+    """data_root, or of a list the first directory that exists (e.g. $BIORAY_DATA_ROOT, then
+    ../shared/data, then the repository's sample-data)."""
+    if isinstance(data_root, str):
+        return Path(data_root)
+    candidates = [entry for entry in data_root if entry]
+    for candidate in candidates:
+        if Path(candidate).is_dir():
+            return Path(candidate)
+    raise ConfigError(f"data_root: none of these directories exists: {', '.join(candidates) or '(none given)'}")
+
+
 def load_workflow(path: str | Path, overrides: list[str] | None = None) -> WorkflowConfig:
     """Read, interpolate, override and validate a workflow YAML against the schema (keys, types, values).
     Its input files are checked by bioray.pipeline.inputs.check_inputs."""
@@ -742,6 +755,6 @@ def load_workflow(path: str | Path, overrides: list[str] | None = None) -> Workf
         raise ConfigError(_format_validation_error(exc, str(path))) from None
     # Absolute paths: stage tasks may run in another working directory (a Ray job's working_dir).
     config.workdir = str(Path(config.workdir).resolve()) if "://" not in config.workdir else config.workdir
-    config.data_root = str(Path(config.data_root).resolve())
+    config.data_root = str(_first_existing(config.data_root).resolve())
     config.finetune.data_root = str(Path(config.data_root, config.finetune.data_root or ".").resolve())
     return config

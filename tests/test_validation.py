@@ -69,7 +69,7 @@ def test_validate_names_the_problems_and_exits_2(tmp_path, write_workflow, quick
 
     (tmp_path / "bench" / "gad" / "2" / "test.tsv").write_text("index\tsentence\tlabel\n0\t@GENE$ in @DISEASE$.\t1\n")
     done = CliRunner().invoke(main, ["validate", str(workflow)])
-    assert done.exit_code == 0 and done.output.strip().endswith(": ok"), done.output
+    assert done.exit_code == 0 and ": ok (data_root " in done.output, done.output
 
 
 def test_datasets_resolve_against_their_own_root(tmp_path, data_root, write_workflow, quickstart_tree):
