@@ -132,7 +132,7 @@ def _run_pipeline(config, workflow_file: str, stage: str | None, force: tuple[st
 
 # `bioray --help` lists commands in these sections, in this order, each with an example
 SECTIONS = {
-    "Pipeline": (("run", "validate", "status", "fetch"), "bioray run workflows/quickstart.yaml"),
+    "Pipeline": (("run", "validate", "status", "gc", "fetch"), "bioray run workflows/quickstart.yaml"),
     "Single stages (and the stale stages they need)": ((), "bioray finetune workflows/blurb.yaml --force finetune"),
     "Models": (("predict", "tag-documents"), "echo 'BRCA1 mutations cause breast cancer .' | bioray predict "
                "--model models:/bioray-ner-ncbi-disease@challenger --workflow workflows/quickstart.yaml"),
@@ -212,6 +212,27 @@ def status(workflow, overrides, as_json):
                    + (f"\n{'':36s} {row['error']}" if row.get("error") else ""))
     counts = {status: sum(row["status"] == status for row in rows) for status in STATUSES}
     click.echo(f"{len(rows)} stages: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
+
+
+@main.command()
+@click.argument("workflows", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--delete", is_flag=True, help="Remove what is listed (default: only list it).")
+def gc(workflows, delete):
+    """List (and with --delete remove) the stage outputs in the WORKFLOWS' workdirs that none of them
+    references any more: give every workflow that shares a workdir."""
+    from bioray.pipeline.gc import find_garbage
+
+    configs = [_load(workflow, ()) for workflow in workflows]
+    for root, garbage in _or_exit(lambda: find_garbage(configs)).items():
+        paths = next(config.paths for config in configs if config.paths.root == root)
+        for item in garbage:
+            click.echo(f"{'removed' if delete else 'would remove'} {item.path}  ({item.bytes / 1e6:.1f} MB: "
+                       f"{item.why})")
+            if delete:
+                paths.remove(item.path)
+        size = sum(item.bytes for item in garbage)
+        click.echo(f"{root}: {len(garbage)} item(s), {size / 1e6:.1f} MB"
+                   + ("" if delete or not garbage else "; run again with --delete to remove them"))
 
 
 @main.command()

@@ -99,9 +99,12 @@ class Workdir:
     # --- deleting -----------------------------------------------------------------------------
 
     def remove(self, target: Path) -> None:
-        """Delete a directory tree bioray made: only ever inside `stages/` or `models/`."""
+        """Delete a directory tree (or a file) bioray made: only ever inside `stages/` or `models/`."""
         resolved = Path(target).resolve()
         allowed = [self.root / "stages", self.root / "models"]
         if not any(resolved.is_relative_to(base) and resolved != base for base in allowed):
             raise UnsafePath(f"{target}: bioray deletes only inside {allowed[0]} and {allowed[1]}; refused")
-        shutil.rmtree(resolved, ignore_errors=True)
+        if resolved.is_file():
+            resolved.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(resolved, ignore_errors=True)
