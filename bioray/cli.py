@@ -237,19 +237,30 @@ def gc(workflows, delete):
 
 @main.command()
 @click.argument("destination", type=click.Path(file_okay=False))
-@click.option("--source", type=click.Choice(["pubmed-baseline", "pubmed-updates", "pmc-oa"]), default="pubmed-updates",
-              show_default=True, help="Which NLM collection to mirror.")
-@click.option("--url", default=None, help="Listing (PubMed) or bucket (PMC) URL instead of NLM's: a mirror.")
+@click.option("--source", type=click.Choice(["pubmed-baseline", "pubmed-updates", "pmc-oa", "benchmarks"]),
+              default="pubmed-updates", show_default=True,
+              help="Which NLM collection to mirror, or the public benchmark files (by URL and SHA-256).")
+@click.option("--url", default=None, help="Listing (PubMed) or bucket (PMC) URL instead of NLM's, or (benchmarks) a "
+                                          "base URL holding the files' paths: a mirror.")
+@click.option("--dataset", "datasets", multiple=True, help="benchmarks: only this one (repeatable; default all).")
 @click.option("--prefix", default=None, help="pmc-oa: the bucket prefix to mirror (default oa_comm/xml/all/).")
 @click.option("--limit", type=int, default=None, help="At most this many files of the listing (the first ones).")
-def fetch(destination, source, url, prefix, limit):
-    """Download the PubMed / PMC OA files DESTINATION lacks (resuming partial ones, checking MD5s)."""
+def fetch(destination, source, url, prefix, limit, datasets):
+    """Download the PubMed / PMC OA files, or the benchmark files, DESTINATION lacks (resuming partial
+    ones, checking checksums)."""
     from pathlib import Path
 
     from bioray.corpus import fetch as nlm
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if source == "pmc-oa":
+    if source == "benchmarks":
+        from bioray.tasks.downloads import fetch_benchmarks
+
+        try:
+            report = fetch_benchmarks(Path(destination), tuple(datasets), url)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    elif source == "pmc-oa":
         report = nlm.fetch_s3_prefix(url or nlm.PMC_OA_BUCKET, prefix or nlm.PMC_OA_PREFIX, Path(destination),
                                      limit=limit)
     else:

@@ -34,7 +34,7 @@ CHUNK = 1 << 20
 
 
 class ChecksumError(ValueError):
-    """A downloaded file does not match its published MD5."""
+    """A downloaded file does not match its published checksum."""
 
 
 @dataclass
@@ -66,19 +66,21 @@ def published_md5(md5_url: str, timeout: float = 60) -> str:
     return match.group(1).lower()
 
 
-def _md5_of(path: Path) -> str:
-    digest = hashlib.md5()
+def digest_of(path: Path, algorithm: str = "md5") -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def download(url: str, destination: Path, expected_md5: str | None = None, timeout: float = 60) -> bool:
+def download(url: str, destination: Path, expected_md5: str | None = None, timeout: float = 60,
+             algorithm: str = "md5") -> bool:
     """Download url to destination through `<name>.part`, resuming a partial file with an HTTP Range.
 
     Returns True when an earlier partial download was resumed. The file appears under its final
-    name only after its checksum matched (a rename, so readers never see half a file).
+    name only after its checksum (`expected_md5`, or a digest of another hashlib `algorithm`) matched
+    (a rename, so readers never see half a file).
     """
     partial = destination.with_name(destination.name + ".part")
     offset = partial.stat().st_size if partial.exists() else 0
@@ -95,10 +97,11 @@ def download(url: str, destination: Path, expected_md5: str | None = None, timeo
             for block in iter(lambda: response.read(CHUNK), b""):
                 out.write(block)
     if expected_md5 is not None:
-        actual = _md5_of(partial)
+        actual = digest_of(partial, algorithm)
         if actual != expected_md5:
             partial.unlink()  # a corrupt download is not resumed from
-            raise ChecksumError(f"{destination.name}: MD5 {actual} does not match the published {expected_md5}")
+            raise ChecksumError(f"{destination.name}: {algorithm.upper()} {actual} does not match the published "
+                                f"{expected_md5}")
     os.replace(partial, destination)
     return resumed
 
