@@ -106,6 +106,22 @@ def download(url: str, destination: Path, expected_md5: str | None = None, timeo
     return resumed
 
 
+def fetch_file(report: FetchReport, name: str, url: str, target: Path, checksum, timeout: float,
+               algorithm: str = "md5") -> bool:
+    """One file into `report`: downloaded (resumed or not), or failed with why, without raising. `checksum`:
+    a function giving the expected digest (fetching it may fail too). True when the file arrived."""
+    try:
+        if download(url, target, checksum(), timeout, algorithm):
+            report.resumed.append(name)
+        report.downloaded.append(name)
+        log.info("fetched %s", name)
+        return True
+    except (OSError, ChecksumError) as exc:  # one bad file does not stop the others
+        report.failed[name] = f"{type(exc).__name__}: {exc}"
+        log.error("could not fetch %s: %s", name, exc)
+        return False
+
+
 def fetch_pubmed(listing_url: str, destination: Path, limit: int | None = None, timeout: float = 60,
                  in_order: bool = False) -> FetchReport:
     """Bring destination up to date with a PubMed listing: new files only, each checked against its .md5.
@@ -121,18 +137,11 @@ def fetch_pubmed(listing_url: str, destination: Path, limit: int | None = None, 
         if target.exists():
             report.already_present.append(name)
             continue
-        try:
-            expected = published_md5(urljoin(listing_url, name + ".md5"), timeout)
-            if download(urljoin(listing_url, name), target, expected, timeout):
-                report.resumed.append(name)
-            report.downloaded.append(name)
-            log.info("fetched %s", name)
-        except (OSError, ChecksumError) as exc:  # one bad file does not stop the others
-            report.failed[name] = f"{type(exc).__name__}: {exc}"
-            log.error("could not fetch %s: %s", name, exc)
-            if in_order:
-                log.error("fetch: the files after %s are left for the next run (publication order)", name)
-                break
+        md5 = urljoin(listing_url, name + ".md5")
+        if not fetch_file(report, name, urljoin(listing_url, name), target,
+                          lambda md5=md5: published_md5(md5, timeout), timeout) and in_order:
+            log.error("fetch: the files after %s are left for the next run (publication order)", name)
+            break
     return report
 
 
@@ -181,12 +190,5 @@ def fetch_s3_prefix(bucket_url: str, prefix: str, destination: Path, suffixes: t
         if target.exists() and target.stat().st_size == item.size:
             report.already_present.append(name)
             continue
-        try:
-            if download(urljoin(bucket_url, quote(item.key)), target, item.md5, timeout):
-                report.resumed.append(name)
-            report.downloaded.append(name)
-            log.info("fetched %s", item.key)
-        except (OSError, ChecksumError) as exc:
-            report.failed[name] = f"{type(exc).__name__}: {exc}"
-            log.error("could not fetch %s: %s", item.key, exc)
+        fetch_file(report, name, urljoin(bucket_url, quote(item.key)), target, lambda md5=item.md5: md5, timeout)
     return report

@@ -12,7 +12,7 @@ from urllib.parse import urljoin, urlparse
 
 import yaml
 
-from bioray.corpus.fetch import ChecksumError, FetchReport, digest_of, download
+from bioray.corpus.fetch import FetchReport, digest_of, fetch_file
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,5 @@ def fetch_benchmarks(destination: Path, names: tuple[str, ...] = (), mirror: str
                 continue
             url = urljoin(mirror, urlparse(source["url"]).path.lstrip("/")) if mirror else source["url"]
             target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                if download(url, target, source["sha256"], timeout, algorithm="sha256"):
-                    report.resumed.append(relative)
-                report.downloaded.append(relative)
-                log.info("fetched %s", relative)
-            except (OSError, ChecksumError) as exc:  # one bad file does not stop the others
-                report.failed[relative] = f"{type(exc).__name__}: {exc}"
-                log.error("could not fetch %s: %s", relative, exc)
+            fetch_file(report, relative, url, target, lambda digest=source["sha256"]: digest, timeout, "sha256")
     return report

@@ -54,17 +54,24 @@ def start_mlflow_server(root: Path, extra_args: list[str] = (), extra_env: dict 
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "MLFLOW_TRACKING_URI": "", **(extra_env or {})})
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    _wait_until_up(f"{uri}/health", process, 120, process.kill, "mlflow server", root / "server.log")
+    return MlflowServer(process, uri, root)
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, timeout: float, stop, what: str, log: Path) -> None:
+    """Until url answers 200; when the process exits first or the time is up, stop it and raise with
+    the end of its log."""
+    deadline = time.time() + timeout
     while True:
         try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
-                    return MlflowServer(process, uri, root)
+                    return
         except OSError:
             pass
         if process.poll() is not None or time.time() > deadline:
-            process.kill()
-            raise ServerError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            stop()
+            raise ServerError(f"{what} did not start: {log.read_text()[-3000:]}")
         time.sleep(0.5)
 
 
@@ -106,18 +113,8 @@ def serve_model(model_uri: str, log: Path, env: dict | None = None, timeout: flo
     process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True,
                                env={**os.environ, "PATH": path, **(env or {})})
     server = ModelServer(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.time() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{server.uri}/ping", timeout=2) as response:
-                if response.status == 200:
-                    return server
-        except OSError:
-            pass
-        if process.poll() is not None or time.time() > deadline:
-            server.stop()
-            raise ServerError(f"mlflow models serve did not start: {log.read_text()[-3000:]}")
-        time.sleep(1)
+    _wait_until_up(f"{server.uri}/ping", process, timeout, server.stop, "mlflow models serve", log)
+    return server
 
 
 @dataclass
