@@ -92,5 +92,7 @@ def pipeline_output(log_file: Path, verbose: bool):
             stream.flush()
         terminal.redirected = None
         root.removeHandler(to_terminal)
+        root.removeHandler(to_file)
+        logging.captureWarnings(False)
         os.dup2(out.fileno(), 1)
         os.dup2(err.fileno(), 2)
