@@ -98,6 +98,8 @@ def _run(workflow: str, overrides, address, stage: str | None, force: tuple[str,
     log_file = _or_exit(lambda: config.paths.log_file(f"{started}-{stage or 'run'}-{os.getpid()}.log"))
     with pipeline_output(log_file, verbose):
         failed = _run_pipeline(config, os.path.abspath(workflow), stage, force, verbose)
+        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+            sys.modules["ray"].shutdown()  # now, so that what its teardown prints goes to the log too
     if failed:
         sys.exit(1)
 
