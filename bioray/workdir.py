@@ -4,7 +4,7 @@ Stage outputs, their temporary directories, downloaded models, the run lock and 
 store and Ray Train's default storage all come from `Workdir`. Each path is resolved (symlinks
 included) and refused when it lands outside the workdir, so no name in a workflow, and no symlink
 planted inside the workdir, can make bioray write or delete anywhere else. Deleting goes through
-`Workdir.remove`, which only removes inside `stages/` and `models/`.
+`Workdir.remove`, which only removes inside `stages/`, `runs/` and `models/`.
 """
 
 from __future__ import annotations
@@ -58,13 +58,20 @@ class Workdir:
         """A command's full log (the terminal shows bioray's own lines: bioray.console)."""
         return self.path("logs", name)
 
+    # the runs' bookkeeping is kept apart from the outputs: a full or read-only stages/ volume fails its
+    # stage cleanly and keeps nothing of it
+
+    @property
+    def runs(self) -> Path:
+        return self.path("runs")
+
     def stage_progress(self, name: str, key: str) -> Path:
         """The progress lines of a running stage's work, for the driver's terminal: bioray.progress."""
-        return self.path("stages", *name.split("/"), f".progress-{key}.log")
+        return self.path("runs", *name.split("/"), f"{key}.progress.log")
 
     def stage_state(self, name: str, key: str) -> Path:
         """What is known of an uncommitted stage run (running, failed): bioray.pipeline.stage_state."""
-        return self.path("stages", *name.split("/"), f".state-{key}.json")
+        return self.path("runs", *name.split("/"), f"{key}.state.json")
 
     # --- everything else bioray keeps here ----------------------------------------------------
 
@@ -99,11 +106,11 @@ class Workdir:
     # --- deleting -----------------------------------------------------------------------------
 
     def remove(self, target: Path) -> None:
-        """Delete a directory tree (or a file) bioray made: only ever inside `stages/` or `models/`."""
+        """Delete a directory tree (or a file) bioray made: only ever inside `stages/`, `runs/` or `models/`."""
         resolved = Path(target).resolve()
-        allowed = [self.root / "stages", self.root / "models"]
+        allowed = [self.root / "stages", self.root / "runs", self.root / "models"]
         if not any(resolved.is_relative_to(base) and resolved != base for base in allowed):
-            raise UnsafePath(f"{target}: bioray deletes only inside {allowed[0]} and {allowed[1]}; refused")
+            raise UnsafePath(f"{target}: bioray deletes only inside {', '.join(map(str, allowed))}; refused")
         if resolved.is_file():
             resolved.unlink(missing_ok=True)
         else:

@@ -38,6 +38,11 @@ def test_gc_removes_exactly_what_nothing_references(tmp_path, data_root):
         _output(path)
     for path in garbage[2:]:
         path.mkdir(parents=True)
+    stage_state.mark_failed(config.paths, "vocab", OLD, "an old failure")  # runs/: bookkeeping of other keys
+    progress = config.paths.stage_progress("ingest", OLD)
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    progress.write_text("step 1/2\n")
+    garbage += [config.paths.stage_state("vocab", OLD), progress]
 
     listed = run_bioray("gc", str(workflow))
     assert listed.returncode == 0, listed.stderr[-2000:]
@@ -48,4 +53,4 @@ def test_gc_removes_exactly_what_nothing_references(tmp_path, data_root):
     removed = run_bioray("gc", str(workflow), "--delete")
     assert removed.returncode == 0, removed.stderr[-2000:]
     assert [p for p in garbage if p.exists()] == [] and all(p.exists() for p in kept)
-    assert f"{config.paths.root}: 4 item(s), 0.0 MB" in removed.stdout
+    assert f"{config.paths.root}: 6 item(s), 0.0 MB" in removed.stdout

@@ -15,8 +15,9 @@ from bioray.pipeline import stage_state
 from bioray.pipeline.plan import build_plan, compute_keys
 from bioray.workdir import Workdir
 
-# what the runner leaves beside a stage's outputs, each named by the stage key it belongs to
-_BESIDE = re.compile(r"^\.(tmp|scratch|state|progress)-([0-9a-f]{16})")
+# what a run leaves beside a stage's outputs, and in <workdir>/runs/, each named by the stage key it belongs to
+_BESIDE = re.compile(r"^\.(tmp|scratch)-([0-9a-f]{16})")
+_BOOKKEEPING = re.compile(r"^([0-9a-f]{16})\.(state|progress)\.")
 _WHY = {"tmp": "half-written output of a run that is over", "scratch": "resume data of a stage no workflow has",
         "state": "state of a stage no workflow has", "progress": "progress lines of a run that is over"}
 
@@ -41,6 +42,29 @@ def find_garbage(configs: list[WorkflowConfig]) -> dict[Path, list[Garbage]]:
 
 
 def _unreferenced(paths: Workdir, current: set[tuple[str, str]]) -> list[Garbage]:
+    return _stage_outputs(paths, current) + _bookkeeping(paths, current)
+
+
+def _live(paths: Workdir, name: str, key: str) -> bool:
+    state = stage_state.read(paths, name, key)
+    return state is not None and state["status"] == "running"
+
+
+def _bookkeeping(paths: Workdir, current: set[tuple[str, str]]) -> list[Garbage]:
+    found = []
+    for path in sorted(paths.root.joinpath("runs").rglob("*")):
+        match = _BOOKKEEPING.match(path.name)
+        if not (path.is_file() and match):
+            continue
+        key, kind = match.groups()
+        name = path.parent.relative_to(paths.root / "runs").as_posix()
+        if _live(paths, name, key) or (kind == "state" and (name, key) in current):
+            continue  # a live driver's stage, or what `status` says of a current one
+        found.append(Garbage(path, path.stat().st_size, _WHY[kind]))
+    return found
+
+
+def _stage_outputs(paths: Workdir, current: set[tuple[str, str]]) -> list[Garbage]:
     stages = paths.root / "stages"
     found = []
     for directory, subdirectories, files in os.walk(stages):
@@ -51,11 +75,8 @@ def _unreferenced(paths: Workdir, current: set[tuple[str, str]]) -> list[Garbage
             beside = _BESIDE.match(entry)
             if beside:
                 kind, key = beside.groups()
-                state = stage_state.read(paths, name, key)
-                if state is not None and state["status"] == "running":
-                    continue  # a live driver's stage
-                if kind in ("scratch", "state") and (name, key) in current:
-                    continue  # a current stage's resume data, or what `status` says of it
+                if _live(paths, name, key) or (kind == "scratch" and (name, key) in current):
+                    continue  # a live driver's stage, or a current stage's resume data
                 found.append(Garbage(path, _size(path), _WHY[kind]))
             elif path.is_dir() and (path / "result.json").is_file():
                 if (name, entry) not in current:

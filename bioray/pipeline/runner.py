@@ -7,6 +7,7 @@ dataset and seed) in parallel. Cached stages are not submitted at all.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -303,8 +304,7 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
                                  in_use, budget)
                     continue
             forced = is_cached(config, node.name, keys[node.name])  # run all the same: `--force`, built anew
-            progress_file = config.paths.stage_progress(node.name, keys[node.name])
-            progress_file.unlink(missing_ok=True)
+            progress_file = _fresh_progress_file(config, node.name, keys[node.name])
             env = StageEnv(keys[node.name], runs.context.for_stage(runs.children[node.name]), Path(config.data_root),
                            config.dataset_path("."), config.train_storage, config.paths,
                            (earlier_outputs(config.paths, node) if node.stage.incremental and not forced else ()),
@@ -325,7 +325,8 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
             continue
         node = pending.pop(done[0])
         lines.stopped(node.name)
-        config.paths.stage_progress(node.name, keys[node.name]).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            config.paths.stage_progress(node.name, keys[node.name]).unlink(missing_ok=True)
         try:
             result = ray.get(done[0])
         except Exception as exc:  # the stage failed, or an upstream stage did
@@ -341,6 +342,19 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
         summary.results[node.name] = result
         runs.finish_child(node.name, result)
         lines.finished(node, result)
+
+
+def _fresh_progress_file(config: WorkflowConfig, name: str, key: str) -> Path | None:
+    """An empty place for the stage's progress lines; None (no lines on the terminal) when the workdir
+    cannot take it."""
+    path = config.paths.stage_progress(name, key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("stage %s: no progress lines (%s)", name, exc)
+        return None
+    return path
 
 
 def _lineage(config: WorkflowConfig, node: Node, keys: dict[str, str]) -> list[dict]:

@@ -1,16 +1,20 @@
 """What `bioray status` knows of a stage instance that has no committed output: `running` (a live
 `bioray` driver submitted it), `interrupted` (the driver that submitted it is gone) or `failed` (its
-last run's error). Kept beside the stage's outputs as `.state-<key>.json`; a committed output (its
-`result.json`) always wins, and the file goes when the stage commits."""
+last run's error). Kept in `<workdir>/runs/<stage>/<key>.state.json`; a committed output (its
+`result.json`) always wins, and the file goes when the stage commits. Bookkeeping: a state that cannot
+be written (a full or read-only disk) is logged, and the run goes on."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
 
 from bioray.workdir import Workdir
+
+log = logging.getLogger(__name__)
 
 
 def mark_running(paths: Workdir, name: str, key: str) -> None:
@@ -22,7 +26,10 @@ def mark_failed(paths: Workdir, name: str, key: str, error: str) -> None:
 
 
 def clear(paths: Workdir, name: str, key: str) -> None:
-    paths.stage_state(name, key).unlink(missing_ok=True)
+    try:
+        paths.stage_state(name, key).unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("stage %s: its state file could not be removed: %s", name, exc)
 
 
 def read(paths: Workdir, name: str, key: str) -> dict | None:
@@ -52,7 +59,12 @@ def _alive(pid: int) -> bool:
 
 def _write(paths: Workdir, name: str, key: str, state: dict) -> None:
     target = paths.stage_state(name, key)
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}")
-    partial.write_text(json.dumps({**state, "since": time.time()}))
-    partial.replace(target)  # atomic: status never reads half a file
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps({**state, "since": time.time()}))
+        partial.replace(target)  # atomic: status never reads half a file
+    except OSError as exc:
+        log.warning("stage %s: its state (%s) could not be recorded for `bioray status`: %s", name,
+                    state["status"], exc)
+        partial.unlink(missing_ok=True)

@@ -32,8 +32,9 @@ class StageLines:
     def cached(self, node: Node, result) -> None:
         log.info("%s cached%s", self._prefix(node.name), _headline(node, result.metrics))
 
-    def started(self, node: Node, progress_file: Path) -> None:
-        self.tails[node.name] = Tail(progress_file)
+    def started(self, node: Node, progress_file: Path | None) -> None:
+        if progress_file is not None:
+            self.tails[node.name] = Tail(progress_file)
         log.info("%s started", self._prefix(node.name))
 
     def finished(self, node: Node, result) -> None:
