@@ -90,7 +90,8 @@ def _tune_and_score(encoder_dir: Path, dataset: DatasetConfig, data_root: Path, 
 
 @pytest.mark.extended
 @pytest.mark.parametrize("name, metrics", [
-    ("chemprot", {"relation/test_f1", "relation/test_precision", "relation/test_recall"}),
+    ("chemprot", {"relation/test_f1", "relation/test_precision", "relation/test_recall",  # positive classes
+                  "relation/test_accuracy", "relation/test_macro_f1"}),  # all classes (`metric:` may pick one)
     ("biosses", {"similarity/test_pearson"}),
     ("hoc", {"doc_classification/test_micro_f1", "doc_classification/test_example_f1"}),
     ("pubmedqa", {"qa_yesno/test_accuracy", "qa_yesno/test_macro_f1"}),
