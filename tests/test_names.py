@@ -123,7 +123,8 @@ def test_a_symlinked_stage_directory_pointing_outside_is_refused(tmp_path, quick
         assert done.returncode == 2, done.stdout + done.stderr
         assert "outside the workdir" in done.stderr and "finetune" in done.stderr, done.stderr
     assert list(outside.iterdir()) == []
-    assert sorted(p.name for p in work.iterdir()) == ["stages"]  # no MLflow store, no Ray Train storage either
+    # the commands' logs only: no MLflow store, no Ray Train storage either
+    assert sorted(p.name for p in work.iterdir()) == ["logs", "stages"]
 
     paths = Workdir(work)
     with pytest.raises(UnsafePath, match="outside the workdir"):
