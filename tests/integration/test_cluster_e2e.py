@@ -67,8 +67,12 @@ class Submitter:
                    "--working-dir", str(REPO), "--runtime-env",
                    str(self.runtime_env), "--", "bioray", "run", "workflows/quickstart.yaml", *args]
         started = time.perf_counter()
-        done = subprocess.run(command, cwd=REPO, env={**os.environ, **self.cluster.env}, capture_output=True,
-                              text=True, timeout=1800)
+        for _ in range(12):  # the head's job agent may not have registered yet: nothing was submitted, ask again
+            done = subprocess.run(command, cwd=REPO, env={**os.environ, **self.cluster.env}, capture_output=True,
+                                  text=True, timeout=1800)
+            if "No available agent to submit job" not in done.stderr:
+                break
+            time.sleep(5)
         elapsed = time.perf_counter() - started
         output = done.stdout + done.stderr
         assert done.returncode == expect, f"{submission_id}:\n{output[-8000:]}"
