@@ -52,12 +52,12 @@ def _live(paths: Workdir, name: str, key: str) -> bool:
 
 def _bookkeeping(paths: Workdir, current: set[tuple[str, str]]) -> list[Garbage]:
     found = []
-    for path in sorted(paths.root.joinpath("runs").rglob("*")):
+    for path in sorted(paths.runs.rglob("*")):
         match = _BOOKKEEPING.match(path.name)
         if not (path.is_file() and match):
             continue
         key, kind = match.groups()
-        name = path.parent.relative_to(paths.root / "runs").as_posix()
+        name = path.parent.relative_to(paths.runs).as_posix()
         if _live(paths, name, key) or (kind == "state" and (name, key) in current):
             continue  # a live driver's stage, or what `status` says of a current one
         found.append(Garbage(path, path.stat().st_size, _WHY[kind]))
@@ -65,7 +65,7 @@ def _bookkeeping(paths: Workdir, current: set[tuple[str, str]]) -> list[Garbage]
 
 
 def _stage_outputs(paths: Workdir, current: set[tuple[str, str]]) -> list[Garbage]:
-    stages = paths.root / "stages"
+    stages = paths.stages
     found = []
     for directory, subdirectories, files in os.walk(stages):
         here = Path(directory)
