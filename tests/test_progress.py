@@ -34,3 +34,24 @@ def test_a_worker_that_cannot_write_its_progress_keeps_going(tmp_path):
     finally:
         progress.use(None)
     assert not (tmp_path / "not-here").exists()
+
+
+def test_a_stage_chained_to_running_ones_is_announced_when_its_inputs_are_done(caplog):
+    from types import SimpleNamespace
+
+    from bioray.pipeline.stages.base import Node
+    from bioray.pipeline.terminal import StageLines
+
+    stage = SimpleNamespace(headline=())
+    train, score, report = Node("train", stage), Node("score", stage, ("train",)), Node("report", stage, ("score",))
+    lines = StageLines([train, score, report])
+    result = SimpleNamespace(metrics={"stage/seconds": 1.0})
+    with caplog.at_level(logging.INFO, logger="bioray.progress"):
+        lines.submitted(train, None, ready=True)
+        lines.submitted(score, None, ready=False)  # Ray queues it behind train's ObjectRef
+        lines.submitted(report, None, ready=False)
+        lines.finished(train, result, {"train": result})
+        lines.finished(score, result, {"train": result, "score": result})
+    assert [r.getMessage() for r in caplog.records] == [
+        "[1/3] train started", "[1/3] train done in 1.0s", "[2/3] score started", "[2/3] score done in 1.0s",
+        "[3/3] report started"]

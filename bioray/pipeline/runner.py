@@ -316,7 +316,7 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
             handles[node.name], pending[ref] = ref, node
             waiting.remove(node)
             stage_state.mark_running(config.paths, node.name, keys[node.name])
-            lines.started(node, progress_file)
+            lines.submitted(node, progress_file, ready=all(name in summary.results for name in node.inputs))
         if not pending:
             continue  # every remaining stage was just marked not run
         done, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_EVERY_S)
@@ -341,7 +341,7 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
         stage_state.clear(config.paths, node.name, keys[node.name])
         summary.results[node.name] = result
         runs.finish_child(node.name, result)
-        lines.finished(node, result)
+        lines.finished(node, result, summary.results)
 
 
 def _fresh_progress_file(config: WorkflowConfig, name: str, key: str) -> Path | None:

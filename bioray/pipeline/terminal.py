@@ -25,6 +25,7 @@ class StageLines:
         self.number = {node.name: index for index, node in enumerate(nodes, start=1)}
         self.count = len(nodes)
         self.tails: dict[str, Tail] = {}
+        self.queued: dict[str, Node] = {}  # submitted, announced once their inputs are done
 
     def _prefix(self, name: str) -> str:
         return f"[{self.number[name]}/{self.count}] {name}"
@@ -32,14 +33,26 @@ class StageLines:
     def cached(self, node: Node, result) -> None:
         log.info("%s cached%s", self._prefix(node.name), _headline(node, result.metrics))
 
-    def started(self, node: Node, progress_file: Path | None) -> None:
+    def submitted(self, node: Node, progress_file: Path | None, ready: bool) -> None:
+        """A stage handed to Ray; its `started` line waits until its inputs are done (`ready`), since a
+        stage chained to running ones only queues."""
         if progress_file is not None:
             self.tails[node.name] = Tail(progress_file)
-        log.info("%s started", self._prefix(node.name))
+        if ready:
+            log.info("%s started", self._prefix(node.name))
+        else:
+            self.queued[node.name] = node
 
-    def finished(self, node: Node, result) -> None:
+    def finished(self, node: Node, result, done: dict) -> None:
+        """Its line, then the `started` lines of the queued stages whose inputs (`done`) are now all in."""
+        if self.queued.pop(node.name, None) is not None:  # collected before an upstream stage's result
+            log.info("%s started", self._prefix(node.name))
         log.info("%s done in %s%s", self._prefix(node.name), _duration(result.metrics.get("stage/seconds", 0.0)),
                  _headline(node, result.metrics))
+        for name, queued in list(self.queued.items()):
+            if all(upstream in done for upstream in queued.inputs):
+                del self.queued[name]
+                log.info("%s started", self._prefix(name))
 
     def stopped(self, name: str) -> None:
         """Its last progress lines, before its result."""
