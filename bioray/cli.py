@@ -284,18 +284,19 @@ def bench() -> None:
 @click.option("--tokenizer", type=click.Path(exists=True, file_okay=False), default=None,
               help="HF tokenizer directory (default: train a 30,522-piece WordPiece on the corpus, untimed).")
 @click.option("--seq-len", type=int, default=128, show_default=True)
-@click.option("--scale", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Run on a corpus this many times larger (distinct copies of the JSON Lines sources): the "
-                   "bounded-memory check.")
+@click.option("--scale", "scales", default="1", show_default=True, callback=lambda _c, _p, v: _scales(v),
+              help="Corpus sizes to run, comma-separated multiples (distinct copies of the JSON Lines sources), "
+                   "each in a fresh process and Ray session: `--scale 1,10` is the bounded-memory check "
+                   "(memory_growth_* = peak at the last / peak at the first).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_tokenize_command(data, tokenizer, seq_len, scale, as_json):
+def bench_tokenize_command(data, tokenizer, seq_len, scales, as_json):
     """Raw tokenizer vs. the Ray Data tokenize+pack stage vs. ingest, in one run."""
     from pathlib import Path
 
-    from bioray.bench.tokenize import bench_tokenize
+    from bioray.bench.tokenize import bench_tokenize_scales
 
     with _stdout_to_stderr() if as_json else contextlib.nullcontext():
-        result = bench_tokenize(Path(data), Path(tokenizer) if tokenizer else None, seq_len, scale=scale)
+        result = bench_tokenize_scales(Path(data), Path(tokenizer) if tokenizer else None, seq_len, scales)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -313,8 +314,24 @@ def bench_tokenize_command(data, tokenizer, seq_len, scale, as_json):
     click.echo(f"(c) ingest                 {result['ingest_mb_per_s']:.2f} MB/s of text "
                f"({result['ingest_seconds']:.1f} s)")
     click.echo(f"fill ratio                 {result['fill_ratio']:.3f}")
-    click.echo(f"peak memory                {result['peak_rss_mb']:.0f} MB (ingest {result['peak_ingest_mb']:.0f}, "
-               f"tokenize {result['peak_tokenize_mb']:.0f})")
+    for run in result["runs"]:
+        click.echo(f"peak memory at {run['scale']:>3}x      {run['peak_rss_mb']:.0f} MB "
+                   f"(ingest {run['peak_ingest_mb']:.0f}, tokenize {run['peak_tokenize_mb']:.0f}; "
+                   f"driver {run['peak_driver_ingest_mb']:.0f} / {run['peak_driver_tokenize_mb']:.0f}), "
+                   f"{run['documents']} documents, {run['text_mb']:.0f} MB")
+    if len(result["runs"]) > 1:
+        click.echo(f"memory growth              ingest {result['memory_growth_ingest']:.2f}, tokenize "
+                   f"{result['memory_growth_tokenize']:.2f}, driver {result['memory_growth_driver']:.2f}")
+
+
+def _scales(value: str) -> list[int]:
+    try:
+        scales = [int(part) for part in value.split(",")]
+    except ValueError:
+        scales = []
+    if not scales or min(scales) < 1:
+        raise click.BadParameter(f"expected positive whole numbers separated by commas (e.g. 1,10), got {value!r}")
+    return scales
 
 
 @bench.command(name="pretrain")

@@ -16,6 +16,7 @@ class PeakMemory:
 
     def __init__(self, interval: float = 0.5):
         self.peak = 0
+        self.driver_peak = 0  # this process alone (the Ray driver)
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -26,9 +27,12 @@ class PeakMemory:
             total = 0
             for process in [me, *me.children(recursive=True)]:
                 try:
-                    total += process.memory_full_info().pss
+                    pss = process.memory_full_info().pss
                 except psutil.Error:
-                    pass
+                    continue
+                total += pss
+                if process is me:
+                    self.driver_peak = max(self.driver_peak, pss)
             self.peak = max(self.peak, total)
             self._stop.wait(self.interval)
 

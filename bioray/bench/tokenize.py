@@ -194,4 +194,39 @@ def bench_tokenize(data: Path, tokenizer_dir: Path | None = None, seq_len: int =
         "peak_rss_mb": max(ingest_memory.peak, tokenize_memory.peak) / 1e6,
         "peak_ingest_mb": ingest_memory.peak / 1e6,
         "peak_tokenize_mb": tokenize_memory.peak / 1e6,
+        "peak_driver_ingest_mb": ingest_memory.driver_peak / 1e6,
+        "peak_driver_tokenize_mb": tokenize_memory.driver_peak / 1e6,
     }
+
+
+def _bench_in_child(queue, *args, **kwargs) -> None:
+    try:
+        queue.put(("ok", bench_tokenize(*args, **kwargs)))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def bench_tokenize_scales(data: Path, tokenizer_dir: Path | None, seq_len: int, scales: list[int]) -> dict:
+    """bench_tokenize at each scale, each in a fresh process (so a fresh Ray session and driver: nothing
+    one scale allocated counts at the next). The first scale's figures are the top-level keys; `runs`
+    has every scale's; memory_growth_* = peak at the last scale / peak at the first."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    runs = []
+    for scale in scales:
+        queue = context.Queue()
+        child = context.Process(target=_bench_in_child, args=(queue, data, tokenizer_dir, seq_len),
+                                kwargs={"scale": scale})
+        child.start()
+        status, result = queue.get()  # before join: a large result would otherwise block the child's exit
+        child.join()
+        if status != "ok":
+            raise RuntimeError(f"bench tokenize at scale {scale}: {result}")
+        runs.append(result)
+    first, last = runs[0], runs[-1]
+    return {**first, "runs": runs,
+            "memory_growth_ingest": last["peak_ingest_mb"] / first["peak_ingest_mb"],
+            "memory_growth_tokenize": last["peak_tokenize_mb"] / first["peak_tokenize_mb"],
+            "memory_growth_driver": (max(last["peak_driver_ingest_mb"], last["peak_driver_tokenize_mb"])
+                                     / max(first["peak_driver_ingest_mb"], first["peak_driver_tokenize_mb"]))}

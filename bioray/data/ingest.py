@@ -1,11 +1,19 @@
-"""Ingest stage: raw files -> deduplicated, sentence-split documents Parquet, with Ray Data.
+"""Ingest stage: raw files -> deduplicated, sentence-split documents Parquet, with Ray.
 
-Each file is read by one Ray task (flat_map over the file list) straight to Parquet. A file that
-cannot be parsed is quarantined (listed in quarantine.json with its error) and the rest of the run
-completes. De-duplication needs no shuffle of the texts: the driver decides which records survive
-from a narrow key table (doc id, file rank, record number, version, deleted, text hash: a few
-hundred bytes a document in pandas, read column-wise), and streaming Ray Data passes keep those records and split their
-sentences. Memory therefore grows with the number of documents by those few bytes, never with text.
+No state per document lives on the driver: deduplication is hash-partitioned. The documents are
+split into `buckets` by a hash of their id, so that every version and deletion of one document lands
+in the same bucket, and each bucket is resolved by a Ray task that reads only its own files:
+
+1. parse: each file is read by one Ray Data task, its records written to Parquet under
+   `_parsed/bucket=<b>/` (a file that cannot be parsed is quarantined, under `bucket=-1`, and the
+   rest of the run completes); an earlier output's `latest/` is re-bucketed the same way.
+2. latest: per bucket, the latest version of each document, deletions applied -> `latest/`; the
+   candidates for text de-duplication go on, re-partitioned by a hash of their text.
+3. unique texts: per text bucket, one document per normalised text (the smallest id).
+4. documents: per bucket, the kept documents with their sentence spans -> `documents/`.
+
+A task holds the keys of one bucket (a few hundred bytes a document) and one batch of text; the
+number of buckets grows with the input, so neither the driver nor a task grows with the corpus.
 """
 
 from __future__ import annotations
@@ -13,25 +21,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import ray
-from ray.data.expressions import col
 
 from bioray.config import IngestConfig
 from bioray.corpus.files import list_source_files
 from bioray.corpus.quarantine import Quarantined
 from bioray.corpus.readers import read_documents
 from bioray.corpus.sentences import sentence_spans
+from bioray.data.streaming import capped
 
 log = logging.getLogger(__name__)
 
+MIN_BUCKETS = 16  # enough tasks to keep a few nodes' cores busy on a small corpus
+BUCKET_INPUT_BYTES = 256 * 2**20  # input per bucket: its keys stay a few tens of MB in one task
+QUARANTINE_BUCKET = -1
 
 def _read_file(item: dict) -> Iterator[dict]:
     """The records of one file, streamed, plus a quarantine row for each record (or rest of file) that failed.
@@ -51,7 +66,8 @@ def _read_file(item: dict) -> Iterator[dict]:
             if item["max_docs"] and documents >= item["max_docs"]:
                 break
             yield {**record, **common, "record": documents, "text_hash": text_hash(record["text"]),
-                   "chars": len(record["text"]), "location": "", "error": ""}
+                   "chars": len(record["text"]), "location": "", "error": "",
+                   "bucket": bucket_of(record["doc_id"], item["buckets"])}
             documents += 1
     except Exception as exc:  # unreadable from here on (truncated gzip, malformed XML, not XML at all)
         where = f"after record {documents}" if documents else "start of file"
@@ -64,7 +80,12 @@ def _read_file(item: dict) -> Iterator[dict]:
 def _quarantine_row(item: dict, bad: Quarantined) -> dict:
     return {"source": item["source"], "doc_id": "", "version": 0, "text": "", "metadata": "{}", "deleted": False,
             "file": item["path"], "file_rank": item["file_rank"], "record": -1, "text_hash": "", "chars": 0,
-            "location": bad.location, "error": bad.error}
+            "location": bad.location, "error": bad.error, "bucket": QUARANTINE_BUCKET}
+
+
+def bucket_of(value: str, buckets: int) -> int:
+    """A stable hash of value (a document id or text hash) into 0..buckets-1, the same in every process."""
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "little") % buckets
 
 
 def text_hash(text: str) -> str:
@@ -73,6 +94,8 @@ def text_hash(text: str) -> str:
 
 
 KEY_COLUMNS = ["doc_id", "file_rank", "record", "version", "deleted", "text_hash", "chars"]
+LATEST_DROPS = ["error", "location", "file"]  # parse bookkeeping, not part of latest/
+DOCUMENT_DROPS = ["deleted", "file_rank", "record", "text_hash", "chars"]  # dedup bookkeeping
 
 
 def _record_keys(frame: pd.DataFrame) -> np.ndarray:
@@ -80,34 +103,118 @@ def _record_keys(frame: pd.DataFrame) -> np.ndarray:
     return frame["file_rank"].to_numpy(np.int64) << 32 | frame["record"].to_numpy(np.int64)
 
 
-def surviving_records(keys: pd.DataFrame, min_chars: int) -> tuple[np.ndarray, np.ndarray]:
-    """The record keys of the latest version of each document, and of the documents kept after text de-duplication.
-
-    Latest: per doc id, the record of the latest file, then the highest version, then the later
-    record; a deletion removes the document. Kept: latest documents of at least min_chars, one per
-    normalised text (the smallest doc id). Vectorised over the whole key table.
-    """
+def latest_versions(keys: pd.DataFrame) -> pd.DataFrame:
+    """The keys of the latest version of each document, deletions applied: per doc id, the record of
+    the latest file, then the highest version, then the later record; a deletion removes the document."""
     latest = keys.sort_values(["doc_id", "file_rank", "version", "record"]).drop_duplicates("doc_id", keep="last")
-    latest = latest[~latest["deleted"]]
-    long_enough = latest[latest["chars"] >= min_chars]
-    kept = long_enough.sort_values(["text_hash", "doc_id"]).drop_duplicates("text_hash", keep="first")
-    return np.sort(_record_keys(latest)), np.sort(_record_keys(kept))
+    return latest[~latest["deleted"]]
 
 
-def _only(batch: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:
+def unique_texts(candidates: pd.DataFrame) -> pd.DataFrame:
+    """One document per normalised text: the smallest doc id."""
+    return candidates.sort_values(["text_hash", "doc_id"]).drop_duplicates("text_hash", keep="first")
+
+
+def _only(batch: pa.Table, keys: np.ndarray) -> pa.Table:
     """The rows of batch whose record key is in keys (sorted)."""
-    found = np.searchsorted(keys, _record_keys(batch))
-    hit = keys[np.minimum(found, len(keys) - 1)] == _record_keys(batch) if len(keys) else np.zeros(len(batch), bool)
-    return batch[hit]
+    record_keys = _record_keys(batch.select(["file_rank", "record"]).to_pandas())
+    if not len(keys):
+        return batch.slice(0, 0)
+    found = keys[np.minimum(np.searchsorted(keys, record_keys), len(keys) - 1)] == record_keys
+    return batch.filter(pa.array(found))
 
 
-def _kept_with_sentences(batch: pd.DataFrame, keys: np.ndarray, first_new_rank: int) -> pd.DataFrame:
-    batch = _only(batch, keys).copy()
-    batch["is_new"] = batch["file_rank"] >= first_new_rank  # from a file this run parsed
-    spans = [sentence_spans(text) for text in batch["text"]]
-    batch["sentence_starts"] = [[s for s, _ in doc] for doc in spans]
-    batch["sentence_ends"] = [[e for _, e in doc] for doc in spans]
-    return batch
+def _files(directory: Path) -> list[str]:
+    return sorted(str(p) for p in directory.glob("*.parquet")) if directory.is_dir() else []
+
+
+def _write_atomically(tables: Iterator[pa.Table], target: Path, schema: pa.Schema | None = None) -> int:
+    """Stream tables into one Parquet file, written under a temporary name then renamed (a retried
+    task rewrites it whole); rows written. With no table and no schema, no file."""
+    temporary, rows, writer = target.with_name(f".{target.name}.{os.getpid()}.tmp"), 0, None
+    try:
+        for table in tables:
+            if writer is None:
+                writer = pq.ParquetWriter(temporary, table.schema)
+            writer.write_table(table)
+            rows += table.num_rows
+        if writer is None and schema is not None:
+            writer = pq.ParquetWriter(temporary, schema)
+        if writer is not None:
+            writer.close()
+            os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return rows
+
+
+def _resolve_bucket(bucket: int, sources: list[str], latest_dir: str, handoff_dir: str, buckets: int,
+                    min_chars: int) -> int:
+    """Step 2 for one bucket: its latest documents to latest/, and the de-duplication candidates
+    (long enough) to the hand-off file, sorted by text bucket. Returns the number of latest documents."""
+    if not sources:
+        return 0
+    dataset = pads.dataset(sources, format="parquet")
+    latest = latest_versions(dataset.to_table(columns=KEY_COLUMNS).to_pandas())
+    candidates = latest[latest["chars"] >= min_chars][["doc_id", "text_hash", "file_rank", "record"]]
+    candidates = candidates.assign(
+        text_bucket=np.array([bucket_of(h, buckets) for h in candidates["text_hash"]], dtype=np.int64),
+        bucket=np.int64(bucket)).sort_values("text_bucket")
+    pq.write_table(pa.Table.from_pandas(candidates, schema=HANDOFF_SCHEMA, preserve_index=False),
+                   Path(handoff_dir) / f"{bucket:05d}.parquet",
+                   row_group_size=4096)  # small groups: each text bucket's reader skips the others'
+    keys = np.sort(_record_keys(latest))
+    names = [n for n in dataset.schema.names if n not in LATEST_DROPS + ["bucket"]]
+    batches = (_only(pa.Table.from_batches([b]), keys) for b in dataset.to_batches(columns=names))
+    return _write_atomically(batches, Path(latest_dir) / f"part-{bucket:05d}.parquet")
+
+
+def _unique_text_bucket(text_bucket: int, handoff_dir: str, kept_dir: str) -> int:
+    """Step 3 for one text bucket: the kept documents' record keys, sorted by document bucket."""
+    files = _files(Path(handoff_dir))
+    if not files:
+        return 0
+    candidates = pads.dataset(files, format="parquet").to_table(
+        columns=["doc_id", "text_hash", "file_rank", "record", "bucket"],
+        filter=pc.field("text_bucket") == text_bucket).to_pandas()
+    kept = unique_texts(candidates)[["bucket", "file_rank", "record"]].sort_values("bucket")
+    pq.write_table(pa.Table.from_pandas(kept, schema=KEPT_SCHEMA, preserve_index=False),
+                   Path(kept_dir) / f"{text_bucket:05d}.parquet", row_group_size=4096)
+    return len(kept)
+
+
+def _documents_of_bucket(bucket: int, latest_file: str, kept_dir: str, documents_dir: str,
+                         first_new_rank: int) -> int:
+    """Step 4 for one bucket: its kept documents with their sentence spans."""
+    if not Path(latest_file).is_file():
+        return 0
+    kept_files = _files(Path(kept_dir))
+    kept = pads.dataset(kept_files, format="parquet").to_table(
+        columns=["file_rank", "record"], filter=pc.field("bucket") == bucket).to_pandas() if kept_files else None
+    keys = np.sort(_record_keys(kept)) if kept is not None else np.zeros(0, np.int64)
+
+    def documents() -> Iterator[pa.Table]:
+        for batch in pq.ParquetFile(latest_file).iter_batches(batch_size=1024):
+            table = _only(pa.Table.from_batches([batch]), keys)
+            if not table.num_rows:
+                continue
+            frame = table.to_pandas()
+            frame["is_new"] = frame["file_rank"] >= first_new_rank  # from a file this run parsed
+            spans = [sentence_spans(text) for text in frame["text"]]
+            frame["sentence_starts"] = [[s for s, _ in doc] for doc in spans]
+            frame["sentence_ends"] = [[e for _, e in doc] for doc in spans]
+            yield pa.Table.from_pandas(frame.drop(columns=DOCUMENT_DROPS), schema=DOCUMENT_SCHEMA,
+                                       preserve_index=False)
+
+    return _write_atomically(documents(), Path(documents_dir) / f"part-{bucket:05d}.parquet", DOCUMENT_SCHEMA)
+
+
+HANDOFF_SCHEMA = pa.schema([("doc_id", pa.string()), ("text_hash", pa.string()), ("file_rank", pa.int64()),
+                            ("record", pa.int64()), ("text_bucket", pa.int64()), ("bucket", pa.int64())])
+KEPT_SCHEMA = pa.schema([("bucket", pa.int64()), ("file_rank", pa.int64()), ("record", pa.int64())])
+DOCUMENT_SCHEMA = pa.schema([("source", pa.string()), ("doc_id", pa.string()), ("version", pa.int64()),
+                             ("text", pa.string()), ("metadata", pa.string()), ("is_new", pa.bool_()),
+                             ("sentence_starts", pa.list_(pa.int64())), ("sentence_ends", pa.list_(pa.int64()))])
 
 
 def document_counts(documents_dir: Path, only_new: bool = False) -> tuple[dict[str, int], int]:
@@ -155,6 +262,18 @@ def _fingerprint(item: dict) -> dict:
     return {"path": item["path"], "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def bucket_count(items: list[dict]) -> int:
+    """Buckets for these input files: more as the input grows, so that a bucket's keys stay small;
+    fixed by the files alone, so the same input gives the same output files on any cluster."""
+    total = sum(Path(item["path"]).stat().st_size for item in items)
+    return max(MIN_BUCKETS, math.ceil(total / BUCKET_INPUT_BYTES))
+
+
+def _with_bucket(batch: pa.Table, buckets: int) -> pa.Table:
+    ids = batch.column("doc_id").to_pylist()
+    return batch.append_column("bucket", pa.array([bucket_of(i, buckets) for i in ids], pa.int64()))
+
+
 def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outputs: list[Path] = ()) -> dict:
     """Parse the input files into documents; only the new ones when an earlier output holds the rest.
 
@@ -168,44 +287,44 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
         raise ValueError(f"ingest: no input files under {data_root} for sources {[s.path for s in ingest.sources]}")
     reused, previous = max(((reusable_files(items, p), p) for p in earlier_outputs), default=(0, None))
     new_items = items[reused:]
-    log.info("ingest: %d file(s) to parse, %d reused from %s", len(new_items), reused, previous if reused else "-")
+    buckets = bucket_count(items)
+    log.info("ingest: %d file(s) to parse, %d reused from %s; %d buckets", len(new_items), reused,
+             previous if reused else "-", buckets)
 
-    # Parse straight to Parquet (streaming, bounded memory); errors and keys are read back from it column-wise.
-    parsed = output / "_parsed"
-    errors, parsed_count, frames = [], 0, []
+    # 1. parse (and re-bucket the earlier latest/), streaming, a fixed budget of blocks in flight
+    parsed, earlier = output / "_parsed", output / "_earlier"
     if new_items:
-        files = ray.data.from_items(new_items, override_num_blocks=len(new_items))
-        files.flat_map(_read_file).write_parquet(str(parsed))
-        status = pads.dataset(str(parsed), format="parquet").to_table(columns=["file", "location", "error"])
-        failed = pc.not_equal(status.column("error"), "")
-        errors = status.filter(failed).to_pylist()
-        parsed_count = status.num_rows - len(errors)
-        frames.append(pads.dataset(str(parsed), format="parquet").to_table(
-            columns=KEY_COLUMNS, filter=pc.field("error") == "").to_pandas())
+        files = ray.data.from_items([{**item, "buckets": buckets} for item in new_items],
+                                    override_num_blocks=len(new_items))
+        capped(files.flat_map(_read_file)).write_parquet(str(parsed), partition_cols=["bucket"])
+    if reused:
+        capped(ray.data.read_parquet(str(previous / "latest")).map_batches(
+            _with_bucket, fn_kwargs={"buckets": buckets}, batch_format="pyarrow")).write_parquet(
+            str(earlier), partition_cols=["bucket"])
+    quarantined = _files(parsed / f"bucket={QUARANTINE_BUCKET}")
+    errors = (pads.dataset(quarantined, format="parquet").to_table(columns=["file", "location", "error"]).to_pylist()
+              if quarantined else [])
     for error in errors:
         log.warning("quarantined %s (%s): %s", error["file"], error["location"], error["error"])
     (output / "quarantine.json").write_text(json.dumps(errors, indent=2))
-    if reused:
-        earlier = pads.dataset(str(previous / "latest"), format="parquet")
-        frames.append(earlier.to_table(columns=KEY_COLUMNS).to_pandas())
-    latest_keys, kept_keys = surviving_records(pd.concat(frames, ignore_index=True), ingest.min_chars)
+    parsed_count = sum(pq.ParquetFile(f).metadata.num_rows for b in range(buckets)
+                       for f in _files(parsed / f"bucket={b}"))
 
-    # Streaming passes, no shuffle: keep the surviving records, then split the kept ones' sentences.
-    parts = []
-    if new_items:
-        parts.append(ray.data.read_parquet(str(parsed)).filter(expr=col("error") == "")
-                     .drop_columns(["error", "location", "file"]))
-    if reused:
-        parts.append(ray.data.read_parquet(str(previous / "latest")))
-    records = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    latest = records.map_batches(_only, fn_kwargs={"keys": latest_keys}, batch_format="pandas")
-    latest.write_parquet(str(output / "latest"))
-    shutil.rmtree(parsed, ignore_errors=True)
-    documents = (ray.data.read_parquet(str(output / "latest"))
-                 .map_batches(_kept_with_sentences, fn_kwargs={"keys": kept_keys, "first_new_rank": reused},
-                              batch_format="pandas")
-                 .drop_columns(["deleted", "file_rank", "record", "text_hash", "chars"]))
-    documents.write_parquet(str(output / "documents"))
+    # 2-4. one Ray task per bucket and step; each reads and writes files only
+    steps = {name: output / name for name in ("latest", "_handoff", "_kept", "documents")}
+    for directory in steps.values():
+        directory.mkdir(parents=True, exist_ok=True)
+    task = ray.remote(num_cpus=1)
+    sources = {b: _files(parsed / f"bucket={b}") + _files(earlier / f"bucket={b}") for b in range(buckets)}
+    ray.get([task(_resolve_bucket).remote(b, sources[b], str(steps["latest"]), str(steps["_handoff"]), buckets,
+                                          ingest.min_chars) for b in range(buckets)])
+    ray.get([task(_unique_text_bucket).remote(b, str(steps["_handoff"]), str(steps["_kept"]))
+             for b in range(buckets)])
+    ray.get([task(_documents_of_bucket).remote(b, str(steps["latest"] / f"part-{b:05d}.parquet"),
+                                               str(steps["_kept"]), str(steps["documents"]), reused)
+             for b in range(buckets)])
+    for scratch in (parsed, earlier, steps["_handoff"], steps["_kept"]):
+        shutil.rmtree(scratch, ignore_errors=True)
     (output / "manifest.json").write_text(json.dumps({"files": [_fingerprint(i) for i in items]}, indent=2))
 
     per_source, sentences = document_counts(output / "documents")
@@ -213,7 +332,6 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     metrics = {"ingest/files": len(items), "ingest/files_parsed": len(new_items), "ingest/files_reused": reused,
                "ingest/quarantined_records": len(errors), "ingest/quarantined_files": len({e["file"] for e in errors}),
                "ingest/records_parsed": parsed_count, "ingest/documents": sum(per_source.values()),
-               "ingest/documents_new": new_documents,
-               "ingest/sentences": sentences}
+               "ingest/documents_new": new_documents, "ingest/sentences": sentences, "ingest/buckets": buckets}
     metrics.update({f"ingest/documents_{name}": count for name, count in per_source.items()})
     return metrics

@@ -28,8 +28,8 @@ from transformers import AutoTokenizer
 from bioray.config import TokenizeConfig
 from bioray.data.ingest import document_counts
 from bioray.data.pack import pack_documents, pack_stream
+from bioray.data.streaming import capped
 
-READ_AHEAD_BYTES = 512 * 2**20
 ENCODE_CHUNK = 64  # documents per tokenizer call: measured 25% faster than 1024 on PubMed text
 
 
@@ -198,11 +198,8 @@ def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Pat
         compute=ActorPoolStrategy(size=config.tokenizer_actors),
         num_cpus=_actor_cpus(config.tokenizer_actors),
     )
-    # Documents read ahead of the actors wait in the object store; a fixed budget keeps that
-    # buffer (and so peak memory) the same whatever the corpus size.
-    limits = packed.context.execution_options.resource_limits
-    packed.context.execution_options.resource_limits = limits.copy(object_store_memory=READ_AHEAD_BYTES)
-    written = packed.to_pandas()  # a few rows per shard: (seq_len, shard, source, sequences, tokens)
+    # Documents read ahead of the actors wait in the object store, within a fixed budget.
+    written = capped(packed).to_pandas()  # a few rows per shard: (seq_len, shard, source, sequences, tokens)
     # A batch retried after a lost actor wrote its shard again under the same name: count shards once,
     # and drop the temporary file the lost actor may have left half-written (readers skip dot files).
     written = written.drop_duplicates(["part", "seq_len", "shard", "source"])

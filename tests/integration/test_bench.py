@@ -23,7 +23,7 @@ def test_corpus_files_are_classified_by_format(data_root):
 @pytest.mark.extended
 def test_bench_tokenize_json(data_root):
     done = subprocess.run([sys.executable, "-m", "bioray.cli", "bench", "tokenize",
-                           "--data", str(data_root / "pubmed-raw"), "--json"],
+                           "--data", str(data_root / "pubmed-raw"), "--scale", "1,2", "--json"],
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout)  # stdout is the JSON alone
@@ -38,6 +38,13 @@ def test_bench_tokenize_json(data_root):
     # the corpus it read (pubmed-raw's abstracts, MEDLINE XML and PMC articles), packed by the stream packer
     assert result["documents"] > 700 and 0.99 < result["fill_ratio"] <= 1
     assert 0 < result["ratio"] and 0 < result["core_scaling"] <= 1.5
+    # each scale in its own process and Ray session; the growth is the last peak over the first
+    one, two = result["runs"]
+    assert (one["scale"], two["scale"]) == (1, 2) and result["documents"] == one["documents"]
+    assert one["documents"] < two["documents"] < 2 * one["documents"] + 1  # the XML samples are not copied
+    assert result["memory_growth_ingest"] == pytest.approx(two["peak_ingest_mb"] / one["peak_ingest_mb"])
+    assert result["memory_growth_tokenize"] == pytest.approx(two["peak_tokenize_mb"] / one["peak_tokenize_mb"])
+    assert 0 < one["peak_driver_ingest_mb"] < one["peak_ingest_mb"]  # the driver is one of the processes summed
 
 
 @pytest.mark.extended

@@ -148,3 +148,50 @@ def test_incremental_ingest_equals_full_rebuild(ray_session, tmp_path):
     again = tmp_path / "again"
     again.mkdir()
     assert run_ingest(ingest, tmp_path, again, [first, incremental])["ingest/files_reused"] == 0
+
+
+def test_bucketed_deduplication_equals_a_plain_reference(ray_session, tmp_path):
+    """Random versions, deletions and duplicate texts over three update files and 16 buckets: ingest
+    keeps exactly what one pass over all records in memory keeps, and the incremental run agrees."""
+    import random
+
+    from bioray.config import IngestConfig, SourceConfig
+
+    rng = random.Random(7)
+    pool = [(f"Title {i}.", f"Abstract number {i} about a disease and its treatment.") for i in range(12)]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    latest: dict[str, tuple] = {}  # pmid -> (title, abstract) or None when deleted
+    for number in range(1, 4):
+        body, versions = "", {}
+        for _ in range(30):
+            pmid = str(rng.randint(1, 40))
+            if rng.random() < 0.15:
+                body += f'<DeleteCitation><PMID Version="1">{pmid}</PMID></DeleteCitation>'
+                latest[pmid] = None
+                continue
+            version = versions[pmid] = versions.get(pmid, 0) + 1
+            title, abstract = rng.choice(pool)
+            body += _article(pmid, version, title, abstract)
+            latest[pmid] = (title, abstract)
+        _medline(raw / f"pubmed26n{number:04d}.xml.gz", body)
+        if number == 2:
+            ingest = IngestConfig(sources=[SourceConfig(name="pubmed", format="medline", path=str(raw))])
+            (tmp_path / "first").mkdir()
+            run_ingest(ingest, tmp_path, tmp_path / "first")
+    owner: dict[tuple, str] = {}
+    for pmid, text in latest.items():
+        if text is not None and (text not in owner or f"pmid:{pmid}" < owner[text]):
+            owner[text] = f"pmid:{pmid}"
+
+    (tmp_path / "full").mkdir()
+    metrics = run_ingest(ingest, tmp_path, tmp_path / "full")
+    (tmp_path / "incremental").mkdir()
+    run_ingest(ingest, tmp_path, tmp_path / "incremental", [tmp_path / "first"])
+    full, incremental = _table(tmp_path / "full" / "documents"), _table(tmp_path / "incremental" / "documents")
+    assert metrics["ingest/buckets"] == 16
+    assert sorted(full["doc_id"]) == sorted(owner.values())
+    assert incremental.drop(columns="is_new").equals(full.drop(columns="is_new"))
+    texts = {doc_id: text for text, doc_id in owner.items()}
+    assert all(row.text.startswith(texts[row.doc_id][0]) for row in full.itertuples())
+    assert not any(p.name.startswith("_") for p in (tmp_path / "full").iterdir())  # scratch removed

@@ -52,7 +52,7 @@ def test_xml_external_entities_are_never_resolved(tmp_path):
         '<ArticleTitle>Aspirin and fever.</ArticleTitle><Abstract><AbstractText>Leak &x; here.</AbstractText>'
         '</Abstract></Article></MedlineCitation></PubmedArticle></PubmedArticleSet>'.encode()))
     rows = list(_read_file({"path": str(hostile), "format": "medline", "source": "pubmed", "text_field": "text",
-                            "id_field": "id", "documents": "line", "max_docs": 0, "file_rank": 0}))
+                            "id_field": "id", "documents": "line", "max_docs": 0, "file_rank": 0, "buckets": 1}))
     assert not any("contents-of-a-private-file" in str(row) for row in rows)
     assert [row["error"] != "" for row in rows] == [True]  # quarantined, with the parser's reason
     assert rows[0]["error"].startswith("XMLSyntaxError")
@@ -61,7 +61,7 @@ def test_xml_external_entities_are_never_resolved(tmp_path):
 def _rows(path, fmt: str) -> list[dict]:
     """What ingest makes of one file: document rows and quarantine rows (error set)."""
     return list(_read_file({"path": str(path), "format": fmt, "source": "s", "text_field": "text", "id_field": "id",
-                            "documents": "line", "max_docs": 0, "file_rank": 0}))
+                            "documents": "line", "max_docs": 0, "file_rank": 0, "buckets": 1}))
 
 
 @pytest.mark.parametrize("name, content, fmt", [
