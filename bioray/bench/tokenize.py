@@ -69,30 +69,39 @@ def _text_bytes_and_sample(documents_dir: Path, sample_bytes: int = 20_000_000) 
 
 
 def scaled_corpus(sources: list[SourceConfig], copies: int, target: Path) -> list[SourceConfig]:
-    """The JSON Lines sources written `copies` times, each copy's ids and texts made distinct.
+    """The JSON Lines and plain-text sources written `copies` times, each copy's ids and texts made distinct.
 
-    For the bounded-memory check: copy k has ids `<id>#k` and text prefixed `Copy k.`, so
-    deduplication keeps every copy and the corpus really is `copies` times larger. Other sources
-    (the small XML samples) are kept once, as they are.
+    For the bounded-memory check: copy k has ids `<id>#k` (text: its own file) and every text prefixed
+    `Copy k.`, so deduplication keeps every copy and the corpus really is `copies` times larger. The
+    XML sources (small samples) are kept once, as they are.
     """
     scaled = []
     for index, source in enumerate(sources):
-        if source.format != "jsonl":
+        if source.format not in ("jsonl", "text"):
             scaled.append(source)
             continue
-        path = target / f"{index}-{Path(source.path).name.removesuffix('.gz')}"
         opener = gzip.open if source.path.endswith(".gz") else open
-        with opener(source.path, "rt", encoding="utf-8") as lines, open(path, "w", encoding="utf-8") as out:
-            for line in lines:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                for k in range(copies):
-                    if k:
-                        record = {**record, source.id_field: f"{record.get(source.id_field)}#{k}",
-                                  source.text_field: f"Copy {k}. {record.get(source.text_field)}"}
-                    out.write(json.dumps(record) + "\n")
+        name = Path(source.path).name.removesuffix(".gz")
+        if source.format == "jsonl":
+            path = target / f"{index}-{name}"
+            with opener(source.path, "rt", encoding="utf-8") as lines, open(path, "w", encoding="utf-8") as out:
+                for line in lines:
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue
+                    for k in range(copies):
+                        if k:
+                            record = {**record, source.id_field: f"{record.get(source.id_field)}#{k}",
+                                      source.text_field: f"Copy {k}. {record.get(source.text_field)}"}
+                        out.write(json.dumps(record) + "\n")
+        else:  # one file per copy: a text document's id is its file and line
+            path = target / f"{index}-{Path(name).stem}"
+            path.mkdir()
+            for k in range(copies):
+                with opener(source.path, "rt", encoding="utf-8") as lines, \
+                        open(path / f"copy{k}-{name}", "w", encoding="utf-8") as out:
+                    out.writelines(f"Copy {k}. {line}" if k and line.strip() else line for line in lines)
         scaled.append(source.model_copy(update={"path": str(path)}))
     return scaled
 

@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 MIN_BUCKETS = 16  # enough tasks to keep a few nodes' cores busy on a small corpus
 BUCKET_INPUT_BYTES = 256 * 2**20  # input per bucket: its keys stay a few tens of MB in one task
 QUARANTINE_BUCKET = -1
+
 
 def _read_file(item: dict) -> Iterator[dict]:
     """The records of one file, streamed, plus a quarantine row for each record (or rest of file) that failed.
@@ -96,6 +97,12 @@ def text_hash(text: str) -> str:
 KEY_COLUMNS = ["doc_id", "file_rank", "record", "version", "deleted", "text_hash", "chars"]
 LATEST_DROPS = ["error", "location", "file"]  # parse bookkeeping, not part of latest/
 DOCUMENT_DROPS = ["deleted", "file_rank", "record", "text_hash", "chars"]  # dedup bookkeeping
+HANDOFF_SCHEMA = pa.schema([("doc_id", pa.string()), ("text_hash", pa.string()), ("file_rank", pa.int64()),
+                            ("record", pa.int64()), ("text_bucket", pa.int64()), ("bucket", pa.int64())])
+KEPT_SCHEMA = pa.schema([("bucket", pa.int64()), ("file_rank", pa.int64()), ("record", pa.int64())])
+DOCUMENT_SCHEMA = pa.schema([("source", pa.string()), ("doc_id", pa.string()), ("version", pa.int64()),
+                             ("text", pa.string()), ("metadata", pa.string()), ("is_new", pa.bool_()),
+                             ("sentence_starts", pa.list_(pa.int64())), ("sentence_ends", pa.list_(pa.int64()))])
 
 
 def _record_keys(frame: pd.DataFrame) -> np.ndarray:
@@ -128,15 +135,16 @@ def _files(directory: Path) -> list[str]:
     return sorted(str(p) for p in directory.glob("*.parquet")) if directory.is_dir() else []
 
 
-def _write_atomically(tables: Iterator[pa.Table], target: Path, schema: pa.Schema | None = None) -> int:
+def _write_atomically(tables: Iterable[pa.Table], target: Path, schema: pa.Schema | None = None) -> int:
     """Stream tables into one Parquet file, written under a temporary name then renamed (a retried
-    task rewrites it whole); rows written. With no table and no schema, no file."""
+    task rewrites it whole); rows written. With no table and no schema, no file. Row groups are small
+    (4,096 rows) so that a reader filtering on a sorted column (a text bucket) skips the others'."""
     temporary, rows, writer = target.with_name(f".{target.name}.{os.getpid()}.tmp"), 0, None
     try:
         for table in tables:
             if writer is None:
                 writer = pq.ParquetWriter(temporary, table.schema)
-            writer.write_table(table)
+            writer.write_table(table, row_group_size=4096)
             rows += table.num_rows
         if writer is None and schema is not None:
             writer = pq.ParquetWriter(temporary, schema)
@@ -160,9 +168,8 @@ def _resolve_bucket(bucket: int, sources: list[str], latest_dir: str, handoff_di
     candidates = candidates.assign(
         text_bucket=np.array([bucket_of(h, buckets) for h in candidates["text_hash"]], dtype=np.int64),
         bucket=np.int64(bucket)).sort_values("text_bucket")
-    pq.write_table(pa.Table.from_pandas(candidates, schema=HANDOFF_SCHEMA, preserve_index=False),
-                   Path(handoff_dir) / f"{bucket:05d}.parquet",
-                   row_group_size=4096)  # small groups: each text bucket's reader skips the others'
+    _write_atomically([pa.Table.from_pandas(candidates, schema=HANDOFF_SCHEMA, preserve_index=False)],
+                      Path(handoff_dir) / f"{bucket:05d}.parquet")
     keys = np.sort(_record_keys(latest))
     names = [n for n in dataset.schema.names if n not in LATEST_DROPS + ["bucket"]]
     batches = (_only(pa.Table.from_batches([b]), keys) for b in dataset.to_batches(columns=names))
@@ -178,8 +185,8 @@ def _unique_text_bucket(text_bucket: int, handoff_dir: str, kept_dir: str) -> in
         columns=["doc_id", "text_hash", "file_rank", "record", "bucket"],
         filter=pc.field("text_bucket") == text_bucket).to_pandas()
     kept = unique_texts(candidates)[["bucket", "file_rank", "record"]].sort_values("bucket")
-    pq.write_table(pa.Table.from_pandas(kept, schema=KEPT_SCHEMA, preserve_index=False),
-                   Path(kept_dir) / f"{text_bucket:05d}.parquet", row_group_size=4096)
+    _write_atomically([pa.Table.from_pandas(kept, schema=KEPT_SCHEMA, preserve_index=False)],
+                      Path(kept_dir) / f"{text_bucket:05d}.parquet")
     return len(kept)
 
 
@@ -207,14 +214,6 @@ def _documents_of_bucket(bucket: int, latest_file: str, kept_dir: str, documents
                                        preserve_index=False)
 
     return _write_atomically(documents(), Path(documents_dir) / f"part-{bucket:05d}.parquet", DOCUMENT_SCHEMA)
-
-
-HANDOFF_SCHEMA = pa.schema([("doc_id", pa.string()), ("text_hash", pa.string()), ("file_rank", pa.int64()),
-                            ("record", pa.int64()), ("text_bucket", pa.int64()), ("bucket", pa.int64())])
-KEPT_SCHEMA = pa.schema([("bucket", pa.int64()), ("file_rank", pa.int64()), ("record", pa.int64())])
-DOCUMENT_SCHEMA = pa.schema([("source", pa.string()), ("doc_id", pa.string()), ("version", pa.int64()),
-                             ("text", pa.string()), ("metadata", pa.string()), ("is_new", pa.bool_()),
-                             ("sentence_starts", pa.list_(pa.int64())), ("sentence_ends", pa.list_(pa.int64()))])
 
 
 def document_counts(documents_dir: Path, only_new: bool = False) -> tuple[dict[str, int], int]:

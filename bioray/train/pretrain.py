@@ -30,6 +30,7 @@ from transformers import AutoTokenizer
 from bioray import progress
 from bioray.config import PretrainConfig
 from bioray.data.masking import mask_batch, stack_column
+from bioray.data.streaming import IN_FLIGHT_BYTES
 from bioray.model.encoder import (
     STATS,
     apply_fast_path,
@@ -248,10 +249,9 @@ class HeldOut:
     def __init__(self, directory: Path, config: PretrainConfig, tokenizer, rank: int, world: int, device):
         import pyarrow.dataset as pads
 
-        table = pads.dataset(str(directory), format="parquet").to_table(
-            columns=["input_ids", "token_type_ids", "word_start", "length"])
-        table = table.slice(0, config.eval_sequences).take(list(range(rank, min(len(table), config.eval_sequences),
-                                                                       world)))
+        table = pads.dataset(str(directory), format="parquet").head(  # reads only what it returns
+            config.eval_sequences, columns=["input_ids", "token_type_ids", "word_start", "length"])
+        table = table.take(list(range(rank, len(table), world)))
         batch = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
         masked = mask_batch(batch, config.mask_rate, tokenizer.mask_token_id, len(tokenizer),
                             list(tokenizer.all_special_ids), torch.Generator().manual_seed(config.seed + 7919),
@@ -352,6 +352,8 @@ def _ordered_split() -> DataConfig:
     read timing, and a resumed run would skip different micro-batches than it trained on."""
     options = DataConfig.default_ingest_options()
     options.preserve_order = True
+    # the blocks read ahead of the workers stay within one fixed budget, whatever the number of shards
+    options.resource_limits = options.resource_limits.copy(object_store_memory=IN_FLIGHT_BYTES)
     return DataConfig(execution_options=options, enable_shard_locality=False)
 
 
