@@ -261,6 +261,12 @@ def _fingerprint(item: dict) -> dict:
     return {"path": item["path"], "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def _on_node(step, *args) -> str:
+    """Run one bucket's step; the id of the node it ran on (how many nodes shared the work)."""
+    step(*args)
+    return ray.get_runtime_context().get_node_id()
+
+
 def bucket_count(items: list[dict]) -> int:
     """Buckets for these input files: more as the input grows, so that a bucket's keys stay small;
     fixed by the files alone, so the same input gives the same output files on any cluster."""
@@ -313,15 +319,15 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     steps = {name: output / name for name in ("latest", "_handoff", "_kept", "documents")}
     for directory in steps.values():
         directory.mkdir(parents=True, exist_ok=True)
-    task = ray.remote(num_cpus=1)
+    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_on_node)  # every node's cores and disks
     sources = {b: _files(parsed / f"bucket={b}") + _files(earlier / f"bucket={b}") for b in range(buckets)}
-    ray.get([task(_resolve_bucket).remote(b, sources[b], str(steps["latest"]), str(steps["_handoff"]), buckets,
-                                          ingest.min_chars) for b in range(buckets)])
-    ray.get([task(_unique_text_bucket).remote(b, str(steps["_handoff"]), str(steps["_kept"]))
-             for b in range(buckets)])
-    ray.get([task(_documents_of_bucket).remote(b, str(steps["latest"] / f"part-{b:05d}.parquet"),
-                                               str(steps["_kept"]), str(steps["documents"]), reused)
-             for b in range(buckets)])
+    nodes = set(ray.get([task.remote(_resolve_bucket, b, sources[b], str(steps["latest"]), str(steps["_handoff"]),
+                                     buckets, ingest.min_chars) for b in range(buckets)]))
+    nodes |= set(ray.get([task.remote(_unique_text_bucket, b, str(steps["_handoff"]), str(steps["_kept"]))
+                          for b in range(buckets)]))
+    nodes |= set(ray.get([task.remote(_documents_of_bucket, b, str(steps["latest"] / f"part-{b:05d}.parquet"),
+                                      str(steps["_kept"]), str(steps["documents"]), reused)
+                          for b in range(buckets)]))
     for scratch in (parsed, earlier, steps["_handoff"], steps["_kept"]):
         shutil.rmtree(scratch, ignore_errors=True)
     (output / "manifest.json").write_text(json.dumps({"files": [_fingerprint(i) for i in items]}, indent=2))
@@ -331,6 +337,7 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     metrics = {"ingest/files": len(items), "ingest/files_parsed": len(new_items), "ingest/files_reused": reused,
                "ingest/quarantined_records": len(errors), "ingest/quarantined_files": len({e["file"] for e in errors}),
                "ingest/records_parsed": parsed_count, "ingest/documents": sum(per_source.values()),
-               "ingest/documents_new": new_documents, "ingest/sentences": sentences, "ingest/buckets": buckets}
+               "ingest/documents_new": new_documents, "ingest/sentences": sentences, "ingest/buckets": buckets,
+               "ingest/nodes": len(nodes)}
     metrics.update({f"ingest/documents_{name}": count for name, count in per_source.items()})
     return metrics

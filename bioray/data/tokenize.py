@@ -64,6 +64,7 @@ class TokenizePacker:
         self.output_dirs = {int(length): Path(path) for length, path in output_dirs.items()}
         self.heldout_dir = Path(heldout_dir) if heldout_dir else None
         self.heldout_fraction = heldout_fraction
+        self.node = ray.get_runtime_context().get_node_id()  # where the shards were written
 
     def _marked(self, text: str, starts: list[int]) -> str:
         cuts = [s for s in starts if 0 < s < len(text)]
@@ -72,7 +73,8 @@ class TokenizePacker:
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
         """Tokenize the batch once, pack it at every sequence length, write one shard per length; the
         held-out documents (never trained on) are packed apart, at the first length only."""
-        rows: dict[str, list] = {"part": [], "seq_len": [], "shard": [], "source": [], "sequences": [], "tokens": []}
+        rows: dict[str, list] = {"part": [], "seq_len": [], "shard": [], "source": [], "sequences": [], "tokens": [],
+                                 "node": []}
         heldout = heldout_mask(batch.column("doc_id").to_pylist(), self.heldout_fraction, self.seed)
         parts = [("train", ~heldout, self.output_dirs)]
         if self.heldout_dir is not None:
@@ -92,9 +94,10 @@ class TokenizePacker:
                     of_source = packed["source"] == name
                     for key, value in (("part", part), ("seq_len", seq_len), ("shard", shard), ("source", name),
                                        ("sequences", int(of_source.sum())),
-                                       ("tokens", int(packed["length"][of_source].sum()))):
+                                       ("tokens", int(packed["length"][of_source].sum())), ("node", self.node)):
                         rows[key].append(value)
-        return {k: np.array(v, dtype=object if k in ("part", "shard", "source") else np.int64) for k, v in rows.items()}
+        return {k: np.array(v, dtype=object if k in ("part", "shard", "source", "node") else np.int64)
+                for k, v in rows.items()}
 
     @staticmethod
     def _write(packed: dict[str, np.ndarray], directory: Path, seq_len: int) -> str:
@@ -207,7 +210,8 @@ def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Pat
         for orphan in directory.glob(".part-*.tmp"):
             orphan.unlink()
     stats = {"packing": config.packing, "documents_from": config.documents, "documents": sum(per_source.values()),
-             "sentences": sentences, "seq_len": config.seq_len, **_length_stats(written, config.seq_len)}
+             "sentences": sentences, "nodes": int(written["node"].nunique()), "seq_len": config.seq_len,
+             **_length_stats(written, config.seq_len)}
     if config.long_seq_len:
         stats["long"] = {"seq_len": config.long_seq_len, **_length_stats(written, config.long_seq_len)}
     if held_out:

@@ -25,6 +25,7 @@ class RayCluster:
     env: dict  # what a client needs: RAY_AUTH_MODE and the token's path
     token: str = field(repr=False)
     temp_dir: Path  # the session's logs
+    address: str = ""  # the GCS, for a driver's ray.init(address=...)
 
     def get(self, path: str):
         """GET a dashboard endpoint (JSON), authenticated with the cluster token."""
@@ -55,7 +56,7 @@ def two_node_ray_cluster(node_env: dict, head_cpus: int = 2, worker_cpus: int = 
         [ray, "start", "--head", f"--port={gcs_port}", f"--num-cpus={head_cpus}", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={dashboard_port}", f"--temp-dir={base / 'ray'}", *common],
         env=env, stdout=open(base / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)]
-    cluster = RayCluster(f"http://127.0.0.1:{dashboard_port}", auth, token, base / "ray")
+    cluster = RayCluster(f"http://127.0.0.1:{dashboard_port}", auth, token, base / "ray", f"127.0.0.1:{gcs_port}")
     try:
         _wait(lambda: cluster.node_ids(), "the head node", base / "head.log")
         processes.append(subprocess.Popen(
