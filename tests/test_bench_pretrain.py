@@ -59,6 +59,7 @@ def test_base_size_is_bert_base_with_30522_rows():
     assert flops_per_token(mlm_parameters(model, 0.15), 12, 768, 128) == pytest.approx(0.55e9, rel=0.02)
 
 
+@pytest.mark.extended  # ~15 s of training; the default tier keeps the helpers' checks above
 def test_bench_pretrain_reports_all_three_arms(tmp_path, data_root):
     source = data_root / "pubmed-raw" / "abstracts_one_per_line" / "PubMedAbstract_1MB.txt"
     (tmp_path / "text").mkdir()
