@@ -338,16 +338,22 @@ def _scales(value: str) -> list[int]:
 @click.option("--data", "data", type=click.Path(exists=True, file_okay=False), default=None,
               help="Text files, one document per line (default: ../shared/data/pubmed-raw/abstracts_one_per_line).")
 @click.option("--tokenizer", type=click.Path(exists=True, file_okay=False), default=None,
-              help="HF tokenizer directory (default: train a 30,522-piece WordPiece on the text, untimed).")
+              help="HF tokenizer directory (default: train a WordPiece of up to 30,522 pieces on the text, untimed).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="cpu: a tiny BERT at T=128; cuda: BERT-base at T=128 and T=512, bf16, compiled.")
+              help="cpu: T=128, fp32; cuda: T=128 and T=512, bf16, compiled.")
+@click.option("--model-size", "size", type=click.Choice(["tiny", "base"]), default=None,
+              help="tiny: a 2 x 128 BERT (the default on cpu); base: BERT-base, 12 layers x 768 hidden, 12 heads, "
+                   "3072 feed-forward, 30,522 vocabulary rows (the default on cuda). On cpu, base measures a few "
+                   "steps only: batch 8 at T=128, 1 warmup step, then 4 batches' worth of real tokens (4 x 8 x 128) "
+                   "per arm unless --tokens says otherwise (the line-by-line arm needs more, smaller steps for them).")
 @click.option("--seq-len", "seq_lens", type=int, multiple=True,
               help="Sequence lengths to measure (repeatable; default per device).")
 @click.option("--tokens", "budget", type=int, default=None,
-              help="Real tokens each side trains on per setting (default: cpu 150,000, cuda 10,000,000).")
+              help="Real tokens each arm trains on per setting (default: cpu tiny 150,000, cpu base 4 batches, "
+                   "cuda 10,000,000).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_pretrain_command(data, tokenizer, device, seq_lens, budget, as_json):
-    """bioray's pretraining step vs. the HF run_mlm --line_by_line step: real tokens/s and MFU, in one run."""
+def bench_pretrain_command(data, tokenizer, device, size, seq_lens, budget, as_json):
+    """bioray's pretraining step vs. HF run_mlm's step, line by line and packed: real tokens/s, MFU, in one run."""
     from pathlib import Path
 
     from bioray.bench.pretrain import bench_pretrain
@@ -355,21 +361,23 @@ def bench_pretrain_command(data, tokenizer, device, seq_lens, budget, as_json):
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubmed-raw" / "abstracts_one_per_line"
     with _stdout_to_stderr() if as_json else contextlib.nullcontext():
         result = bench_pretrain(Path(data) if data else default, Path(tokenizer) if tokenizer else None, budget,
-                                device=device, seq_lens=tuple(seq_lens) or None)
+                                device=device, seq_lens=tuple(seq_lens) or None, size=size)
     if as_json:
         click.echo(json.dumps(result))
         return
     model = result["model"]
-    click.echo(f"{result['device_name']} ({result['device']}, {result['precision']}), BERT {model['layers']} x "
-               f"{model['hidden']}, vocab {result['vocab_size']}, {result['torch_threads']} torch threads")
+    click.echo(f"{result['device_name']} ({result['device']}, {result['precision']}), BERT {result['model_size']} "
+               f"{model['layers']} x {model['hidden']}, vocab {result['model_vocab_size']} rows "
+               f"({result['vocab_size']} WordPiece pieces), {result['torch_threads']} torch threads")
     for setting in result["settings"]:
-        for side in ("bioray", "baseline"):
+        for side, label in (("bioray", "bioray"), ("baseline", "HF line-by-line"), ("packed_baseline", "HF packed")):
             row = setting[side]
             mfu = f", MFU {row['mfu']:.1%}" if row["mfu"] is not None else ""
             memory = f", peak {row['peak_memory_mb']:.0f} MiB" if row["peak_memory_mb"] is not None else ""
-            click.echo(f"T={setting['seq_len']:<4d} {side:9s} {row['tokens_per_s']:12.0f} real tokens/s "
+            click.echo(f"T={setting['seq_len']:<4d} {label:15s} {row['tokens_per_s']:12.0f} real tokens/s "
                        f"{row['sequences_per_s']:9.1f} seq/s (fill {row['fill_ratio']:.2f}{mfu}{memory})")
-        click.echo(f"T={setting['seq_len']:<4d} ratio     {setting['ratio']:.2f}")
+        click.echo(f"T={setting['seq_len']:<4d} ratio to line-by-line {setting['ratio']:.2f}, "
+                   f"to packed {setting['packed_ratio']:.2f}")
 
 
 @bench.command(name="finetune")

@@ -1,16 +1,20 @@
-"""`bioray bench pretrain`: bioray's pretraining step against the step most users would write, in one run.
+"""`bioray bench pretrain`: bioray's pretraining step against the steps most users would write, in one run.
 
-Both sides train the same BERT on the same PubMed sentences until each has processed the same
+Three arms train the same BERT on the same PubMed sentences until each has processed the same
 number of real (non-pad) tokens, in this process, on the same device:
 (a) bioray: sentences packed into full sequences (stream packing), dynamic masking, and the fast
     path of `pretrain.fast` (unpadded encoder, MLM decoder on masked positions only, SDPA or
     flash-attn attention, fused AdamW; on CUDA also bf16 and torch.compile);
 (b) baseline: HF `BertForMaskedLM` + `DataCollatorForLanguageModeling` over padded per-sentence
     batches, as HF's run_mlm.py `--line_by_line` does (decoder over every position), torch AdamW;
-    on CUDA in bf16 autocast, as run_mlm.py `--bf16`.
-On CPU the model is a tiny BERT; on CUDA it is BERT-base at T=128 and T=512. The DeepSpeed wrapper
-bioray trains through adds no compute in one process and is left out of both.
-MFU counts the same model FLOPs per real token for both sides (6N + 12·L·d·T, N from `mlm_parameters`).
+    on CUDA in bf16 autocast, as run_mlm.py `--bf16`;
+(c) packed baseline: the same HF step over run_mlm.py's default grouping (no `--line_by_line`):
+    every sentence as [CLS] sentence [SEP], all concatenated and cut into full blocks of T, so no
+    padding; the decoder still runs over every position.
+The model is a tiny BERT (2 x 128) or BERT-base (`size`; by default tiny on CPU, base on CUDA, at
+T=128 and T=512 there). The DeepSpeed wrapper bioray trains through adds no compute in one process
+and is left out of all three.
+MFU counts the same model FLOPs per real token for every arm (6N + 12·L·d·T, N from `mlm_parameters`).
 """
 
 from __future__ import annotations
@@ -29,14 +33,52 @@ from bioray.corpus.sentences import sentence_spans
 
 TINY = ModelConfig(layers=2, hidden=128, heads=2, intermediate=512, max_position=512, dropout=0.1)
 BASE = ModelConfig()  # BERT-base: 12 layers, 768 hidden, 12 heads, 3072 feed-forward
-# Per device: the model, the settings measured by default, sequences per batch at each length, warmup steps.
+BERT_BASE_VOCAB = 30522
+# Per size: the encoder shape and the model's vocabulary rows at least (None: the tokenizer's pieces).
+# base keeps BERT-base's 30,522 rows when the bench text yields fewer WordPiece pieces (1 MB of
+# abstracts yields ~14,000): the rows no token uses cost the embedding and the decoder the same.
+SIZES = {"tiny": (TINY, None), "base": (BASE, BERT_BASE_VOCAB)}
+# Per device: the size and settings measured by default, precision, torch.compile.
 DEVICES = {
-    "cpu": {"shape": TINY, "seq_lens": (128,), "batch": {128: 32, 512: 8}, "bf16": False, "compile": False,
-            "warmup": 2, "tokens": 150_000},
-    "cuda": {"shape": BASE, "seq_lens": (128, 512), "batch": {128: 256, 512: 64}, "bf16": True, "compile": True,
-             "warmup": 15, "tokens": 10_000_000},
+    "cpu": {"size": "tiny", "seq_lens": (128,), "bf16": False, "compile": False},
+    "cuda": {"size": "base", "seq_lens": (128, 512), "bf16": True, "compile": True},
+}
+# Per device and size: sequences per batch at each length, untimed warmup steps, and the real tokens
+# each arm trains on per setting (`steps`: that many full batches' worth, batch x T, when a whole
+# token budget would take too long: BERT-base on a CPU measures a handful of steps).
+RUNS = {
+    ("cpu", "tiny"): {"batch": {128: 32, 512: 8}, "warmup": 2, "tokens": 150_000},
+    ("cpu", "base"): {"batch": {128: 8, 512: 2}, "warmup": 1, "steps": 4},
+    ("cuda", "tiny"): {"batch": {128: 256, 512: 64}, "warmup": 15, "tokens": 10_000_000},
+    ("cuda", "base"): {"batch": {128: 256, 512: 64}, "warmup": 15, "tokens": 10_000_000},
 }
 MASK_RATE = 0.15
+
+
+def model_vocab_size(size: str, tokenizer_pieces: int) -> int:
+    """The vocabulary rows of the model every arm trains: the tokenizer's pieces, at least BERT-base's
+    30,522 for the base size."""
+    return max(tokenizer_pieces, SIZES[size][1] or 0)
+
+
+def pack_blocks(encoded: list[list[int]], seq_len: int, cls_id: int, sep_id: int) -> np.ndarray:
+    """run_mlm.py's grouping without --line_by_line: each text tokenized with its special tokens
+    ([CLS] text [SEP]), all texts concatenated into one stream, the stream cut into blocks of exactly
+    seq_len tokens; the last, shorter remainder is dropped. No padding anywhere: (blocks, seq_len)."""
+    stream = np.fromiter(itertools.chain.from_iterable((cls_id, *ids, sep_id) for ids in encoded), dtype=np.int64)
+    blocks = len(stream) // seq_len
+    return stream[: blocks * seq_len].reshape(blocks, seq_len)
+
+
+def hf_batches(tokenizer, examples: list[dict], batch_size: int) -> list[dict]:
+    """Full batches of the examples through HF's DataCollatorForLanguageModeling (pads each batch to
+    its longest example, masks 15%), as a Trainer over run_mlm.py's dataset gets them."""
+    from transformers import DataCollatorForLanguageModeling
+
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=MASK_RATE)
+    batches = [collator(examples[i:i + batch_size]) for i in range(0, len(examples) - batch_size + 1, batch_size)]
+    return [{k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+            for b in batches]
 
 
 def read_sentences(data: Path, limit_bytes: int) -> list[str]:
@@ -99,7 +141,7 @@ def _versions() -> dict:
             "cuda": torch.version.cuda}
 
 
-def _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, device, fast, bf16,
+def _bioray_side(tokenizer, encoded, shape, vocab_size, seq_len, batch_size, budget_tokens, device, fast, bf16,
                  warmup) -> tuple[dict, float]:
     """(a): the same sentences packed back to back into full sequences, through bioray's fast path.
     Returns the timing and the model's masked-LM FLOPs per real token."""
@@ -120,7 +162,7 @@ def _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, 
                           MASK_RATE, tokenizer.mask_token_id, len(tokenizer), special, generator)
                for i in range(0, len(packed["length"]) - batch_size + 1, batch_size)]
     torch.manual_seed(0)
-    model = apply_fast_path(build_mlm_model(len(tokenizer), tokenizer.pad_token_id, **shape.model_dump()).to(device),
+    model = apply_fast_path(build_mlm_model(vocab_size, tokenizer.pad_token_id, **shape.model_dump()).to(device),
                             **fast.model_switches())
     optimizer = build_optimizer("adamw", decay_groups(model, 0.01), 1e-4, device.type == "cuda", fast.fused_optimizer)
 
@@ -135,19 +177,13 @@ def _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, 
     return _timed(step, batches, budget_tokens, warmup, device), per_token
 
 
-def _baseline_side(tokenizer, encoded, shape, batch_size, budget_tokens, device, bf16, warmup) -> dict:
-    """(b): one sentence per example, padded per batch, the full-vocabulary decoder everywhere."""
-    from transformers import DataCollatorForLanguageModeling
-
+def _hf_side(tokenizer, batches, shape, vocab_size, budget_tokens, device, bf16, warmup) -> dict:
+    """The plain HF step over ready batches: BertForMaskedLM (the full-vocabulary decoder at every
+    position), torch AdamW."""
     from bioray.model.encoder import build_mlm_model
 
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=MASK_RATE)
-    examples = [{"input_ids": [tokenizer.cls_token_id, *sentence, tokenizer.sep_token_id]} for sentence in encoded]
-    batches = [collator(examples[i:i + batch_size]) for i in range(0, len(examples) - batch_size + 1, batch_size)]
-    batches = [{k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
-               for b in batches]
     torch.manual_seed(0)
-    model = build_mlm_model(len(tokenizer), tokenizer.pad_token_id, **shape.model_dump()).to(device)
+    model = build_mlm_model(vocab_size, tokenizer.pad_token_id, **shape.model_dump()).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step(batch):
@@ -160,27 +196,51 @@ def _baseline_side(tokenizer, encoded, shape, batch_size, budget_tokens, device,
     return _timed(step, batches, budget_tokens, warmup, device)
 
 
-def _setting(tokenizer, encoded: list[list[int]], shape: ModelConfig, seq_len: int, batch_size: int,
-             budget_tokens: int, device: torch.device, fast: FastPathConfig, bf16: bool, warmup: int,
+def _baseline_side(tokenizer, encoded, shape, vocab_size, batch_size, budget_tokens, device, bf16, warmup) -> dict:
+    """(b): one sentence per example, padded per batch (run_mlm.py --line_by_line)."""
+    examples = [{"input_ids": [tokenizer.cls_token_id, *sentence, tokenizer.sep_token_id]} for sentence in encoded]
+    return _hf_side(tokenizer, hf_batches(tokenizer, examples, batch_size), shape, vocab_size, budget_tokens, device,
+                    bf16, warmup)
+
+
+def _packed_baseline_side(tokenizer, encoded, shape, vocab_size, seq_len, batch_size, budget_tokens, device, bf16,
+                          warmup) -> dict:
+    """(c): the same sentences grouped into full blocks of seq_len (run_mlm.py without --line_by_line)."""
+    blocks = pack_blocks(encoded, seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    examples = [{"input_ids": block} for block in blocks.tolist()]
+    return _hf_side(tokenizer, hf_batches(tokenizer, examples, batch_size), shape, vocab_size, budget_tokens, device,
+                    bf16, warmup)
+
+
+def _setting(tokenizer, encoded: list[list[int]], shape: ModelConfig, vocab_size: int, seq_len: int,
+             batch_size: int, budget_tokens: int, device: torch.device, fast: FastPathConfig, bf16: bool, warmup: int,
              peak: float | None) -> dict:
-    """One sequence length: bioray's step, then the baseline's, on the same sentences and device."""
+    """One sequence length: bioray's step, then the two baselines', on the same sentences and device."""
     encoded = [ids[: seq_len - 2] for ids in encoded]
-    bioray, per_token = _bioray_side(tokenizer, encoded, shape, seq_len, batch_size, budget_tokens, device, fast,
-                                     bf16, warmup)
+    bioray, per_token = _bioray_side(tokenizer, encoded, shape, vocab_size, seq_len, batch_size, budget_tokens,
+                                     device, fast, bf16, warmup)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the first side's model and optimizer are gone with its function
-    reference = _baseline_side(tokenizer, encoded, shape, batch_size, budget_tokens, device, bf16, warmup)
+    reference = _baseline_side(tokenizer, encoded, shape, vocab_size, batch_size, budget_tokens, device, bf16, warmup)
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    for side in (bioray, reference):
+    packed = _packed_baseline_side(tokenizer, encoded, shape, vocab_size, seq_len, batch_size, budget_tokens, device,
+                                   bf16, warmup)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    for side in (bioray, reference, packed):
         side["mfu"] = side["tokens_per_s"] * per_token / peak if peak else None
-    return {"seq_len": seq_len, "batch_size": batch_size, "flops_per_token": per_token, "bioray": bioray,
-            "baseline": reference, "ratio": bioray["tokens_per_s"] / reference["tokens_per_s"]}
+    return {"seq_len": seq_len, "batch_size": batch_size, "budget_tokens": budget_tokens,
+            "flops_per_token": per_token, "bioray": bioray, "baseline": reference, "packed_baseline": packed,
+            "ratio": bioray["tokens_per_s"] / reference["tokens_per_s"],
+            "packed_baseline_tokens_per_s": packed["tokens_per_s"],
+            "packed_ratio": bioray["tokens_per_s"] / packed["tokens_per_s"]}
 
 
 def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens: int | None = None,
                    device: str = "cpu", seq_lens: tuple[int, ...] | None = None,
-                   fast: FastPathConfig | None = None) -> dict:
+                   fast: FastPathConfig | None = None, size: str | None = None) -> dict:
+    """Every arm at every sequence length; size is tiny or base (default: the device's, see DEVICES)."""
     from transformers import AutoTokenizer
 
     from bioray.data.vocab import train_wordpiece
@@ -189,21 +249,27 @@ def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens:
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench pretrain --device cuda: torch sees no CUDA device here")
     settings = DEVICES[device]
+    size = size or settings["size"]
+    run = RUNS[device, size]
+    shape = SIZES[size][0]
     torch_device = torch.device(device)
     fast = fast or FastPathConfig(compile=settings["compile"])
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     sentences = read_sentences(data, limit_bytes=4_000_000)
     if tokenizer_dir is None:  # not timed: an input of the benchmark
-        tokenizer = train_wordpiece(sentences, 30522, lowercase=False, min_frequency=2)
+        tokenizer = train_wordpiece(sentences, BERT_BASE_VOCAB, lowercase=False, min_frequency=2)
     else:
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    vocab_size = model_vocab_size(size, len(tokenizer))
     encoded = tokenizer(sentences, add_special_tokens=False)["input_ids"]
     name = _device_name(torch_device)
     peak = peak_flops(name) if device == "cuda" else None
-    shape = settings["shape"]
-    results = [_setting(tokenizer, encoded, shape, seq_len, settings["batch"].get(seq_len, 8), budget_tokens or
-                        settings["tokens"], torch_device, fast, settings["bf16"], settings["warmup"], peak)
-               for seq_len in (seq_lens or settings["seq_lens"])]
+    results = []
+    for seq_len in seq_lens or settings["seq_lens"]:
+        batch = run["batch"].get(seq_len, 8)
+        budget = budget_tokens or run.get("tokens") or run["steps"] * batch * seq_len
+        results.append(_setting(tokenizer, encoded, shape, vocab_size, seq_len, batch, budget, torch_device, fast,
+                                settings["bf16"], run["warmup"], peak))
     return {
         "date": datetime.date.today().isoformat(),
         "device": device,
@@ -211,8 +277,11 @@ def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens:
         "peak_tflops": peak / 1e12 if peak else None,
         "versions": _versions(),
         "torch_threads": torch.get_num_threads(),
+        "model_size": size,
         "model": shape.model_dump(),
         "vocab_size": len(tokenizer),
+        "model_vocab_size": vocab_size,
+        "warmup_steps": run["warmup"],
         "precision": "bf16" if settings["bf16"] else "fp32",
         "fast": fast.model_dump(),
         "settings": results,

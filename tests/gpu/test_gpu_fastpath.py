@@ -107,13 +107,14 @@ def test_deepspeed_fused_lamb_matches_biorays_lamb():
 
 
 def test_bench_pretrain_on_cuda_reports_mfu(data_root):
-    from bioray.bench_pretrain import bench_pretrain
+    from bioray.bench.pretrain import bench_pretrain
 
     result = bench_pretrain(data_root / "pubmed-raw" / "abstracts_one_per_line", budget_tokens=300_000,
                             device="cuda", seq_lens=(128,))
     setting = result["settings"][0]
-    for side in ("bioray", "baseline"):
+    assert result["model_size"] == "base" and result["model_vocab_size"] >= 30522  # BERT-base, the cuda default
+    for side in ("bioray", "baseline", "packed_baseline"):
         assert setting[side]["tokens_per_s"] > 0 and setting[side]["peak_memory_mb"] > 0
         if result["peak_tflops"]:
             assert 0 < setting[side]["mfu"] < 1
-    assert setting["bioray"]["fill_ratio"] > 0.99
+    assert setting["bioray"]["fill_ratio"] > 0.99 and setting["packed_baseline"]["fill_ratio"] == 1.0

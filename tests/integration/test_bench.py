@@ -57,14 +57,19 @@ def test_bench_pretrain_json(data_root):
     result = json.loads(done.stdout)  # stdout is the JSON alone
     assert result["device"] == "cpu" and result["peak_tflops"] is None and result["versions"]["torch"]
     assert [s["seq_len"] for s in result["settings"]] == [128, 512]  # both lengths in one run
+    assert result["model_size"] == "tiny" and result["model_vocab_size"] == result["vocab_size"]
     for setting in result["settings"]:
-        bioray, baseline = setting["bioray"], setting["baseline"]
+        bioray, baseline, packed = setting["bioray"], setting["baseline"], setting["packed_baseline"]
         assert setting["ratio"] == pytest.approx(bioray["tokens_per_s"] / baseline["tokens_per_s"])
+        assert setting["packed_baseline_tokens_per_s"] == packed["tokens_per_s"] > 0
+        assert setting["packed_ratio"] == pytest.approx(bioray["tokens_per_s"] / packed["tokens_per_s"])
         assert setting["flops_per_token"] > 0
-        for row in (bioray, baseline):
-            assert row["real_tokens"] >= 20000  # each side trained on at least the budget
+        for row in (bioray, baseline, packed):
+            assert row["real_tokens"] >= 20000  # each arm trained on at least the budget
             assert row["mfu"] is None and row["peak_memory_mb"] is None  # no GPU here: no peak to divide by
         assert bioray["fill_ratio"] > 0.99 > baseline["fill_ratio"]  # packing vs padding
+        assert packed["fill_ratio"] == 1.0  # run_mlm's grouping: full blocks, no padding at all
+        assert packed["real_tokens"] == packed["sequences"] * setting["seq_len"]
         # real tokens per sequence: all T positions when packed, the sentence lengths when padded
         assert bioray["tokens_per_s"] / bioray["sequences_per_s"] == pytest.approx(
             setting["seq_len"] * bioray["fill_ratio"], rel=0.01)
