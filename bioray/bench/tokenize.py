@@ -68,6 +68,10 @@ def _text_bytes_and_sample(documents_dir: Path, sample_bytes: int = 20_000_000) 
     return total, sample
 
 
+def _bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
 def scaled_corpus(sources: list[SourceConfig], copies: int, target: Path) -> list[SourceConfig]:
     """The JSON Lines and plain-text sources written `copies` times, each copy's ids and texts made distinct.
 
@@ -175,6 +179,8 @@ def bench_tokenize(data: Path, tokenizer_dir: Path | None = None, seq_len: int =
                 stats = run_tokenize(TokenizeConfig(seq_len=seq_len, tokenizer_actors=cores),
                                      work / "ingest" / "documents", tokenizer_dir, work / "tokenize")
             pipeline_seconds = time.perf_counter() - started
+            output_bytes = {"documents": _bytes(work / "ingest" / "documents"),
+                            "latest": _bytes(work / "ingest" / "latest"), "sequences": _bytes(work / "tokenize")}
             raws.append(raw_tokenizer_speed(tokenizer_dir, sample))
             raw_all_cores = max(raw_all_cores, raw_tokenizer_parallel(tokenizer_dir, sample, cores))
             raw = max(raws, key=lambda r: r["raw_tokens_per_s"])
@@ -200,6 +206,8 @@ def bench_tokenize(data: Path, tokenizer_dir: Path | None = None, seq_len: int =
         "ingest_mb_per_s": text_bytes / 1e6 / ingest_seconds,
         "ingest_seconds": ingest_seconds,
         "fill_ratio": stats["tokenize/fill_ratio"],
+        "tokens": real_tokens,
+        "output_mb": {name: size / 1e6 for name, size in output_bytes.items()},
         "peak_rss_mb": max(ingest_memory.peak, tokenize_memory.peak) / 1e6,
         "peak_ingest_mb": ingest_memory.peak / 1e6,
         "peak_tokenize_mb": tokenize_memory.peak / 1e6,
