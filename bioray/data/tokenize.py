@@ -201,8 +201,12 @@ def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Pat
         compute=ActorPoolStrategy(size=config.tokenizer_actors),
         num_cpus=_actor_cpus(config.tokenizer_actors),
     )
-    # Documents read ahead of the actors wait in the object store, within a fixed budget.
-    written = capped(packed).to_pandas()  # a few rows per shard: (seq_len, shard, source, sequences, tokens)
+    # Documents read ahead of the actors wait in the object store, within a fixed budget. Blocks go to
+    # the actors in file order, so the batches (and the shards named by their content) are the same
+    # in every run, whatever the read tasks' timing: a retried batch rewrites its own shard.
+    packed = capped(packed)
+    packed.context.execution_options.preserve_order = True
+    written = packed.to_pandas()  # a few rows per shard: (seq_len, shard, source, sequences, tokens)
     # A batch retried after a lost actor wrote its shard again under the same name: count shards once,
     # and drop the temporary file the lost actor may have left half-written (readers skip dot files).
     written = written.drop_duplicates(["part", "seq_len", "shard", "source"])
