@@ -285,8 +285,8 @@ def bench() -> None:
               help="HF tokenizer directory (default: train a 30,522-piece WordPiece on the corpus, untimed).")
 @click.option("--seq-len", type=int, default=128, show_default=True)
 @click.option("--scale", "scales", default="1", show_default=True, callback=lambda _c, _p, v: _scales(v),
-              help="Corpus sizes to run, comma-separated multiples (distinct copies of the JSON Lines sources), "
-                   "each in a fresh process and Ray session: `--scale 1,10` is the bounded-memory check "
+              help="Corpus sizes to run, comma-separated multiples (distinct copies of the JSON Lines and text "
+                   "sources), each in a fresh process and Ray session: `--scale 1,10` is the bounded-memory check "
                    "(memory_growth_* = peak at the last / peak at the first).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_tokenize_command(data, tokenizer, seq_len, scales, as_json):

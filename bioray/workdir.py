@@ -14,6 +14,13 @@ import uuid
 from pathlib import Path
 
 
+def disk_size(path: Path) -> int:
+    """Bytes of a file, or of every file under a directory (symlinks not followed)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
 class UnsafePath(ValueError):
     """A path bioray was about to write or delete resolves outside the workdir."""
 

@@ -23,6 +23,7 @@ import pyarrow.dataset as pads
 
 from bioray.bench.memory import PeakMemory
 from bioray.config import IngestConfig, SourceConfig, TokenizeConfig
+from bioray.workdir import disk_size
 
 
 def _format_of(path: Path) -> str | None:
@@ -66,10 +67,6 @@ def _text_bytes_and_sample(documents_dir: Path, sample_bytes: int = 20_000_000) 
                 sample.append(value)
                 kept += len(value.encode())
     return total, sample
-
-
-def _bytes(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
 def scaled_corpus(sources: list[SourceConfig], copies: int, target: Path) -> list[SourceConfig]:
@@ -179,8 +176,8 @@ def bench_tokenize(data: Path, tokenizer_dir: Path | None = None, seq_len: int =
                 stats = run_tokenize(TokenizeConfig(seq_len=seq_len, tokenizer_actors=cores),
                                      work / "ingest" / "documents", tokenizer_dir, work / "tokenize")
             pipeline_seconds = time.perf_counter() - started
-            output_bytes = {"documents": _bytes(work / "ingest" / "documents"),
-                            "latest": _bytes(work / "ingest" / "latest"), "sequences": _bytes(work / "tokenize")}
+            output_bytes = {"documents": disk_size(work / "ingest" / "documents"),
+                            "latest": disk_size(work / "ingest" / "latest"), "sequences": disk_size(work / "tokenize")}
             raws.append(raw_tokenizer_speed(tokenizer_dir, sample))
             raw_all_cores = max(raw_all_cores, raw_tokenizer_parallel(tokenizer_dir, sample, cores))
             raw = max(raws, key=lambda r: r["raw_tokens_per_s"])

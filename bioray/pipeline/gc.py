@@ -13,7 +13,7 @@ from pathlib import Path
 from bioray.config import WorkflowConfig
 from bioray.pipeline import stage_state
 from bioray.pipeline.plan import build_plan, compute_keys
-from bioray.workdir import Workdir
+from bioray.workdir import Workdir, disk_size
 
 # what a run leaves beside a stage's outputs, and in <workdir>/runs/, each named by the stage key it belongs to
 _BESIDE = re.compile(r"^\.(tmp|scratch)-([0-9a-f]{16})")
@@ -77,16 +77,10 @@ def _stage_outputs(paths: Workdir, current: set[tuple[str, str]]) -> list[Garbag
                 kind, key = beside.groups()
                 if _live(paths, name, key) or (kind == "scratch" and (name, key) in current):
                     continue  # a live driver's stage, or a current stage's resume data
-                found.append(Garbage(path, _size(path), _WHY[kind]))
+                found.append(Garbage(path, disk_size(path), _WHY[kind]))
             elif path.is_dir() and (path / "result.json").is_file():
                 if (name, entry) not in current:
-                    found.append(Garbage(path, _size(path), "an output no given workflow references"))
+                    found.append(Garbage(path, disk_size(path), "an output no given workflow references"))
         subdirectories[:] = [d for d in subdirectories if not _BESIDE.match(d)
                              and not (here / d / "result.json").is_file()]  # outputs are not stage families
     return found
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
