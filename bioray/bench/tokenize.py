@@ -210,6 +210,8 @@ def bench_tokenize(data: Path, tokenizer_dir: Path | None = None, seq_len: int =
         "peak_tokenize_mb": tokenize_memory.peak / 1e6,
         "peak_driver_ingest_mb": ingest_memory.driver_peak / 1e6,
         "peak_driver_tokenize_mb": tokenize_memory.driver_peak / 1e6,
+        "at_peak_ingest_mb": {kind: pss / 1e6 for kind, pss in ingest_memory.at_peak.items()},
+        "at_peak_tokenize_mb": {kind: pss / 1e6 for kind, pss in tokenize_memory.at_peak.items()},
     }
 
 

@@ -1,12 +1,14 @@
 """Tokenize stage: documents Parquet -> packed token sequences in Parquet shards.
 
-Tokenizers are stateful, so they live in Ray Data actors (ActorPoolStrategy). Each batch of
-documents is tokenized in one fast-tokenizer call with the tokenizer's [SEP] string between
-sentences (a special token, so it comes back as one id marking each sentence start without the cost
-of character offsets), then packed with numpy over the whole batch, and written by the actor as one
-Parquet shard named after the batch's content: the sequences never travel through the object store
-(memory stays flat whatever the corpus size), and a batch retried after an actor died rewrites the
-same shard atomically instead of adding a duplicate. The dataset's rows are only per-shard counts.
+Tokenizers are stateful, so they live in Ray Data actors (ActorPoolStrategy). The actors read the
+documents themselves, one Parquet row group at a time (data/row_groups.py), and cut each into batches
+of tokenize.batch_size. Each batch is tokenized in one fast-tokenizer call with the tokenizer's [SEP]
+string between sentences (a special token, so it comes back as one id marking each sentence start
+without the cost of character offsets), then packed with numpy over the whole batch, and written by
+the actor as one Parquet shard named after the batch's content: neither the documents nor the
+sequences travel through the object store (memory stays flat whatever the corpus size), and a row
+group retried after an actor died rewrites the same shards atomically instead of adding duplicates.
+The dataset's rows are only per-shard counts.
 """
 
 from __future__ import annotations
@@ -21,15 +23,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
-from ray.data import ActorPoolStrategy
-from ray.data.expressions import col
 from transformers import AutoTokenizer
 
 from bioray.config import TokenizeConfig
 from bioray.data.ingest import document_counts
 from bioray.data.pack import pack_documents, pack_stream
+from bioray.data.row_groups import actor_pool, batches, read_unit, row_group_units, units_dataset
 from bioray.data.streaming import capped
 
+COUNT_COLUMNS = ("part", "seq_len", "shard", "source", "sequences", "tokens", "node")  # one row per shard written
 ENCODE_CHUNK = 64  # documents per tokenizer call: measured 25% faster than 1024 on PubMed text
 
 
@@ -52,15 +54,16 @@ def batch_rng(seed: int, first_doc_id: str) -> np.random.Generator:
 class TokenizePacker:
     """Ray Data actor: holds one tokenizer, turns document batches into packed sequences."""
 
-    def __init__(self, tokenizer_dir: str, output_dirs: dict[int, str], seed: int, packing: str = "stream",
-                 nsp: bool = False, heldout_dir: str | None = None, heldout_fraction: float = 0.0):
+    def __init__(self, tokenizer_dir: str, output_dirs: dict[int, str], seed: int, batch_size: int,
+                 packing: str = "stream", nsp: bool = False, heldout_dir: str | None = None,
+                 heldout_fraction: float = 0.0, only_new: bool = False):
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per actor: Ray provides the parallelism
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.backend = tokenizer.backend_tokenizer
         pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         self.word_start = np.array([not p.startswith("##") for p in pieces], dtype=np.int8)  # by token id
         self.cls_id, self.sep_id, self.marker = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.sep_token
-        self.seed, self.packing, self.nsp = seed, packing, nsp
+        self.seed, self.batch_size, self.packing, self.nsp, self.only_new = seed, batch_size, packing, nsp, only_new
         self.output_dirs = {int(length): Path(path) for length, path in output_dirs.items()}
         self.heldout_dir = Path(heldout_dir) if heldout_dir else None
         self.heldout_fraction = heldout_fraction
@@ -70,11 +73,19 @@ class TokenizePacker:
         cuts = [s for s in starts if 0 < s < len(text)]
         return self.marker.join(text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)]))
 
-    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        """Tokenize the batch once, pack it at every sequence length, write one shard per length; the
-        held-out documents (never trained on) are packed apart, at the first length only."""
-        rows: dict[str, list] = {"part": [], "seq_len": [], "shard": [], "source": [], "sequences": [], "tokens": [],
-                                 "node": []}
+    def __call__(self, units: pa.Table) -> dict[str, np.ndarray]:
+        """Read each unit's documents and tokenize them batch by batch; one count row per shard written."""
+        rows: dict[str, list] = {k: [] for k in COUNT_COLUMNS}
+        for unit in units.to_pylist():
+            for batch in batches(read_unit(unit, only_new=self.only_new), self.batch_size):
+                self.tokenize_batch(batch, rows)
+        return {k: np.array(v, dtype=object if k in ("part", "shard", "source", "node") else np.int64)
+                for k, v in rows.items()}
+
+    def tokenize_batch(self, batch: pa.Table, rows: dict[str, list]) -> None:
+        """Tokenize the batch once, pack it at every sequence length, write one shard per length (and
+        add its counts to rows); the held-out documents (never trained on) are packed apart, at the
+        first length only."""
         heldout = heldout_mask(batch.column("doc_id").to_pylist(), self.heldout_fraction, self.seed)
         parts = [("train", ~heldout, self.output_dirs)]
         if self.heldout_dir is not None:
@@ -96,8 +107,6 @@ class TokenizePacker:
                                        ("sequences", int(of_source.sum())),
                                        ("tokens", int(packed["length"][of_source].sum())), ("node", self.node)):
                         rows[key].append(value)
-        return {k: np.array(v, dtype=object if k in ("part", "shard", "source", "node") else np.int64)
-                for k, v in rows.items()}
 
     @staticmethod
     def _write(packed: dict[str, np.ndarray], directory: Path, seq_len: int) -> str:
@@ -144,13 +153,6 @@ class TokenizePacker:
         return {"doc_id": doc_ids[owner], "source": sources[owner], **packed}
 
 
-def _actor_cpus(actors: int) -> float:
-    """CPUs each tokenizer actor reserves: one, unless the pool would then hold every CPU of the
-    cluster and starve the Parquet read tasks that feed it (a deadlock)."""
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    return min(1.0, max(0.1, (cpus - 1.0) / actors))
-
-
 def sequences_dir(tokenize_output: Path, long_seq_len: int | None = None) -> Path:
     """Where shards of one length live: `sequences/` at tokenize.seq_len, `sequences-<L>/` at the long length L."""
     return tokenize_output / ("sequences" if long_seq_len is None else f"sequences-{long_seq_len}")
@@ -186,27 +188,21 @@ def run_tokenize(config: TokenizeConfig, documents_dir: Path, tokenizer_dir: Pat
     if not per_source:
         raise ValueError(f"tokenize: no {'new ' if only_new else ''}documents in {documents_dir}"
                          + (" (the ingest run parsed no new file with a document in it)" if only_new else ""))
-    documents = ray.data.read_parquet(str(documents_dir))
-    if only_new:
-        documents = documents.filter(expr=col("is_new"))
-    documents = documents.select_columns(["doc_id", "source", "text", "sentence_starts"])
-    packed = documents.map_batches(
+    # The actors read their own row groups: a unit's batches, and the shards named by their content,
+    # are the same in every run, and a unit retried after its actor died rewrites the same shards.
+    packed = units_dataset(row_group_units(documents_dir)).map_batches(
         TokenizePacker,
-        fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "seed": config.seed, "packing": config.packing,
-                               "nsp": config.nsp, "output_dirs": {k: str(v) for k, v in directories.items()},
+        fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "seed": config.seed,
+                               "batch_size": config.batch_size, "packing": config.packing, "nsp": config.nsp,
+                               "output_dirs": {k: str(v) for k, v in directories.items()},
                                "heldout_dir": str(held_out) if held_out else None,
-                               "heldout_fraction": config.heldout_fraction},
-        batch_size=config.batch_size,
+                               "heldout_fraction": config.heldout_fraction, "only_new": only_new},
+        batch_size=1,
         batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=config.tokenizer_actors),
-        num_cpus=_actor_cpus(config.tokenizer_actors),
+        compute=actor_pool(config.tokenizer_actors),
+        num_cpus=1,
     )
-    # Documents read ahead of the actors wait in the object store, within a fixed budget. Blocks go to
-    # the actors in file order, so the batches (and the shards named by their content) are the same
-    # in every run, whatever the read tasks' timing: a retried batch rewrites its own shard.
-    packed = capped(packed)
-    packed.context.execution_options.preserve_order = True
-    written = packed.to_pandas()  # a few rows per shard: (seq_len, shard, source, sequences, tokens)
+    written = capped(packed).to_pandas()  # a few rows per shard: (seq_len, shard, source, sequences, tokens)
     # A batch retried after a lost actor wrote its shard again under the same name: count shards once,
     # and drop the temporary file the lost actor may have left half-written (readers skip dot files).
     written = written.drop_duplicates(["part", "seq_len", "shard", "source"])

@@ -8,8 +8,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import ray
-from ray.data import ActorPoolStrategy
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from bioray.data.row_groups import actor_pool, batches, read_unit, row_group_units, units_dataset
 
 COLUMNS = ("doc_id", "source", "start", "end", "text", "type", "score")
 
@@ -17,15 +19,23 @@ COLUMNS = ("doc_id", "source", "start", "end", "text", "type", "score")
 class EntityTagger:
     """Ray Data actor: holds one model; documents in, one row per entity out (document offsets)."""
 
-    def __init__(self, model_dir: str, max_length: int, batch_size: int):
+    def __init__(self, model_dir: str, max_length: int, batch_size: int, documents_per_batch: int = 64):
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForTokenClassification.from_pretrained(model_dir, use_safetensors=True)
-        self.max_length, self.batch_size = max_length, batch_size
+        self.max_length, self.batch_size, self.documents_per_batch = max_length, batch_size, documents_per_batch
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, units: pa.Table) -> dict:
+        """Tag each unit's documents, a few at a time: one row per entity found."""
+        tagged = [self.tag(documents.to_pydict())
+                  for unit in units.to_pylist()
+                  for documents in batches(read_unit(unit), self.documents_per_batch)]
+        return {column: np.concatenate([rows[column] for rows in tagged]) if tagged else np.array([])
+                for column in COLUMNS}
+
+    def tag(self, batch: dict) -> dict:
         from bioray.tasks.inference import tag_texts
 
         pieces, owners = [], []  # sentences, each with its document row and offset
@@ -52,17 +62,14 @@ class EntityTagger:
 def run_tagging(model_dir: Path, documents_dir: Path, output: Path, actors: int = 1, max_length: int = 128,
                 batch_size: int = 32) -> dict:
     """Tag every document; entities go to output/entities/*.parquet, counts to output/stats.json."""
-    from bioray.data.tokenize import _actor_cpus
-
-    documents = ray.data.read_parquet(str(documents_dir))
-    documents = documents.select_columns(["doc_id", "source", "text", "sentence_starts"])
-    entities = documents.map_batches(
+    units = row_group_units(documents_dir)
+    entities = units_dataset(units).map_batches(
         EntityTagger, fn_constructor_kwargs={"model_dir": str(model_dir), "max_length": max_length,
                                              "batch_size": batch_size},
-        batch_size=64, batch_format="numpy", compute=ActorPoolStrategy(size=actors), num_cpus=_actor_cpus(actors))
+        batch_size=1, batch_format="pyarrow", compute=actor_pool(actors), num_cpus=1)
     entities.write_parquet(str(output / "entities"))
-    table = ray.data.read_parquet(str(output / "entities")).select_columns(["type"]).to_pandas()
-    stats = {"documents": documents.count(), "entities": len(table),
+    table = pads.dataset(str(output / "entities"), format="parquet").to_table(columns=["type"]).to_pandas()
+    stats = {"documents": sum(unit["rows"] for unit in units), "entities": len(table),
              "entities_per_type": {k: int(v) for k, v in table["type"].value_counts().items()}}
     (output / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats

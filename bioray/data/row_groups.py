@@ -1,0 +1,74 @@
+"""A documents Parquet as units of work, one per row group, that Ray Data actors read themselves.
+
+The actors' dataset is the list of units, not the documents: no read task stands between the files
+and the actors (on a cluster whose cores the actors fill, a read task can wait for a CPU forever),
+and no document text passes through the object store. A unit always holds the same documents, so the
+batches cut from it, and the shards named after them, are the same in every run and every retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+from ray.data import ActorPoolStrategy
+
+ACTORS_START_S = 600  # for a pool's actors to load (a model, a tokenizer) on a busy or autoscaling cluster
+TEXT_COLUMNS = ["doc_id", "source", "text", "sentence_starts"]  # what tokenizing or tagging a document reads
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """The Parquet file itself, or every Parquet file under the directory that readers see (names
+    starting with '.' or '_' are temporary or metadata files)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*.parquet")
+                  if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+
+
+def row_group_units(path: Path) -> list[dict]:
+    """One unit per row group: its file, its index and its rows (read from the footers only)."""
+    units = []
+    for file in parquet_files(path):
+        metadata = pq.read_metadata(file)
+        units += [{"path": str(file), "row_group": group, "rows": metadata.row_group(group).num_rows}
+                  for group in range(metadata.num_row_groups) if metadata.row_group(group).num_rows]
+    return units
+
+
+def units_dataset(units: list[dict]) -> ray.data.Dataset:
+    """The units as a Ray dataset, one block each, so that idle actors take them one at a time. Every
+    actor of the pool is up before the first unit is handed out: all nodes then share even a small
+    corpus (the first actors would otherwise finish it while the others load), and a pool the cluster
+    cannot place fails with Ray's "Timed out while starting actors" instead of waiting forever."""
+    dataset = ray.data.from_items(units, override_num_blocks=max(1, len(units)))
+    dataset.context.wait_for_min_actors_s = ACTORS_START_S
+    return dataset
+
+
+def read_unit(unit: dict, columns: list[str] = TEXT_COLUMNS, only_new: bool = False) -> pa.Table:
+    """The unit's documents (only those new in the last ingest if asked)."""
+    file = pq.ParquetFile(unit["path"])
+    table = file.read_row_group(int(unit["row_group"]), columns=[*columns, *(["is_new"] if only_new else [])])
+    if only_new:
+        table = table.filter(table.column("is_new")).drop_columns(["is_new"])
+    return table
+
+
+def batches(table: pa.Table, size: int) -> Iterator[pa.Table]:
+    """The table in consecutive slices of `size` rows (zero-copy)."""
+    for start in range(0, table.num_rows, size):
+        yield table.slice(start, size)
+
+
+def actor_pool(actors: int) -> ActorPoolStrategy:
+    """Actors of one whole CPU each (map with num_cpus=1), no more than the cluster has: an actor that
+    can never be placed would hold the pool's start, and a fraction of a CPU left on every node runs
+    nothing. One unit at a time per actor: a unit is seconds to minutes of work, and units queued at
+    the actors beside the driver (where the units' blocks live) would leave other nodes idle."""
+    size = max(1, min(actors, int(ray.cluster_resources().get("CPU", 1.0))))
+    return ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1)
