@@ -127,11 +127,12 @@ class TokenizeConfig(Section):
     packing: Literal["stream", "document"] = Field(
         "stream", description="stream: documents back to back, every position filled (MosaicBERT); "
         "document: whole sentences of one document per sequence (BERT).")
-    tokenizer_actors: int = Field(1, ge=1, description="Ray Data actors holding a tokenizer.")
+    tokenizer_actors: int = Field(1, ge=1, description="Ray Data actors holding a tokenizer, one CPU each "
+                                  "(no more than the cluster's CPUs).")
     nsp: bool = Field(False, description="Next-sentence-prediction pairs: half the B segments taken from another "
                       "document (`next_sentence_label` column); needs packing: document.")
-    batch_size: int = Field(1024, ge=1, description="Documents per tokenizer batch; each batch becomes one Parquet "
-                                                    "shard.")
+    batch_size: int = Field(1024, ge=1, description="Documents per tokenizer batch (cut from one row group of the "
+                                                    "documents); each batch becomes one Parquet shard.")
     documents: Literal["all", "new"] = Field(
         "all", description="all: every ingested document; new: only those from the files the ingest run parsed "
         "(scheduled re-pretraining on new literature).")
@@ -455,7 +456,8 @@ class TagConfig(Section):
     dataset: str | None = Field(None, description="NER dataset whose fine-tuned model tags the corpus (none = no tag "
                                                   "stage).")
     seed: int | None = Field(None, description="Which seed's model (default: the first of finetune.seeds).")
-    actors: int = Field(1, ge=1, description="Ray Data actors holding a model.")
+    actors: int = Field(1, ge=1, description="Ray Data actors holding a model, one CPU each (no more than "
+                        "the cluster's CPUs).")
     batch_size: int = Field(32, ge=1, description="Sentences per forward pass.")
 
 

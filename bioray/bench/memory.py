@@ -20,6 +20,7 @@ class PeakMemory:
         self.peak = 0
         self.driver_peak = 0  # this process alone (the Ray driver)
         self.at_peak: dict[str, int] = {}  # PSS by process kind ("driver", "raylet", "ray::IDLE", ...) at the peak
+        self.kind_peaks: dict[str, int] = {}  # each kind's own largest summed PSS, whenever it came
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -37,6 +38,8 @@ class PeakMemory:
                 by_kind[kind] = by_kind.get(kind, 0) + pss
                 if process is me:
                     self.driver_peak = max(self.driver_peak, pss)
+            for kind, pss in by_kind.items():
+                self.kind_peaks[kind] = max(self.kind_peaks.get(kind, 0), pss)
             total = sum(by_kind.values())
             if total > self.peak:
                 self.peak, self.at_peak = total, by_kind

@@ -40,13 +40,15 @@ from bioray.corpus.files import list_source_files
 from bioray.corpus.quarantine import Quarantined
 from bioray.corpus.readers import read_documents
 from bioray.corpus.sentences import sentence_spans
-from bioray.data.streaming import capped
+from bioray.data.streaming import release_memory
 
 log = logging.getLogger(__name__)
 
 MIN_BUCKETS = 16  # enough tasks to keep a few nodes' cores busy on a small corpus
 BUCKET_INPUT_BYTES = 256 * 2**20  # input per bucket: its keys stay a few tens of MB in one task
 QUARANTINE_BUCKET = -1
+CHUNK_TEXT_BYTES = 16 * 2**20  # text a parse task holds at once (characters, about bytes)
+ROW_GROUP_ROWS = 4096  # rows per row group of every file ingest writes: the tokenize and tag actors' unit
 
 
 def _read_file(item: dict) -> Iterator[dict]:
@@ -99,6 +101,11 @@ LATEST_DROPS = ["error", "location", "file"]  # parse bookkeeping, not part of l
 DOCUMENT_DROPS = ["deleted", "file_rank", "record", "text_hash", "chars"]  # dedup bookkeeping
 HANDOFF_SCHEMA = pa.schema([("doc_id", pa.string()), ("text_hash", pa.string()), ("file_rank", pa.int64()),
                             ("record", pa.int64()), ("text_bucket", pa.int64()), ("bucket", pa.int64())])
+PARSED_SCHEMA = pa.schema([("source", pa.string()), ("doc_id", pa.string()), ("version", pa.int64()),
+                           ("text", pa.string()), ("metadata", pa.string()), ("deleted", pa.bool_()),
+                           ("file", pa.string()), ("file_rank", pa.int64()), ("record", pa.int64()),
+                           ("text_hash", pa.string()), ("chars", pa.int64()), ("location", pa.string()),
+                           ("error", pa.string()), ("bucket", pa.int64())])
 KEPT_SCHEMA = pa.schema([("bucket", pa.int64()), ("file_rank", pa.int64()), ("record", pa.int64())])
 DOCUMENT_SCHEMA = pa.schema([("source", pa.string()), ("doc_id", pa.string()), ("version", pa.int64()),
                              ("text", pa.string()), ("metadata", pa.string()), ("is_new", pa.bool_()),
@@ -144,7 +151,7 @@ def _write_atomically(tables: Iterable[pa.Table], target: Path, schema: pa.Schem
         for table in tables:
             if writer is None:
                 writer = pq.ParquetWriter(temporary, table.schema)
-            writer.write_table(table, row_group_size=4096)
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
             rows += table.num_rows
         if writer is None and schema is not None:
             writer = pq.ParquetWriter(temporary, schema)
@@ -154,6 +161,59 @@ def _write_atomically(tables: Iterable[pa.Table], target: Path, schema: pa.Schem
     finally:
         temporary.unlink(missing_ok=True)
     return rows
+
+
+def _write_by_bucket(tables: Iterable[pa.Table], directory: Path, name: str) -> None:
+    """Stream tables into one Parquet file per bucket, `directory/bucket=<b>/<name>.parquet` (without the
+    bucket column), each written under a temporary name and renamed once all are complete."""
+    writers: dict[int, tuple[pq.ParquetWriter, Path, Path]] = {}
+    try:
+        for table in tables:
+            buckets = table.column("bucket").to_numpy()
+            order = np.argsort(buckets, kind="stable")
+            table, buckets = table.take(order).drop_columns(["bucket"]), buckets[order]
+            values, starts = np.unique(buckets, return_index=True)
+            for bucket, start, end in zip(values.tolist(), starts, [*starts[1:], len(buckets)]):
+                if bucket not in writers:
+                    target = directory / f"bucket={bucket}" / f"{name}.parquet"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                    writers[bucket] = (pq.ParquetWriter(temporary, table.schema), temporary, target)
+                writers[bucket][0].write_table(table.slice(start, end - start), row_group_size=ROW_GROUP_ROWS)
+        for writer, temporary, target in writers.values():
+            writer.close()
+            os.replace(temporary, target)
+    finally:
+        for writer, temporary, _ in writers.values():
+            writer.close()  # idempotent
+            temporary.unlink(missing_ok=True)
+
+
+def _chunks(rows: Iterator[dict], schema: pa.Schema) -> Iterator[pa.Table]:
+    """Rows as tables of ROW_GROUP_ROWS rows or CHUNK_TEXT_BYTES of text, whichever comes first: full-text
+    articles are a hundred times longer than abstracts, and a task holds one chunk at a time."""
+    chunk, chars = [], 0
+    for row in rows:
+        chunk.append(row)
+        chars += len(row["text"])
+        if len(chunk) == ROW_GROUP_ROWS or chars >= CHUNK_TEXT_BYTES:
+            yield pa.Table.from_pylist(chunk, schema=schema)
+            chunk, chars = [], 0
+    if chunk:
+        yield pa.Table.from_pylist(chunk, schema=schema)
+
+
+def _parse_file(item: dict, parsed_dir: str) -> None:
+    """Step 1 for one input file: its records, and a quarantine row for each that failed, streamed into
+    one Parquet file per bucket named after the file's rank (a retried task rewrites the same files)."""
+    _write_by_bucket(_chunks(_read_file(item), PARSED_SCHEMA), Path(parsed_dir), f"{item['file_rank']:08d}")
+
+
+def _rebucket(latest_file: str, earlier_dir: str, buckets: int) -> None:
+    """Step 1 for one file of an earlier output's latest/: its rows into this run's buckets."""
+    batches = (_with_bucket(pa.Table.from_batches([b]), buckets)
+               for b in pq.ParquetFile(latest_file).iter_batches(batch_size=ROW_GROUP_ROWS))
+    _write_by_bucket(batches, Path(earlier_dir), Path(latest_file).stem)
 
 
 def _resolve_bucket(bucket: int, sources: list[str], latest_dir: str, handoff_dir: str, buckets: int,
@@ -172,7 +232,9 @@ def _resolve_bucket(bucket: int, sources: list[str], latest_dir: str, handoff_di
                       Path(handoff_dir) / f"{bucket:05d}.parquet")
     keys = np.sort(_record_keys(latest))
     names = [n for n in dataset.schema.names if n not in LATEST_DROPS + ["bucket"]]
-    batches = (_only(pa.Table.from_batches([b]), keys) for b in dataset.to_batches(columns=names))
+    batches = (_only(pa.Table.from_batches([b]), keys)  # one fragment at a time: the task's memory stays flat
+               for b in dataset.to_batches(columns=names, batch_size=ROW_GROUP_ROWS, batch_readahead=2,
+                                           fragment_readahead=1))
     return _write_atomically(batches, Path(latest_dir) / f"part-{bucket:05d}.parquet")
 
 
@@ -222,7 +284,9 @@ def document_counts(documents_dir: Path, only_new: bool = False) -> tuple[dict[s
     sentences = 0
     dataset = pads.dataset(str(documents_dir), format="parquet")
     only = pc.field("is_new") if only_new else None
-    for batch in dataset.to_batches(columns=["source", "sentence_starts"], filter=only):
+    # one file and two batches read ahead: the driver holds the same few MB whatever the corpus size
+    for batch in dataset.to_batches(columns=["source", "sentence_starts"], filter=only, batch_readahead=2,
+                                    fragment_readahead=1):
         for item in pc.value_counts(batch.column("source")).to_pylist():
             per_source[item["values"]] = per_source.get(item["values"], 0) + item["counts"]
         sentences += pc.sum(pc.list_value_length(batch.column("sentence_starts"))).as_py() or 0
@@ -264,6 +328,7 @@ def _fingerprint(item: dict) -> dict:
 def _on_node(step, *args) -> str:
     """Run one bucket's step; the id of the node it ran on (how many nodes shared the work)."""
     step(*args)
+    release_memory()
     return ray.get_runtime_context().get_node_id()
 
 
@@ -296,16 +361,12 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     log.info("ingest: %d file(s) to parse, %d reused from %s; %d buckets", len(new_items), reused,
              previous if reused else "-", buckets)
 
-    # 1. parse (and re-bucket the earlier latest/), streaming, a fixed budget of blocks in flight
+    # 1. parse (and re-bucket the earlier latest/): one Ray task per file, nothing through the object store
     parsed, earlier = output / "_parsed", output / "_earlier"
-    if new_items:
-        files = ray.data.from_items([{**item, "buckets": buckets} for item in new_items],
-                                    override_num_blocks=len(new_items))
-        capped(files.flat_map(_read_file)).write_parquet(str(parsed), partition_cols=["bucket"])
-    if reused:
-        capped(ray.data.read_parquet(str(previous / "latest")).map_batches(
-            _with_bucket, fn_kwargs={"buckets": buckets}, batch_format="pyarrow")).write_parquet(
-            str(earlier), partition_cols=["bucket"])
+    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_on_node)  # every node's cores and disks
+    nodes = set(ray.get([task.remote(_parse_file, {**item, "buckets": buckets}, str(parsed)) for item in new_items]
+                        + [task.remote(_rebucket, f, str(earlier), buckets)
+                           for f in (_files(previous / "latest") if reused else [])]))
     quarantined = _files(parsed / f"bucket={QUARANTINE_BUCKET}")
     errors = (pads.dataset(quarantined, format="parquet").to_table(columns=["file", "location", "error"]).to_pylist()
               if quarantined else [])
@@ -319,9 +380,8 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     steps = {name: output / name for name in ("latest", "_handoff", "_kept", "documents")}
     for directory in steps.values():
         directory.mkdir(parents=True, exist_ok=True)
-    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_on_node)  # every node's cores and disks
     sources = {b: _files(parsed / f"bucket={b}") + _files(earlier / f"bucket={b}") for b in range(buckets)}
-    nodes = set(ray.get([task.remote(_resolve_bucket, b, sources[b], str(steps["latest"]), str(steps["_handoff"]),
+    nodes |= set(ray.get([task.remote(_resolve_bucket, b, sources[b], str(steps["latest"]), str(steps["_handoff"]),
                                      buckets, ingest.min_chars) for b in range(buckets)]))
     nodes |= set(ray.get([task.remote(_unique_text_bucket, b, str(steps["_handoff"]), str(steps["_kept"]))
                           for b in range(buckets)]))

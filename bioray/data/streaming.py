@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
+
+import pyarrow as pa
+
 IN_FLIGHT_BYTES = 512 * 2**20  # blocks read ahead of the operators that consume them, whatever the corpus size
 
 
@@ -11,3 +16,15 @@ def capped(dataset):
     limits = dataset.context.execution_options.resource_limits
     dataset.context.execution_options.resource_limits = limits.copy(object_store_memory=IN_FLIGHT_BYTES)
     return dataset
+
+
+def release_memory() -> None:
+    """Hand the memory a finished task freed back to the OS. A Ray worker lives on after its task, idle
+    or running the next one; without this its footprint is the high-water mark of everything it ran
+    (pyarrow's pool and glibc's heap keep freed pages), which grows with the number of tasks."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator returns memory its own way
+        pass
