@@ -1,0 +1,42 @@
+"""The documents Parquet as row-group units: every document in exactly one unit, read back whole."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bioray.data.row_groups import batches, read_unit, row_group_units
+
+
+def _documents(n: int, first: int = 0) -> pa.Table:
+    return pa.table({"doc_id": [f"d{i}" for i in range(first, first + n)], "source": ["s"] * n,
+                     "text": [f"text {i}" for i in range(first, first + n)],
+                     "sentence_starts": [[0]] * n, "is_new": [i % 3 == 0 for i in range(first, first + n)]})
+
+
+def test_units_cover_every_row_group_once_and_read_back_whole(tmp_path):
+    pq.write_table(_documents(10), tmp_path / "part-00000.parquet", row_group_size=4)  # groups of 4, 4, 2
+    (tmp_path / "sub").mkdir()
+    pq.write_table(_documents(3, first=10), tmp_path / "sub" / "part-00001.parquet")
+    pq.write_table(_documents(5, first=99), tmp_path / ".part-00002.parquet.123.tmp.parquet")  # a writer's temp
+    (tmp_path / "_scratch").mkdir()
+    pq.write_table(_documents(5, first=99), tmp_path / "_scratch" / "x.parquet")  # not a reader's file
+
+    units = row_group_units(tmp_path)
+    assert [(u["row_group"], u["rows"]) for u in units] == [(0, 4), (1, 4), (2, 2), (0, 3)]
+    ids = [i for u in units for i in read_unit(u).column("doc_id").to_pylist()]
+    assert ids == [f"d{i}" for i in range(13)]  # each once, in file order
+    assert read_unit(units[0]).column_names == ["doc_id", "source", "text", "sentence_starts"]
+
+    new = [i for u in units for i in read_unit(u, only_new=True).column("doc_id").to_pylist()]
+    assert new == [f"d{i}" for i in range(13) if i % 3 == 0]
+    assert "is_new" not in read_unit(units[0], only_new=True).column_names
+
+
+def test_a_single_file_is_its_own_units_and_batches_cut_it_in_order(tmp_path):
+    path = tmp_path / "documents.parquet"
+    pq.write_table(_documents(7), path)
+    (unit,) = row_group_units(path)
+    sizes = [b.num_rows for b in batches(read_unit(unit), 3)]
+    assert sizes == [3, 3, 1]
+    assert [b.column("doc_id")[0].as_py() for b in batches(read_unit(unit), 3)] == ["d0", "d3", "d6"]
