@@ -159,8 +159,8 @@ def bench_tokenize(data: Path, tokenizer_dir: Path | None = None, seq_len: int =
             (work / "corpus").mkdir()
             sources = scaled_corpus(sources, scale, work / "corpus")
         ingest = IngestConfig(sources=sources)
-        # One tokenizer actor per core holds every core; one more logical CPU lets the Parquet read
-        # and write tasks of the same pipelines run beside them.
+        # One tokenizer actor per core; one logical CPU more, as in every run of this bench so far
+        # (so that runs compare), lets a third ingest task overlap the others' file I/O.
         ray.init(num_cpus=cores + 1, include_dashboard=False, ignore_reinit_error=True)
         try:
             (work / "ingest").mkdir()

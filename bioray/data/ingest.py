@@ -4,16 +4,19 @@ No state per document lives on the driver: deduplication is hash-partitioned. Th
 split into `buckets` by a hash of their id, so that every version and deletion of one document lands
 in the same bucket, and each bucket is resolved by a Ray task that reads only its own files:
 
-1. parse: each file is read by one Ray Data task, its records written to Parquet under
-   `_parsed/bucket=<b>/` (a file that cannot be parsed is quarantined, under `bucket=-1`, and the
-   rest of the run completes); an earlier output's `latest/` is re-bucketed the same way.
+1. parse: each file is read by one Ray task, its records streamed, 16 MiB of text at a time, into
+   one Parquet file per bucket under `_parsed/bucket=<b>/` (what cannot be parsed is quarantined,
+   under `bucket=-1`, and the rest of the run completes); an earlier output's `latest/` is
+   re-bucketed the same way. Nothing passes through the object store.
 2. latest: per bucket, the latest version of each document, deletions applied -> `latest/`; the
    candidates for text de-duplication go on, re-partitioned by a hash of their text.
 3. unique texts: per text bucket, one document per normalised text (the smallest id).
 4. documents: per bucket, the kept documents with their sentence spans -> `documents/`.
 
-A task holds the keys of one bucket (a few hundred bytes a document) and one batch of text; the
-number of buckets grows with the input, so neither the driver nor a task grows with the corpus.
+A task holds the keys of one bucket (a few hundred bytes a document) and one batch of text, and
+hands what it freed back to the OS when it ends (a Ray worker outlives its tasks). The number of
+buckets grows with the input above 4 GiB; below, a bucket grows with the corpus (measured in
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -326,7 +329,7 @@ def _fingerprint(item: dict) -> dict:
 
 
 def _on_node(step, *args) -> str:
-    """Run one bucket's step; the id of the node it ran on (how many nodes shared the work)."""
+    """Run one step for one file or bucket; the id of the node it ran on (how many nodes shared the work)."""
     step(*args)
     release_memory()
     return ray.get_runtime_context().get_node_id()

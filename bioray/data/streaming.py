@@ -1,4 +1,5 @@
-"""The one cap on what a streaming Ray Data pass holds in flight, shared by every corpus stage."""
+"""Memory of the corpus stages: the one cap on what a streaming Ray Data pass holds in flight, and
+handing a finished task's freed memory back to the OS."""
 
 from __future__ import annotations
 

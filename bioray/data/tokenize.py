@@ -6,7 +6,7 @@ of tokenize.batch_size. Each batch is tokenized in one fast-tokenizer call with 
 string between sentences (a special token, so it comes back as one id marking each sentence start
 without the cost of character offsets), then packed with numpy over the whole batch, and written by
 the actor as one Parquet shard named after the batch's content: neither the documents nor the
-sequences travel through the object store (memory stays flat whatever the corpus size), and a row
+sequences travel through the object store (what an actor holds is one row group, whatever the corpus), and a row
 group retried after an actor died rewrites the same shards atomically instead of adding duplicates.
 The dataset's rows are only per-shard counts.
 """
