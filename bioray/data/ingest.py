@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray
 
@@ -43,7 +42,7 @@ from bioray.corpus.files import list_source_files
 from bioray.corpus.quarantine import Quarantined
 from bioray.corpus.readers import read_documents
 from bioray.corpus.sentences import sentence_spans
-from bioray.data.streaming import release_memory
+from bioray.data.streaming import parquet_dataset, parquet_file, release_memory
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +214,7 @@ def _parse_file(item: dict, parsed_dir: str) -> None:
 def _rebucket(latest_file: str, earlier_dir: str, buckets: int) -> None:
     """Step 1 for one file of an earlier output's latest/: its rows into this run's buckets."""
     batches = (_with_bucket(pa.Table.from_batches([b]), buckets)
-               for b in pq.ParquetFile(latest_file).iter_batches(batch_size=ROW_GROUP_ROWS))
+               for b in parquet_file(latest_file).iter_batches(batch_size=ROW_GROUP_ROWS))
     _write_by_bucket(batches, Path(earlier_dir), Path(latest_file).stem)
 
 
@@ -225,7 +224,7 @@ def _resolve_bucket(bucket: int, sources: list[str], latest_dir: str, handoff_di
     (long enough) to the hand-off file, sorted by text bucket. Returns the number of latest documents."""
     if not sources:
         return 0
-    dataset = pads.dataset(sources, format="parquet")
+    dataset = parquet_dataset(sources)
     latest = latest_versions(dataset.to_table(columns=KEY_COLUMNS).to_pandas())
     candidates = latest[latest["chars"] >= min_chars][["doc_id", "text_hash", "file_rank", "record"]]
     candidates = candidates.assign(
@@ -246,7 +245,7 @@ def _unique_text_bucket(text_bucket: int, handoff_dir: str, kept_dir: str) -> in
     files = _files(Path(handoff_dir))
     if not files:
         return 0
-    candidates = pads.dataset(files, format="parquet").to_table(
+    candidates = parquet_dataset(files).to_table(
         columns=["doc_id", "text_hash", "file_rank", "record", "bucket"],
         filter=pc.field("text_bucket") == text_bucket).to_pandas()
     kept = unique_texts(candidates)[["bucket", "file_rank", "record"]].sort_values("bucket")
@@ -261,12 +260,12 @@ def _documents_of_bucket(bucket: int, latest_file: str, kept_dir: str, documents
     if not Path(latest_file).is_file():
         return 0
     kept_files = _files(Path(kept_dir))
-    kept = pads.dataset(kept_files, format="parquet").to_table(
+    kept = parquet_dataset(kept_files).to_table(
         columns=["file_rank", "record"], filter=pc.field("bucket") == bucket).to_pandas() if kept_files else None
     keys = np.sort(_record_keys(kept)) if kept is not None else np.zeros(0, np.int64)
 
     def documents() -> Iterator[pa.Table]:
-        for batch in pq.ParquetFile(latest_file).iter_batches(batch_size=1024):
+        for batch in parquet_file(latest_file).iter_batches(batch_size=1024):
             table = _only(pa.Table.from_batches([batch]), keys)
             if not table.num_rows:
                 continue
@@ -285,7 +284,7 @@ def document_counts(documents_dir: Path, only_new: bool = False) -> tuple[dict[s
     """Documents per source and total sentences (of the new documents only), streamed from the Parquet."""
     per_source: dict[str, int] = {}
     sentences = 0
-    dataset = pads.dataset(str(documents_dir), format="parquet")
+    dataset = parquet_dataset(str(documents_dir))
     only = pc.field("is_new") if only_new else None
     # one file and two batches read ahead: the driver holds the same few MB whatever the corpus size
     for batch in dataset.to_batches(columns=["source", "sentence_starts"], filter=only, batch_readahead=2,
@@ -371,7 +370,7 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
                         + [task.remote(_rebucket, f, str(earlier), buckets)
                            for f in (_files(previous / "latest") if reused else [])]))
     quarantined = _files(parsed / f"bucket={QUARANTINE_BUCKET}")
-    errors = (pads.dataset(quarantined, format="parquet").to_table(columns=["file", "location", "error"]).to_pylist()
+    errors = (parquet_dataset(quarantined).to_table(columns=["file", "location", "error"]).to_pylist()
               if quarantined else [])
     for error in errors:
         log.warning("quarantined %s (%s): %s", error["file"], error["location"], error["error"])

@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 import ray
 from ray.data import ActorPoolStrategy
 
+from bioray.data.streaming import parquet_file
+
 ACTORS_START_S = 600  # for a pool's actors to load (a model, a tokenizer) on a busy or autoscaling cluster
 TEXT_COLUMNS = ["doc_id", "source", "text", "sentence_starts"]  # what tokenizing or tagging a document reads
 
@@ -52,7 +54,7 @@ def units_dataset(units: list[dict]) -> ray.data.Dataset:
 
 def read_unit(unit: dict, columns: list[str] = TEXT_COLUMNS, only_new: bool = False) -> pa.Table:
     """The unit's documents (only those new in the last ingest if asked)."""
-    file = pq.ParquetFile(unit["path"])
+    file = parquet_file(unit["path"])
     table = file.read_row_group(int(unit["row_group"]), columns=[*columns, *(["is_new"] if only_new else [])])
     if only_new:
         table = table.filter(table.column("is_new")).drop_columns(["is_new"])

@@ -1,5 +1,5 @@
-"""Memory of the corpus stages: the one cap on what a streaming Ray Data pass holds in flight, and
-handing a finished task's freed memory back to the OS."""
+"""Memory of the corpus stages: the one cap on what a streaming Ray Data pass holds in flight, Parquet
+scans that hold one row group and not one file, and handing a finished task's freed memory back to the OS."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import ctypes
 import gc
 
 import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 IN_FLIGHT_BYTES = 512 * 2**20  # blocks read ahead of the operators that consume them, whatever the corpus size
 
@@ -17,6 +19,21 @@ def capped(dataset):
     limits = dataset.context.execution_options.resource_limits
     dataset.context.execution_options.resource_limits = limits.copy(object_store_memory=IN_FLIGHT_BYTES)
     return dataset
+
+
+# Pyarrow's default (pre_buffer) reads every selected column chunk of a whole file up front, even to
+# iterate over its batches: a reader's memory then grows with the size of the files, which grows with
+# the corpus (measured in docs/performance.md). These read one row group at a time.
+
+def parquet_dataset(source) -> pads.Dataset:
+    """A Parquet dataset (a file, a directory or a list of files) whose scans hold one row group at a time."""
+    options = pads.ParquetFragmentScanOptions(pre_buffer=False)
+    return pads.dataset(source, format=pads.ParquetFileFormat(default_fragment_scan_options=options))
+
+
+def parquet_file(path) -> pq.ParquetFile:
+    """One Parquet file whose reads (`iter_batches`, `read_row_group`) hold one row group at a time."""
+    return pq.ParquetFile(path, pre_buffer=False)
 
 
 def release_memory() -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow.dataset as pads
+
+from bioray.data.streaming import parquet_dataset
 
 
 def unigram_counts(sequences_dir: Path, vocab_size: int, special_ids: list[int],
@@ -16,7 +17,7 @@ def unigram_counts(sequences_dir: Path, vocab_size: int, special_ids: list[int],
     sequences (special ids count 0)."""
     counts = np.zeros(vocab_size, dtype=np.int64)
     seen = 0
-    for batch in pads.dataset(str(sequences_dir), format="parquet").to_batches(columns=["input_ids", "length"]):
+    for batch in parquet_dataset(str(sequences_dir)).to_batches(columns=["input_ids", "length"]):
         ids = np.stack(batch.column("input_ids").to_numpy(zero_copy_only=False))
         real = np.arange(ids.shape[1])[None, :] < batch.column("length").to_numpy()[:, None]
         counts += np.bincount(ids[real], minlength=vocab_size)[:vocab_size]

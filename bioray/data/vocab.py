@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.dataset as pads
 from tokenizers import (
     Tokenizer,
     decoders,
@@ -23,6 +22,7 @@ from tokenizers import (
 from transformers import AutoTokenizer, BertTokenizerFast
 
 from bioray.config import VocabConfig
+from bioray.data.streaming import parquet_dataset
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -31,7 +31,7 @@ def sample_texts(documents_dir: Path, limit: int, seed: int = 0):
     """About `limit` document texts, a uniform random sample of the documents Parquet, streamed."""
     import ray
 
-    total = pads.dataset(str(documents_dir), format="parquet").count_rows()
+    total = parquet_dataset(str(documents_dir)).count_rows()
     documents = ray.data.read_parquet(str(documents_dir)).select_columns(["text"])
     if limit < total:
         documents = documents.random_sample(limit / total, seed=seed)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from bioray.data.row_groups import actor_pool, batches, read_unit, row_group_units, units_dataset
+from bioray.data.streaming import parquet_dataset, release_memory
 
 COLUMNS = ("doc_id", "source", "start", "end", "text", "type", "score")
 
@@ -32,8 +32,11 @@ class EntityTagger:
         tagged = [self.tag(documents.to_pydict())
                   for unit in units.to_pylist()
                   for documents in batches(read_unit(unit), self.documents_per_batch)]
-        return {column: np.concatenate([rows[column] for rows in tagged]) if tagged else np.array([])
-                for column in COLUMNS}
+        entities = {column: np.concatenate([rows[column] for rows in tagged]) if tagged else np.array([])
+                    for column in COLUMNS}
+        del tagged
+        release_memory()  # else the actor keeps the high-water mark of every unit it tagged
+        return entities
 
     def tag(self, batch: dict) -> dict:
         from bioray.tasks.inference import tag_texts
@@ -68,7 +71,7 @@ def run_tagging(model_dir: Path, documents_dir: Path, output: Path, actors: int 
                                              "batch_size": batch_size},
         batch_size=1, batch_format="pyarrow", compute=actor_pool(actors), num_cpus=1)
     entities.write_parquet(str(output / "entities"))
-    table = pads.dataset(str(output / "entities"), format="parquet").to_table(columns=["type"]).to_pandas()
+    table = parquet_dataset(str(output / "entities")).to_table(columns=["type"]).to_pandas()
     stats = {"documents": sum(unit["rows"] for unit in units), "entities": len(table),
              "entities_per_type": {k: int(v) for k, v in table["type"].value_counts().items()}}
     (output / "stats.json").write_text(json.dumps(stats, indent=2))

@@ -30,7 +30,7 @@ from transformers import AutoTokenizer
 from bioray import progress
 from bioray.config import PretrainConfig
 from bioray.data.masking import mask_batch, stack_column
-from bioray.data.streaming import IN_FLIGHT_BYTES
+from bioray.data.streaming import IN_FLIGHT_BYTES, parquet_dataset
 from bioray.model.encoder import (
     STATS,
     apply_fast_path,
@@ -247,9 +247,7 @@ class HeldOut:
     loss and accuracy: each rank scores every world-th sequence, one all-reduce sums the counts."""
 
     def __init__(self, directory: Path, config: PretrainConfig, tokenizer, rank: int, world: int, device):
-        import pyarrow.dataset as pads
-
-        table = pads.dataset(str(directory), format="parquet").head(  # reads only what it returns
+        table = parquet_dataset(str(directory)).head(  # reads only what it returns
             config.eval_sequences, columns=["input_ids", "token_type_ids", "word_start", "length"])
         table = table.take(list(range(rank, len(table), world)))
         batch = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
@@ -312,9 +310,8 @@ def _window_metrics(engine, scheduler, window: torch.Tensor, meter: Throughput, 
 
 def _sequence_length(sequences_dir: Path) -> int:
     """Positions per packed sequence, from the shards' schema."""
-    import pyarrow.dataset as pads
 
-    return pads.dataset(str(sequences_dir), format="parquet").schema.field("input_ids").type.list_size
+    return parquet_dataset(str(sequences_dir)).schema.field("input_ids").type.list_size
 
 
 class CheckpointTracker(UserCallback):
