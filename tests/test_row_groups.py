@@ -40,3 +40,28 @@ def test_a_single_file_is_its_own_units_and_batches_cut_it_in_order(tmp_path):
     sizes = [b.num_rows for b in batches(read_unit(unit), 3)]
     assert sizes == [3, 3, 1]
     assert [b.column("doc_id")[0].as_py() for b in batches(read_unit(unit), 3)] == ["d0", "d3", "d6"]
+
+
+def test_batches_are_bounded_by_text_bytes_as_well_as_rows():
+    texts = ["a" * 10, "b" * 10, "c" * 100, "d" * 10, "e" * 10, "f" * 10, "g" * 10]
+    table = pa.table({"doc_id": [str(i) for i in range(7)], "text": texts})
+    cut = [b.column("doc_id").to_pylist() for b in batches(table, 3, text_bytes=25)]
+    # two short ones fit in 25 bytes; the long one is a batch of its own; then at most 3 rows
+    assert cut == [["0", "1"], ["2"], ["3", "4"], ["5", "6"]]
+    assert [b.num_rows for b in batches(table, 3)] == [3, 3, 1]  # rows only, without a text bound
+    assert [b.num_rows for b in batches(table, 3, text_bytes=10**6)] == [3, 3, 1]
+
+
+def test_ingest_writes_row_groups_bounded_by_text_bytes(tmp_path):
+    from bioray.data.ingest import _write_atomically
+    from bioray.data.row_groups import ROW_GROUP_TEXT_BYTES
+
+    long_text = "x" * (ROW_GROUP_TEXT_BYTES * 3 // 8)  # full-text articles: two fit in a row group, not three
+    tables = [pa.table({"doc_id": [f"d{i}" for i in range(first, first + 5)], "text": [long_text] * 5})
+              for first in (0, 5)]
+    assert _write_atomically(tables, tmp_path / "part.parquet") == 10
+    metadata = pq.read_metadata(tmp_path / "part.parquet")
+    assert [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)] == [2, 2, 1, 2, 2, 1]
+    units = row_group_units(tmp_path)
+    assert [i for u in units for i in read_unit(u, columns=["doc_id"]).column("doc_id").to_pylist()] == [
+        f"d{i}" for i in range(10)]

@@ -42,6 +42,7 @@ from bioray.corpus.files import list_source_files
 from bioray.corpus.quarantine import Quarantined
 from bioray.corpus.readers import read_documents
 from bioray.corpus.sentences import sentence_spans
+from bioray.data.row_groups import ROW_GROUP_ROWS, ROW_GROUP_TEXT_BYTES, batches, temporary_path
 from bioray.data.streaming import parquet_dataset, parquet_file, release_memory
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,6 @@ MIN_BUCKETS = 16  # enough tasks to keep a few nodes' cores busy on a small corp
 BUCKET_INPUT_BYTES = 256 * 2**20  # input per bucket: its keys stay a few tens of MB in one task
 QUARANTINE_BUCKET = -1
 CHUNK_TEXT_BYTES = 16 * 2**20  # text a parse task holds at once (characters, about bytes)
-ROW_GROUP_ROWS = 4096  # rows per row group of every file ingest writes: the tokenize and tag actors' unit
 
 
 def _read_file(item: dict) -> Iterator[dict]:
@@ -144,16 +144,23 @@ def _files(directory: Path) -> list[str]:
     return sorted(str(p) for p in directory.glob("*.parquet")) if directory.is_dir() else []
 
 
+def _write_row_groups(writer: pq.ParquetWriter, table: pa.Table) -> None:
+    """The table as row groups of at most ROW_GROUP_ROWS rows and ROW_GROUP_TEXT_BYTES of text: what
+    any later reader (a bucket task, a tokenize actor's unit) holds at once, whatever the documents."""
+    for group in batches(table, ROW_GROUP_ROWS, ROW_GROUP_TEXT_BYTES):
+        writer.write_table(group)
+
+
 def _write_atomically(tables: Iterable[pa.Table], target: Path, schema: pa.Schema | None = None) -> int:
     """Stream tables into one Parquet file, written under a temporary name then renamed (a retried
     task rewrites it whole); rows written. With no table and no schema, no file. Row groups are small
-    (4,096 rows) so that a reader filtering on a sorted column (a text bucket) skips the others'."""
-    temporary, rows, writer = target.with_name(f".{target.name}.{os.getpid()}.tmp"), 0, None
+    (`_write_row_groups`), so a reader filtering on a sorted column (a text bucket) skips the others'."""
+    temporary, rows, writer = temporary_path(target), 0, None
     try:
         for table in tables:
             if writer is None:
                 writer = pq.ParquetWriter(temporary, table.schema)
-            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            _write_row_groups(writer, table)
             rows += table.num_rows
         if writer is None and schema is not None:
             writer = pq.ParquetWriter(temporary, schema)
@@ -179,9 +186,9 @@ def _write_by_bucket(tables: Iterable[pa.Table], directory: Path, name: str) -> 
                 if bucket not in writers:
                     target = directory / f"bucket={bucket}" / f"{name}.parquet"
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                    temporary = temporary_path(target)
                     writers[bucket] = (pq.ParquetWriter(temporary, table.schema), temporary, target)
-                writers[bucket][0].write_table(table.slice(start, end - start), row_group_size=ROW_GROUP_ROWS)
+                _write_row_groups(writers[bucket][0], table.slice(start, end - start))
         for writer, temporary, target in writers.values():
             writer.close()
             os.replace(temporary, target)

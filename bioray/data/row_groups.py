@@ -8,16 +8,24 @@ batches cut from it, and the shards named after them, are the same in every run 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 from ray.data import ActorPoolStrategy
 
 from bioray.data.streaming import parquet_file
 
+# A row group of every documents file ingest writes, the tokenize and tag actors' unit: at most this
+# many rows and this much text. Bounded by bytes too: full-text articles are a hundred times longer
+# than abstracts, and a unit of 4,096 of them would hold 150 MB of text in one actor.
+ROW_GROUP_ROWS = 4096
+ROW_GROUP_TEXT_BYTES = 8 * 2**20
 ACTORS_START_S = 600  # for a pool's actors to load (a model, a tokenizer) on a busy or autoscaling cluster
 TEXT_COLUMNS = ["doc_id", "source", "text", "sentence_starts"]  # what tokenizing or tagging a document reads
 
@@ -30,6 +38,13 @@ def parquet_files(path: Path) -> list[Path]:
         return [path]
     return sorted(p for p in path.rglob("*.parquet")
                   if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+
+
+def temporary_path(target: Path) -> Path:
+    """Where a writer writes `target` before renaming it into place: a dot name with the writer's
+    process id, which `parquet_files` skips, so a reader never sees a partial file and two attempts
+    of one task never write the same temporary file."""
+    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
 
 
 def row_group_units(path: Path) -> list[dict]:
@@ -61,10 +76,21 @@ def read_unit(unit: dict, columns: list[str] = TEXT_COLUMNS, only_new: bool = Fa
     return table
 
 
-def batches(table: pa.Table, size: int) -> Iterator[pa.Table]:
-    """The table in consecutive slices of `size` rows (zero-copy)."""
-    for start in range(0, table.num_rows, size):
-        yield table.slice(start, size)
+def batches(table: pa.Table, rows: int, text_bytes: int | None = None) -> Iterator[pa.Table]:
+    """The table in consecutive slices (zero-copy) of at most `rows` rows and, if the table has a text
+    column, at most `text_bytes` of text (a longer document is a slice of its own)."""
+    if text_bytes is None or "text" not in table.column_names or not table.num_rows:
+        for start in range(0, table.num_rows, rows):
+            yield table.slice(start, rows)
+        return
+    ends = np.cumsum(pc.binary_length(table.column("text")).fill_null(0).to_numpy(zero_copy_only=False))
+    start = 0
+    while start < table.num_rows:
+        before = ends[start - 1] if start else 0
+        end = min(start + rows, int(np.searchsorted(ends, before + text_bytes, side="right")))
+        end = max(end, start + 1)
+        yield table.slice(start, end - start)
+        start = end
 
 
 def actor_pool(actors: int) -> ActorPoolStrategy:

@@ -28,7 +28,7 @@ from transformers import AutoTokenizer
 from bioray.config import TokenizeConfig
 from bioray.data.ingest import document_counts
 from bioray.data.pack import pack_documents, pack_stream
-from bioray.data.row_groups import actor_pool, batches, read_unit, row_group_units, units_dataset
+from bioray.data.row_groups import actor_pool, batches, read_unit, row_group_units, temporary_path, units_dataset
 from bioray.data.streaming import capped, release_memory
 
 COUNT_COLUMNS = ("part", "seq_len", "shard", "source", "sequences", "tokens", "node")  # one row per shard written
@@ -79,7 +79,7 @@ class TokenizePacker:
         for unit in units.to_pylist():
             for batch in batches(read_unit(unit, only_new=self.only_new), self.batch_size):
                 self.tokenize_batch(batch, rows)
-            release_memory()  # else the actor keeps the high-water mark of every unit it tokenized
+            release_memory(collect_cycles=False)  # else the actor keeps every unit's high-water mark
         return {k: np.array(v, dtype=object if k in ("part", "shard", "source", "node") else np.int64)
                 for k, v in rows.items()}
 
@@ -117,7 +117,7 @@ class TokenizePacker:
         name = f"part-{digest.hexdigest()[:20]}.parquet"
         columns = {k: pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), seq_len) if v.ndim == 2 else pa.array(v)
                    for k, v in packed.items()}
-        temporary = directory / f".{name}.{os.getpid()}.tmp"
+        temporary = temporary_path(directory / name)
         try:
             pq.write_table(pa.table(columns), temporary)
             os.replace(temporary, directory / name)

@@ -35,7 +35,7 @@ class EntityTagger:
         entities = {column: np.concatenate([rows[column] for rows in tagged]) if tagged else np.array([])
                     for column in COLUMNS}
         del tagged
-        release_memory()  # else the actor keeps the high-water mark of every unit it tagged
+        release_memory(collect_cycles=False)  # else the actor keeps every unit's high-water mark
         return entities
 
     def tag(self, batch: dict) -> dict:
