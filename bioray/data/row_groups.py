@@ -26,6 +26,7 @@ from bioray.data.streaming import parquet_file
 # than abstracts, and a unit of 4,096 of them would hold 150 MB of text in one actor.
 ROW_GROUP_ROWS = 4096
 ROW_GROUP_TEXT_BYTES = 8 * 2**20
+
 ACTORS_START_S = 600  # for a pool's actors to load (a model, a tokenizer) on a busy or autoscaling cluster
 TEXT_COLUMNS = ["doc_id", "source", "text", "sentence_starts"]  # what tokenizing or tagging a document reads
 
