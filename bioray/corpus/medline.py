@@ -11,6 +11,8 @@ from lxml import etree
 
 from bioray.corpus.quarantine import Quarantined
 
+READ_BYTES = 1 << 16  # XML fed to the parser at once
+
 
 def _text(element) -> str:
     """All text inside an element (inline markup such as <i> or <sup> kept as plain text)."""
@@ -78,16 +80,31 @@ def read_medline(path: Path, source: str) -> Iterator[dict | Quarantined]:
     article without a PMID or without any text is quarantined; the next one is read.
     """
     opener = gzip.open if str(path).endswith(".gz") else open
+    # Fed in chunks, not iterparse: on a syntax error a pull parser still hands over the articles that
+    # closed before it (lxml 6.2's iterparse raises first, so a small file lost its good articles too).
+    parser = etree.XMLPullParser(events=("end",), tag=("PubmedArticle", "DeleteCitation"))
+    articles = 0
     with opener(path, "rb") as stream:
-        articles = 0
-        for _, element in etree.iterparse(stream, events=("end",), tag=("PubmedArticle", "DeleteCitation")):
-            if element.tag == "PubmedArticle":
-                articles += 1
-                yield _checked_record(source, element, articles)
-            else:
-                for pmid in element.iterfind("PMID"):
-                    yield {"source": source, "doc_id": f"pmid:{pmid.text.strip()}",
-                           "version": int(pmid.get("Version", "1")), "text": "", "metadata": "{}", "deleted": True}
-            element.clear()
-            while element.getprevious() is not None:  # drop already-read siblings from the root
-                del element.getparent()[0]
+        while True:
+            chunk, error = b"", None
+            try:  # read1: what is decompressed so far, so a truncated .gz still gives up its good part
+                chunk = stream.read1(READ_BYTES)
+                parser.feed(chunk) if chunk else parser.close()
+            except (etree.XMLSyntaxError, EOFError, OSError) as failed:
+                error = failed
+            for _, element in parser.read_events():
+                if element.tag == "PubmedArticle":
+                    articles += 1
+                    yield _checked_record(source, element, articles)
+                else:
+                    for pmid in element.iterfind("PMID"):
+                        yield {"source": source, "doc_id": f"pmid:{pmid.text.strip()}",
+                               "version": int(pmid.get("Version", "1")), "text": "", "metadata": "{}",
+                               "deleted": True}
+                element.clear()
+                while element.getprevious() is not None:  # drop already-read siblings from the root
+                    del element.getparent()[0]
+            if error is not None:
+                raise error
+            if not chunk:
+                return
