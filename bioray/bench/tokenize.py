@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from bioray.bench.memory import PeakMemory
 from bioray.config import IngestConfig, SourceConfig, TokenizeConfig
-from bioray.data.streaming import parquet_dataset
+from bioray.data.streaming import row_group_tables
 from bioray.workdir import disk_size
 
 
@@ -59,7 +59,7 @@ def bench_sources(data: Path) -> list[SourceConfig]:
 def _text_bytes_and_sample(documents_dir: Path, sample_bytes: int = 20_000_000) -> tuple[int, list[str]]:
     """UTF-8 bytes of all document text, streamed, and the first sample_bytes of texts (tokenizer input)."""
     total, sample, kept = 0, [], 0
-    for batch in parquet_dataset(str(documents_dir)).to_batches(columns=["text"]):
+    for batch in row_group_tables(documents_dir, columns=["text"]):
         text = batch.column("text")
         total += pc.sum(pc.binary_length(text)).as_py() or 0
         if kept < sample_bytes:

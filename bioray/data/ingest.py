@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from bioray.corpus.quarantine import Quarantined
 from bioray.corpus.readers import read_documents
 from bioray.corpus.sentences import sentence_spans
 from bioray.data.row_groups import ROW_GROUP_ROWS, ROW_GROUP_TEXT_BYTES, batches, temporary_path
-from bioray.data.streaming import parquet_dataset, parquet_file, release_memory
+from bioray.data.streaming import parquet_dataset, release_memory, row_group_tables
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +221,7 @@ def _parse_file(item: dict, parsed_dir: str) -> None:
 
 def _rebucket(latest_file: str, earlier_dir: str, buckets: int) -> None:
     """Step 1 for one file of an earlier output's latest/: its rows into this run's buckets."""
-    batches = (_with_bucket(pa.Table.from_batches([b]), buckets)
-               for b in parquet_file(latest_file).iter_batches(batch_size=ROW_GROUP_ROWS))
+    batches = (_with_bucket(table, buckets) for table in row_group_tables(latest_file))
     _write_by_bucket(batches, Path(earlier_dir), Path(latest_file).stem)
 
 
@@ -231,8 +231,7 @@ def _resolve_bucket(bucket: int, sources: list[str], latest_dir: str, handoff_di
     (long enough) to the hand-off file, sorted by text bucket. Returns the number of latest documents."""
     if not sources:
         return 0
-    dataset = parquet_dataset(sources)
-    latest = latest_versions(dataset.to_table(columns=KEY_COLUMNS).to_pandas())
+    latest = latest_versions(parquet_dataset(sources).to_table(columns=KEY_COLUMNS).to_pandas())
     candidates = latest[latest["chars"] >= min_chars][["doc_id", "text_hash", "file_rank", "record"]]
     candidates = candidates.assign(
         text_bucket=np.array([bucket_of(h, buckets) for h in candidates["text_hash"]], dtype=np.int64),
@@ -240,10 +239,10 @@ def _resolve_bucket(bucket: int, sources: list[str], latest_dir: str, handoff_di
     _write_atomically([pa.Table.from_pandas(candidates, schema=HANDOFF_SCHEMA, preserve_index=False)],
                       Path(handoff_dir) / f"{bucket:05d}.parquet")
     keys = np.sort(_record_keys(latest))
-    names = [n for n in dataset.schema.names if n not in LATEST_DROPS + ["bucket"]]
-    batches = (_only(pa.Table.from_batches([b]), keys)  # one fragment at a time: the task's memory stays flat
-               for b in dataset.to_batches(columns=names, batch_size=ROW_GROUP_ROWS, batch_readahead=2,
-                                           fragment_readahead=1))
+    # parsed files and an earlier latest/'s re-bucketed ones hold these columns, in this order
+    names = [n for n in PARSED_SCHEMA.names if n not in LATEST_DROPS + ["bucket"]]
+    batches = (_only(table.select(names).replace_schema_metadata(None), keys)  # one row group at a time
+               for table in row_group_tables(sources, columns=names))
     return _write_atomically(batches, Path(latest_dir) / f"part-{bucket:05d}.parquet")
 
 
@@ -272,8 +271,8 @@ def _documents_of_bucket(bucket: int, latest_file: str, kept_dir: str, documents
     keys = np.sort(_record_keys(kept)) if kept is not None else np.zeros(0, np.int64)
 
     def documents() -> Iterator[pa.Table]:
-        for batch in parquet_file(latest_file).iter_batches(batch_size=1024):
-            table = _only(pa.Table.from_batches([batch]), keys)
+        for table in row_group_tables(latest_file):
+            table = _only(table, keys)
             if not table.num_rows:
                 continue
             frame = table.to_pandas()
@@ -291,11 +290,10 @@ def document_counts(documents_dir: Path, only_new: bool = False) -> tuple[dict[s
     """Documents per source and total sentences (of the new documents only), streamed from the Parquet."""
     per_source: dict[str, int] = {}
     sentences = 0
-    dataset = parquet_dataset(str(documents_dir))
-    only = pc.field("is_new") if only_new else None
-    # one file and two batches read ahead: the driver holds the same few MB whatever the corpus size
-    for batch in dataset.to_batches(columns=["source", "sentence_starts"], filter=only, batch_readahead=2,
-                                    fragment_readahead=1):
+    # one row group at a time: the driver holds the same few MB whatever the corpus size
+    for batch in row_group_tables(documents_dir, columns=["source", "sentence_starts", "is_new"]):
+        if only_new:
+            batch = batch.filter(batch.column("is_new"))
         for item in pc.value_counts(batch.column("source")).to_pylist():
             per_source[item["values"]] = per_source.get(item["values"], 0) + item["counts"]
         sentences += pc.sum(pc.list_value_length(batch.column("sentence_starts"))).as_py() or 0
@@ -341,6 +339,14 @@ def _on_node(step, *args) -> str:
     return ray.get_runtime_context().get_node_id()
 
 
+def _run_step(number: int, name: str, tasks: list) -> set[str]:
+    """Wait for one step's tasks; the nodes they ran on. Logs the step's wall time."""
+    started = time.perf_counter()
+    nodes = set(ray.get(tasks))
+    log.info("ingest: step %d/4 (%s): %d task(s) in %.1f s", number, name, len(tasks), time.perf_counter() - started)
+    return nodes
+
+
 def bucket_count(items: list[dict]) -> int:
     """Buckets for these input files: more as the input grows, so that a bucket's keys stay small;
     fixed by the files alone, so the same input gives the same output files on any cluster."""
@@ -373,9 +379,10 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     # 1. parse (and re-bucket the earlier latest/): one Ray task per file, nothing through the object store
     parsed, earlier = output / "_parsed", output / "_earlier"
     task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_on_node)  # every node's cores and disks
-    nodes = set(ray.get([task.remote(_parse_file, {**item, "buckets": buckets}, str(parsed)) for item in new_items]
-                        + [task.remote(_rebucket, f, str(earlier), buckets)
-                           for f in (_files(previous / "latest") if reused else [])]))
+    nodes = _run_step(1, "parse", [task.remote(_parse_file, {**item, "buckets": buckets}, str(parsed))
+                                   for item in new_items]
+                      + [task.remote(_rebucket, f, str(earlier), buckets)
+                         for f in (_files(previous / "latest") if reused else [])])
     quarantined = _files(parsed / f"bucket={QUARANTINE_BUCKET}")
     errors = (parquet_dataset(quarantined).to_table(columns=["file", "location", "error"]).to_pylist()
               if quarantined else [])
@@ -390,13 +397,14 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     for directory in steps.values():
         directory.mkdir(parents=True, exist_ok=True)
     sources = {b: _files(parsed / f"bucket={b}") + _files(earlier / f"bucket={b}") for b in range(buckets)}
-    nodes |= set(ray.get([task.remote(_resolve_bucket, b, sources[b], str(steps["latest"]), str(steps["_handoff"]),
-                                     buckets, ingest.min_chars) for b in range(buckets)]))
-    nodes |= set(ray.get([task.remote(_unique_text_bucket, b, str(steps["_handoff"]), str(steps["_kept"]))
-                          for b in range(buckets)]))
-    nodes |= set(ray.get([task.remote(_documents_of_bucket, b, str(steps["latest"] / f"part-{b:05d}.parquet"),
-                                      str(steps["_kept"]), str(steps["documents"]), reused)
-                          for b in range(buckets)]))
+    nodes |= _run_step(2, "latest versions", [task.remote(
+        _resolve_bucket, b, sources[b], str(steps["latest"]), str(steps["_handoff"]), buckets, ingest.min_chars)
+        for b in range(buckets)])
+    nodes |= _run_step(3, "unique texts", [task.remote(_unique_text_bucket, b, str(steps["_handoff"]),
+                                                       str(steps["_kept"])) for b in range(buckets)])
+    nodes |= _run_step(4, "documents", [task.remote(
+        _documents_of_bucket, b, str(steps["latest"] / f"part-{b:05d}.parquet"), str(steps["_kept"]),
+        str(steps["documents"]), reused) for b in range(buckets)])
     for scratch in (parsed, earlier, steps["_handoff"], steps["_kept"]):
         shutil.rmtree(scratch, ignore_errors=True)
     (output / "manifest.json").write_text(json.dumps({"files": [_fingerprint(i) for i in items]}, indent=2))

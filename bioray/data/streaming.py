@@ -1,10 +1,12 @@
 """Memory of the corpus stages: the one cap on what a streaming Ray Data pass holds in flight, Parquet
-scans that hold one row group and not one file, and handing a finished task's freed memory back to the OS."""
+reads that hold one row group and not one file, and handing a finished task's freed memory back to the OS."""
 
 from __future__ import annotations
 
 import ctypes
 import gc
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -22,18 +24,38 @@ def capped(dataset):
 
 
 # Pyarrow's default (pre_buffer) reads every selected column chunk of a whole file up front, even to
-# iterate over its batches: a reader's memory then grows with the size of the files, which grows with
-# the corpus (measured in docs/performance.md). These read one row group at a time.
+# iterate over its batches; and its batch readers (`ParquetFile.iter_batches`, a dataset's
+# `to_batches`) read row groups ahead of the consumer, holding more the more row groups a file has.
+# Either way a reader's memory grows with the size of the files, which grows with the corpus
+# (measured in docs/performance.md). A pass over text reads row group by row group (`row_group_tables`).
 
 def parquet_dataset(source) -> pads.Dataset:
-    """A Parquet dataset (a file, a directory or a list of files) whose scans hold one row group at a time."""
+    """A Parquet dataset (a file, a directory or a list of files) without pre-buffering: for reads of
+    a few columns or filtered rows (keys); stream text with `row_group_tables`."""
     options = pads.ParquetFragmentScanOptions(pre_buffer=False)
     return pads.dataset(source, format=pads.ParquetFileFormat(default_fragment_scan_options=options))
 
 
 def parquet_file(path) -> pq.ParquetFile:
-    """One Parquet file whose reads (`iter_batches`, `read_row_group`) hold one row group at a time."""
+    """One Parquet file whose `read_row_group` reads that row group alone."""
     return pq.ParquetFile(path, pre_buffer=False)
+
+
+def parquet_files(source) -> list[str]:
+    """The Parquet files of a file, a directory (sorted) or a list of files."""
+    if isinstance(source, (str, Path)):
+        source = Path(source)
+        return sorted(str(p) for p in source.glob("*.parquet")) if source.is_dir() else [str(source)]
+    return [str(p) for p in source]
+
+
+def row_group_tables(source, columns: Iterable[str] | None = None) -> Iterator[pa.Table]:
+    """Every row group of a file, a directory or a list of Parquet files, in order, one table at a time:
+    the reader holds one row group (the writers bound its rows and text), whatever the files' size."""
+    for path in parquet_files(source):
+        file = parquet_file(path)
+        for index in range(file.metadata.num_row_groups):
+            yield file.read_row_group(index, columns=None if columns is None else list(columns))
 
 
 def release_memory(collect_cycles: bool = True) -> None:

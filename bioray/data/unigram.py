@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bioray.data.streaming import parquet_dataset
+from bioray.data.streaming import row_group_tables
 
 
 def unigram_counts(sequences_dir: Path, vocab_size: int, special_ids: list[int],
@@ -17,7 +17,7 @@ def unigram_counts(sequences_dir: Path, vocab_size: int, special_ids: list[int],
     sequences (special ids count 0)."""
     counts = np.zeros(vocab_size, dtype=np.int64)
     seen = 0
-    for batch in parquet_dataset(str(sequences_dir)).to_batches(columns=["input_ids", "length"]):
+    for batch in row_group_tables(sequences_dir, columns=["input_ids", "length"]):
         ids = np.stack(batch.column("input_ids").to_numpy(zero_copy_only=False))
         real = np.arange(ids.shape[1])[None, :] < batch.column("length").to_numpy()[:, None]
         counts += np.bincount(ids[real], minlength=vocab_size)[:vocab_size]
