@@ -1,14 +1,13 @@
 """`bioray bench pretrain`'s arms at their cheapest: the packed HF baseline's grouping (run_mlm.py
-without --line_by_line) has no padding, the base size is BERT-base, and one tiny in-process run
-reports every arm. The full-length CLI run is tests/integration/test_bench.py (extended tier)."""
+without --line_by_line) has no padding and the base size is BERT-base. The run that reports every arm
+is the CLI's, tests/integration/test_bench.py (extended tier)."""
 
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from bioray.bench.pretrain import BASE, SIZES, bench_pretrain, hf_batches, model_vocab_size, pack_blocks
+from bioray.bench.pretrain import BASE, SIZES, hf_batches, model_vocab_size, pack_blocks
 from bioray.data.vocab import train_wordpiece
 
 CLS, SEP, PAD = 2, 3, 0
@@ -58,22 +57,3 @@ def test_base_size_is_bert_base_with_30522_rows():
     # DESIGN.md: BERT-base ≈ 0.55 GFLOP per token at T=128 with a masked-only head
     assert flops_per_token(mlm_parameters(model, 0.15), 12, 768, 128) == pytest.approx(0.55e9, rel=0.02)
 
-
-@pytest.mark.extended  # ~15 s of training; the default tier keeps the helpers' checks above
-def test_bench_pretrain_reports_all_three_arms(tmp_path, data_root):
-    source = data_root / "pubmed-raw" / "abstracts_one_per_line" / "PubMedAbstract_1MB.txt"
-    (tmp_path / "text").mkdir()
-    (tmp_path / "text" / "abstracts.txt").write_text("\n".join(source.read_text().splitlines()[:120]) + "\n")
-    result = bench_pretrain(tmp_path / "text", budget_tokens=500, seq_lens=(64,))
-    assert result["model_size"] == "tiny" and result["model_vocab_size"] == result["vocab_size"]
-    (setting,) = result["settings"]
-    bioray, baseline, packed = setting["bioray"], setting["baseline"], setting["packed_baseline"]
-    for value in (setting["packed_baseline_tokens_per_s"], setting["packed_ratio"], setting["ratio"]):
-        assert value > 0 and math.isfinite(value)
-    assert setting["packed_baseline_tokens_per_s"] == packed["tokens_per_s"]
-    assert setting["packed_ratio"] == pytest.approx(bioray["tokens_per_s"] / packed["tokens_per_s"])
-    assert setting["ratio"] == pytest.approx(bioray["tokens_per_s"] / baseline["tokens_per_s"])
-    for row in (bioray, baseline, packed):
-        assert row["real_tokens"] >= 500  # the same budget of real tokens for every arm
-    assert packed["fill_ratio"] == 1.0 > baseline["fill_ratio"]  # full blocks vs padded sentences
-    assert packed["real_tokens"] == packed["sequences"] * 64
