@@ -61,7 +61,22 @@ def test_ingest_writes_row_groups_bounded_by_text_bytes(tmp_path):
               for first in (0, 5)]
     assert _write_atomically(tables, tmp_path / "part.parquet") == 10
     metadata = pq.read_metadata(tmp_path / "part.parquet")
-    assert [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)] == [2, 2, 1, 2, 2, 1]
+    # regrouped across the two tables: as full as the text bound allows
+    assert [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)] == [2, 2, 2, 2, 2]
     units = row_group_units(tmp_path)
     assert [i for u in units for i in read_unit(u, columns=["doc_id"]).column("doc_id").to_pylist()] == [
         f"d{i}" for i in range(10)]
+
+
+def test_ingest_writes_small_tables_as_full_row_groups(tmp_path, monkeypatch):
+    """One bucket's share of each parse chunk is a small table; the files (and tokenize's units) still
+    get full row groups, in the order the rows came."""
+    from bioray.data import ingest
+
+    monkeypatch.setattr(ingest, "ROW_GROUP_ROWS", 8)
+    tables = [pa.table({"doc_id": [f"d{i}" for i in range(first, first + 3)], "text": ["t"] * 3})
+              for first in range(0, 30, 3)] + [pa.table({"doc_id": pa.array([], pa.string()), "text": []})]
+    assert ingest._write_atomically(tables, tmp_path / "part.parquet") == 30
+    metadata = pq.read_metadata(tmp_path / "part.parquet")
+    assert [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)] == [8, 8, 8, 6]
+    assert pq.read_table(tmp_path / "part.parquet").column("doc_id").to_pylist() == [f"d{i}" for i in range(30)]

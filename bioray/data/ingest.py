@@ -43,7 +43,7 @@ from bioray.corpus.files import list_source_files
 from bioray.corpus.quarantine import Quarantined
 from bioray.corpus.readers import read_documents
 from bioray.corpus.sentences import sentence_spans
-from bioray.data.row_groups import ROW_GROUP_ROWS, ROW_GROUP_TEXT_BYTES, batches, temporary_path
+from bioray.data.row_groups import ROW_GROUP_ROWS, ROW_GROUP_TEXT_BYTES, batches, coalesced, temporary_path
 from bioray.data.streaming import parquet_dataset, release_memory, row_group_tables
 
 log = logging.getLogger(__name__)
@@ -154,15 +154,15 @@ def _write_row_groups(writer: pq.ParquetWriter, table: pa.Table) -> None:
 
 def _write_atomically(tables: Iterable[pa.Table], target: Path, schema: pa.Schema | None = None) -> int:
     """Stream tables into one Parquet file, written under a temporary name then renamed (a retried
-    task rewrites it whole); rows written. With no table and no schema, no file. Row groups are small
-    (`_write_row_groups`), so a reader filtering on a sorted column (a text bucket) skips the others'."""
+    task rewrites it whole); rows written. With no rows and no schema, no file. The rows are regrouped
+    (`coalesced`) into full row groups of ROW_GROUP_ROWS rows or ROW_GROUP_TEXT_BYTES of text."""
     temporary, rows, writer = temporary_path(target), 0, None
     try:
-        for table in tables:
+        for group in coalesced(tables, ROW_GROUP_ROWS, ROW_GROUP_TEXT_BYTES):
             if writer is None:
-                writer = pq.ParquetWriter(temporary, table.schema)
-            _write_row_groups(writer, table)
-            rows += table.num_rows
+                writer = pq.ParquetWriter(temporary, group.schema)
+            writer.write_table(group)
+            rows += group.num_rows
         if writer is None and schema is not None:
             writer = pq.ParquetWriter(temporary, schema)
         if writer is not None:

@@ -9,7 +9,7 @@ batches cut from it, and the shards named after them, are the same in every run 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import ray
 from ray.data import ActorPoolStrategy
 
-from bioray.data.streaming import parquet_file
+from bioray.data.streaming import parquet_file, parquet_files
 
 # A row group of every documents file ingest writes, the tokenize and tag actors' unit: at most this
 # many rows and this much text. Bounded by bytes too: full-text articles are a hundred times longer
@@ -29,16 +29,6 @@ ROW_GROUP_TEXT_BYTES = 8 * 2**20
 
 ACTORS_START_S = 600  # for a pool's actors to load (a model, a tokenizer) on a busy or autoscaling cluster
 TEXT_COLUMNS = ["doc_id", "source", "text", "sentence_starts"]  # what tokenizing or tagging a document reads
-
-
-def parquet_files(path: Path) -> list[Path]:
-    """The Parquet file itself, or every Parquet file under the directory that readers see (names
-    starting with '.' or '_' are temporary or metadata files)."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    return sorted(p for p in path.rglob("*.parquet")
-                  if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
 
 
 def temporary_path(target: Path) -> Path:
@@ -92,6 +82,31 @@ def batches(table: pa.Table, rows: int, text_bytes: int | None = None) -> Iterat
         end = max(end, start + 1)
         yield table.slice(start, end - start)
         start = end
+
+
+def coalesced(tables: Iterable[pa.Table], rows: int, text_bytes: int) -> Iterator[pa.Table]:
+    """The stream's rows, in order, regrouped by `batches` into tables as full as the bounds allow: a
+    writer fed small tables (one bucket's share of a parse chunk) still writes full row groups, so
+    the units cut from them are few and large (a unit costs the actors a scheduling round trip)."""
+    pending: list[pa.Table] = []
+    held_rows = held_text = 0
+    for table in tables:
+        if not table.num_rows:
+            continue
+        pending.append(table)
+        held_rows, held_text = held_rows + table.num_rows, held_text + _text_bytes(table)
+        if held_rows >= rows or held_text >= text_bytes:
+            *full, rest = batches(pa.concat_tables(pending), rows, text_bytes)
+            yield from full
+            pending, held_rows, held_text = [rest], rest.num_rows, _text_bytes(rest)
+    if pending:
+        yield from batches(pa.concat_tables(pending), rows, text_bytes)
+
+
+def _text_bytes(table: pa.Table) -> int:
+    if "text" not in table.column_names:
+        return 0
+    return pc.sum(pc.binary_length(table.column("text"))).as_py() or 0
 
 
 def actor_pool(actors: int) -> ActorPoolStrategy:

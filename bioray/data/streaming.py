@@ -41,18 +41,20 @@ def parquet_file(path) -> pq.ParquetFile:
     return pq.ParquetFile(path, pre_buffer=False)
 
 
-def parquet_files(source) -> list[str]:
-    """The Parquet files of a file, a directory (sorted) or a list of files."""
-    if isinstance(source, (str, Path)):
-        source = Path(source)
-        return sorted(str(p) for p in source.glob("*.parquet")) if source.is_dir() else [str(source)]
-    return [str(p) for p in source]
+def parquet_files(path: Path) -> list[Path]:
+    """The Parquet file itself, or every Parquet file under the directory that readers see (names
+    starting with '.' or '_' are temporary or metadata files)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*.parquet")
+                  if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
 
 
 def row_group_tables(source, columns: Iterable[str] | None = None) -> Iterator[pa.Table]:
     """Every row group of a file, a directory or a list of Parquet files, in order, one table at a time:
     the reader holds one row group (the writers bound its rows and text), whatever the files' size."""
-    for path in parquet_files(source):
+    for path in source if isinstance(source, (list, tuple)) else parquet_files(source):
         file = parquet_file(path)
         for index in range(file.metadata.num_row_groups):
             yield file.read_row_group(index, columns=None if columns is None else list(columns))
