@@ -13,10 +13,10 @@ in the same bucket, and each bucket is resolved by a Ray task that reads only it
 3. unique texts: per text bucket, one document per normalised text (the smallest id).
 4. documents: per bucket, the kept documents with their sentence spans -> `documents/`.
 
-A task holds the keys of one bucket (a few hundred bytes a document) and one batch of text, and
-hands what it freed back to the OS when it ends (a Ray worker outlives its tasks). The number of
-buckets grows with the input above 4 GiB; below, a bucket grows with the corpus (measured in
-docs/performance.md).
+A task holds the keys of one bucket (a few hundred bytes a document) and one row group of text (it
+reads row group by row group, writes full row groups), and hands what it freed back to the OS when
+it ends (a Ray worker outlives its tasks). The number of buckets grows with the input above 4 GiB;
+below, a bucket's keys grow with the corpus (measured in docs/performance.md).
 """
 
 from __future__ import annotations
