@@ -89,7 +89,10 @@ def read_medline(path: Path, source: str) -> Iterator[dict | Quarantined]:
             chunk, error = b"", None
             try:  # read1: what is decompressed so far, so a truncated .gz still gives up its good part
                 chunk = stream.read1(READ_BYTES)
-                parser.feed(chunk) if chunk else parser.close()
+                if chunk:
+                    parser.feed(chunk)
+                else:
+                    parser.close()
             except (etree.XMLSyntaxError, EOFError, OSError) as failed:
                 error = failed
             for _, element in parser.read_events():
