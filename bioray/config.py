@@ -705,10 +705,28 @@ def _shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
+def entry_key(section: str, index: int, name: object) -> str:
+    """A list entry as every error names it: `finetune.datasets[5] (euadr)`."""
+    return f"{section}[{index}]" + (f" ({name})" if isinstance(name, str) and name else "")
+
+
+def _key_of(loc: tuple, tree: object) -> str:
+    """A schema error's location as a key, each list entry with its name: finetune.datasets[5] (euadr).metric."""
+    key, node = "", tree
+    for part in loc:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            key = entry_key(key, part, node.get("name") if isinstance(node, dict) else None)
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+            key += f".{part}"
+    return key.lstrip(".") or "(top level)"
+
+
+def _format_validation_error(error: ValidationError, source: str, tree: object = None) -> str:
     lines = [f"{source}: invalid workflow configuration"]
     for item in error.errors():
-        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"]).lstrip(".") or "(top level)"
+        key = _key_of(item["loc"], tree)
         if item["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
         elif item["type"] == "missing":
@@ -725,7 +743,7 @@ def is_mlflow_uri(value: str) -> bool:
     return value.startswith(MLFLOW_URI_PREFIXES)
 
 
-def _first_existing(data_root: str | list[str]) -> Path:
+def first_existing(data_root: str | list[str]) -> Path:
     """data_root, or of a list the first directory that exists (e.g. $BIORAY_DATA_ROOT, then
     ../shared/data, then the repository's sample-data)."""
     if isinstance(data_root, str):
@@ -754,9 +772,9 @@ def load_workflow(path: str | Path, overrides: list[str] | None = None) -> Workf
     try:
         config = WorkflowConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, str(path))) from None
+        raise ConfigError(_format_validation_error(exc, str(path), tree)) from None
     # Absolute paths: stage tasks may run in another working directory (a Ray job's working_dir).
     config.workdir = str(Path(config.workdir).resolve()) if "://" not in config.workdir else config.workdir
-    config.data_root = str(_first_existing(config.data_root).resolve())
+    config.data_root = str(first_existing(config.data_root).resolve())
     config.finetune.data_root = str(Path(config.data_root, config.finetune.data_root or ".").resolve())
     return config

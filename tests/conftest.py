@@ -7,14 +7,13 @@ marked `extended` (the heavy end-to-end, fault, load and scale tests) are listed
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("BIORAY_DATA_ROOT", REPO.parent / "shared" / "data")).resolve()
+from tests.support.data import DATA_ROOT, REPO, missing_data_reason
+
 EXTENDED_REASON = "extended tier: run `bash .ci/run-extended`"
 
 
@@ -23,12 +22,14 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--extended"):
-        return
-    skip = pytest.mark.skip(reason=EXTENDED_REASON)
+    extended = config.getoption("--extended")
     for item in items:
-        if "extended" in item.keywords:
-            item.add_marker(skip)
+        if "extended" in item.keywords and not extended:
+            item.add_marker(pytest.mark.skip(reason=EXTENDED_REASON))
+        for marker in item.iter_markers("needs_data"):
+            missing = [path for path in marker.args if not (DATA_ROOT / path).exists()]
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=missing_data_reason(missing)))
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +43,7 @@ def _mlflow_process_state():
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    if not (DATA_ROOT / "NCBI-disease").is_dir():
-        pytest.fail(f"shared data not found at {DATA_ROOT} (set BIORAY_DATA_ROOT)")
+    """The real data the tests read ($BIORAY_DATA_ROOT, ../shared/data or sample-data/: tests.support.data)."""
     return DATA_ROOT
 
 
@@ -78,14 +78,14 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def small_corpus(ray_session, data_root, tmp_path_factory) -> dict[str, Path]:
-    """Documents (40 PMC articles, 400 abstracts) ingested and a 3,000-piece vocabulary trained on
-    them, in this process on the session's Ray: {"documents": dir, "tokenizer": dir}."""
+    """Documents (PMC articles, 400 abstracts) ingested and a 3,000-piece vocabulary trained on them,
+    in this process on the session's Ray: {"documents": dir, "tokenizer": dir}."""
     from bioray.config import IngestConfig, SourceConfig, VocabConfig
     from bioray.data.ingest import run_ingest
     from bioray.data.vocab import run_vocab
 
     work = tmp_path_factory.mktemp("small-corpus")
-    sources = [SourceConfig(name="pmc", format="jsonl", path="corpus/craft-pmc", max_docs=40),
+    sources = [SourceConfig(name="pmc", format="pmc", path="pubmed-raw/pmc_oa_nxml"),
                SourceConfig(name="abstracts", format="jsonl", path="corpus/medical-abstracts-tc", max_docs=400)]
     (work / "ingest").mkdir()
     run_ingest(IngestConfig(sources=sources), data_root, work / "ingest")

@@ -11,6 +11,7 @@ from bioray.config import ConfigError, DatasetConfig
 from bioray.pipeline.inputs import load_checked
 from bioray.tasks.examples import DatasetError
 from bioray.tasks.splits import load_splits
+from tests.support.data import needs_blurb_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,6 +34,7 @@ EXPECTED = {
 }
 
 
+@needs_blurb_data
 def test_every_shared_dataset_loads_through_its_registry_entry(suite):
     names = {d.name for d in suite.finetune.datasets}
     assert names == set(EXPECTED)
@@ -45,6 +47,7 @@ def test_every_shared_dataset_loads_through_its_registry_entry(suite):
             assert sizes == expected, dataset.name
 
 
+@needs_blurb_data
 def test_splits_the_datasets_without_one_deterministically(suite):
     by_name = {d.name: d for d in suite.finetune.datasets}
     hoc, again = (load_splits(by_name["hoc"], suite.data_path) for _ in range(2))
@@ -58,6 +61,7 @@ def test_splits_the_datasets_without_one_deterministically(suite):
     assert not test_questions & {e.text for e in pubmedqa["train"] + pubmedqa["dev"]}
 
 
+@needs_blurb_data
 def test_typed_ner_with_docstart_lines(suite):
     entry = next(d for d in suite.finetune.datasets if d.name == "jnlpba-typed")
     test = load_splits(entry, suite.data_path)["test"]
@@ -65,6 +69,7 @@ def test_typed_ner_with_docstart_lines(suite):
     assert sum(t.startswith("B-") for s in test for t in s.tags) == 8662  # BLURB's test mentions
 
 
+@needs_blurb_data
 def test_pubtator_release_matches_biobert_preprocessing(suite):
     """NCBI-disease from its PubTator files: every annotation becomes one entity, and the test set
     has the same 960 mentions and (within 2 words) the same words as BioBERT's preprocessed file."""
@@ -151,13 +156,14 @@ def test_bad_files_fail_with_file_and_line(tmp_path, content, fields, message):
 
 def test_registry_entries_are_checked_before_anything_runs(write_workflow, quickstart_tree):
     quickstart_tree["finetune"]["datasets"][0].update(task="similarity", format="conll")
-    with pytest.raises(ConfigError, match=r"datasets\[0\]\.format: 'conll' does not fit task 'similarity'"):
+    entry = r"finetune\.datasets\[0\] \(ncbi-disease\)"  # every error names the entry
+    with pytest.raises(ConfigError, match=rf"{entry}\.format: 'conll' does not fit task 'similarity'"):
         load_checked(write_workflow(quickstart_tree))
     quickstart_tree["finetune"]["datasets"][0].update(task="doc_classification", format="hoc")
-    with pytest.raises(ConfigError, match=r"finetune\.datasets\[0\]\.path: format 'hoc' reads one folder: set `path`"):
+    with pytest.raises(ConfigError, match=rf"{entry}\.path: format 'hoc' reads one folder: set `path`"):
         load_checked(write_workflow(quickstart_tree))
     quickstart_tree["finetune"]["datasets"][0].update(task="nonsense", format=None)
-    with pytest.raises(ConfigError, match=r"finetune\.datasets\[0\]\.task: unknown task type 'nonsense' \(known: ner,"):
+    with pytest.raises(ConfigError, match=rf"{entry}\.task: unknown task type 'nonsense' \(known: ner,"):
         load_checked(write_workflow(quickstart_tree))
 
 
@@ -186,7 +192,8 @@ def test_k_fold_entries_gad_style(tmp_path, write_workflow, quickstart_tree):
     quickstart_tree["finetune"]["datasets"].append(
         {"name": "gad", "task": "relation", "folds": [str(tmp_path / "1"), str(tmp_path / "2")],
          "columns": ["sentence", "label"], "negative_label": "0"})
-    with pytest.raises(ConfigError, match=r"datasets\[1\]\.name: benchmark 'gad' is a single split, this entry 2-fold "
+    with pytest.raises(ConfigError, match=r"datasets\[1\] \(gad\)\.name: benchmark 'gad' is a single split, this "
+                                          r"entry 2-fold "
                                           r"cross-validation: not comparable; set `benchmark:` to another protocol's "
                                           r"entry \(gad-10fold \(10 folds\)\) or `none`"):
         load_checked(write_workflow(quickstart_tree))

@@ -53,11 +53,13 @@ def parquet_files(path: Path) -> list[Path]:
 
 def row_group_tables(source, columns: Iterable[str] | None = None) -> Iterator[pa.Table]:
     """Every row group of a file, a directory or a list of Parquet files, in order, one table at a time:
-    the reader holds one row group (the writers bound its rows and text), whatever the files' size."""
+    the reader holds one row group (the writers bound its rows and text), whatever the files' size.
+    Decoded on the calling thread: each reading task or actor has its CPU, and Arrow's pool threads
+    would free their buffers after the caller moved on, so the peak would depend on scheduling."""
     for path in source if isinstance(source, (list, tuple)) else parquet_files(source):
         file = parquet_file(path)
         for index in range(file.metadata.num_row_groups):
-            yield file.read_row_group(index, columns=None if columns is None else list(columns))
+            yield file.read_row_group(index, columns=None if columns is None else list(columns), use_threads=False)
 
 
 def release_memory(collect_cycles: bool = True) -> None:

@@ -13,11 +13,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_corpus_files_are_classified_by_format(data_root):
-    formats = {Path(s.path).name: s.format for s in bench_sources(data_root / "corpus")}
-    assert formats["craft-pmc.jsonl.gz"] == "jsonl"
-    assert formats["fatcat_pubmedsample_2019.xml.gz"] == "medline"
-    assert sum(f == "pmc" for f in formats.values()) >= 60
-    assert "README.md" not in formats and "removed_docs.tsv" not in formats
+    formats = {Path(s.path).name: s.format for folder in ("corpus", "pubmed-raw")
+               for s in bench_sources(data_root / folder)}
+    assert formats["medical-abstracts-tc.jsonl.gz"] == "jsonl"
+    assert formats["fatcat_pubmedsample_2019.xml.gz"] == "medline"  # gzipped: told by its root element
+    assert formats["biopython_pubmed1.xml"] == formats["pubmed-29768149.xml"] == "medline"
+    assert formats["1471-2180-11-174.nxml"] == "pmc"
+    assert all(formats[p.name] == "text" for p in (data_root / "pubmed-raw" / "abstracts_one_per_line").glob("*.txt"))
+    assert "PROVENANCE.md" not in formats
 
 
 @pytest.mark.extended

@@ -19,8 +19,10 @@ from bioray.tasks.registry import task_for
 from bioray.tasks.splits import load_splits
 from bioray.tracking.context import RunContext
 from bioray.train.finetune import run_finetune
+from tests.support.data import needs_blurb_data
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = needs_blurb_data  # an encoder with a vocabulary of the benchmarks' text, and their training sets
 SUBSET = {"chemprot": 240, "biosses": None, "hoc": 240, "pubmedqa": 160}
 SEED = 1
 

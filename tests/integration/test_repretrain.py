@@ -60,7 +60,8 @@ def _register_champion(tmp_path: Path, data_root: Path, uri: str, name: str = "c
     from bioray.tracking.store import activate
     from tests.support.workflows import mlflow_state_kept
 
-    lines = (data_root / "pubmed-raw/abstracts_one_per_line/PubMedAbstract_1MB.txt").read_text().splitlines()[:3000]
+    abstracts = min((data_root / "pubmed-raw/abstracts_one_per_line").glob("*.txt"))  # one abstract a line
+    lines = abstracts.read_text().splitlines()[:3000]
     wordpiece = BertWordPieceTokenizer(lowercase=False)
     wordpiece.train_from_iterator(lines, vocab_size=4000)
     tokenizer = BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, do_lower_case=False)

@@ -125,6 +125,7 @@ def _tokenize_in_fresh_ray(documents: Path, tokenizer: Path, output: Path) -> di
 
 
 @pytest.mark.extended
+@pytest.mark.needs_data("corpus/ohsumed-text-gcn")  # with the 600 abstracts of the sample: a corpus big enough to grow
 def test_ten_times_the_corpus_tokenizes_in_memory_that_does_not_follow_it(small_corpus, data_root, tmp_path):
     from bioray.bench.tokenize import scaled_corpus
     from bioray.config import IngestConfig, SourceConfig
