@@ -6,6 +6,7 @@ and the merge are checked against independent re-implementations written here (p
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -257,6 +258,20 @@ def test_official_json_yes_no_as_blurb_reads_it(tmp_path):
         ("Is insulin a lipid?", "Insulin is a peptide.", "no")]
 
 
+def test_a_blank_gold_answer_never_matches_and_its_question_still_counts(tmp_path, caplog):
+    """BioASQ's official 4B5_golden.json has a factoid whose exact_answer is [[" "]]: scored as the official
+    evaluator scores it, with a warning naming the question, not a refusal of the file."""
+    from bioray.tasks.metrics import factoid_scores
+
+    path = _write(tmp_path / "4B5_golden.json", _broken(lambda q: q[1].update(exact_answer=[[" "]])))
+    with caplog.at_level(logging.WARNING, logger="bioray.tasks.formats.bioasq"):
+        test = load_splits(_entry(task="qa_factoid", format="bioasq", train=str(path), test=str(path)), Path)["test"]
+    assert [e.question_id for e in test].count(F2) == 1 and test[-1].gold == [[]]
+    assert f"{path}: questions[1].exact_answer[0]: a blank gold answer" in caplog.text
+    # p53 would have been right: the blank question scores 0, and it counts (one of two questions)
+    assert factoid_scores([["BRCA1"], []], [["BRCA1"], ["p53"]])["strict_accuracy"] == 0.5
+
+
 def _broken(change) -> dict:
     tree = _official()
     change(tree["questions"])
@@ -267,7 +282,8 @@ def _broken(change) -> dict:
     (_broken(lambda q: q[0].update(exact_answer="BRCA1")), "qa_factoid",
      r"questions\[0\]\.exact_answer: expected a non-empty list of synonyms .* for a factoid question, got \"BRCA1\""),
     (_broken(lambda q: q[1].update(exact_answer=[["p53"], 53])), "qa_factoid",
-     r"questions\[1\]\.exact_answer\[1\]: expected a synonym \(a string\) or a list of synonyms, got 53"),
+     r"questions\[1\]\.exact_answer\[1\]: expected a synonym \(a string\) or a non-empty list of synonyms \(strings\), "
+     r"got 53"),
     (_broken(lambda q: q[2].update(exact_answer=[["aspirin"], []])), "qa_list",
      r"questions\[2\]\.exact_answer\[1\]: expected a synonym"),
     (_broken(lambda q: q[3].update(exact_answer="maybe")), "qa_yesno",

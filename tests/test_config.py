@@ -38,7 +38,8 @@ def test_wrong_type_names_key_and_value(write_workflow, quickstart_tree):
 
 def test_missing_input_file_is_named(write_workflow, quickstart_tree):
     quickstart_tree["finetune"]["datasets"][0]["test"] = "NCBI-disease/biobert/nope.tsv"
-    with pytest.raises(ConfigError, match=r"finetune\.datasets\[0\]\.test: file not found: .*nope\.tsv"):
+    with pytest.raises(ConfigError,
+                       match=r"finetune\.datasets\[0\] \(ncbi-disease\)\.test: file not found: .*nope\.tsv"):
         load_checked(write_workflow(quickstart_tree))
 
 
@@ -176,3 +177,14 @@ def test_scheduled_fetch_destination_need_not_exist_yet(write_workflow, quicksta
     quickstart_tree["tokenize"]["documents"] = "latest"
     with pytest.raises(ConfigError, match=r"tokenize\.documents"):
         load_checked(write_workflow(quickstart_tree))
+
+
+def test_every_error_about_a_list_entry_names_the_entry(write_workflow, quickstart_tree):
+    """A schema error inside a dataset entry (or any named list entry) says which entry, as the inputs
+    check does: `finetune.datasets[0] (ncbi-disease).epochs`."""
+    quickstart_tree["finetune"]["datasets"][0]["epochs"] = "many"
+    quickstart_tree["ingest"]["sources"][1]["max_docs"] = -1
+    with pytest.raises(ConfigError) as raised:
+        load_checked(write_workflow(quickstart_tree))
+    assert "finetune.datasets[0] (ncbi-disease).epochs: " in str(raised.value)
+    assert f"ingest.sources[1] ({quickstart_tree['ingest']['sources'][1]['name']}).max_docs: " in str(raised.value)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
 
 from bioray.config import ConfigError
-from bioray.pipeline.model_refs import pin
+from bioray.pipeline.inputs import load_checked
+from bioray.pipeline.model_refs import pin, resolve_model_refs
+from bioray.pipeline.plan import build_plan
 from bioray.tracking.models import hf_directory, pipeline_for
 
 
@@ -41,3 +45,29 @@ def test_alias_is_pinned_to_its_version_and_a_missing_one_is_a_config_error(tmp_
     assert pin("models:/enc/2", client) == "models:/enc/2"
     with pytest.raises(ConfigError, match="no 'champion' version of 'other'"):
         pin("models:/other@champion", client)
+
+
+def test_an_arm_checkpoint_may_be_a_registered_encoder(tmp_path, mlflow_layout, write_workflow, quickstart_tree):
+    """`encoders[].checkpoint: models:/<name>@<alias>` is pinned, downloaded and what the encoder stage copies
+    (every key that takes a checkpoint takes an MLflow URI, resolved by model_refs)."""
+    from bioray.pipeline.stages.base import StageEnv
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(store)
+    client.create_registered_model("enc")
+    client.create_model_version("enc", source=str(mlflow_layout))
+    client.set_registered_model_alias("enc", "champion", "1")
+    quickstart_tree["tracking"] = {"uri": store, "experiment": "refs"}
+    quickstart_tree["encoders"] = [{"name": "general", "source": "checkpoint", "checkpoint": "models:/enc@champion"}]
+    config = load_checked(write_workflow(quickstart_tree))
+    assert resolve_model_refs(config) == {"encoders[0].checkpoint": "models:/enc/1"}
+    local = Path(config.encoders[0].checkpoint)
+    assert (local / "config.json").is_file() and local.is_relative_to(config.workdir)
+
+    node = next(n for n in build_plan(config) if n.name == "encoder/general")
+    assert node.params.checkpoint == str(local) and str(local / "config.json") in node.files  # in its key
+    env = StageEnv(key="k", context=None, data_root=tmp_path / "data", datasets_root=tmp_path / "data",
+                   train_storage=str(tmp_path), paths=config.paths)
+    (tmp_path / "out").mkdir()
+    node.stage.run(node, {}, tmp_path / "out", env)
+    assert (tmp_path / "out" / "model" / "config.json").is_file()

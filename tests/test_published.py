@@ -41,13 +41,13 @@ def _entry(**fields) -> DatasetConfig:
 
 
 @pytest.mark.parametrize(("fields", "message"), [
-    ({"benchmark": "ncbi"}, r"datasets\[0\]\.benchmark: unknown benchmark 'ncbi' \(known: bc2gm, .*; or `none`"),
+    ({"benchmark": "ncbi"}, r"datasets\[0\] \(x\)\.benchmark: unknown benchmark 'ncbi' \(known: bc2gm, .*; or `none`"),
     ({"benchmark": "chemprot"}, r"benchmark 'chemprot' is a relation task, not ner"),
     ({"task": "relation", "metric": "accuracy", "benchmark": "chemprot", "columns": ["sentence", "label"]},
      r"benchmark 'chemprot' publishes f1, this entry is scored by accuracy; set `metric: f1` or `benchmark: none`"),
     ({"task": "relation", "columns": ["sentence", "label"], "benchmark": "none"},
-     r"datasets\[0\]\.negative_label: a relation entry states its metric"),
-    ({"metric": "pearson"}, r"datasets\[0\]\.metric: 'pearson' is not a metric of task 'ner' \(expected one of "
+     r"finetune\.datasets\[0\] \(x\)\.negative_label: a relation entry states its metric"),
+    ({"metric": "pearson"}, r"datasets\[0\] \(x\)\.metric: 'pearson' is not a metric of task 'ner' \(expected one of "
                             r"\['f1'\]\)"),
 ])
 def test_an_entry_that_cannot_be_compared_is_a_config_error(fields, message, write_workflow, quickstart_tree):

@@ -139,7 +139,7 @@ def test_register_task_plans_one_node_per_dataset_and_has_its_own_switch(write_w
     quickstart_tree["finetune"]["lr"] = [1e-3, 3e-4]
     nodes = {n.name: n for n in build_plan(load_checked(write_workflow(quickstart_tree)))}
     node = nodes["register-task/ncbi-disease"]
-    assert node.params.model_name == "bioray-ner-ncbi-disease" and node.params.primary_metric == "f1"
+    assert node.params.model_name == "bioray-ner-ncbi-disease" and node.params.metric == "f1"
     assert list(node.params.evaluations) == ["evaluate/ncbi-disease/seed-1", "evaluate/ncbi-disease/seed-2"]
     assert node.params.evaluations["evaluate/ncbi-disease/seed-1"].finetune == [
         "finetune/ncbi-disease/seed-1/lr-0.001", "finetune/ncbi-disease/seed-1/lr-0.0003"]
@@ -186,3 +186,40 @@ def test_large_outputs_are_logged_compressed_and_capped(tmp_path):
     capped = log_output_file(client, "r", large, cap=10 * len(line) + 5)
     assert gzip.decompress(client.artifacts["predictions.jsonl.gz"]) == (line * 10).encode()  # whole first lines
     assert client.tags == {"bioray.capped.predictions.jsonl": f"10 of {capped['lines']} lines"}
+
+
+def test_register_task_ranks_a_grid_and_its_versions_by_the_entrys_metric(tagger, logged, store, tmp_path,
+                                                                         write_workflow, quickstart_tree):
+    """An entry scored by `metric: accuracy` (chemprot-scibert in blurb.yaml) with a learning-rate grid: the
+    register-task stage reads `finetune/best_dev_accuracy`, what fine-tuning recorded for that entry."""
+    from types import SimpleNamespace
+
+    from bioray.pipeline.stages.base import StageEnv
+    from bioray.tracking.context import RunContext
+
+    files = {}
+    for split in ("train", "dev", "test"):
+        files[split] = str(tmp_path / f"{split}.jsonl")
+        Path(files[split]).write_text("".join(json.dumps({"text": f"<< A{i} >> binds [[ B{i} ]].", "label": label})
+                                              + "\n" for i, label in enumerate(["INHIBITOR", "false"] * 2)))
+    quickstart_tree["finetune"].update(seeds=[1], lr=[1e-3, 3e-4], datasets=[
+        {"name": "re", "task": "relation", "format": "jsonl", "metric": "accuracy", "text_column": "text", **files}])
+    node = next(n for n in build_plan(load_checked(write_workflow(quickstart_tree))) if n.kind == "register-task")
+    assert node.params.metric == "accuracy"
+
+    def tuned(dev_accuracy: float):  # what a finetune stage's output offers the register-task stage
+        return SimpleNamespace(model=tagger, mlflow_model=logged,
+                               metrics={"finetune/best_dev_accuracy": dev_accuracy, "finetune/best_dev_f1": 0.0})
+
+    (evaluation,) = node.params.evaluations
+    low, high = node.params.evaluations[evaluation].finetune
+    inputs = {evaluation: SimpleNamespace(metrics={"relation/test_accuracy": 0.5}), low: tuned(0.2), high: tuned(0.6)}
+    client, experiment = store
+    run = client.create_run(experiment).info.run_id
+    config = load_checked(write_workflow(quickstart_tree))
+    env = StageEnv(key="k", context=RunContext(client.tracking_uri, experiment, run, run), data_root=tmp_path,
+                   datasets_root=tmp_path, train_storage=str(tmp_path), paths=config.paths)
+    (tmp_path / "out").mkdir()
+    node.stage.run(node, inputs, tmp_path / "out", env)
+    version = client.get_model_version_by_alias(node.params.model_name, "challenger")
+    assert version.tags["finetune"] == high  # the grid's dev-best by accuracy, not the first run

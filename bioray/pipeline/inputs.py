@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bioray.config import ConfigError, WorkflowConfig, is_mlflow_uri, load_workflow
+from bioray.config import ConfigError, WorkflowConfig, entry_key, is_mlflow_uri, load_workflow
 from bioray.corpus.files import list_source_files
 from bioray.tasks import registry
 from bioray.tasks.published import benchmark_problems
@@ -22,9 +22,9 @@ def check_inputs(config: WorkflowConfig, read_datasets: bool = False) -> None:
         if any(path == d or d in path.parents for d in fetched):
             continue  # filled by the scheduled run's fetch, which comes first
         if not list_source_files(path, source.format):
-            problems.append(f"ingest.sources[{i}].path: no {source.format} files at {path}")
+            problems.append(f"{entry_key('ingest.sources', i, source.name)}.path: no {source.format} files at {path}")
     for i, dataset in enumerate(config.finetune.datasets):
-        where = f"finetune.datasets[{i}]"
+        where = entry_key("finetune.datasets", i, dataset.name)
         entry = registry.entry_problems(dataset, where)
         entry = entry or [f"{where}.{p}" for p in benchmark_problems(dataset, registry.task_for(dataset).metric)]
         problems += entry
@@ -32,10 +32,11 @@ def check_inputs(config: WorkflowConfig, read_datasets: bool = False) -> None:
             missing = _missing_files(config, dataset, where)
             problems += missing
             if read_datasets and not missing:
-                problems += [f"{where} ({dataset.name}): {p}" for p in dataset_problems(dataset, config.dataset_path)]
+                problems += [f"{where}: {p}" for p in dataset_problems(dataset, config.dataset_path)]
     checkpoints = [("vocab.init_checkpoint", config.vocab.init_checkpoint),
                    ("pretrain.init_checkpoint", config.pretrain.init_checkpoint)]
-    checkpoints += [(f"encoders[{i}].checkpoint", arm.checkpoint) for i, arm in enumerate(config.encoders or [])]
+    checkpoints += [(f"{entry_key('encoders', i, arm.name)}.checkpoint", arm.checkpoint)
+                    for i, arm in enumerate(config.encoders or [])]
     for key, path in checkpoints:
         if path and not is_mlflow_uri(path) and not (config.data_path(path) / "config.json").is_file():
             problems.append(f"{key}: no HF checkpoint (config.json) at {config.data_path(path)}")

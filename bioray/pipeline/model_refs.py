@@ -1,5 +1,6 @@
-"""Registered models as starting points: `vocab.init_checkpoint` / `pretrain.init_checkpoint` may be an
-MLflow URI (`models:/bioray-encoder@champion`, `models:/bioray-encoder/3`, `runs:/<id>/encoder`).
+"""Registered models as starting points: every key that takes a checkpoint (`vocab.init_checkpoint`,
+`pretrain.init_checkpoint`, `encoders[].checkpoint`) may be an MLflow URI (`models:/bioray-encoder@champion`,
+`models:/bioray-encoder/3`, `runs:/<id>/encoder`), resolved here and nowhere else.
 
 An alias is pinned to the version it points at when the run starts, and that version's files are
 downloaded once into `<workdir>/models/`; the local path (which names the version) is what the stage
@@ -19,7 +20,14 @@ from bioray.workdir import Workdir
 log = logging.getLogger(__name__)
 
 ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
-CHECKPOINT_KEYS = (("vocab", "init_checkpoint"), ("pretrain", "init_checkpoint"))
+
+
+def checkpoint_keys(config: WorkflowConfig) -> dict[str, tuple[object, str]]:
+    """Every key of the workflow that takes a checkpoint: {"encoders[1].checkpoint": (its section, field)}."""
+    keys = {f"{section}.init_checkpoint": (getattr(config, section), "init_checkpoint")
+            for section in ("vocab", "pretrain")}
+    keys.update({f"encoders[{i}].checkpoint": (arm, "checkpoint") for i, arm in enumerate(config.encoders or [])})
+    return keys
 
 
 def pin(uri: str, client) -> str:
@@ -61,21 +69,20 @@ def download(pinned: str, workdir: Workdir) -> Path:
 
 
 def resolve_model_refs(config: WorkflowConfig) -> dict[str, str]:
-    """Replace MLflow URIs among the init checkpoints by local HF directories; returns {key: pinned URI}."""
+    """Replace the MLflow URIs among the checkpoint keys by local HF directories; returns {key: pinned URI}."""
     from bioray.tracking.store import activate, tracking_uri_for
 
-    refs = {f"{s}.{k}": getattr(getattr(config, s), k) for s, k in CHECKPOINT_KEYS}
-    refs = {key: uri for key, uri in refs.items() if uri and is_mlflow_uri(uri)}
+    refs = {key: (owner, field, getattr(owner, field)) for key, (owner, field) in checkpoint_keys(config).items()}
+    refs = {key: ref for key, ref in refs.items() if ref[2] and is_mlflow_uri(ref[2])}
     if not refs:
         return {}
     client = activate(tracking_uri_for(config.tracking.uri, config.paths.mlflow_db))
     pinned, by_uri = {}, {}
-    for key, uri in refs.items():
+    for key, (owner, field, uri) in refs.items():
         if uri not in by_uri:  # vocab and weights from one version even if the alias moves meanwhile
             by_uri[uri] = pin(uri, client)
         pinned[key] = by_uri[uri]
         path = download(pinned[key], config.paths)
-        section, field = key.split(".")
-        setattr(getattr(config, section), field, str(path))
+        setattr(owner, field, str(path))
         log.info("%s: %s is %s, files in %s", key, uri, pinned[key], path)
     return pinned

@@ -32,7 +32,7 @@ class RegisterTaskParams(BaseModel):
     model_name: str
     dataset: str
     task: str
-    primary_metric: str  # of a grid, the run best on dev by it was scored; of the versions, it gets the alias
+    metric: str  # the entry's (Task.metric): a grid's run best on dev by it was scored; the best version gets the alias
     evaluations: dict[str, Evaluation]  # evaluate stage name -> its evaluation, in registration order
 
 
@@ -54,7 +54,7 @@ class RegisterTask(Stage):
             params = RegisterTaskParams(task_models=settings,
                                         model_name=model_name(settings.prefix, dataset.task, dataset.name),
                                         dataset=dataset.name, task=dataset.task,
-                                        primary_metric=registry.task_class(dataset.task).primary_metric,
+                                        metric=registry.task_for(dataset).metric,
                                         evaluations=evaluations)
             inputs = tuple(evaluations) + tuple(run for n in evaluated for run in n.inputs)
             nodes.append(Node(f"register-task/{dataset.name}", self, inputs, params))
@@ -67,14 +67,14 @@ class RegisterTask(Stage):
         params: RegisterTaskParams = node.params
         candidates = []
         for name, evaluation in params.evaluations.items():
-            chosen, tuned = choose({run: inputs[run] for run in evaluation.finetune}, params.primary_metric)
+            chosen, tuned = choose({run: inputs[run] for run in evaluation.finetune}, params.metric)
             facts = {"dataset": params.dataset, "task": params.task, "seed": evaluation.seed, "evaluation": name,
                      "finetune": chosen, "hf_subdir": "model"}
             facts.update({key: value for key, value in (("arm", evaluation.arm), ("fold", evaluation.fold))
                           if value is not None})
             candidates.append(TaskVersion(
                 model_dir=tuned.model, logged_model=tuned.mlflow_model,
-                dev=tuned.metrics.get(f"finetune/best_dev_{params.primary_metric}"),
+                dev=tuned.metrics.get(f"finetune/best_dev_{params.metric}"),
                 scores={k: v for k, v in inputs[name].metrics.items() if "/test_" in k}, tags=facts))
         return run_register_tasks(params.model_name, params.task_models.alias, candidates, context=env.context,
                                   output=output)

@@ -15,7 +15,7 @@ from bioray.tasks import registry
 class TagParams(BaseModel):
     tag: TagConfig
     max_length: int  # the tagging model's fine-tuning window
-    primary_metric: str  # of a learning-rate grid, the run best on dev by it tags
+    metric: str  # the entry's (Task.metric): of a learning-rate grid, the run best on dev by it tags
 
 
 class Tag(Stage):
@@ -33,13 +33,13 @@ class Tag(Stage):
             "evaluate", config, Run(arm, dataset, 0 if dataset.folds else None, seed)))
         return [Node(f"tag/{dataset.name}", self, (*evaluation.inputs, "ingest"),  # the runs it chose from
                      TagParams(tag=config.tag, max_length=config.finetune.for_dataset(dataset).max_length,
-                               primary_metric=registry.task_for(dataset).metric))]
+                               metric=registry.task_for(dataset).metric))]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.pipeline.stages.evaluate import choose
         from bioray.tasks.tagging import run_tagging
 
-        _, tuned = choose({name: out for name, out in inputs.items() if name != "ingest"}, node.params.primary_metric)
+        _, tuned = choose({name: out for name, out in inputs.items() if name != "ingest"}, node.params.metric)
         model = tuned.model
         stats = run_tagging(model, inputs["ingest"].documents, output, actors=node.params.tag.actors,
                             max_length=node.params.max_length, batch_size=node.params.tag.batch_size)

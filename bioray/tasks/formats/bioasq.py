@@ -14,6 +14,7 @@ and a snippet without it is no training example for that answer (BioBERT's prepr
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from bioray.tasks.formats.json_fields import field, is_text, load_json, records,
 QUESTION_TYPES = {"qa_factoid": "factoid", "qa_list": "list", "qa_yesno": "yesno"}  # task type -> questions it reads
 TYPES = ("factoid", "list", "yesno", "summary")
 
+log = logging.getLogger(__name__)
+
 
 def question_type(dataset) -> str:
     """The BioASQ question type an entry's task reads (factoid for an unknown extractive task)."""
@@ -31,12 +34,18 @@ def question_type(dataset) -> str:
 
 
 def _synonyms(value, where: str) -> list[str]:
-    """One answer's synonyms: a string, or a list of non-empty strings."""
-    if is_text(value):
-        return [value]
-    if isinstance(value, list) and value and all(is_text(s) for s in value):
-        return list(value)
-    raise DatasetError(f"{where}: expected a synonym (a string) or a list of synonyms, got {shown(value)}")
+    """One answer's synonyms: a string, or a non-empty list of strings. Blank ones are dropped: an official
+    golden file has an answer that is only a blank, which BioASQ's evaluator never matches while its
+    question still counts, and so it is scored here (with a warning naming it)."""
+    synonyms = [value] if isinstance(value, str) else value
+    if not (isinstance(synonyms, list) and synonyms and all(isinstance(s, str) for s in synonyms)):
+        raise DatasetError(f"{where}: expected a synonym (a string) or a non-empty list of synonyms (strings), "
+                           f"got {shown(value)}")
+    kept = [s for s in synonyms if is_text(s)]
+    if not kept:
+        log.warning("%s: a blank gold answer, %s: it matches no prediction, and its question still counts",
+                    where, shown(value))
+    return kept
 
 
 def gold_items(question: dict, kind: str, where: str) -> list[list[str]] | str:
