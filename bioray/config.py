@@ -7,8 +7,11 @@ resource starts, so a bad workflow fails in about a second.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -187,17 +190,22 @@ class FastPathConfig(Section):
                           "dropout+residual+LayerNorm fuse); pays on GPU, on CPU compile time dominates short runs.")
     fused_optimizer: bool = Field(True, description="torch's fused AdamW (one kernel for all parameters, CPU "
                                   "and GPU); DeepSpeed FusedLamb for LAMB on GPU.")
-    masked_only_decoder: bool = Field(True, description="Pretraining: the MLM decoder (hidden x vocabulary) only "
-                                      "on masked positions, not on every token.")
-    reduce_once_per_step: bool = Field(True, description="Pretraining with gradient accumulation: all-reduce "
-                                       "gradients once per optimizer step, not per micro-batch. ZeRO-2 "
-                                       "reduce-scatters every micro-batch, so with accumulation > 1 it runs as "
-                                       "ZeRO-1 (optimizer states still partitioned); ZeRO-3 must reduce per "
-                                       "micro-batch and is left as it is.")
 
     def model_switches(self) -> dict:
         """The switches that change the model instance (bioray.model.encoder.apply_fast_path)."""
         return {"unpad": self.unpad, "attention": self.attention, "compile": self.compile}
+
+
+class PretrainFastPathConfig(FastPathConfig):
+    """Pretraining's fast path: the switches every training loop has, and two of its own."""
+
+    masked_only_decoder: bool = Field(True, description="The MLM decoder (hidden x vocabulary) only on masked "
+                                      "positions, not on every token.")
+    reduce_once_per_step: bool = Field(True, description="With gradient accumulation: all-reduce "
+                                       "gradients once per optimizer step, not per micro-batch. ZeRO-2 "
+                                       "reduce-scatters every micro-batch, so with accumulation > 1 it runs as "
+                                       "ZeRO-1 (optimizer states still partitioned); ZeRO-3 must reduce per "
+                                       "micro-batch and is left as it is.")
 
     def loss_switches(self) -> dict:
         """The switches of the pretraining loss (bioray.model.encoder.pretraining_loss)."""
@@ -230,7 +238,8 @@ class PretrainConfig(Section):
     grad_clip: float = Field(1.0, ge=0, description="Gradient norm clipping (0 = off).")
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="Training precision.")
-    fast: FastPathConfig = Field(default_factory=FastPathConfig, description="Fast-path switches.")
+    fast: PretrainFastPathConfig = Field(default_factory=PretrainFastPathConfig,
+                                         description="Fast-path switches.")
     mask_rate: float = Field(0.15, gt=0, lt=1, description="Fraction of tokens masked (80/10/10); MosaicBERT used 0.3.")
     output_bias_init: Literal["zero", "unigram"] = Field(
         "zero", description="unigram: the MLM output bias starts at each token's log frequency in the training "
@@ -366,8 +375,8 @@ class TrainingConfig(Section):
         None, description="null: plain DDP. 0-2: a DeepSpeed engine at that ZeRO stage (1 partitions "
         "the optimizer state over the workers, 2 also the gradients), for encoders whose Adam state does not "
         "fit one device. ZeRO-3 is not offered: the per-epoch dev scoring on rank 0 needs whole weights.")
-    fast: FastPathConfig = Field(default_factory=FastPathConfig, description="Fast-path switches "
-                                 "(masked_only_decoder and reduce_once_per_step do not apply).")
+    fast: FastPathConfig = Field(default_factory=FastPathConfig, description="Fast-path switches (pretraining's "
+                                 "masked_only_decoder and reduce_once_per_step are not among them: an error here).")
     log_model: bool = Field(True, description="Log each fine-tuned model on its run as an MLflow transformers "
                             "model (`mlflow.transformers.load_model` gives a working pipeline).")
 
@@ -421,7 +430,7 @@ class GateConfig(Section):
     metric: str = Field("mean", description="What decides: `mean` (the mean of the report's per-dataset scores "
                         "over the datasets both versions were scored on) or one report metric, e.g. "
                         "`report/blurb_style_macro` or `report/ncbi-disease/f1`.")
-    margin: float = Field(0.0, ge=0, description="Points (0-100 scale) the challenger must win by.")
+    margin: float = Field(0.0, ge=0, le=100, description="Points (0-100 scale) the challenger must win by.")
 
 
 class TaskModelsConfig(Section):
@@ -706,8 +715,10 @@ def _shorten(text: str, limit: int = 80) -> str:
 
 
 def entry_key(section: str, index: int, name: object) -> str:
-    """A list entry as every error names it: `finetune.datasets[5] (euadr)`."""
-    return f"{section}[{index}]" + (f" ({name})" if isinstance(name, str) and name else "")
+    """A list entry as every error names it: `finetune.datasets[5] (euadr)`; a name that is not a valid
+    one (the error may be about it) is left out, never printed raw."""
+    valid = isinstance(name, str) and _NAME.fullmatch(name) and ".." not in name
+    return f"{section}[{index}]" + (f" ({name})" if valid else "")
 
 
 def _key_of(loc: tuple, tree: object) -> str:
@@ -723,12 +734,32 @@ def _key_of(loc: tuple, tree: object) -> str:
     return key.lstrip(".") or "(top level)"
 
 
+def section_model(annotation) -> type[BaseModel] | None:
+    """The config section a field holds (itself, or inside a list or an optional)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (list, typing.Union, types.UnionType, typing.Annotated):
+        return next(filter(None, map(section_model, typing.get_args(annotation))), None)
+    return None
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """For an unknown key: the section's own keys closest to it."""
+    model = WorkflowConfig
+    for part in loc[:-1]:
+        if not isinstance(part, int):
+            field = model.model_fields.get(part) if model else None
+            model = section_model(field.annotation) if field else None
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1) if model else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _format_validation_error(error: ValidationError, source: str, tree: object = None) -> str:
     lines = [f"{source}: invalid workflow configuration"]
     for item in error.errors():
         key = _key_of(item["loc"], tree)
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
+            lines.append(f"  {key}: unknown key{_did_you_mean(item['loc'])}")
         elif item["type"] == "missing":
             lines.append(f"  {key}: required key is missing")
         else:

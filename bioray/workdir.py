@@ -82,12 +82,8 @@ class Workdir:
 
     # --- everything else bioray keeps here ----------------------------------------------------
 
-    @property
-    def models(self) -> Path:
-        """Registered models downloaded as starting points (vocab / pretrain init checkpoints)."""
-        return self.path("models")
-
     def model_download(self, *parts: str) -> Path:
+        """Where a registered model used as a starting point is downloaded (bioray.pipeline.model_refs)."""
         return self.path("models", *parts)
 
     @property

@@ -45,7 +45,7 @@ def test_missing_input_file_is_named(write_workflow, quickstart_tree):
 
 def test_missing_source_files_are_named(write_workflow, quickstart_tree):
     quickstart_tree["ingest"]["sources"][1]["path"] = "no/such/dir"
-    with pytest.raises(ConfigError, match=r"ingest\.sources\[1\]\.path: no medline files"):
+    with pytest.raises(ConfigError, match=r"ingest\.sources\[1\] \(medline\)\.path: no medline files"):
         load_checked(write_workflow(quickstart_tree))
 
 
@@ -168,7 +168,7 @@ def test_scheduled_fetch_destination_need_not_exist_yet(write_workflow, quicksta
     """The first scheduled run fetches before it ingests; a missing model URI is no file error either."""
     quickstart_tree["ingest"]["sources"] = [{"name": "updates", "format": "medline", "path": str(tmp_path / "updates")}]
     quickstart_tree["pretrain"]["init_checkpoint"] = "models:/bioray-encoder@champion"
-    with pytest.raises(ConfigError, match=r"ingest\.sources\[0\]\.path: no medline files"):
+    with pytest.raises(ConfigError, match=r"ingest\.sources\[0\] \(updates\)\.path: no medline files"):
         load_checked(write_workflow(quickstart_tree))
     quickstart_tree["repretrain"] = {
         "fetch": [{"listing": "http://127.0.0.1:1/", "destination": str(tmp_path / "updates")}]}
@@ -188,3 +188,27 @@ def test_every_error_about_a_list_entry_names_the_entry(write_workflow, quicksta
         load_checked(write_workflow(quickstart_tree))
     assert "finetune.datasets[0] (ncbi-disease).epochs: " in str(raised.value)
     assert f"ingest.sources[1] ({quickstart_tree['ingest']['sources'][1]['name']}).max_docs: " in str(raised.value)
+
+
+def test_an_unknown_key_is_told_the_closest_key_of_its_section(write_workflow, quickstart_tree):
+    quickstart_tree["pretrain"]["warmup_step"] = 3
+    quickstart_tree["finetune"]["datasets"][0]["trian"] = "x"
+    quickstart_tree["pretrian"] = {}
+    with pytest.raises(ConfigError) as raised:
+        load_checked(write_workflow(quickstart_tree))
+    message = str(raised.value)
+    assert "pretrain.warmup_step: unknown key (did you mean 'warmup_steps'?)" in message
+    assert "finetune.datasets[0] (ncbi-disease).trian: unknown key (did you mean 'train'?)" in message
+    assert "pretrian: unknown key (did you mean 'pretrain'?)" in message
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("finetune", "fast", {"masked_only_decoder": False}, r"finetune\.fast\.masked_only_decoder: unknown key"),
+    ("finetune", "fast", {"reduce_once_per_step": False}, r"finetune\.fast\.reduce_once_per_step: unknown key"),
+    ("registry", "gate", {"margin": 150}, r"registry\.gate\.margin: Input should be less than or equal to 100"),
+])
+def test_a_value_the_docs_rule_out_is_refused(write_workflow, quickstart_tree, section, key, value, message):
+    """Switches that do not apply to fine-tuning, a margin beyond the 0-100 scale: errors, never silently kept."""
+    quickstart_tree[section][key] = value
+    with pytest.raises(ConfigError, match=message):
+        load_checked(write_workflow(quickstart_tree))

@@ -15,7 +15,7 @@ from transformers import (
     BertForTokenClassification,
 )
 
-from bioray.config import FastPathConfig, ModelConfig, PretrainConfig
+from bioray.config import ModelConfig, PretrainConfig, PretrainFastPathConfig
 from bioray.constants import IGNORE_INDEX
 from bioray.model.encoder import apply_fast_path, build_mlm_model, pretraining_loss
 from bioray.model.unpad import RealTokens, encode_unpadded
@@ -23,7 +23,7 @@ from bioray.train.flops import mlm_parameters, peak_flops
 from bioray.train.optim import build_optimizer, decay_groups
 
 SHAPE = ModelConfig(layers=2, hidden=64, heads=4, intermediate=128, max_position=64, dropout=0.0)
-PLAIN = FastPathConfig(unpad=False, masked_only_decoder=False, fused_optimizer=False)
+PLAIN = PretrainFastPathConfig(unpad=False, masked_only_decoder=False, fused_optimizer=False)
 
 
 def _padded_batch(lengths=(16, 9, 3, 12), vocab=100, nsp=False):
@@ -89,7 +89,7 @@ def test_a_batch_without_padding_takes_the_maskless_view_path():
     torch.manual_seed(0)
     model = build_mlm_model(100, 0, **SHAPE.model_dump())
     plain_loss, _, plain_grads = _loss_and_grads(model, batch, PLAIN)
-    loss, _, grads = _loss_and_grads(model, batch, FastPathConfig())
+    loss, _, grads = _loss_and_grads(model, batch, PretrainFastPathConfig())
     assert loss == pytest.approx(plain_loss, rel=1e-5)
     _assert_same_grads(plain_grads, grads, atol=1e-6)
 
@@ -145,9 +145,9 @@ def test_flash_varlen_falls_back_to_sdpa_without_flash_attn_or_gpu(caplog):
     torch.manual_seed(0)
     model = build_mlm_model(100, 0, **SHAPE.model_dump())
     batch = _padded_batch()
-    expected, _, expected_grads = _loss_and_grads(model, batch, FastPathConfig())
+    expected, _, expected_grads = _loss_and_grads(model, batch, PretrainFastPathConfig())
     with caplog.at_level(logging.WARNING):
-        loss, _, grads = _loss_and_grads(model, batch, FastPathConfig(attention="flash_varlen"))
+        loss, _, grads = _loss_and_grads(model, batch, PretrainFastPathConfig(attention="flash_varlen"))
     assert loss == expected
     _assert_same_grads(expected_grads, grads, atol=0)
     assert not torch.cuda.is_available() and "using SDPA instead" in caplog.text
@@ -164,8 +164,8 @@ def test_compiled_dense_blocks_match_eager():
     assert compiled.state_dict().keys() == eager.state_dict().keys()
     for lengths in ((16, 9, 3, 12), (7, 16, 16, 2)):  # a second shape: no recompilation error
         batch = _padded_batch(lengths)
-        expected, _, expected_grads = _loss_and_grads(eager, batch, FastPathConfig())
-        loss, _, grads = _loss_and_grads(compiled, batch, FastPathConfig(compile=True))
+        expected, _, expected_grads = _loss_and_grads(eager, batch, PretrainFastPathConfig())
+        loss, _, grads = _loss_and_grads(compiled, batch, PretrainFastPathConfig(compile=True))
         assert loss == pytest.approx(expected, rel=1e-4)
         _assert_same_grads(expected_grads, grads, atol=1e-5)
 
@@ -200,9 +200,9 @@ def test_bf16_autocast_loss_is_close_to_fp32():
     torch.manual_seed(0)
     model = build_mlm_model(100, 0, **SHAPE.model_dump())
     batch = _padded_batch()
-    fp32, _, fp32_grads = _loss_and_grads(model, batch, FastPathConfig())
+    fp32, _, fp32_grads = _loss_and_grads(model, batch, PretrainFastPathConfig())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        bf16, _, bf16_grads = _loss_and_grads(model, batch, FastPathConfig())
+        bf16, _, bf16_grads = _loss_and_grads(model, batch, PretrainFastPathConfig())
     assert bf16 == pytest.approx(fp32, rel=2e-2)
     cosine = torch.nn.functional.cosine_similarity(torch.cat([g.flatten() for g in fp32_grads.values()]),
                                                    torch.cat([g.flatten() for g in bf16_grads.values()]), dim=0)

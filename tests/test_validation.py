@@ -78,7 +78,7 @@ def test_datasets_resolve_against_their_own_root(tmp_path, data_root, write_work
     entries = _plant(tmp_path / "bench")
     quickstart_tree["finetune"]["datasets"] = [{**entries[0], "test": "ner/train.tsv"}]
     with pytest.raises(ConfigError,
-                       match=rf"datasets\[0\] \(ncbi-disease\)\.train: file not found: {data_root}/ner/train\.tsv"):
+                       match=rf"datasets\[0\] \(toy-ner\)\.train: file not found: {data_root}/ner/train\.tsv"):
         load_checked(write_workflow(quickstart_tree), read_datasets=True)  # default: the workflow's data_root
 
     quickstart_tree["finetune"]["data_root"] = str(tmp_path / "bench")

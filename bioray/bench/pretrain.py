@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bioray.config import FastPathConfig, ModelConfig
+from bioray.config import ModelConfig, PretrainFastPathConfig
 from bioray.corpus.sentences import sentence_spans
 
 TINY = ModelConfig(layers=2, hidden=128, heads=2, intermediate=512, max_position=512, dropout=0.1)
@@ -213,8 +213,8 @@ def _packed_baseline_side(tokenizer, encoded, shape, vocab_size, seq_len, batch_
 
 
 def _setting(tokenizer, encoded: list[list[int]], shape: ModelConfig, vocab_size: int, seq_len: int,
-             batch_size: int, budget_tokens: int, device: torch.device, fast: FastPathConfig, bf16: bool, warmup: int,
-             peak: float | None) -> dict:
+             batch_size: int, budget_tokens: int, device: torch.device, fast: PretrainFastPathConfig, bf16: bool,
+             warmup: int, peak: float | None) -> dict:
     """One sequence length: bioray's step, then the two baselines', on the same sentences and device."""
     encoded = [ids[: seq_len - 2] for ids in encoded]
     bioray, per_token = _bioray_side(tokenizer, encoded, shape, vocab_size, seq_len, batch_size, budget_tokens,
@@ -239,7 +239,7 @@ def _setting(tokenizer, encoded: list[list[int]], shape: ModelConfig, vocab_size
 
 def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens: int | None = None,
                    device: str = "cpu", seq_lens: tuple[int, ...] | None = None,
-                   fast: FastPathConfig | None = None, size: str | None = None) -> dict:
+                   fast: PretrainFastPathConfig | None = None, size: str | None = None) -> dict:
     """Every arm at every sequence length; size is tiny or base (default: the device's, see DEVICES)."""
     from transformers import AutoTokenizer
 
@@ -253,7 +253,7 @@ def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens:
     run = RUNS[device, size]
     shape = SIZES[size][0]
     torch_device = torch.device(device)
-    fast = fast or FastPathConfig(compile=settings["compile"])
+    fast = fast or PretrainFastPathConfig(compile=settings["compile"])
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     sentences = read_sentences(data, limit_bytes=4_000_000)
     if tokenizer_dir is None:  # not timed: an input of the benchmark

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from bioray.metric_names import STAGE_SECONDS, test_score
+
 ARMS = ("random", "scratch", "general", "continued")
 CURVE = (0.25, 0.5)  # fractions of the scratch budget scored besides the end
 DEFAULT_BUDGET_MINUTES = 15.0  # per pretrained arm: +11 (NCBI-disease) and +7 (BC5CDR-chem) F1 over random init
@@ -185,7 +187,7 @@ def _table(results: dict, config) -> dict:
     """Per arm and dataset: primary test metric (0-1) mean +- std over seeds, pretraining tokens and seconds."""
     from bioray.tasks.registry import task_for
 
-    primary = {d.name: f"{d.task}/test_{task_for(d).metric}" for d in config.finetune.datasets}
+    primary = {d.name: test_score(d.task, task_for(d).metric) for d in config.finetune.datasets}
     pretraining = {name.partition("/")[2] or "scratch": r.metrics for name, r in results.items()
                    if name.startswith("pretrain")}
     total_tokens = pretraining.get("scratch", {}).get("pretrain/tokens", 0)
@@ -198,10 +200,10 @@ def _table(results: dict, config) -> dict:
                 continue
             if arm.source == "pretrain":
                 fraction = arm.at_fraction or 1.0
-                tokens, seconds = int(total_tokens * fraction), pretraining["scratch"]["stage/seconds"] * fraction
+                tokens, seconds = int(total_tokens * fraction), pretraining["scratch"][STAGE_SECONDS] * fraction
             elif arm.continue_pretraining:
                 tokens = pretraining[arm.name]["pretrain/tokens"]
-                seconds = pretraining[arm.name]["stage/seconds"]
+                seconds = pretraining[arm.name][STAGE_SECONDS]
             else:
                 tokens, seconds = 0, 0.0
             row = {"arm": arm.name, "dataset": dataset.name, "f1_mean": statistics.fmean(scores),

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from bioray import progress
+from bioray.metric_names import STAGE_SECONDS
 from bioray.pipeline.plan import node_code
 from bioray.pipeline.stages.base import Node, StageEnv
 from bioray.workdir import Workdir
@@ -72,7 +73,7 @@ def execute_node(node: Node, key: str, env: StageEnv, input_types: dict[str, typ
         inputs = {u.name: input_types[u.name](u.path, u.metrics) for u in upstream}
         started = time.perf_counter()
         metrics = node.stage.run(node, inputs, tmp, env)
-        metrics["stage/seconds"] = time.perf_counter() - started
+        metrics[STAGE_SECONDS] = time.perf_counter() - started
         (tmp / "stage.yaml").write_text(yaml.safe_dump({"name": node.name, "key": key, "params": node.params_json(),
                                                         "code": node_code(node),
                                                         "inputs": {u.name: u.key for u in upstream}}, sort_keys=False))

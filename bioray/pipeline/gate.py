@@ -15,8 +15,9 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from bioray.config import GateConfig
+from bioray.metric_names import is_report_metric, report_macro
 
-MACRO = "report/blurb_style_macro"
+MACRO = report_macro()
 
 
 def _score(scores: dict[str, float], metric: str, common: list[str]) -> float | None:
@@ -46,7 +47,7 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, gate
 
 def version_scores(client: MlflowClient, model_name: str, version: str) -> dict[str, float]:
     tags = client.get_model_version(model_name, version).tags
-    return {key: float(value) for key, value in tags.items() if key.startswith("report/")}
+    return {key: float(value) for key, value in tags.items() if is_report_metric(key)}
 
 
 def run_gate(client: MlflowClient, model_name: str, version: str, gate: GateConfig, output: Path) -> dict:

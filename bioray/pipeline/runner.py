@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from bioray.config import ConfigError, WorkflowConfig
+from bioray.metric_names import is_stage_metric
 from bioray.pipeline import stage_state
 from bioray.pipeline.execute import StageResult, earlier_outputs, execute_node
 from bioray.pipeline.plan import (
@@ -190,7 +191,7 @@ class _StageRuns:
             if result is None:
                 continue
             if with_metrics:
-                metrics.update({k: v for k, v in result.metrics.items() if not k.startswith("stage/")})
+                metrics.update({k: v for k, v in result.metrics.items() if not is_stage_metric(k)})
             for artifact in artifacts:
                 if (Path(result.path) / artifact).is_file():
                     self.client.log_artifact(self.parent_id, str(Path(result.path) / artifact))

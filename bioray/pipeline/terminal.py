@@ -9,6 +9,7 @@ import fnmatch
 import logging
 from pathlib import Path
 
+from bioray.metric_names import STAGE_SECONDS
 from bioray.pipeline.stages.base import Node
 from bioray.progress import Tail
 
@@ -47,7 +48,7 @@ class StageLines:
         """Its line, then the `started` lines of the queued stages whose inputs (`done`) are now all in."""
         if self.queued.pop(node.name, None) is not None:  # collected before an upstream stage's result
             log.info("%s started", self._prefix(node.name))
-        log.info("%s done in %s%s", self._prefix(node.name), _duration(result.metrics.get("stage/seconds", 0.0)),
+        log.info("%s done in %s%s", self._prefix(node.name), _duration(result.metrics.get(STAGE_SECONDS, 0.0)),
                  _headline(node, result.metrics))
         for name, queued in list(self.queued.items()):
             if all(upstream in done for upstream in queued.inputs):
@@ -73,8 +74,8 @@ def _duration(seconds: float) -> str:
 
 
 def _headline(node: Node, metrics: dict) -> str:
-    """The stage kind's key metrics (its `headline` patterns), at most three."""
-    shown = [(key, value) for pattern in node.stage.headline for key, value in sorted(metrics.items())
+    """The stage instance's key metrics (its headline patterns), at most three."""
+    shown = [(key, value) for pattern in node.stage.headline_for(node) for key, value in sorted(metrics.items())
              if fnmatch.fnmatchcase(key, pattern) and isinstance(value, int | float)][:3]
     return "".join(f"  {key} {value:.4g}" if isinstance(value, float) else f"  {key} {value:,}"
                    for key, value in shown)

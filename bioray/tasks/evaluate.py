@@ -7,6 +7,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from bioray.metric_names import test_score
+
 
 def run_evaluate(task, test: list, *, model_dir: Path, labels: list[str], max_length: int, batch_size: int,
                  output: Path, title: str) -> dict:
@@ -24,4 +26,4 @@ def run_evaluate(task, test: list, *, model_dir: Path, labels: list[str], max_le
     with open(output / "predictions.jsonl", "w") as stream:
         for row in task.prediction_rows(test, predictions):
             stream.write(json.dumps(row) + "\n")
-    return {f"{task.name}/test_{k}": float(v) for k, v in scores.items()}
+    return {test_score(task.name, k): float(v) for k, v in scores.items()}

@@ -9,6 +9,7 @@ import json
 import statistics
 from pathlib import Path
 
+from bioray.metric_names import dataset_mean, is_stage_metric, report_macro, report_score, test_score
 from bioray.plots import plot_scores
 from bioray.tasks.published import published
 
@@ -26,7 +27,7 @@ def aggregate(scores: list[dict]) -> dict[str, dict[str, dict]]:
     per_seed: dict[str, dict[str, dict[int, list[float]]]] = {}
     for record in scores:
         for metric, value in record["metrics"].items():
-            if not metric.startswith("stage/"):
+            if not is_stage_metric(metric):
                 per_seed.setdefault(record["dataset"], {}).setdefault(metric, {}).setdefault(
                     record["seed"], []).append(value)
     result: dict[str, dict[str, dict]] = {}
@@ -60,7 +61,7 @@ def build_report(datasets: dict[str, dict], scores: list[dict], arms: list[str] 
     for name, entry in datasets.items():
         metric = entry["metric"]
         paper = reference["benchmarks"].get(entry["benchmark"], {}) if entry["benchmark"] else {}
-        ours = {arm: _scaled(by_arm[arm].get(name, {}).get(f"{entry['task']}/test_{metric}")) for arm in names}
+        ours = {arm: _scaled(by_arm[arm].get(name, {}).get(test_score(entry["task"], metric))) for arm in names}
         rows.append({
             "dataset": name, "task": entry["task"], "metric": metric, "benchmark": entry["benchmark"],
             "blurb_task": paper.get("blurb_task"), "bioray": ours[names[0]], "arms": ours,
@@ -139,16 +140,16 @@ def run_report(datasets: dict[str, dict], scores: list[dict], output: Path, arms
     plot_scores(report["rows"], report["arms"], [(f"{s}/{m}", h) for s, m, h in COLUMNS[:3]], output / "scores.png")
     metrics = {}
     for arm in report["arms"]:
-        prefix = "" if arms is None else f"{arm}/"
+        named = None if arms is None else arm
         for row in report["rows"]:
             if row["arms"][arm]:
-                metrics[f"report/{prefix}{row['dataset']}/{row['metric']}"] = row["arms"][arm]["mean"]
+                metrics[report_score(row["dataset"], row["metric"], named)] = row["arms"][arm]["mean"]
         if report["macro"]["arms"][arm] is not None:
-            metrics[f"report/{prefix}blurb_style_macro"] = report["macro"]["arms"][arm]
+            metrics[report_macro(named)] = report["macro"]["arms"][arm]
         records = [s for s in scores if arms is None or s.get("arm") == arm]
         for dataset, values in aggregate(records).items():
             for metric, summary in values.items():
-                metrics[f"{prefix}{dataset}/{metric}"] = summary["mean"]
+                metrics[dataset_mean(dataset, metric, named)] = summary["mean"]
                 if summary["seeds"] > 1:
-                    metrics[f"{prefix}{dataset}/{metric}_std"] = summary["std"]
+                    metrics[dataset_mean(dataset, f"{metric}_std", named)] = summary["std"]
     return metrics

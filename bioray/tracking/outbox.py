@@ -39,9 +39,6 @@ class TrackingOutbox:
         """Queue numeric metrics with the time they were measured; returns at once."""
         self._put(metrics_item(metrics, step))
 
-    def record(self, data: dict, artifact_file: str) -> None:
-        self._put({"kind": "dict", "data": data, "artifact_file": artifact_file})
-
     def close(self, timeout_s: float = 120.0) -> int:
         """Send what is queued; returns how many writes could not be sent (spilled to the local file)."""
         with self.ready:
@@ -94,13 +91,10 @@ SPILL_FILE = "unsent_tracking.jsonl"  # in a stage's output: writes its workers 
 
 
 def send(client: MlflowClient, run_id: str, item: dict) -> None:
-    """One queued tracking write (see TrackingOutbox)."""
-    if item["kind"] == "metrics":
-        entries = [Metric(k, v, item["timestamp"], item["step"]) for k, v in item["metrics"].items()]
-        for i in range(0, len(entries), 1000):
-            client.log_batch(run_id, metrics=entries[i:i + 1000])
-    else:
-        client.log_dict(run_id, item["data"], item["artifact_file"])
+    """One queued tracking write (see TrackingOutbox): a step's metrics."""
+    entries = [Metric(k, v, item["timestamp"], item["step"]) for k, v in item["metrics"].items()]
+    for i in range(0, len(entries), 1000):
+        client.log_batch(run_id, metrics=entries[i:i + 1000])
 
 
 def metrics_item(metrics: dict[str, float], step: int) -> dict:

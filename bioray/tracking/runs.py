@@ -41,8 +41,9 @@ def git_commit() -> str | None:
     return _job_metadata().get("git_commit") or os.environ.get("BIORAY_GIT_COMMIT") or None
 
 
-def code_digest() -> str:
-    """A hash of bioray's own source files: which code ran, with or without git."""
+def package_digest() -> str:
+    """A hash of all of bioray's source files: which code ran, with or without git (a stage's key hashes
+    its own import closure instead: bioray.pipeline.closure.code_digest)."""
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parents[1]
     for path in sorted(package.rglob("*.py")) + sorted(package.rglob("*.yaml")):
@@ -52,7 +53,7 @@ def code_digest() -> str:
 
 def common_tags() -> dict[str, str]:
     """Tags that link a run to its code and, when submitted with `ray job submit`, its Ray job."""
-    tags = {"bioray.code_digest": code_digest()}
+    tags = {"bioray.code_digest": package_digest()}
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit

@@ -22,6 +22,7 @@ from transformers import AutoTokenizer
 
 from bioray import progress
 from bioray.config import TrainingConfig
+from bioray.metric_names import best_dev
 from bioray.model.encoder import apply_fast_path
 from bioray.tracking.context import RunContext
 from bioray.tracking.outbox import SPILL_FILE, WorkerLogger
@@ -136,7 +137,7 @@ def train_loop(loop_config: dict) -> None:
         output = Path(loop_config["output_dir"])
         if best["state"] is not None:  # BioBERT/BLURB practice: the test set sees the dev-best epoch only
             core.load_state_dict(best["state"])
-            metrics.update({"finetune/best_epoch": best["epoch"], f"finetune/best_dev_{primary}": best["score"]})
+            metrics.update({"finetune/best_epoch": best["epoch"], best_dev(primary): best["score"]})
         metrics["finetune/lr"] = config.lr
         core.save_pretrained(str(output / "model"), safe_serialization=True)
         tokenizer.save_pretrained(str(output / "model"))

@@ -100,14 +100,14 @@ class Stage(ABC):
         when that many are free, so trainers never hold the CPUs their own data tasks wait for."""
         return 0
 
+    def headline_for(self, node: Node) -> tuple[str, ...]:
+        """The metric-name patterns the terminal shows when this instance finishes (default: `headline`)."""
+        return self.headline
+
     @property
     def code_roots(self) -> tuple[str, ...]:
         """The modules whose import closure is the stage's code key: the one defining it."""
         return (type(self).__module__,)
-
-
-def first(nodes: list[Node], kind: str) -> Node | None:
-    return next((n for n in nodes if n.kind == kind), None)
 
 
 def checkpoint_files(config: WorkflowConfig, checkpoint: str | None) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bioray.config import DatasetConfig, EvaluateConfig, WorkflowConfig
+from bioray.metric_names import best_dev, test_score
 from bioray.pipeline.stages.arms import evaluations, fine_tuning_runs, instance_name
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
 from bioray.pipeline.stages.finetune import dataset_files
@@ -26,8 +27,6 @@ class EvaluateParams(BaseModel):
 
 class Evaluate(Stage):
     kind = "evaluate"
-    headline = ("*/test_f1", "*/test_accuracy", "*/test_pearson", "*/test_micro_f1", "*/test_strict_accuracy",
-                "*/test_mrr")
     help = "Score every fine-tuned model on its test set with the task's paper metric (the dev-best of a grid)."
     num_cpus = 1
     dataset_context = "test"
@@ -40,6 +39,11 @@ class Evaluate(Stage):
                                     arm=run.arm.name, max_length=config.finetune.for_dataset(run.dataset).max_length),
                      dataset_files(config, run.dataset), registry.code_modules(run.dataset))
                 for run in evaluations(config)]
+
+    def headline_for(self, node: Node) -> tuple[str, ...]:
+        """The entry's metric first, then the rest its task type scores."""
+        task = registry.task_for(node.params.dataset)
+        return tuple(dict.fromkeys(test_score(task.name, m) for m in (task.metric, task.primary_metric, *task.metrics)))
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.tasks.evaluate import run_evaluate
@@ -54,8 +58,7 @@ class Evaluate(Stage):
                                batch_size=params.evaluate.batch_size, output=output,
                                title=f"{params.dataset.name}{where}")
         if len(inputs) > 1:  # a learning-rate grid: say which run was scored, and why
-            grid = {name: result.metrics.get(f"finetune/best_dev_{task.metric}") for name, result in
-                    inputs.items()}
+            grid = {name: result.metrics.get(best_dev(task.metric)) for name, result in inputs.items()}
             (output / "choice.json").write_text(json.dumps({"chosen": chosen_name, "dev": grid}, indent=2))
             metrics["evaluate/chosen_lr"] = tuned.metrics.get("finetune/lr", float("nan"))
         return metrics
@@ -65,7 +68,7 @@ def choose(inputs: dict, metric: str) -> tuple[str, object]:
     """The fine-tuning run best on the dev set (the first of equals; the only one without a grid)."""
     if len(inputs) == 1:
         return next(iter(inputs.items()))
-    scored = [(result.metrics.get(f"finetune/best_dev_{metric}"), name) for name, result in inputs.items()]
+    scored = [(result.metrics.get(best_dev(metric)), name) for name, result in inputs.items()]
     missing = [name for score, name in scored if score is None]
     if missing:
         raise ValueError(f"a learning-rate grid is chosen on the dev set, but {missing[0]} has no dev score "

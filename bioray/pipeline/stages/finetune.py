@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bioray.config import DatasetConfig, TrainingConfig, WorkflowConfig
+from bioray.metric_names import best_dev
 from bioray.pipeline.stages.arms import encoder_source, evaluations, fine_tuning_runs, instance_name
 from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput
 from bioray.tasks import registry
@@ -51,7 +52,6 @@ def dataset_files(config: WorkflowConfig, dataset: DatasetConfig) -> tuple[str, 
 
 class Finetune(Stage):
     kind = "finetune"
-    headline = ("finetune/best_dev_*",)
     help = "Fine-tune each encoder on every dataset, fold and seed (Ray Train); keep the epoch best on dev."
     output = FinetuneOutput
     dataset_context = "train"
@@ -69,6 +69,9 @@ class Finetune(Stage):
 
     def training_workers(self, node: Node) -> int:
         return node.params.training.num_workers
+
+    def headline_for(self, node: Node) -> tuple[str, ...]:
+        return (best_dev(registry.task_for(node.params.dataset).metric),)
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.tasks.splits import load_splits

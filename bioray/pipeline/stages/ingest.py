@@ -1,4 +1,4 @@
-"""Stage ingest: raw files -> deduplicated, sentence-split documents Parquet (Ray Data)."""
+"""Stage ingest: raw files -> deduplicated, sentence-split documents Parquet (Ray tasks)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class IngestOutput(StageOutput):
 class Ingest(Stage):
     kind = "ingest"
     headline = ("ingest/documents", "ingest/quarantined_records")
-    help = "Raw files -> deduplicated, sentence-split documents Parquet (Ray Data)."
+    help = "Raw files -> deduplicated, sentence-split documents Parquet (Ray tasks)."
     output = IngestOutput
     incremental = True  # NLM's update files: parse only the new ones, apply them to an earlier output
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bioray.config import RegisterConfig, TaskModelsConfig, WorkflowConfig
+from bioray.metric_names import is_stage_metric, report_prefix
 from bioray.pipeline.stages.arms import encoder_source, named_arms, registered_arm
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
 
@@ -43,9 +44,9 @@ class Register(Stage):
         prefix = f"evaluate/{params.arm}/" if params.arm else "evaluate/"
         scores = {f"{name.removeprefix(prefix)}/{metric}": value for name, result in inputs.items()
                   if name.startswith(prefix) for metric, value in result.metrics.items()
-                  if not metric.startswith("stage/")}
-        report_prefix = f"report/{params.arm}/" if params.arm else "report/"
-        report = {"report/" + k.removeprefix(report_prefix): v for k, v in inputs["report"].metrics.items()
-                  if k.startswith(report_prefix)}
+                  if not is_stage_metric(metric)}
+        arm_prefix = report_prefix(params.arm)  # the registered arm's report scores, as a single encoder's
+        report = {report_prefix() + k.removeprefix(arm_prefix): v for k, v in inputs["report"].metrics.items()
+                  if k.startswith(arm_prefix)}
         return run_register(params.registry, encoder_dir=inputs[node.inputs[0]].path / params.encoder_model,
                             scores=scores, report_scores=report, context=env.context, output=output)

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bioray.config import TaskModelsConfig, WorkflowConfig
+from bioray.metric_names import best_dev, is_test_score
 from bioray.pipeline.stages.arms import named_arms
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
 from bioray.tasks import registry
@@ -74,7 +75,7 @@ class RegisterTask(Stage):
                           if value is not None})
             candidates.append(TaskVersion(
                 model_dir=tuned.model, logged_model=tuned.mlflow_model,
-                dev=tuned.metrics.get(f"finetune/best_dev_{params.metric}"),
-                scores={k: v for k, v in inputs[name].metrics.items() if "/test_" in k}, tags=facts))
+                dev=tuned.metrics.get(best_dev(params.metric)),
+                scores={k: v for k, v in inputs[name].metrics.items() if is_test_score(k)}, tags=facts))
         return run_register_tasks(params.model_name, params.task_models.alias, candidates, context=env.context,
                                   output=output)
