@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from bioray.config import FastPathConfig, ModelConfig
+from bioray.config import ModelConfig, PretrainFastPathConfig
 from bioray.data.masking import IGNORE_INDEX
 from bioray.model.encoder import apply_fast_path, build_mlm_model, pretraining_loss
 from bioray.model.unpad import encode_unpadded
 from bioray.train.optim import Lamb, build_optimizer, decay_groups
 
 SHAPE = ModelConfig(layers=2, hidden=256, heads=4, intermediate=1024, max_position=512, dropout=0.0)
-PLAIN = FastPathConfig(unpad=False, masked_only_decoder=False, fused_optimizer=False)
+PLAIN = PretrainFastPathConfig(unpad=False, masked_only_decoder=False, fused_optimizer=False)
 
 
 def _batch(lengths, vocab=1000, device="cuda"):
@@ -47,7 +47,7 @@ def test_fast_path_in_bf16_matches_the_plain_fp32_path():
     torch.manual_seed(0)
     model = build_mlm_model(1000, 0, **SHAPE.model_dump()).cuda()
     batch = _batch([128, 77, 5, 100, 128, 64])
-    _close(*_loss_and_grads(model, batch, FastPathConfig()), *_loss_and_grads(model, batch, PLAIN, bf16=False))
+    _close(*_loss_and_grads(model, batch, PretrainFastPathConfig()), *_loss_and_grads(model, batch, PLAIN, bf16=False))
 
 
 def test_full_batches_run_on_sdpa_flash_kernel():
@@ -57,7 +57,7 @@ def test_full_batches_run_on_sdpa_flash_kernel():
     model = build_mlm_model(1000, 0, **SHAPE.model_dump()).cuda()
     batch = _batch([128] * 8)
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        fast = _loss_and_grads(model, batch, FastPathConfig())
+        fast = _loss_and_grads(model, batch, PretrainFastPathConfig())
     _close(*fast, *_loss_and_grads(model, batch, PLAIN, bf16=False))
 
 
@@ -71,8 +71,8 @@ def test_flash_attn_varlen_matches_sdpa():
         sdpa, _ = encode_unpadded(*args, attention="sdpa")
         flash, _ = encode_unpadded(*args, attention="flash_varlen")
     torch.testing.assert_close(flash.float(), sdpa.float(), atol=3e-2, rtol=3e-2)
-    _close(*_loss_and_grads(model, batch, FastPathConfig(attention="flash_varlen")),
-           *_loss_and_grads(model, batch, FastPathConfig()))
+    _close(*_loss_and_grads(model, batch, PretrainFastPathConfig(attention="flash_varlen")),
+           *_loss_and_grads(model, batch, PretrainFastPathConfig()))
 
 
 def test_compiled_dense_blocks_match_eager_on_gpu():
@@ -81,8 +81,8 @@ def test_compiled_dense_blocks_match_eager_on_gpu():
     compiled = apply_fast_path(copy.deepcopy(eager), compile=True)
     for lengths in ([128] * 8, [128, 77, 5, 100]):
         batch = _batch(lengths)
-        _close(*_loss_and_grads(compiled, batch, FastPathConfig(compile=True)),
-               *_loss_and_grads(eager, batch, FastPathConfig()), rel=1e-2)
+        _close(*_loss_and_grads(compiled, batch, PretrainFastPathConfig(compile=True)),
+               *_loss_and_grads(eager, batch, PretrainFastPathConfig()), rel=1e-2)
 
 
 def test_deepspeed_fused_lamb_matches_biorays_lamb():
