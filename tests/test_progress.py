@@ -42,7 +42,7 @@ def test_a_stage_chained_to_running_ones_is_announced_when_its_inputs_are_done(c
     from bioray.pipeline.stages.base import Node
     from bioray.pipeline.terminal import StageLines
 
-    stage = SimpleNamespace(headline=())
+    stage = SimpleNamespace(headline_for=lambda node: ())
     train, score, report = Node("train", stage), Node("score", stage, ("train",)), Node("report", stage, ("score",))
     lines = StageLines([train, score, report])
     result = SimpleNamespace(metrics={"stage/seconds": 1.0})

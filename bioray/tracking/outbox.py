@@ -91,10 +91,18 @@ SPILL_FILE = "unsent_tracking.jsonl"  # in a stage's output: writes its workers 
 
 
 def send(client: MlflowClient, run_id: str, item: dict) -> None:
-    """One queued tracking write (see TrackingOutbox): a step's metrics."""
-    entries = [Metric(k, v, item["timestamp"], item["step"]) for k, v in item["metrics"].items()]
-    for i in range(0, len(entries), 1000):
-        client.log_batch(run_id, metrics=entries[i:i + 1000])
+    """One tracking write, queued or spilled: a step's metrics (metrics_item) or a record (record_item)."""
+    if item["kind"] == "metrics":
+        entries = [Metric(k, v, item["timestamp"], item["step"]) for k, v in item["metrics"].items()]
+        for i in range(0, len(entries), 1000):
+            client.log_batch(run_id, metrics=entries[i:i + 1000])
+    else:
+        client.log_dict(run_id, item["data"], item["artifact_file"])
+
+
+def record_item(data: dict, artifact_file: str) -> dict:
+    """A JSON record logged as an artifact (a checkpoint's step, URI and size), as it is sent and spilled."""
+    return {"kind": "dict", "data": data, "artifact_file": artifact_file}
 
 
 def metrics_item(metrics: dict[str, float], step: int) -> dict:

@@ -38,7 +38,7 @@ from bioray.model.encoder import (
     pretraining_loss,
 )
 from bioray.tracking.context import RunContext
-from bioray.tracking.outbox import SPILL_FILE, WorkerLogger, metrics_item, send_or_spill
+from bioray.tracking.outbox import SPILL_FILE, WorkerLogger, metrics_item, record_item, send_or_spill
 from bioray.train.deepspeed import build_engine, deepspeed_config
 from bioray.train.flops import device_peak_flops, flops_per_token, mlm_parameters
 from bioray.train.throughput import Throughput, format_eta
@@ -332,7 +332,7 @@ class CheckpointTracker(UserCallback):
         step = int(metrics[0].get("step", 0))
         record = {"step": step, "uri": checkpoint.path, "size_bytes": sum(f.size or 0 for f in files),
                   "metrics": metrics[0]}
-        items = [{"kind": "dict", "data": record, "artifact_file": f"checkpoints/step-{step:08d}.json"},
+        items = [record_item(record, f"checkpoints/step-{step:08d}.json"),
                  metrics_item({"pretrain/checkpoint_size_mb": record["size_bytes"] / 1e6}, step)]
         if not send_or_spill(self.context.client, self.context.run_id, items, self.spill_to):
             log.warning("checkpoint %d: MLflow unreachable, its record is kept in %s", step, self.spill_to)

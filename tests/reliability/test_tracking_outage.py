@@ -9,7 +9,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bioray.tracking.outbox import TrackingOutbox, replay_spilled
+from bioray.tracking.outbox import TrackingOutbox, record_item, replay_spilled, send_or_spill
 from tests.support.servers import TcpForwarder
 
 
@@ -64,9 +64,13 @@ def test_writes_the_server_never_got_are_kept_reported_and_replayed(forwarded, t
     for step in range(1, 4):
         outbox.metrics({"loss": 1.0 / step}, step)
     assert outbox.close(timeout_s=3) == 3  # the gap, reported
-    assert len((tmp_path / "unsent.jsonl").read_text().splitlines()) == 3
+    # a checkpoint's record, as pretraining spills it when the server is away
+    record = record_item({"step": 3, "uri": "/ckpt/3"}, "checkpoints/step-00000003.json")
+    assert not send_or_spill(client, run_id, [record], tmp_path / "unsent.jsonl", within_s=1)
+    assert len((tmp_path / "unsent.jsonl").read_text().splitlines()) == 4
     assert _steps(direct, run_id) == []
     forwarder.up()
-    assert replay_spilled(client, tmp_path / "unsent.jsonl") == 3
+    assert replay_spilled(client, tmp_path / "unsent.jsonl") == 4
     assert _steps(direct, run_id) == [1, 2, 3]
+    assert {a.path for a in direct.list_artifacts(run_id, "checkpoints")} == {"checkpoints/step-00000003.json"}
     assert not (tmp_path / "unsent.jsonl").exists()
