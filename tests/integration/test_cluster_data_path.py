@@ -14,6 +14,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from tests.support.cluster import two_node_ray_cluster
+from tests.support.data import pubmed_raw_records
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,7 +57,7 @@ def test_ingest_and_tokenize_on_two_nodes_equal_one_node(tmp_path, data_root):
 
     assert alone["ingest/nodes"] == alone["tokenize/nodes"] == 1
     assert spread["ingest/nodes"] == 2 and spread["tokenize/nodes"] == 2  # work on both nodes
-    assert spread["ingest/documents"] == alone["ingest/documents"] > 700
+    assert spread["ingest/documents"] == alone["ingest/documents"] > 0.95 * pubmed_raw_records(data_root)
     assert _documents(tmp_path / "two-nodes").equals(_documents(tmp_path / "one-node"))
     assert spread["tokenize/tokens"] == alone["tokenize/tokens"]
     vocab = len(AutoTokenizer.from_pretrained(str(tokenizer)))

@@ -33,9 +33,9 @@ REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = str(REPO / "workflows" / "quickstart.yaml")
 STAGES = ["ingest", "vocab", "tokenize", "pretrain", "finetune/ncbi-disease/seed-42", "evaluate/ncbi-disease/seed-42",
           "report", "register-task/ncbi-disease", "register"]
-# Shorter than the shipped quickstart (300 pretraining steps, 3 epochs) to keep CI time down.
-FAST = ["--set", "pretrain.steps=20", "--set", "pretrain.log_every=10", "--set", "pretrain.warmup_steps=2",
-        "--set", "finetune.epochs=1"]
+# Fewer pretraining steps than the shipped quickstart (300) to keep CI time down; its 3 fine-tuning epochs
+# (on sample-data's 1,000 sentences, fewer leave a model that tags nothing).
+FAST = ["--set", "pretrain.steps=20", "--set", "pretrain.log_every=10", "--set", "pretrain.warmup_steps=2"]
 
 
 def _bioray(args: list[str], env: dict, expect: int = 0) -> tuple[subprocess.CompletedProcess, float]:
@@ -124,12 +124,13 @@ def test_quickstart_as_ray_jobs_on_a_two_node_cluster(tmp_path, mlflow_auth_serv
                "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}
     with two_node_ray_cluster({**credentials, **s3_keys}) as cluster:
         submit = Submitter(cluster, runtime_env, tmp_path)
-        _check_runs(submit, cluster, client, env, tmp_path, server.uri)
+        _check_runs(submit, cluster, client, env, tmp_path, server.uri, data_root)
         leaks = _leaks([server.store, cluster.temp_dir, work], [*server.secrets, cluster.token, *s3_keys.values()])
     assert leaks == []
 
 
-def _check_runs(submit: Submitter, cluster, client: MlflowClient, env: dict, tmp_path: Path, uri: str) -> None:
+def _check_runs(submit: Submitter, cluster, client: MlflowClient, env: dict, tmp_path: Path, uri: str,
+                data_root: Path) -> None:
     # unauthenticated, the server refuses
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
@@ -181,7 +182,8 @@ def _check_runs(submit: Submitter, cluster, client: MlflowClient, env: dict, tmp
     artifacts = {a.path for a in client.list_artifacts(pretrain.info.run_id)}
     assert {"loss_curve.png", "deepspeed_config.json", "history.json", "result.json"} <= artifacts
     ingest = children["ingest"].data.metrics
-    assert ingest["ingest/quarantined_files"] == 0 and ingest["ingest/documents_pmc-oa"] == 8
+    articles = len(list((data_root / "pubmed-raw" / "pmc_oa_nxml").glob("*.nxml")))  # one document each
+    assert ingest["ingest/quarantined_files"] == 0 and ingest["ingest/documents_pmc-oa"] == articles > 0
     assert children["tokenize"].data.metrics["tokenize/fill_ratio"] > 0.5
 
     version = client.get_model_version_by_alias("bioray-encoder", "challenger")

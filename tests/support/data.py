@@ -29,3 +29,12 @@ def missing_data_reason(missing: list[str]) -> str:
 # workflows/blurb.yaml's benchmarks but BioBERT's NCBI-disease files (sample-data/ has a prefix of those)
 needs_blurb_data = pytest.mark.needs_data("NCBI-disease/original_pubtator", "BC5CDR-chem", "JNLPBA", "ChemProt",
                                           "BIOSSES", "HoC", "PubMedQA")
+
+
+def pubmed_raw_records(data_root: Path) -> int:
+    """The records under pubmed-raw/: one per non-blank abstract line, PMC article and MEDLINE citation
+    (ingest makes a document of each, less the few it drops as too short or duplicate)."""
+    raw = data_root / "pubmed-raw"
+    lines = sum(1 for path in raw.glob("abstracts_one_per_line/*.txt") for line in path.open() if line.strip())
+    citations = sum(path.read_text().count("<PubmedArticle>") for path in raw.glob("medline_xml/*.xml"))
+    return lines + len(list(raw.glob("pmc_oa_nxml/*.nxml"))) + citations
