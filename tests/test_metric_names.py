@@ -9,7 +9,7 @@ from bioray import metric_names as names
 from bioray.config import DatasetConfig
 from bioray.pipeline.stages.base import Node
 from bioray.pipeline.stages.evaluate import Evaluate, EvaluateParams
-from bioray.pipeline.stages.finetune import Finetune
+from bioray.pipeline.stages.finetune import Finetune, FinetuneParams
 from bioray.pipeline.terminal import _headline
 from bioray.tasks import registry
 
@@ -25,7 +25,7 @@ def test_every_task_types_metrics_are_its_evaluations_headline(task):
     headline = Evaluate().headline_for(node)
     assert headline[0] == names.test_score(task, cls.primary_metric)
     assert set(headline) == {names.test_score(task, m) for m in (cls.primary_metric, *cls.metrics)}
-    finetuned = Node("finetune/x/seed-1", Finetune(), (), EvaluateParams.model_construct(dataset=_entry(task)))
+    finetuned = Node("finetune/x/seed-1", Finetune(), (), FinetuneParams.model_construct(dataset=_entry(task)))
     assert Finetune().headline_for(finetuned) == (names.best_dev(cls.primary_metric),)
 
 
@@ -34,7 +34,8 @@ def test_an_entry_that_chooses_its_metric_leads_with_it():
                                           "test": "b"})
     node = Node("evaluate/x/seed-1", Evaluate(), (), EvaluateParams.model_construct(dataset=entry))
     assert Evaluate().headline_for(node)[0] == "relation/test_accuracy"
-    assert Finetune().headline_for(node) == ("finetune/best_dev_accuracy",)
+    finetuned = Node("finetune/x/seed-1", Finetune(), (), FinetuneParams.model_construct(dataset=entry))
+    assert Finetune().headline_for(finetuned) == ("finetune/best_dev_accuracy",)
 
 
 def test_the_terminal_shows_a_list_question_sets_scores():

@@ -22,6 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.support.cli import REPO, run_bioray
+from tests.support.data import pmc_articles
 
 WORKFLOW = str(REPO / "workflows" / "quickstart.yaml")
 SEEDS = [42]
@@ -103,8 +104,8 @@ def test_quickstart_end_to_end(tmp_path, mlflow_auth_server, data_root, monkeypa
     artifacts = {a.path for a in client.list_artifacts(pretrain.info.run_id)}
     assert {"loss_curve.png", "deepspeed_config.json", "history.json", "result.json"} <= artifacts
     ingest = children["ingest"].data.metrics
-    articles = len(list((data_root / "pubmed-raw" / "pmc_oa_nxml").glob("*.nxml")))  # one document each
-    assert ingest["ingest/quarantined_files"] == 0 and ingest["ingest/documents_pmc-oa"] == articles > 0
+    assert ingest["ingest/quarantined_files"] == 0
+    assert ingest["ingest/documents_pmc-oa"] == pmc_articles(data_root) > 0  # one document each
 
     assert all(children[name].data.params["training.num_workers"] == "2" for name in TUNED)
 

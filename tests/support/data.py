@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bioray.config import first_existing
+from tests.support.cli import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DATA = REPO / "sample-data"
 DATA_ROOT = first_existing([os.environ.get("BIORAY_DATA_ROOT", ""), str(REPO.parent / "shared" / "data"),
                             str(SAMPLE_DATA)]).resolve()
@@ -31,10 +31,15 @@ needs_blurb_data = pytest.mark.needs_data("NCBI-disease/original_pubtator", "BC5
                                           "BIOSSES", "HoC", "PubMedQA")
 
 
+def pmc_articles(data_root: Path) -> int:
+    """The PMC articles under pubmed-raw/ (one document each)."""
+    return len(list((data_root / "pubmed-raw" / "pmc_oa_nxml").glob("*.nxml")))
+
+
 def pubmed_raw_records(data_root: Path) -> int:
     """The records under pubmed-raw/: one per non-blank abstract line, PMC article and MEDLINE citation
     (ingest makes a document of each, less the few it drops as too short or duplicate)."""
     raw = data_root / "pubmed-raw"
     lines = sum(1 for path in raw.glob("abstracts_one_per_line/*.txt") for line in path.open() if line.strip())
     citations = sum(path.read_text().count("<PubmedArticle>") for path in raw.glob("medline_xml/*.xml"))
-    return lines + len(list(raw.glob("pmc_oa_nxml/*.nxml"))) + citations
+    return lines + pmc_articles(data_root) + citations
