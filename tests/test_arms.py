@@ -64,6 +64,31 @@ def test_arms_make_one_branch_each(write_workflow, quickstart_tree, tmp_path):
     assert len(set(compute_keys(list(nodes.values())).values())) == len(nodes)
 
 
+def test_every_evaluation_stage_reads_one_typed_coordinate(write_workflow, quickstart_tree, tmp_path):
+    """finetune, evaluate, register-task, report, register and tag read where a model sits (arm, dataset,
+    fold, seed, lr) from its Coordinate, not from its instance name."""
+    from bioray.pipeline.stages.arms import Coordinate, instance_name
+
+    quickstart_tree["encoders"] = [{"name": "random", "source": "random"}, {"name": "scratch"}]
+    quickstart_tree["finetune"]["lr"] = [1e-3, 3e-4]
+    quickstart_tree["finetune"]["seeds"] = [1, 2]
+    quickstart_tree["registry"] = {"enabled": True, "encoder": "scratch"}
+    config = load_checked(write_workflow(quickstart_tree))
+    nodes = {n.name: n for n in build_plan(config)}
+    evaluated = [n for n in nodes.values() if n.kind == "evaluate"]
+    for node in (n for n in nodes.values() if n.kind in ("finetune", "evaluate")):
+        assert instance_name(node.kind, config, node.params.at) == node.name
+        assert node.params.at.dataset == node.params.dataset.name
+    assert nodes["finetune/random/ncbi-disease/seed-2/lr-0.0003"].params.at == Coordinate(
+        arm="random", dataset="ncbi-disease", seed=2, lr=3e-4)
+    assert nodes["report"].params.evaluations == {n.name: n.params.at for n in evaluated}
+    assert nodes["register-task/ncbi-disease"].params.evaluations["evaluate/scratch/ncbi-disease/seed-1"].at == \
+        Coordinate(arm="scratch", dataset="ncbi-disease", seed=1)
+    registered = nodes["register"].params.evaluations
+    assert {at.arm for at in registered.values()} == {"scratch"} and len(registered) == 2
+    assert sorted(at.label for at in registered.values()) == ["ncbi-disease/seed-1", "ncbi-disease/seed-2"]
+
+
 def test_an_existing_checkpoint_alone_needs_no_corpus(write_workflow, quickstart_tree, tmp_path):
     quickstart_tree.pop("ingest")
     quickstart_tree["encoders"] = [{"name": "biobert", "source": "checkpoint",

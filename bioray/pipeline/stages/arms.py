@@ -9,47 +9,63 @@ evaluation of a (arm, dataset, fold, seed) scores the run of the grid that was b
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
 
 from bioray.config import DatasetConfig, EncoderConfig, WorkflowConfig
 
 
-@dataclass(frozen=True)
-class Run:
-    """One fine-tuning run (or, with lr None, the evaluation of one (arm, dataset, fold, seed))."""
+class Coordinate(BaseModel):
+    """Where one evaluation sits (arm, dataset, fold, seed), or one fine-tuning run: the same with its
+    learning rate. Every stage that plans, scores or registers fine-tuned models reads these fields;
+    none parses an instance name."""
 
-    arm: EncoderConfig
-    dataset: DatasetConfig
-    fold: int | None
+    model_config = ConfigDict(frozen=True)
+    arm: str
+    dataset: str
+    fold: int | None = None  # k-fold datasets: 0-based fold
     seed: int
-    lr: float | None = None
+    lr: float | None = None  # fine-tuning runs only
+
+    @property
+    def label(self) -> str:
+        """`<dataset>[/fold-<k>]/seed-<n>`: the evaluation within its arm (registered versions' score keys)."""
+        return "/".join([self.dataset, *([f"fold-{self.fold + 1}"] if self.fold is not None else []),
+                         f"seed-{self.seed}"])
 
 
 def named_arms(config: WorkflowConfig) -> bool:
     return config.encoders is not None
 
 
-def instance_name(kind: str, config: WorkflowConfig, run: Run) -> str:
-    """`<kind>[/<arm>]/<dataset>[/fold-<k>]/seed-<n>[/lr-<value>]`."""
-    parts = [kind] + ([run.arm.name] if named_arms(config) else []) + [run.dataset.name]
-    parts += ([f"fold-{run.fold + 1}"] if run.fold is not None else []) + [f"seed-{run.seed}"]
-    if run.lr is not None and len(config.finetune.learning_rates(run.dataset, run.arm)) > 1:
-        parts.append(f"lr-{run.lr:g}")
+def instance_name(kind: str, config: WorkflowConfig, at: Coordinate) -> str:
+    """`<kind>[/<arm>]/<dataset>[/fold-<k>]/seed-<n>[/lr-<value>]` (the lr only in a grid)."""
+    parts = [kind, *([at.arm] if named_arms(config) else []), at.label]
+    if at.lr is not None and len(config.finetune.learning_rates(dataset_of(config, at), arm_of(config, at))) > 1:
+        parts.append(f"lr-{at.lr:g}")
     return "/".join(parts)
 
 
-def evaluations(config: WorkflowConfig) -> Iterator[Run]:
+def arm_of(config: WorkflowConfig, at: Coordinate) -> EncoderConfig:
+    return next(arm for arm in config.arms if arm.name == at.arm)
+
+
+def dataset_of(config: WorkflowConfig, at: Coordinate) -> DatasetConfig:
+    return next(dataset for dataset in config.finetune.datasets if dataset.name == at.dataset)
+
+
+def evaluations(config: WorkflowConfig) -> Iterator[Coordinate]:
     for arm in config.arms:
         for dataset in config.finetune.datasets:
             for fold in (range(len(dataset.folds)) if dataset.folds else [None]):
                 for seed in config.finetune.seeds:
-                    yield Run(arm, dataset, fold, seed)
+                    yield Coordinate(arm=arm.name, dataset=dataset.name, fold=fold, seed=seed)
 
 
-def fine_tuning_runs(config: WorkflowConfig, evaluation: Run) -> list[Run]:
+def fine_tuning_runs(config: WorkflowConfig, evaluation: Coordinate) -> list[Coordinate]:
     """The runs an evaluation chooses from: one per learning rate of the dataset's grid."""
-    return [Run(evaluation.arm, evaluation.dataset, evaluation.fold, evaluation.seed, lr)
-            for lr in config.finetune.learning_rates(evaluation.dataset, evaluation.arm)]
+    rates = config.finetune.learning_rates(dataset_of(config, evaluation), arm_of(config, evaluation))
+    return [evaluation.model_copy(update={"lr": lr}) for lr in rates]
 
 
 def encoder_source(config: WorkflowConfig, arm: EncoderConfig) -> tuple[str, str]:

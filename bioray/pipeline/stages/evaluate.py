@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from bioray.config import DatasetConfig, EvaluateConfig, WorkflowConfig
 from bioray.metric_names import best_dev, test_score
-from bioray.pipeline.stages.arms import evaluations, fine_tuning_runs, instance_name
+from bioray.pipeline.stages.arms import Coordinate, dataset_of, evaluations, fine_tuning_runs, instance_name
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
 from bioray.pipeline.stages.finetune import dataset_files
 from bioray.tasks import registry
@@ -19,9 +19,7 @@ from bioray.tasks import registry
 class EvaluateParams(BaseModel):
     evaluate: EvaluateConfig
     dataset: DatasetConfig
-    fold: int | None = None
-    seed: int
-    arm: str
+    at: Coordinate
     max_length: int  # the dataset's fine-tuning window: the model was trained on windows of this length
 
 
@@ -33,12 +31,15 @@ class Evaluate(Stage):
     large_artifacts = ("predictions.jsonl",)  # every test example's prediction, beside the scores
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
-        return [Node(instance_name("evaluate", config, run), self,
-                     tuple(instance_name("finetune", config, tuned) for tuned in fine_tuning_runs(config, run)),
-                     EvaluateParams(evaluate=config.evaluate, dataset=run.dataset, fold=run.fold, seed=run.seed,
-                                    arm=run.arm.name, max_length=config.finetune.for_dataset(run.dataset).max_length),
-                     dataset_files(config, run.dataset), registry.code_modules(run.dataset))
-                for run in evaluations(config)]
+        nodes = []
+        for at in evaluations(config):
+            dataset = dataset_of(config, at)
+            params = EvaluateParams(evaluate=config.evaluate, dataset=dataset, at=at,
+                                    max_length=config.finetune.for_dataset(dataset).max_length)
+            nodes.append(Node(instance_name("evaluate", config, at), self,
+                              tuple(instance_name("finetune", config, run) for run in fine_tuning_runs(config, at)),
+                              params, dataset_files(config, dataset), registry.code_modules(dataset)))
+        return nodes
 
     def headline_for(self, node: Node) -> tuple[str, ...]:
         """The entry's metric first, then the rest its task type scores."""
@@ -52,8 +53,8 @@ class Evaluate(Stage):
         params: EvaluateParams = node.params
         task = registry.task_for(params.dataset)
         chosen_name, tuned = choose(inputs, task.metric)
-        test = load_splits(params.dataset, env.dataset_path, params.fold)["test"]
-        where = f", fold {params.fold + 1}" if params.fold is not None else ""
+        test = load_splits(params.dataset, env.dataset_path, params.at.fold)["test"]
+        where = f", fold {params.at.fold + 1}" if params.at.fold is not None else ""
         metrics = run_evaluate(task, test, model_dir=tuned.model, labels=tuned.labels, max_length=params.max_length,
                                batch_size=params.evaluate.batch_size, output=output,
                                title=f"{params.dataset.name}{where}")

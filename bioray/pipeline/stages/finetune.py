@@ -10,19 +10,26 @@ from pydantic import BaseModel
 
 from bioray.config import DatasetConfig, TrainingConfig, WorkflowConfig
 from bioray.metric_names import best_dev
-from bioray.pipeline.stages.arms import encoder_source, evaluations, fine_tuning_runs, instance_name
+from bioray.pipeline.stages.arms import (
+    Coordinate,
+    arm_of,
+    dataset_of,
+    encoder_source,
+    evaluations,
+    fine_tuning_runs,
+    instance_name,
+)
 from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput
 from bioray.tasks import registry
 
 
 class FinetuneParams(BaseModel):
-    """What one fine-tuning run reads: its training settings, its dataset entry, seed and fold, and
-    where its encoder is in its input's output."""
+    """What one fine-tuning run reads: its training settings, its dataset entry, where it sits (arm,
+    fold, seed, lr) and where its encoder is in its input's output."""
 
     training: TrainingConfig
     dataset: DatasetConfig
-    seed: int
-    fold: int | None = None  # k-fold datasets: 0-based fold
+    at: Coordinate
     encoder_model: str = "model"
 
 
@@ -59,12 +66,13 @@ class Finetune(Stage):
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
         nodes = []
         for evaluation in evaluations(config):
-            source, model = encoder_source(config, evaluation.arm)
+            source, model = encoder_source(config, arm_of(config, evaluation))
+            dataset = dataset_of(config, evaluation)
             for run in fine_tuning_runs(config, evaluation):
-                params = FinetuneParams(training=config.finetune.for_dataset(run.dataset, run.lr),
-                                        dataset=run.dataset, seed=run.seed, fold=run.fold, encoder_model=model)
+                params = FinetuneParams(training=config.finetune.for_dataset(dataset, run.lr), dataset=dataset,
+                                        at=run, encoder_model=model)
                 nodes.append(Node(instance_name("finetune", config, run), self, (source,), params,
-                                  dataset_files(config, run.dataset), registry.code_modules(run.dataset)))
+                                  dataset_files(config, dataset), registry.code_modules(dataset)))
         return nodes
 
     def training_workers(self, node: Node) -> int:
@@ -79,10 +87,10 @@ class Finetune(Stage):
 
         params: FinetuneParams = node.params
         task = registry.task_for(params.dataset)
-        splits = load_splits(params.dataset, env.dataset_path, params.fold)  # bad data fails here, before any worker
+        splits = load_splits(params.dataset, env.dataset_path, params.at.fold)  # bad data fails here, before any worker
         labels = task.label_list(splits["train"], splits.get("dev", []))
         (encoder,) = inputs.values()
-        metrics = run_finetune(params.training, task, splits, labels, params.seed,
+        metrics = run_finetune(params.training, task, splits, labels, params.at.seed,
                                encoder_dir=encoder.path / params.encoder_model, output=output,
                                storage=env.train_storage, run_name=f"{node.name.replace('/', '-')}-{env.key}",
                                context=env.context, progress_file=env.progress_file)

@@ -13,19 +13,18 @@ from pydantic import BaseModel
 
 from bioray.config import TaskModelsConfig, WorkflowConfig
 from bioray.metric_names import best_dev, is_test_score
-from bioray.pipeline.stages.arms import named_arms
+from bioray.pipeline.stages.arms import Coordinate, named_arms
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
 from bioray.tasks import registry
 from bioray.tracking.registry import model_name
 
 
 class Evaluation(BaseModel):
-    """An evaluate stage instance of the dataset: what it scored, and where it came from."""
+    """An evaluate stage instance of the dataset: where it sits, and the fine-tuning runs it chose from
+    (one, or a learning-rate grid)."""
 
-    finetune: list[str]  # the fine-tuning runs it chose from (one, or a learning-rate grid)
-    arm: str | None = None  # several encoders: which one
-    fold: int | None = None
-    seed: int
+    at: Coordinate
+    finetune: list[str]
 
 
 class RegisterTaskParams(BaseModel):
@@ -35,6 +34,7 @@ class RegisterTaskParams(BaseModel):
     task: str
     metric: str  # the entry's (Task.metric): a grid's run best on dev by it was scored; the best version gets the alias
     evaluations: dict[str, Evaluation]  # evaluate stage name -> its evaluation, in registration order
+    named_arms: bool  # several encoders: each version is tagged with its arm
 
 
 class RegisterTask(Stage):
@@ -50,13 +50,12 @@ class RegisterTask(Stage):
         nodes = []
         for dataset in config.finetune.datasets:
             evaluated = [n for n in upstream if n.kind == "evaluate" and n.params.dataset.name == dataset.name]
-            evaluations = {n.name: Evaluation(finetune=list(n.inputs), arm=n.params.arm if named_arms(config) else None,
-                                              fold=n.params.fold, seed=n.params.seed) for n in evaluated}
+            evaluations = {n.name: Evaluation(at=n.params.at, finetune=list(n.inputs)) for n in evaluated}
             params = RegisterTaskParams(task_models=settings,
                                         model_name=model_name(settings.prefix, dataset.task, dataset.name),
                                         dataset=dataset.name, task=dataset.task,
                                         metric=registry.task_for(dataset).metric,
-                                        evaluations=evaluations)
+                                        evaluations=evaluations, named_arms=named_arms(config))
             inputs = tuple(evaluations) + tuple(run for n in evaluated for run in n.inputs)
             nodes.append(Node(f"register-task/{dataset.name}", self, inputs, params))
         return nodes
@@ -69,10 +68,11 @@ class RegisterTask(Stage):
         candidates = []
         for name, evaluation in params.evaluations.items():
             chosen, tuned = choose({run: inputs[run] for run in evaluation.finetune}, params.metric)
-            facts = {"dataset": params.dataset, "task": params.task, "seed": evaluation.seed, "evaluation": name,
+            at = evaluation.at
+            facts = {"dataset": at.dataset, "task": params.task, "seed": at.seed, "evaluation": name,
                      "finetune": chosen, "hf_subdir": "model"}
-            facts.update({key: value for key, value in (("arm", evaluation.arm), ("fold", evaluation.fold))
-                          if value is not None})
+            facts.update({key: value for key, value in (("arm", at.arm if params.named_arms else None),
+                                                        ("fold", at.fold)) if value is not None})
             candidates.append(TaskVersion(
                 model_dir=tuned.model, logged_model=tuned.mlflow_model,
                 dev=tuned.metrics.get(best_dev(params.metric)),

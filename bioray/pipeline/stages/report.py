@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bioray.config import WorkflowConfig
-from bioray.pipeline.stages.arms import named_arms
+from bioray.pipeline.stages.arms import Coordinate, named_arms
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
 from bioray.tasks.published import benchmark_of
 from bioray.tasks.registry import task_for
@@ -16,7 +16,7 @@ from bioray.tasks.registry import task_for
 
 class ReportParams(BaseModel):
     datasets: dict[str, dict[str, str | None]]  # name -> {task, metric, benchmark}
-    evaluations: dict[str, dict]  # evaluate stage name -> {dataset, seed, arm}
+    evaluations: dict[str, Coordinate]  # evaluate stage name -> where it sits
     arms: list[str] | None = None  # several encoders: one column each, in this order
 
 
@@ -30,8 +30,7 @@ class Report(Stage):
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
         datasets = {d.name: {"task": d.task, "metric": task_for(d).metric, "benchmark": benchmark_of(d)}
                     for d in config.finetune.datasets}
-        evaluations = {n.name: {"dataset": n.params.dataset.name, "seed": n.params.seed, "arm": n.params.arm}
-                       for n in upstream if n.kind == "evaluate"}
+        evaluations = {n.name: n.params.at for n in upstream if n.kind == "evaluate"}
         arms = [arm.name for arm in config.arms] if named_arms(config) else None
         return [Node("report", self, tuple(evaluations), ReportParams(datasets=datasets, evaluations=evaluations,
                                                                       arms=arms))]
@@ -39,5 +38,6 @@ class Report(Stage):
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.tasks.report import run_report
 
-        scores = [{**node.params.evaluations[name], "metrics": result.metrics} for name, result in inputs.items()]
+        scores = [{**node.params.evaluations[name].model_dump(), "metrics": result.metrics}
+                  for name, result in inputs.items()]
         return run_report(node.params.datasets, scores, output, arms=node.params.arms)

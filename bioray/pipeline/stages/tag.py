@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bioray.config import TagConfig, WorkflowConfig
-from bioray.pipeline.stages.arms import Run, instance_name, registered_arm
+from bioray.pipeline.stages.arms import Coordinate, registered_arm
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
 from bioray.tasks import registry
 
@@ -29,8 +29,8 @@ class Tag(Stage):
         dataset = next(d for d in config.finetune.datasets if d.name == config.tag.dataset)
         seed = config.tag.seed if config.tag.seed is not None else config.finetune.seeds[0]
         arm = registered_arm(config)  # tagging uses the evaluated model of the registered encoder
-        evaluation = next(n for n in upstream if n.kind == "evaluate" and n.name == instance_name(
-            "evaluate", config, Run(arm, dataset, 0 if dataset.folds else None, seed)))
+        at = Coordinate(arm=arm.name, dataset=dataset.name, fold=0 if dataset.folds else None, seed=seed)
+        evaluation = next(n for n in upstream if n.kind == "evaluate" and n.params.at == at)
         return [Node(f"tag/{dataset.name}", self, (*evaluation.inputs, "ingest"),  # the runs it chose from
                      TagParams(tag=config.tag, max_length=config.finetune.for_dataset(dataset).max_length,
                                metric=registry.task_for(dataset).metric))]
