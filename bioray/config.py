@@ -299,17 +299,13 @@ class PretrainConfig(Section):
         return self.zero_stage
 
 
-class SplitConfig(Section):
-    """How a dataset without an official split is split (a seeded shuffle of its document ids)."""
-
-    dev: float = Field(0.1, ge=0, lt=1, description="Fraction for the development set.")
-    test: float = Field(0.2, ge=0, lt=1, description="Fraction for the test set (when the format has no test file).")
-    seed: int = Field(0, description="Shuffle seed.")
-
-
 class DatasetConfig(Section):
     """One downstream dataset: a registry entry (task type + format + files + label scheme), so a
-    new dataset in a known format needs no code."""
+    new dataset in a known format needs no code. These are the keys every entry has; any other key is
+    an option of its format (bioray.tasks.formats: each format's `Options`), validated against that
+    format when the workflow's inputs are checked."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     name: Name = Field(description="Dataset name, used in stage names (paths), run names and metric names.")
     task: str = Field(description="Task type (bioray.tasks.registry.TASK_TYPES: ner, relation, similarity, "
@@ -321,34 +317,18 @@ class DatasetConfig(Section):
     dev: str | None = Field(None, description="Development file (ddi_xml: folder), under finetune.data_root.")
     test: str | None = Field(None, description="Test file (pubmedqa: the test ground-truth JSON; ddi_xml: folder), "
                              "under finetune.data_root.")
-    test_gold: str | None = Field(None, description="squad (qa_factoid, qa_list): BioASQ's official golden JSON "
-                                  "(`*_golden.json`) with the gold answers of the `test` file's questions, by question "
-                                  "id (BioBERT's SQuAD test files carry none), under finetune.data_root.")
     path: str | None = Field(None, description="The one source of formats without split files (hoc folder, "
                              "pubmedqa ori_pqal.json), under finetune.data_root.")
     folds: list[str] | None = Field(None, description="k-fold datasets (GAD/EU-ADR): one folder per fold with "
                                     "train.tsv and test.tsv; the score is the mean over folds.")
-    split: SplitConfig = Field(default_factory=SplitConfig, description="Split of formats without an official one.")
-    text_column: str = Field("sentence", description="tsv/jsonl: the text column.")
-    text_b_column: str | None = Field(None, description="tsv/jsonl: the second text of a pair (similarity).")
-    label_column: str = Field("label", description="tsv/jsonl: the label (or score) column.")
-    columns: list[str] | None = Field(None, description="tsv files without a header row: their column names, in order.")
-    label_separator: str | None = Field(None, description="doc_classification in tsv/jsonl: separator of several "
-                                                          "labels.")
     labels: list[str] | None = Field(None, description="The label set (NER tags or classes); any other label is an "
                                                        "error.")
-    entity_types: dict[str, str] | None = Field(None, description="pubtator: annotation type -> tag type ('' for "
-                                                "untyped B/I tags); another type is an error. Default: types as given.")
     negative_label: str | None = Field(None, description="relation: the no-relation class, excluded from micro-F1 "
                                        "(the papers' metric; a relation entry sets this or `metric`).")
     metric: str | None = Field(None, description="The score this dataset is ranked by (dev selection, report, gate), "
                                "when not its task type's paper metric: relation: f1 (needs negative_label), "
                                "accuracy, macro_f1; doc_classification: micro_f1, example_f1; qa_factoid: mrr, "
                                "strict_accuracy, lenient_accuracy; qa_yesno: accuracy, macro_f1.")
-    entity_markers: Literal["mask", "tags"] = Field(
-        "mask", description="ddi_xml: how a pair's two drugs appear in its sentence. mask: each one's text "
-        "replaced by @DRUG$ (BLUE/BLURB; other drug mentions stay); tags: [E1] ... [/E1] and [E2] ... [/E2] "
-        "around them. A discontinuous mention is marked over its full span.")
     benchmark: str | None = Field(None, description="Published numbers to report beside it: a key of "
                                   "bioray/tasks/published.yaml (e.g. chemprot, gad-10fold) or `none`; default: the "
                                   "dataset's name when it is a key, else none.")

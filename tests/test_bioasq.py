@@ -386,8 +386,7 @@ def test_entries_reading_bioasq_are_checked(tmp_path):
     assert registry.entry_problems(_entry(task="qa_list", format="bioasq", train="a", test="b"), "d") == []
     problems = registry.entry_problems(_entry(task="qa_factoid", format="bioasq", train="a", test="b", test_gold="g"),
                                        "d")
-    assert problems == ["d.test_gold: format 'bioasq' reads no golden file (only 'squad' does, for BioBERT's SQuAD "
-                        "test files without answers)"]
+    assert problems == ["d.test_gold: unknown key for format 'bioasq' (its options: none; it is an option of squad)"]
     assert registry.entry_problems(_entry(task="ner", format="bioasq", train="a", test="b"), "d")[0].startswith(
         "d.format: 'bioasq' does not fit task 'ner'")
 

@@ -192,14 +192,30 @@ def test_every_error_about_a_list_entry_names_the_entry(write_workflow, quicksta
 
 def test_an_unknown_key_is_told_the_closest_key_of_its_section(write_workflow, quickstart_tree):
     quickstart_tree["pretrain"]["warmup_step"] = 3
-    quickstart_tree["finetune"]["datasets"][0]["trian"] = "x"
     quickstart_tree["pretrian"] = {}
     with pytest.raises(ConfigError) as raised:
         load_checked(write_workflow(quickstart_tree))
     message = str(raised.value)
     assert "pretrain.warmup_step: unknown key (did you mean 'warmup_steps'?)" in message
-    assert "finetune.datasets[0] (ncbi-disease).trian: unknown key (did you mean 'train'?)" in message
     assert "pretrian: unknown key (did you mean 'pretrain'?)" in message
+
+
+def test_a_dataset_key_its_format_does_not_take_is_an_error_naming_the_format(write_workflow, quickstart_tree):
+    """Beside the common keys, an entry takes its format's options only (bioray.tasks.formats.*.Options)."""
+    entry = quickstart_tree["finetune"]["datasets"][0]  # conll: no options
+    entry.update(trian="x", entity_markers="tags")
+    with pytest.raises(ConfigError) as raised:
+        load_checked(write_workflow(quickstart_tree))
+    assert str(raised.value).splitlines()[1:] == [
+        "  finetune.datasets[0] (ncbi-disease).trian: unknown key for format 'conll' (its options: none; did you "
+        "mean 'train'?)",
+        "  finetune.datasets[0] (ncbi-disease).entity_markers: unknown key for format 'conll' (its options: none; it "
+        "is an option of ddi_xml)"]
+    entry.pop("trian")
+    entry.update(format="pubtator", entity_markers=None, entity_types=["Disease"])
+    entry.pop("entity_markers")
+    with pytest.raises(ConfigError, match=r"\(ncbi-disease\)\.entity_types: Input should be a valid dictionary"):
+        load_checked(write_workflow(quickstart_tree))
 
 
 @pytest.mark.parametrize("section, key, value, message", [

@@ -1,6 +1,6 @@
 """The reference pages cannot drift from the code: every key of the workflow schema is on
-docs/configuration.md (a list entry's keys there or, for datasets, on docs/datasets.md) and every key
-there is in the schema; every command and option of the CLI is on docs/cli.md and every command there exists."""
+docs/configuration.md (a list entry's keys there or, for datasets, on docs/datasets.md, with each
+format's options in its row of the formats table) and every key there is in the schema; every command and option of the CLI is on docs/cli.md and every command there exists."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 
 from bioray.cli import main
 from bioray.config import WorkflowConfig, section_model
+from bioray.tasks import registry
 from tests.support.cli import REPO
 
 
@@ -45,11 +46,31 @@ def _documented_keys() -> set[str]:
             listed = re.search(r"`\{([^`]*)\}`", row[1])
             items = listed[1].split(",") if listed else []
             keys.update(f"{tokens[0]}.{item.split(':')[0].strip()}" for item in items)
-    datasets = (REPO / "docs" / "datasets.md").read_text()
-    keys.update(f"finetune.datasets[].{key}" for key in re.findall(r"`([a-z_]+)`", datasets))
-    for key, inner in re.findall(r"`([a-z_]+): \{([^}]*)\}`", datasets):  # `split: {dev, test, seed}`
-        keys.update(f"finetune.datasets[].{key}.{part.strip()}" for part in inner.split(","))
+    entry_keys = _DATASETS.split("| format |")[0]  # the paragraph before the table of format options
+    keys.update(f"finetune.datasets[].{key}" for key in re.findall(r"`([a-z_]+)`", entry_keys))
     return keys
+
+
+_DATASETS = (REPO / "docs" / "datasets.md").read_text()
+
+
+def _keys(model) -> set[str]:
+    """A model's keys, a nested model's as `key.{a, b}` is written: key.a, key.b."""
+    return {f"{name}.{inner}" if inner else name for name, field in model.model_fields.items()
+            for inner in (sorted(section_model(field.annotation).model_fields) if section_model(field.annotation)
+                          else [""])}
+
+
+def test_every_format_s_options_are_its_row_on_the_datasets_page():
+    table = _DATASETS.split("| format |")[1].split("\n\n")[0]
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.*) \|$", table, re.M))
+    assert sorted(rows) == sorted(registry.FORMATS)
+    for name, path in registry.FORMATS.items():
+        documented = set()
+        for key, _, inner in re.findall(r"`([a-z_]+)(: \{([^}]*)\})?`", rows[name]):
+            documented |= {f"{key}.{part.strip()}" for part in inner.split(",")} if inner else {key}
+        options = _keys(registry._load(path).Options)
+        assert sorted(options - documented) == [], name
 
 
 def test_every_workflow_key_is_documented_and_every_documented_key_exists():

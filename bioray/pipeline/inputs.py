@@ -45,9 +45,9 @@ def check_inputs(config: WorkflowConfig, read_datasets: bool = False) -> None:
 
 
 def _missing_files(config: WorkflowConfig, dataset, where: str) -> list[str]:
-    missing = []
-    for key in ("train", "dev", "test", "test_gold", "path"):
-        relative = getattr(dataset, key)
+    missing, options = [], registry.format_for(dataset).options
+    paths = {key: getattr(dataset, key) for key in ("train", "dev", "test", "path")}
+    for key, relative in {**paths, **{key: getattr(options, key) for key in options.file_keys}}.items():
         if relative is not None and not config.dataset_path(relative).exists():
             missing.append(f"{where}.{key}: file not found: {config.dataset_path(relative)}")
     for k, fold in enumerate(dataset.folds or []):

@@ -14,12 +14,10 @@ class DocClassificationTask(SequenceTask):
     problem_type = "multi_label_classification"
 
     def parse_label(self, value, where: str) -> list[str]:
-        """One label, or several joined by the entry's `label_separator` (an empty set is allowed)."""
-        if isinstance(value, list):
-            return sorted({str(v).strip() for v in value if str(v).strip()})
-        separator = self.dataset.label_separator
-        parts = str(value).split(separator) if separator else [super().parse_label(value, where)]
-        return sorted({p.strip() for p in parts if p.strip()})
+        """One label, or several (a list: in JSON, or split by the format's `label_separator`); an empty
+        set is allowed."""
+        parts = value if isinstance(value, list) else [super().parse_label(value, where)]
+        return sorted({str(p).strip() for p in parts if str(p).strip()})
 
     def labels_of(self, example) -> list[str]:
         return example.label

@@ -8,7 +8,10 @@ format's name in the `formats` of the task types that read it).
 
 from __future__ import annotations
 
+import difflib
 import importlib
+
+from pydantic import ValidationError
 
 TASK_TYPES: dict[str, str] = {
     "ner": "bioray.tasks.ner:NerTask",
@@ -63,8 +66,10 @@ def task_for(dataset):
 
 
 def format_for(dataset):
-    """The format object that reads a dataset entry's files."""
-    return _load(FORMATS[format_name(dataset)])()
+    """The format object that reads a dataset entry's files, with the entry's options (its keys beyond
+    DatasetConfig's; pydantic.ValidationError when they do not fit: entry_problems says so first)."""
+    reader = _load(FORMATS[format_name(dataset)])
+    return reader(reader.Options.model_validate(dataset.model_extra or {}))
 
 
 def code_modules(dataset) -> tuple[str, ...]:
@@ -80,9 +85,28 @@ def entry_problems(dataset, where: str) -> list[str]:
     if dataset.format is not None and dataset.format not in accepted:
         return [f"{where}.format: {dataset.format!r} does not fit task {dataset.task!r} (expected one of "
                 f"{list(accepted)})"]
-    reader = format_for(dataset)
+    try:
+        reader = format_for(dataset)
+    except ValidationError as exc:
+        return [f"{where}.{problem}" for problem in _option_problems(exc, dataset)]
     problems = task_class(dataset.task).entry_problems(dataset) + reader.entry_problems(dataset)
-    if dataset.test_gold and not reader.reads_test_gold:
-        problems.append(f"test_gold: format {format_name(dataset)!r} reads no golden file (only 'squad' does, for "
-                        f"BioBERT's SQuAD test files without answers)")
     return [f"{where}.{problem}" for problem in problems]
+
+
+def _option_problems(error: ValidationError, dataset) -> list[str]:
+    """A format's options that do not fit it, as `key: problem` lines; an unknown key names the format,
+    what it takes, and the formats that take it or the closest key."""
+    name, options = format_name(dataset), _load(FORMATS[format_name(dataset)]).Options
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            takers = [other for other, path in FORMATS.items() if key in _load(path).Options.model_fields]
+            close = difflib.get_close_matches(key, [*type(dataset).model_fields, *options.model_fields], 1, 0.75)
+            hint = f"; it is an option of {', '.join(takers)}" if takers else "".join(f"; did you mean {c!r}?"
+                                                                                   for c in close)
+            problems.append(f"{key}: unknown key for format {name!r} (its options: "
+                            f"{', '.join(options.model_fields) or 'none'}{hint})")
+        else:
+            problems.append(f"{key}: {item['msg']} (got {item['input']!r})")
+    return problems

@@ -1,4 +1,5 @@
-"""What a dataset format does: name the files an entry reads, and read them into train/dev/test."""
+"""What a dataset format does: declare the entry keys only it reads (its options), name the files an
+entry reads, and read them into train/dev/test."""
 
 from __future__ import annotations
 
@@ -8,15 +9,42 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from bioray.tasks.examples import DatasetError
 
 Resolve = Callable[[str], Path]  # a path of the entry, resolved against the data root
 
 
-class Format(ABC):
-    """One dataset file format."""
+class FormatOptions(BaseModel):
+    """The keys of a dataset entry that only its format reads (beside bioray.config.DatasetConfig's
+    common keys). A format declares its own subclass as `Options`; the workflow's entries are validated
+    against it when the workflow is loaded, so a key the format does not take is an error there."""
 
-    reads_test_gold: ClassVar[bool] = False  # it reads an entry's `test_gold` (a separate gold file of `test`)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    file_keys: ClassVar[tuple[str, ...]] = ()  # options naming a file under finetune.data_root (must exist)
+
+
+class Split(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dev: float = Field(0.1, ge=0, lt=1, description="Fraction for the development set.")
+    test: float = Field(0.2, ge=0, lt=1, description="Fraction for the test set (when the format has no test file).")
+    seed: int = Field(0, description="Shuffle seed.")
+
+
+class SplitOptions(FormatOptions):
+    """Formats without an official split: a seeded shuffle of the document ids cut into parts."""
+
+    split: Split = Field(default_factory=Split, description="Split of formats without an official one.")
+
+
+class Format(ABC):
+    """One dataset file format, with its entry's options."""
+
+    Options: ClassVar[type[FormatOptions]] = FormatOptions
+
+    def __init__(self, options: FormatOptions | None = None):
+        self.options = options if options is not None else self.Options()
 
     @abstractmethod
     def files(self, dataset, resolve: Resolve) -> list[Path]:

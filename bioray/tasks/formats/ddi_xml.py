@@ -26,9 +26,12 @@ from __future__ import annotations
 import logging
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from bioray.tasks.examples import DatasetError, Example
-from bioray.tasks.formats.base import Format, Resolve, read_each, split_ids
+from bioray.tasks.formats.base import Format, Resolve, SplitOptions, read_each, split_ids
 from bioray.tasks.formats.entity_markers import Span, mark
 
 TYPES = ("mechanism", "effect", "advise", "int")  # of a true pair; the label is DDI-<type>
@@ -151,7 +154,16 @@ def _label(pair: ElementTree.Element, where: str) -> str:
     return f"DDI-{kind}"
 
 
+class DdiXmlOptions(SplitOptions):
+    entity_markers: Literal["mask", "tags"] = Field(
+        "mask", description="How a pair's two drugs appear in its sentence. mask: each one's text replaced by "
+        "@DRUG$ (BLUE/BLURB; other drug mentions stay); tags: [E1] ... [/E1] and [E2] ... [/E2] around them. "
+        "A discontinuous mention is marked over its full span.")
+
+
 class DdiXmlFormat(Format):
+    Options = DdiXmlOptions
+
     def entry_problems(self, dataset) -> list[str]:
         if dataset.train and dataset.test:
             return []
@@ -162,7 +174,7 @@ class DdiXmlFormat(Format):
         return [resolve(name) for name in (dataset.train, dataset.dev, dataset.test) if name]
 
     def splits(self, dataset, resolve: Resolve, fold: int | None = None) -> dict[str, list]:
-        style = dataset.entity_markers
+        style = self.options.entity_markers
         folders = {"train": dataset.train, "test": dataset.test, **({"dev": dataset.dev} if dataset.dev else {})}
         read = read_each({split: (lambda folder=folder: read_folder(resolve(folder), style))
                           for split, folder in folders.items()})
@@ -170,7 +182,7 @@ class DdiXmlFormat(Format):
         if dataset.dev:
             parts, dev = {"train": list(documents)}, list(read["dev"].values())
         else:
-            parts = split_ids(list(documents), {"dev": dataset.split.dev}, dataset.split.seed)
+            parts = split_ids(list(documents), {"dev": self.options.split.dev}, self.options.split.seed)
             dev = [documents[name] for name in parts["dev"]]
         return {"train": [e for name in parts["train"] for e in documents[name]],
                 "dev": [e for examples in dev for e in examples],

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bioray.tasks.examples import DatasetError, Example
-from bioray.tasks.formats.base import Format, Resolve, split_ids
+from bioray.tasks.formats.base import Format, Resolve, SplitOptions, split_ids
 
 HALLMARKS = [
     "Activating invasion and metastasis", "Avoiding immune destruction", "Cellular energetics",
@@ -42,6 +42,8 @@ def read_hoc(directory: Path) -> list[tuple[str, Example]]:
 
 
 class HocFormat(Format):
+    Options = SplitOptions
+
     def entry_problems(self, dataset) -> list[str]:
         return [] if dataset.path else ["path: format 'hoc' reads one folder: set `path`"]
 
@@ -50,5 +52,6 @@ class HocFormat(Format):
 
     def splits(self, dataset, resolve: Resolve, fold: int | None = None) -> dict[str, list]:
         documents = dict(read_hoc(resolve(dataset.path)))
-        parts = split_ids(list(documents), {"dev": dataset.split.dev, "test": dataset.split.test}, dataset.split.seed)
+        split = self.options.split
+        parts = split_ids(list(documents), {"dev": split.dev, "test": split.test}, split.seed)
         return {name: [documents[i] for i in ids] for name, ids in parts.items()}

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from bioray.tasks.examples import DatasetError, Example
-from bioray.tasks.formats.base import Format, Resolve, require_file, split_ids
+from bioray.tasks.formats.base import Format, Resolve, SplitOptions, require_file, split_ids
 
 
 def read_pubmedqa(path: Path) -> dict[str, Example]:
@@ -27,6 +27,8 @@ def read_pubmedqa(path: Path) -> dict[str, Example]:
 
 
 class PubmedqaFormat(Format):
+    Options = SplitOptions
+
     def entry_problems(self, dataset) -> list[str]:
         problems = [] if dataset.path else ["path: format 'pubmedqa' reads ori_pqal.json: set `path`"]
         return problems + ([] if dataset.test else ["test: format 'pubmedqa' needs the test ground-truth JSON"])
@@ -42,7 +44,8 @@ class PubmedqaFormat(Format):
         unknown = sorted(set(truth) - set(questions))
         if unknown:
             raise DatasetError(f"{truth_file}: question {unknown[0]} is not in {dataset.path}")
-        pool = split_ids([q for q in questions if q not in truth], {"dev": dataset.split.dev}, dataset.split.seed)
+        split = self.options.split
+        pool = split_ids([q for q in questions if q not in truth], {"dev": split.dev}, split.seed)
         splits = {name: [questions[i] for i in ids] for name, ids in pool.items()}
         splits["test"] = [Example(questions[q].text, questions[q].text_b, answer, f"{truth_file}: question {q}")
                           for q, answer in sorted(truth.items())]

@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import Field
+
 from bioray.corpus.sentences import sentence_spans
 from bioray.tasks.examples import WORD, DatasetError, Sentence
-from bioray.tasks.formats.base import PerFileFormat, require_file
+from bioray.tasks.formats.base import FormatOptions, PerFileFormat, require_file
 
 
 @dataclass
@@ -98,6 +100,13 @@ def _tag(start: int, end: int, mentions: list[tuple[int, int, str]]) -> str:
     return "O"
 
 
+class PubtatorOptions(FormatOptions):
+    entity_types: dict[str, str] | None = Field(None, description="Annotation type -> tag type ('' for untyped B/I "
+                                                "tags); another type is an error. Default: types as given.")
+
+
 class PubtatorFormat(PerFileFormat):
+    Options = PubtatorOptions
+
     def read(self, path: Path, dataset) -> list[Sentence]:
-        return read_pubtator(path, dataset.entity_types)
+        return read_pubtator(path, self.options.entity_types)

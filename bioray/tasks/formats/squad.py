@@ -13,8 +13,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pydantic import Field
+
 from bioray.tasks.examples import DatasetError, QAExample
-from bioray.tasks.formats.base import PerFileFormat, Resolve
+from bioray.tasks.formats.base import FormatOptions, PerFileFormat, Resolve
 from bioray.tasks.formats.bioasq import gold_items, question_type, read_questions
 from bioray.tasks.formats.json_fields import field, is_text, load_json, records
 from bioray.tasks.metrics import normalize_answer
@@ -119,8 +121,15 @@ def require_gold(examples: list[QAExample], path: Path) -> None:
                                f"snippets; expected answers (or the entry's `test_gold`)")
 
 
+class SquadOptions(FormatOptions):
+    file_keys = ("test_gold",)
+    test_gold: str | None = Field(None, description="BioASQ's official golden JSON (`*_golden.json`) with the gold "
+                                  "answers of the `test` file's questions, by question id (BioBERT's SQuAD test files "
+                                  "carry none), under finetune.data_root.")
+
+
 class SquadFormat(PerFileFormat):
-    reads_test_gold = True
+    Options = SquadOptions
 
     def entry_problems(self, dataset) -> list[str]:
         if dataset.folds:
@@ -128,15 +137,16 @@ class SquadFormat(PerFileFormat):
         return super().entry_problems(dataset)
 
     def files(self, dataset, resolve: Resolve) -> list[Path]:
-        return super().files(dataset, resolve) + ([resolve(dataset.test_gold)] if dataset.test_gold else [])
+        gold = self.options.test_gold
+        return super().files(dataset, resolve) + ([resolve(gold)] if gold else [])
 
     def read(self, path: Path, dataset) -> list[QAExample]:
         return read_squad(path, question_type(dataset))
 
     def splits(self, dataset, resolve: Resolve, fold: int | None = None) -> dict[str, list]:
         splits = super().splits(dataset, resolve, fold)
-        if dataset.test_gold:
-            apply_golden(splits["test"], resolve(dataset.test), resolve(dataset.test_gold), question_type(dataset))
+        if self.options.test_gold:
+            apply_golden(splits["test"], resolve(dataset.test), resolve(self.options.test_gold), question_type(dataset))
         for split in ("dev", "test"):
             if split in splits:
                 require_gold(splits[split], resolve(getattr(dataset, split)))
