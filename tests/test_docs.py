@@ -1,6 +1,7 @@
 """The reference pages cannot drift from the code: every key of the workflow schema is on
 docs/configuration.md (a list entry's keys there or, for datasets, on docs/datasets.md, with each
-format's options in its row of the formats table) and every key there is in the schema; every command and option of the CLI is on docs/cli.md and every command there exists."""
+format's options in its row of the formats table) and every key there is in the schema; every command
+and option of the CLI is on docs/cli.md and every command there exists."""
 
 from __future__ import annotations
 

@@ -21,27 +21,27 @@ def _entry(task: str) -> DatasetConfig:
 @pytest.mark.parametrize("task", list(registry.TASK_TYPES))
 def test_every_task_types_metrics_are_its_evaluations_headline(task):
     cls = registry.task_class(task)
-    node = Node("evaluate/x/seed-1", Evaluate(), (), EvaluateParams.model_construct(dataset=_entry(task)))
+    node = Node("evaluate/x/seed-1", Evaluate(), {}, EvaluateParams.model_construct(dataset=_entry(task)))
     headline = Evaluate().headline_for(node)
     assert headline[0] == names.test_score(task, cls.primary_metric)
     assert set(headline) == {names.test_score(task, m) for m in (cls.primary_metric, *cls.metrics)}
-    finetuned = Node("finetune/x/seed-1", Finetune(), (), FinetuneParams.model_construct(dataset=_entry(task)))
+    finetuned = Node("finetune/x/seed-1", Finetune(), {}, FinetuneParams.model_construct(dataset=_entry(task)))
     assert Finetune().headline_for(finetuned) == (names.best_dev(cls.primary_metric),)
 
 
 def test_an_entry_that_chooses_its_metric_leads_with_it():
     entry = DatasetConfig.model_validate({"name": "x", "task": "relation", "metric": "accuracy", "train": "a",
                                           "test": "b"})
-    node = Node("evaluate/x/seed-1", Evaluate(), (), EvaluateParams.model_construct(dataset=entry))
+    node = Node("evaluate/x/seed-1", Evaluate(), {}, EvaluateParams.model_construct(dataset=entry))
     assert Evaluate().headline_for(node)[0] == "relation/test_accuracy"
-    finetuned = Node("finetune/x/seed-1", Finetune(), (), FinetuneParams.model_construct(dataset=entry))
+    finetuned = Node("finetune/x/seed-1", Finetune(), {}, FinetuneParams.model_construct(dataset=entry))
     assert Finetune().headline_for(finetuned) == ("finetune/best_dev_accuracy",)
 
 
 def test_the_terminal_shows_a_list_question_sets_scores():
     """qa_list's measures were missing from evaluate's hand-kept headline list."""
     params = EvaluateParams.model_construct(dataset=_entry("qa_list"))
-    node = Node("evaluate/bioasq-list/seed-1", Evaluate(), (), params)
+    node = Node("evaluate/bioasq-list/seed-1", Evaluate(), {}, params)
     metrics = {names.test_score("qa_list", "list_f1"): 0.25, names.STAGE_SECONDS: 3.0, "other/metric": 1.0}
     assert _headline(node, metrics) == "  qa_list/test_list_f1 0.25"
 

@@ -32,6 +32,26 @@ def test_graph_shape(write_workflow, quickstart_tree):
     assert all(position[i] < position[n.name] for n in nodes for i in n.inputs)  # topological order
 
 
+def test_a_stage_reads_its_inputs_by_role_and_its_params_validated(write_workflow, quickstart_tree):
+    from pydantic import ValidationError
+
+    from bioray.pipeline.stages.base import Node, validated
+
+    config = load_checked(write_workflow(quickstart_tree))
+    nodes = {n.name: n for n in build_plan(config)}
+    assert nodes["pretrain"].needs == {"tokens": "tokenize", "vocab": "vocab"}
+    assert nodes["register"].needs == {"encoder": "pretrain", "evaluations": ("evaluate/ncbi-disease/seed-42",),
+                                       "report": "report"}
+    outputs = {name: f"output of {name}" for name in nodes["register"].inputs}
+    assert nodes["register"].inputs_by_role(outputs) == {
+        "encoder": "output of pretrain", "report": "output of report",
+        "evaluations": {"evaluate/ncbi-disease/seed-42": "output of evaluate/ncbi-disease/seed-42"}}
+    with pytest.raises(ValidationError, match="steps"):  # what pydantic's model_copy(update=...) would let through
+        validated(config.pretrain, steps=0)
+    with pytest.raises(TypeError, match="params must be a PretrainConfig"):
+        Node("pretrain", nodes["pretrain"].stage, {}, config.vocab)
+
+
 def test_keys_are_stable(write_workflow, quickstart_tree):
     path = write_workflow(quickstart_tree)
     assert _keys(path) == _keys(path)

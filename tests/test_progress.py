@@ -39,11 +39,12 @@ def test_a_worker_that_cannot_write_its_progress_keeps_going(tmp_path):
 def test_a_stage_chained_to_running_ones_is_announced_when_its_inputs_are_done(caplog):
     from types import SimpleNamespace
 
-    from bioray.pipeline.stages.base import Node
+    from bioray.pipeline.stages.base import Node, NoParams
     from bioray.pipeline.terminal import StageLines
 
-    stage = SimpleNamespace(headline_for=lambda node: ())
-    train, score, report = Node("train", stage), Node("score", stage, ("train",)), Node("report", stage, ("score",))
+    stage = SimpleNamespace(headline_for=lambda node: (), Params=NoParams)
+    train, score = Node("train", stage), Node("score", stage, {"model": "train"})
+    report = Node("report", stage, {"scores": "score"})
     lines = StageLines([train, score, report])
     result = SimpleNamespace(metrics={"stage/seconds": 1.0})
     with caplog.at_level(logging.INFO, logger="bioray.progress"):

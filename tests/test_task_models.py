@@ -213,7 +213,8 @@ def test_register_task_ranks_a_grid_and_its_versions_by_the_entrys_metric(tagger
 
     (evaluation,) = node.params.evaluations
     low, high = node.params.evaluations[evaluation].finetune
-    inputs = {evaluation: SimpleNamespace(metrics={"relation/test_accuracy": 0.5}), low: tuned(0.2), high: tuned(0.6)}
+    outputs = {evaluation: SimpleNamespace(metrics={"relation/test_accuracy": 0.5}), low: tuned(0.2), high: tuned(0.6)}
+    inputs = node.inputs_by_role(outputs)
     client, experiment = store
     run = client.create_run(experiment).info.run_id
     config = load_checked(write_workflow(quickstart_tree))

@@ -70,7 +70,7 @@ def execute_node(node: Node, key: str, env: StageEnv, input_types: dict[str, typ
         import ray  # the node the stage ran on: on a cluster, where to look for its logs
 
         env.context.set_tag("ray.node_id", ray.get_runtime_context().get_node_id())
-        inputs = {u.name: input_types[u.name](u.path, u.metrics) for u in upstream}
+        inputs = node.inputs_by_role({u.name: input_types[u.name](u.path, u.metrics) for u in upstream})
         started = time.perf_counter()
         metrics = node.stage.run(node, inputs, tmp, env)
         metrics[STAGE_SECONDS] = time.perf_counter() - started

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from pydantic import BaseModel
 from ray import cloudpickle  # Ray's own copy: what ships the stand-in run function to the workers
 
 from bioray.config import ConfigError
@@ -45,7 +46,7 @@ class Pretraining(Stage):
     kind, help = "stand-in-pretrain", "Trains for a while, says when."
 
     def nodes(self, config, upstream):
-        return [Node("pretrain", self), Node("pretrain/continued", self, ("tokenize/continued",))]
+        return [Node("pretrain", self), Node("pretrain/continued", self, {"tokens": "tokenize/continued"})]
 
     def training_workers(self, node):
         return PRETRAIN_WORKERS
@@ -56,14 +57,18 @@ class Pretraining(Stage):
         return {"ran/from": started, "ran/to": time.time()}
 
 
+class SeedParams(BaseModel):
+    seed: int
+
+
 class Finetuning(Stage):
     """Stand-in for fine-tuning from the workflow's pretraining: one worker each, longer than a
     pretraining here, so the continued one becomes ready while they hold every training CPU."""
 
-    kind, help = "stand-in-finetune", "Trains for a while, says when."
+    kind, help, Params = "stand-in-finetune", "Trains for a while, says when.", SeedParams
 
     def nodes(self, config, upstream):
-        return [Node(f"finetune/d/seed-{seed}", self, ("pretrain",), {"seed": seed}) for seed in SEEDS]
+        return [Node(f"finetune/d/seed-{seed}", self, {"encoder": "pretrain"}, SeedParams(seed=seed)) for seed in SEEDS]
 
     def training_workers(self, node):
         return FINETUNE_WORKERS
@@ -71,7 +76,7 @@ class Finetuning(Stage):
     def run(self, node, inputs, output, env) -> dict:
         started = time.time()
         time.sleep(3.0)
-        return {"ran/from": started, "ran/to": time.time(), "ran/after": inputs["pretrain"].metrics["ran/to"]}
+        return {"ran/from": started, "ran/to": time.time(), "ran/after": inputs["encoder"].metrics["ran/to"]}
 
 
 @pytest.fixture

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from bioray.config import WorkflowConfig, is_mlflow_uri
 from bioray.workdir import Workdir
@@ -26,26 +27,46 @@ class StageOutput:
         self.path, self.metrics = Path(path), metrics
 
 
+Needs = Mapping[str, "str | tuple[str, ...]"]  # role -> the stage instance it reads, or several (in order)
+
+
 @dataclass(frozen=True)
 class Node:
-    """One stage instance in a workflow's graph (fine-tuning has one per dataset, fold and seed)."""
+    """One stage instance in a workflow's graph (fine-tuning has one per dataset, fold and seed): the
+    instances it reads, by role, and its params, an instance of its stage's `Params` (validated when
+    built: a stage never hands its run unchecked settings)."""
 
     name: str
     stage: Stage
-    inputs: tuple[str, ...] = ()
-    params: Any = None  # what the run reads (a pydantic model): the same object feeds the stage key
+    needs: Needs = field(default_factory=dict)
+    params: BaseModel | None = None  # what the run reads (None: its stage's default Params); feeds the key
     files: tuple[str, ...] = ()  # raw input files; their fingerprints feed the key
     code: tuple[str, ...] = ()  # more root modules of the code key (a dataset's task type and format)
+
+    def __post_init__(self):
+        if self.params is None:
+            object.__setattr__(self, "params", self.stage.Params())
+        if not isinstance(self.params, self.stage.Params):
+            raise TypeError(f"{self.name}: params must be a {self.stage.Params.__name__}, got {type(self.params)}")
 
     @property
     def kind(self) -> str:
         return self.stage.kind
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Every instance it reads, in the order of its roles."""
+        return tuple(name for names in self.needs.values() for name in ((names,) if isinstance(names, str) else names))
+
+    def inputs_by_role(self, outputs: dict[str, StageOutput]) -> dict[str, Any]:
+        """Its inputs' outputs (by instance name) as its run reads them: by role, one output or, for a role
+        of several instances, {instance: output}."""
+        return {role: outputs[names] if isinstance(names, str) else {name: outputs[name] for name in names}
+                for role, names in self.needs.items()}
+
     def params_json(self) -> Any:
         """The params as plain JSON data (what the key hashes and stage.yaml records)."""
-        if isinstance(self.params, BaseModel):
-            return json.loads(self.params.model_dump_json())
-        return self.params
+        return json.loads(self.params.model_dump_json())
 
 
 @dataclass(frozen=True)
@@ -74,9 +95,16 @@ class StageEnv:
         return self.paths.stage_scratch(name, self.key)
 
 
+class NoParams(BaseModel):
+    """The params of a stage that reads no settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Stage(ABC):
     kind: ClassVar[str]
     help: ClassVar[str]  # one line, for the CLI
+    Params: ClassVar[type[BaseModel]] = NoParams  # what its run reads (every node's params is one, validated)
     output: ClassVar[type[StageOutput]] = StageOutput
     num_cpus: ClassVar[float] = 0  # stages that start Ray Data / Ray Train work hold no CPU themselves
     incremental: ClassVar[bool] = False  # builds on an earlier output (StageEnv.earlier)
@@ -92,8 +120,9 @@ class Stage(ABC):
         """This stage's instances in a workflow (upstream: the nodes of the stages before it)."""
 
     @abstractmethod
-    def run(self, node: Node, inputs: dict[str, StageOutput], output: Path, env: StageEnv) -> dict:
-        """Write the output into `output`; return the metrics."""
+    def run(self, node: Node, inputs: dict[str, Any], output: Path, env: StageEnv) -> dict:
+        """Write the output into `output`; return the metrics. `inputs`: by role of `node.needs`, each
+        a typed output (its stage's `output`), or {instance: output} for a role of several."""
 
     def training_workers(self, node: Node) -> int:
         """CPUs its Ray Train workers hold while it runs (0: it trains nothing); the runner starts it only
@@ -108,6 +137,11 @@ class Stage(ABC):
     def code_roots(self) -> tuple[str, ...]:
         """The modules whose import closure is the stage's code key: the one defining it."""
         return (type(self).__module__,)
+
+
+def validated(section: BaseModel, **changes) -> BaseModel:
+    """A config section with some keys changed, validated as a whole (pydantic's model_copy is not)."""
+    return type(section).model_validate({**section.model_dump(), **changes})
 
 
 def checkpoint_files(config: WorkflowConfig, checkpoint: str | None) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ class Encoder(Stage):
     kind = "encoder"
     help = "An encoder arm's starting point: a random initialisation, or an existing checkpoint as it is."
     output = EncoderOutput
+    Params = EncoderParams
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
         nodes = []
@@ -37,9 +38,10 @@ class Encoder(Stage):
             if not name.startswith("encoder/"):
                 continue
             if arm.source == "random":  # the vocab stage's vocabulary, pretrain.model's shape
-                nodes.append(Node(name, self, ("vocab",), EncoderParams(shape=config.pretrain.model, seed=arm.seed)))
+                nodes.append(Node(name, self, {"vocab": "vocab"}, EncoderParams(shape=config.pretrain.model,
+                                                                                  seed=arm.seed)))
             else:
-                nodes.append(Node(name, self, (), EncoderParams(checkpoint=arm.checkpoint),
+                nodes.append(Node(name, self, {}, EncoderParams(checkpoint=arm.checkpoint),
                                   checkpoint_files(config, arm.checkpoint)))
         return nodes
 

@@ -25,6 +25,7 @@ class EvaluateParams(BaseModel):
 
 class Evaluate(Stage):
     kind = "evaluate"
+    Params = EvaluateParams
     help = "Score every fine-tuned model on its test set with the task's paper metric (the dev-best of a grid)."
     num_cpus = 1
     dataset_context = "test"
@@ -36,8 +37,8 @@ class Evaluate(Stage):
             dataset = dataset_of(config, at)
             params = EvaluateParams(evaluate=config.evaluate, dataset=dataset, at=at,
                                     max_length=config.finetune.for_dataset(dataset).max_length)
-            nodes.append(Node(instance_name("evaluate", config, at), self,
-                              tuple(instance_name("finetune", config, run) for run in fine_tuning_runs(config, at)),
+            runs = tuple(instance_name("finetune", config, run) for run in fine_tuning_runs(config, at))
+            nodes.append(Node(instance_name("evaluate", config, at), self, {"runs": runs},
                               params, dataset_files(config, dataset), registry.code_modules(dataset)))
         return nodes
 
@@ -52,14 +53,15 @@ class Evaluate(Stage):
 
         params: EvaluateParams = node.params
         task = registry.task_for(params.dataset)
-        chosen_name, tuned = choose(inputs, task.metric)
+        runs = inputs["runs"]
+        chosen_name, tuned = choose(runs, task.metric)
         test = load_splits(params.dataset, env.dataset_path, params.at.fold)["test"]
         where = f", fold {params.at.fold + 1}" if params.at.fold is not None else ""
         metrics = run_evaluate(task, test, model_dir=tuned.model, labels=tuned.labels, max_length=params.max_length,
                                batch_size=params.evaluate.batch_size, output=output,
                                title=f"{params.dataset.name}{where}")
-        if len(inputs) > 1:  # a learning-rate grid: say which run was scored, and why
-            grid = {name: result.metrics.get(best_dev(task.metric)) for name, result in inputs.items()}
+        if len(runs) > 1:  # a learning-rate grid: say which run was scored, and why
+            grid = {name: result.metrics.get(best_dev(task.metric)) for name, result in runs.items()}
             (output / "choice.json").write_text(json.dumps({"chosen": chosen_name, "dev": grid}, indent=2))
             metrics["evaluate/chosen_lr"] = tuned.metrics.get("finetune/lr", float("nan"))
         return metrics

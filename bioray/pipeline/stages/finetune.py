@@ -61,6 +61,7 @@ class Finetune(Stage):
     kind = "finetune"
     help = "Fine-tune each encoder on every dataset, fold and seed (Ray Train); keep the epoch best on dev."
     output = FinetuneOutput
+    Params = FinetuneParams
     dataset_context = "train"
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
@@ -71,7 +72,7 @@ class Finetune(Stage):
             for run in fine_tuning_runs(config, evaluation):
                 params = FinetuneParams(training=config.finetune.for_dataset(dataset, run.lr), dataset=dataset,
                                         at=run, encoder_model=model)
-                nodes.append(Node(instance_name("finetune", config, run), self, (source,), params,
+                nodes.append(Node(instance_name("finetune", config, run), self, {"encoder": source}, params,
                                   dataset_files(config, dataset), registry.code_modules(dataset)))
         return nodes
 
@@ -89,7 +90,7 @@ class Finetune(Stage):
         task = registry.task_for(params.dataset)
         splits = load_splits(params.dataset, env.dataset_path, params.at.fold)  # bad data fails here, before any worker
         labels = task.label_list(splits["train"], splits.get("dev", []))
-        (encoder,) = inputs.values()
+        encoder = inputs["encoder"]
         metrics = run_finetune(params.training, task, splits, labels, params.at.seed,
                                encoder_dir=encoder.path / params.encoder_model, output=output,
                                storage=env.train_storage, run_name=f"{node.name.replace('/', '-')}-{env.key}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bioray.config import WorkflowConfig
+from bioray.config import IngestConfig, WorkflowConfig
 from bioray.corpus.files import list_source_files
 from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput
 
@@ -20,13 +20,14 @@ class Ingest(Stage):
     headline = ("ingest/documents", "ingest/quarantined_records")
     help = "Raw files -> deduplicated, sentence-split documents Parquet (Ray tasks)."
     output = IngestOutput
+    Params = IngestConfig
     incremental = True  # NLM's update files: parse only the new ones, apply them to an earlier output
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
         if config.ingest is None or not (any(a.needs_corpus for a in config.arms) or config.tag.dataset):
             return []
         files = [str(p) for s in config.ingest.sources for p in list_source_files(config.data_path(s.path), s.format)]
-        return [Node("ingest", self, (), config.ingest, tuple(files))]
+        return [Node("ingest", self, {}, config.ingest, tuple(files))]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.data.ingest import run_ingest

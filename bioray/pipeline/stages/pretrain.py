@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bioray.config import WorkflowConfig
+from bioray.config import PretrainConfig, WorkflowConfig
 from bioray.pipeline.stages.arms import continued_arms, fraction_step, uses_own_pretraining
-from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput, checkpoint_files
+from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput, checkpoint_files, validated
 
 
 class PretrainOutput(StageOutput):
@@ -26,21 +26,22 @@ class Pretrain(Stage):
     headline = ("pretrain/final_loss", "pretrain/final_heldout_loss")
     help = "MLM (+ optional NSP) pretraining with Ray Train + DeepSpeed ZeRO; exports an HF model."
     output = PretrainOutput
+    Params = PretrainConfig
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
         nodes = []
         if uses_own_pretraining(config):
             curve = {fraction_step(config, a.at_fraction) for a in config.arms if a.at_fraction not in (None, 1)}
-            params = config.pretrain.model_copy(update={"export_steps": sorted({*config.pretrain.export_steps,
-                                                                               *curve})})
-            nodes.append(Node("pretrain", self, ("tokenize", "vocab"), params,
+            params = validated(config.pretrain, export_steps=sorted({*config.pretrain.export_steps, *curve}))
+            nodes.append(Node("pretrain", self, {"tokens": "tokenize", "vocab": "vocab"}, params,
                               checkpoint_files(config, config.pretrain.init_checkpoint)))
         for arm in continued_arms(config):
             own = {"steps": arm.steps, "warmup_steps": min(config.pretrain.warmup_steps, arm.steps // 5)} \
                 if arm.steps else {}
             own.update({"lr": arm.pretrain_lr} if arm.pretrain_lr else {})
-            params = config.pretrain.model_copy(update={"init_checkpoint": arm.checkpoint, **own})
-            nodes.append(Node(f"pretrain/{arm.name}", self, (f"tokenize/{arm.name}", f"vocab/{arm.name}"), params,
+            params = validated(config.pretrain, init_checkpoint=arm.checkpoint, **own)
+            nodes.append(Node(f"pretrain/{arm.name}", self, {"tokens": f"tokenize/{arm.name}",
+                                                             "vocab": f"vocab/{arm.name}"}, params,
                               checkpoint_files(config, arm.checkpoint)))
         return nodes
 
@@ -56,8 +57,7 @@ class Pretrain(Stage):
         from bioray.train.pretrain import run_pretrain
 
         config = node.params
-        tokenized = inputs[node.inputs[0]]
-        tokenizer_dir = inputs[node.inputs[1]].tokenizer
+        tokenized, tokenizer_dir = inputs["tokens"], inputs["vocab"].tokenizer
         init = env.data_path(config.init_checkpoint) if config.init_checkpoint else None
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         counts = unigram_counts(tokenized.sequences, len(tokenizer), tokenizer.all_special_ids)

@@ -22,6 +22,7 @@ class RegisterParams(BaseModel):
 
 class Register(Stage):
     kind = "register"
+    Params = RegisterParams
     headline = ("register/version", "gate/promoted")
     help = "Register the evaluated encoder in the MLflow model registry; champion/challenger gate."
     parent_artifacts = ("promotion.md",)
@@ -36,16 +37,17 @@ class Register(Stage):
         registry = config.registry.model_copy(update={"task_models": TaskModelsConfig()})
         params = RegisterParams(registry=registry, arm=arm.name if named_arms(config) else None,
                                 encoder_model=model, evaluations=evaluations)
-        return [Node("register", self, (source, *evaluations, "report"), params)]
+        return [Node("register", self, {"encoder": source, "evaluations": tuple(evaluations), "report": "report"},
+                     params)]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.pipeline.register import run_register
 
         params: RegisterParams = node.params
         scores = {f"{at.label}/{metric}": value for name, at in params.evaluations.items()
-                  for metric, value in inputs[name].metrics.items() if not is_stage_metric(metric)}
+                  for metric, value in inputs["evaluations"][name].metrics.items() if not is_stage_metric(metric)}
         arm_prefix = report_prefix(params.arm)  # the registered arm's report scores, as a single encoder's
         report = {report_prefix() + k.removeprefix(arm_prefix): v for k, v in inputs["report"].metrics.items()
                   if k.startswith(arm_prefix)}
-        return run_register(params.registry, encoder_dir=inputs[node.inputs[0]].path / params.encoder_model,
+        return run_register(params.registry, encoder_dir=inputs["encoder"].path / params.encoder_model,
                             scores=scores, report_scores=report, context=env.context, output=output)

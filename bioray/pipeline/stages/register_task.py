@@ -39,6 +39,7 @@ class RegisterTaskParams(BaseModel):
 
 class RegisterTask(Stage):
     kind = "register-task"
+    Params = RegisterTaskParams
     headline = ("register_task/versions",)
     help = ("Register each dataset's evaluated fine-tuned models in the MLflow model registry "
             "(<prefix>-<task>-<dataset>); alias on the one best on dev.")
@@ -56,8 +57,8 @@ class RegisterTask(Stage):
                                         dataset=dataset.name, task=dataset.task,
                                         metric=registry.task_for(dataset).metric,
                                         evaluations=evaluations, named_arms=named_arms(config))
-            inputs = tuple(evaluations) + tuple(run for n in evaluated for run in n.inputs)
-            nodes.append(Node(f"register-task/{dataset.name}", self, inputs, params))
+            needs = {"evaluations": tuple(evaluations), "runs": tuple(run for n in evaluated for run in n.inputs)}
+            nodes.append(Node(f"register-task/{dataset.name}", self, needs, params))
         return nodes
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
@@ -67,7 +68,7 @@ class RegisterTask(Stage):
         params: RegisterTaskParams = node.params
         candidates = []
         for name, evaluation in params.evaluations.items():
-            chosen, tuned = choose({run: inputs[run] for run in evaluation.finetune}, params.metric)
+            chosen, tuned = choose({run: inputs["runs"][run] for run in evaluation.finetune}, params.metric)
             at = evaluation.at
             facts = {"dataset": at.dataset, "task": params.task, "seed": at.seed, "evaluation": name,
                      "finetune": chosen, "hf_subdir": "model"}
@@ -76,6 +77,7 @@ class RegisterTask(Stage):
             candidates.append(TaskVersion(
                 model_dir=tuned.model, logged_model=tuned.mlflow_model,
                 dev=tuned.metrics.get(best_dev(params.metric)),
-                scores={k: v for k, v in inputs[name].metrics.items() if is_test_score(k)}, tags=facts))
+                scores={k: v for k, v in inputs["evaluations"][name].metrics.items() if is_test_score(k)},
+                tags=facts))
         return run_register_tasks(params.model_name, params.task_models.alias, candidates, context=env.context,
                                   output=output)

@@ -22,6 +22,7 @@ class ReportParams(BaseModel):
 
 class Report(Stage):
     kind = "report"
+    Params = ReportParams
     headline = ("report/blurb_style_macro",)
     help = "Scores beside the published BERT / BioBERT / PubMedBERT numbers, as markdown and a plot."
     parent_metrics = True  # the test scores per dataset (mean over seeds) are the pipeline run's headline
@@ -32,12 +33,12 @@ class Report(Stage):
                     for d in config.finetune.datasets}
         evaluations = {n.name: n.params.at for n in upstream if n.kind == "evaluate"}
         arms = [arm.name for arm in config.arms] if named_arms(config) else None
-        return [Node("report", self, tuple(evaluations), ReportParams(datasets=datasets, evaluations=evaluations,
-                                                                      arms=arms))]
+        params = ReportParams(datasets=datasets, evaluations=evaluations, arms=arms)
+        return [Node("report", self, {"evaluations": tuple(evaluations)}, params)]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.tasks.report import run_report
 
         scores = [{**node.params.evaluations[name].model_dump(), "metrics": result.metrics}
-                  for name, result in inputs.items()]
+                  for name, result in inputs["evaluations"].items()]
         return run_report(node.params.datasets, scores, output, arms=node.params.arms)

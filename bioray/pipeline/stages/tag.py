@@ -20,6 +20,7 @@ class TagParams(BaseModel):
 
 class Tag(Stage):
     kind = "tag"
+    Params = TagParams
     headline = ("tag/documents", "tag/entities")
     help = "Batch inference: tag the ingested documents with a fine-tuned NER model (Ray Data)."
 
@@ -31,7 +32,7 @@ class Tag(Stage):
         arm = registered_arm(config)  # tagging uses the evaluated model of the registered encoder
         at = Coordinate(arm=arm.name, dataset=dataset.name, fold=0 if dataset.folds else None, seed=seed)
         evaluation = next(n for n in upstream if n.kind == "evaluate" and n.params.at == at)
-        return [Node(f"tag/{dataset.name}", self, (*evaluation.inputs, "ingest"),  # the runs it chose from
+        return [Node(f"tag/{dataset.name}", self, {"runs": evaluation.needs["runs"], "corpus": "ingest"},
                      TagParams(tag=config.tag, max_length=config.finetune.for_dataset(dataset).max_length,
                                metric=registry.task_for(dataset).metric))]
 
@@ -39,8 +40,8 @@ class Tag(Stage):
         from bioray.pipeline.stages.evaluate import choose
         from bioray.tasks.tagging import run_tagging
 
-        _, tuned = choose({name: out for name, out in inputs.items() if name != "ingest"}, node.params.metric)
+        _, tuned = choose(inputs["runs"], node.params.metric)
         model = tuned.model
-        stats = run_tagging(model, inputs["ingest"].documents, output, actors=node.params.tag.actors,
+        stats = run_tagging(model, inputs["corpus"].documents, output, actors=node.params.tag.actors,
                             max_length=node.params.max_length, batch_size=node.params.tag.batch_size)
         return {"tag/documents": stats["documents"], "tag/entities": stats["entities"]}

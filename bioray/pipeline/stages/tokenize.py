@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bioray.config import WorkflowConfig
+from bioray.config import TokenizeConfig, WorkflowConfig
 from bioray.pipeline.stages.arms import continued_arms, uses_own_pretraining
 from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput
 
@@ -41,14 +41,15 @@ class Tokenize(Stage):
     headline = ("tokenize/tokens", "tokenize/fill_ratio")
     help = "Documents -> packed token sequences in Parquet shards, one or two lengths (Ray Data)."
     output = TokenizeOutput
+    Params = TokenizeConfig
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
-        nodes = [Node("tokenize", self, ("vocab", "ingest"), config.tokenize)] if uses_own_pretraining(config) else []
-        return nodes + [Node(f"tokenize/{arm.name}", self, (f"vocab/{arm.name}", "ingest"), config.tokenize)
-                        for arm in continued_arms(config)]
+        vocabularies = ["vocab"] if uses_own_pretraining(config) else []
+        vocabularies += [f"vocab/{arm.name}" for arm in continued_arms(config)]
+        return [Node("tokenize" + vocab.removeprefix("vocab"), self, {"vocab": vocab, "corpus": "ingest"},
+                     config.tokenize) for vocab in vocabularies]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.data.tokenize import run_tokenize
 
-        vocab = next(name for name in node.inputs if name.startswith("vocab"))
-        return run_tokenize(node.params, inputs["ingest"].documents, inputs[vocab].tokenizer, output)
+        return run_tokenize(node.params, inputs["corpus"].documents, inputs["vocab"].tokenizer, output)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bioray.config import WorkflowConfig
+from bioray.config import VocabConfig, WorkflowConfig
 from bioray.pipeline.stages.arms import continued_arms
-from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput, checkpoint_files
+from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput, checkpoint_files, validated
 
 
 class VocabOutput(StageOutput):
@@ -20,20 +20,22 @@ class Vocab(Stage):
     headline = ("vocab/size",)
     help = "Train the WordPiece vocabulary (or take an initial checkpoint's)."
     output = VocabOutput
+    Params = VocabConfig
     num_cpus = 1
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
         nodes = []
         if any(arm.source in ("pretrain", "random") for arm in config.arms):
-            nodes.append(Node("vocab", self, ("ingest",), config.vocab,
+            nodes.append(Node("vocab", self, {"corpus": "ingest"}, config.vocab,
                               checkpoint_files(config, config.vocab.init_checkpoint)))
         for arm in continued_arms(config):  # continued pretraining keeps the checkpoint's vocabulary
-            own = config.vocab.model_copy(update={"init_checkpoint": arm.checkpoint})
-            nodes.append(Node(f"vocab/{arm.name}", self, ("ingest",), own, checkpoint_files(config, arm.checkpoint)))
+            own = validated(config.vocab, init_checkpoint=arm.checkpoint)
+            nodes.append(Node(f"vocab/{arm.name}", self, {"corpus": "ingest"}, own,
+                              checkpoint_files(config, arm.checkpoint)))
         return nodes
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.data.vocab import run_vocab
 
         init = env.data_path(node.params.init_checkpoint) if node.params.init_checkpoint else None
-        return run_vocab(node.params, inputs["ingest"].documents, output, init)
+        return run_vocab(node.params, inputs["corpus"].documents, output, init)
