@@ -8,6 +8,7 @@ resource starts, so a bad workflow fails in about a second.
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import re
 import types
@@ -553,6 +554,9 @@ class WorkflowConfig(Section):
                                      "register-task stages.")
     tag: TagConfig = Field(default_factory=TagConfig, description="The optional batch-inference stage.")
     repretrain: RepretrainConfig | None = Field(None, description="Makes `bioray run` a scheduled re-pretraining run.")
+    plugins: list[str] = Field(default_factory=list, description="Python modules imported before the workflow's "
+                               "entries are checked, each registering task types, dataset formats or stage kinds "
+                               "of its own (docs/development.md, How to add ...); importable wherever stages run.")
 
     @model_validator(mode="after")
     def _encoders_have_what_they_need(self) -> WorkflowConfig:
@@ -788,4 +792,17 @@ def load_workflow(path: str | Path, overrides: list[str] | None = None) -> Workf
     config.workdir = str(Path(config.workdir).resolve()) if "://" not in config.workdir else config.workdir
     config.data_root = str(first_existing(config.data_root).resolve())
     config.finetune.data_root = str(Path(config.data_root, config.finetune.data_root or ".").resolve())
+    _import_plugins(config.plugins, str(path))
     return config
+
+
+def _import_plugins(modules: list[str], source: str) -> None:
+    """The workflow's plugins imported: they register the task types, formats and stage kinds it names."""
+    problems = []
+    for i, module in enumerate(modules):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # the plugin's own error, as the key's problem
+            problems.append(f"  plugins[{i}]: cannot import {module!r} ({type(exc).__name__}: {exc})")
+    if problems:
+        raise ConfigError("\n".join([f"{source}: a plugin could not be loaded", *problems]))

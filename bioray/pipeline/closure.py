@@ -1,5 +1,6 @@
 """The code part of a stage's key: a hash of every bioray module the stage can run, found by following
-its imports (module level and inside functions) through the package's source, without importing it.
+its imports (module level and inside functions) through the package's source, without importing it; a
+root outside bioray (a workflow's plugin) counts with the modules of its own package it imports.
 
 Nothing is listed by hand: a module a stage reaches only indirectly (the encoder's attention kernel
 under pretraining) is in its closure, so editing it makes the stage's cached outputs stale.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib.util
 from pathlib import Path
 
 PACKAGE = "bioray"
@@ -17,7 +19,11 @@ SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the b
 
 
 def module_file(module: str, root: Path = SOURCE_ROOT) -> Path | None:
-    """The source file of a bioray module (a package's __init__.py), or None if there is none."""
+    """The source file of a module (a package's __init__.py), or None if there is none; bioray's are
+    read under `root`, a plugin's where Python finds it."""
+    if module.partition(".")[0] != PACKAGE:
+        spec = importlib.util.find_spec(module)
+        return Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
     base = root.joinpath(*module.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
@@ -26,7 +32,8 @@ def module_file(module: str, root: Path = SOURCE_ROOT) -> Path | None:
 
 
 def imported_modules(path: Path, module: str) -> set[str]:
-    """The bioray modules one source file imports, wherever the import statement is."""
+    """The bioray modules (and those of its own package) one source file imports, wherever the import
+    statement is."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -40,7 +47,8 @@ def imported_modules(path: Path, module: str) -> set[str]:
                 target = node.module or ""
             found.add(target)
             found.update(f"{target}.{alias.name}" for alias in node.names)  # `from pkg import module`
-    return {name for name in found if name == PACKAGE or name.startswith(PACKAGE + ".")}
+    packages = {PACKAGE, module.partition(".")[0]}
+    return {name for name in found if name.partition(".")[0] in packages}
 
 
 def closure(roots: tuple[str, ...], root: Path = SOURCE_ROOT) -> list[str]:
@@ -65,7 +73,8 @@ def closure(roots: tuple[str, ...], root: Path = SOURCE_ROOT) -> list[str]:
 def code_digest(roots: tuple[str, ...], root: Path = SOURCE_ROOT) -> str:
     """A hash of the sources of the modules in the closure of `roots` (names and contents), read from
     the package under `root` (this installation's, cached: its code does not change while it runs)."""
-    return _installed_digest(roots) if root == SOURCE_ROOT else _digest(roots, root)
+    plugin = any(module.partition(".")[0] != PACKAGE for module in roots)  # edited while bioray runs: no cache
+    return _installed_digest(roots) if root == SOURCE_ROOT and not plugin else _digest(roots, root)
 
 
 @functools.cache

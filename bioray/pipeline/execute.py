@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -60,6 +61,8 @@ def execute_node(node: Node, key: str, env: StageEnv, input_types: dict[str, typ
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     activate(env.context.tracking_uri)
     progress.use(env.progress_file)
+    for module in node.code:  # its dataset's task type and format: a plugin's registers them in this process
+        importlib.import_module(module)
     final, tmp = env.paths.stage_dir(node.name, key), env.paths.stage_tmp(node.name, key)
     try:
         tmp.mkdir(parents=True)

@@ -1,5 +1,5 @@
 """The stage kinds of a workflow, in order: adding a stage kind is one module under
-bioray/pipeline/stages/ and one entry here."""
+bioray/pipeline/stages/ and one entry here (or, outside bioray, `register_stage` in a workflow's plugin)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,10 @@ from bioray.pipeline.stages.vocab import Vocab
 
 STAGES: list[Stage] = [Ingest(), Vocab(), Tokenize(), Pretrain(), Encoder(), Finetune(), Evaluate(), Report(), Tag(),
                        RegisterTask(), Register()]
+
+
+def register_stage(stage: Stage) -> None:
+    """Add a stage kind from outside bioray, planned after the built-in ones (its `nodes` sees theirs)."""
+    if stage.kind in {s.kind for s in STAGES}:
+        raise ValueError(f"stage kind {stage.kind!r} is already registered")
+    STAGES.append(stage)

@@ -2,8 +2,9 @@
 
 Entries are import paths, loaded when first used, so a stage's code key covers only the task type
 and format its dataset uses. Adding a task type: one module with a `Task` subclass and one line in
-TASK_TYPES; adding a format: one module with a `Format` subclass and one line in FORMATS (and the
-format's name in the `formats` of the task types that read it).
+TASK_TYPES (or, outside bioray, `register_task` in a workflow's plugin); adding a format: one module
+with a `Format` subclass and one line in FORMATS (or `register_format`), named in the `formats` of
+the task types that read it or naming them in its own `tasks`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def register_task(name: str, task_class: type) -> None:
     """Add a task type from outside bioray (a class following bioray.tasks.base.Task)."""
     TASK_TYPES[name] = f"{task_class.__module__}:{task_class.__qualname__}"
     _classes[TASK_TYPES[name]] = task_class
+
+
+def register_format(name: str, format_class: type) -> None:
+    """Add a dataset format from outside bioray (a bioray.tasks.formats.base.Format subclass)."""
+    FORMATS[name] = f"{format_class.__module__}:{format_class.__qualname__}"
+    _classes[FORMATS[name]] = format_class
 
 
 def _load(path: str) -> type:
@@ -82,7 +89,10 @@ def entry_problems(dataset, where: str) -> list[str]:
     if dataset.task not in TASK_TYPES:
         return [f"{where}.task: unknown task type {dataset.task!r} (known: {', '.join(TASK_TYPES)})"]
     accepted = task_class(dataset.task).formats
-    if dataset.format is not None and dataset.format not in accepted:
+    if dataset.format is not None and dataset.format not in FORMATS:
+        return [f"{where}.format: unknown format {dataset.format!r} (known: {', '.join(FORMATS)})"]
+    if dataset.format is not None and dataset.format not in accepted and \
+            dataset.task not in _load(FORMATS[dataset.format]).tasks:
         return [f"{where}.format: {dataset.format!r} does not fit task {dataset.task!r} (expected one of "
                 f"{list(accepted)})"]
     try:

@@ -42,6 +42,7 @@ class Format(ABC):
     """One dataset file format, with its entry's options."""
 
     Options: ClassVar[type[FormatOptions]] = FormatOptions
+    tasks: ClassVar[tuple[str, ...]] = ()  # task types it reads for, beside those listing it in their `formats`
 
     def __init__(self, options: FormatOptions | None = None):
         self.options = options if options is not None else self.Options()
