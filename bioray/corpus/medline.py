@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from bioray.corpus.quarantine import Quarantined
+from bioray.corpus.records import Document, Quarantined
 
 READ_BYTES = 1 << 16  # XML fed to the parser at once
 
@@ -40,7 +40,7 @@ def _date(citation) -> str | None:
     return None
 
 
-def _record(source: str, element) -> dict:
+def _record(source: str, element) -> Document:
     citation = element.find("MedlineCitation")
     pmid_node = citation.find("PMID")
     article = citation.find("Article")
@@ -52,28 +52,22 @@ def _record(source: str, element) -> dict:
         "mesh": [_text(d) for d in citation.iterfind("MeshHeadingList/MeshHeading/DescriptorName")],
         "journal": _text(article.find("Journal/Title")) if article is not None else None,
     }
-    return {
-        "source": source,
-        "doc_id": f"pmid:{pmid_node.text.strip()}",
-        "version": int(pmid_node.get("Version", "1")),
-        "text": "\n".join(t for t in (title, abstract) if t),
-        "metadata": json.dumps(metadata),
-        "deleted": False,
-    }
+    return Document(source, f"pmid:{pmid_node.text.strip()}", int(pmid_node.get("Version", "1")),
+                    "\n".join(t for t in (title, abstract) if t), json.dumps(metadata))
 
 
-def _checked_record(source: str, element, index: int) -> dict | Quarantined:
+def _checked_record(source: str, element, index: int) -> Document | Quarantined:
     pmid = (element.findtext("MedlineCitation/PMID") or "").strip()
     where = f"PubmedArticle {index}" + (f" (PMID {pmid})" if pmid else "")
     if not pmid:
         return Quarantined(where, "no MedlineCitation/PMID")
     record = _record(source, element)
-    if not record["text"]:
+    if not record.text:
         return Quarantined(where, "no title or abstract text")
     return record
 
 
-def read_medline(path: Path, source: str) -> Iterator[dict | Quarantined]:
+def read_medline(path: Path, source: str) -> Iterator[Document | Quarantined]:
     """Yield one record per PubmedArticle and one deletion record per PMID in a DeleteCitation.
 
     Elements are cleared as soon as they are read, so memory stays flat on 30k-article files. An
@@ -101,9 +95,8 @@ def read_medline(path: Path, source: str) -> Iterator[dict | Quarantined]:
                     yield _checked_record(source, element, articles)
                 else:
                     for pmid in element.iterfind("PMID"):
-                        yield {"source": source, "doc_id": f"pmid:{pmid.text.strip()}",
-                               "version": int(pmid.get("Version", "1")), "text": "", "metadata": "{}",
-                               "deleted": True}
+                        yield Document(source, f"pmid:{pmid.text.strip()}", int(pmid.get("Version", "1")), "",
+                                       deleted=True)
                 element.clear()
                 while element.getprevious() is not None:  # drop already-read siblings from the root
                     del element.getparent()[0]

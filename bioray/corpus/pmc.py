@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from bioray.corpus.quarantine import Quarantined
+from bioray.corpus.records import Document, Quarantined
 
 SKIPPED = {"table-wrap", "table", "fig", "disp-formula", "inline-formula", "ref-list", "xref", "graphic",
            "media", "supplementary-material", "tex-math", "{http://www.w3.org/1998/Math/MathML}math"}
@@ -40,7 +40,7 @@ def _paragraphs(container) -> list[str]:
     return out
 
 
-def parse_jats(root, source: str) -> dict:
+def parse_jats(root, source: str) -> Document:
     meta = root.find("front/article-meta")
     if meta is None:
         raise ValueError("not a JATS article: no front/article-meta")
@@ -56,15 +56,14 @@ def parse_jats(root, source: str) -> dict:
     sections = _paragraphs(body) if body is not None else []
     text = "\n".join([title, *abstract, *sections]).strip()
     metadata = {"ids": ids, "journal": root.findtext("front/journal-meta/journal-title-group/journal-title")}
-    return {"source": source, "doc_id": doc_id, "version": 1, "text": text,
-            "metadata": json.dumps(metadata), "deleted": False}
+    return Document(source, doc_id, 1, text, json.dumps(metadata))
 
 
 def _parser():
     return etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
 
-def read_pmc_package(path: Path, source: str) -> Iterator[dict | Quarantined]:
+def read_pmc_package(path: Path, source: str) -> Iterator[Document | Quarantined]:
     """A PMC OA `.tar.gz` package, streamed member by member: one record per `.nxml` inside."""
     with tarfile.open(path, "r|gz") as package:
         for member in package:
@@ -79,7 +78,7 @@ def read_pmc_package(path: Path, source: str) -> Iterator[dict | Quarantined]:
                 yield Quarantined(member.name, f"{type(exc).__name__}: {exc}")
 
 
-def read_pmc(path: Path, source: str) -> Iterator[dict | Quarantined]:
+def read_pmc(path: Path, source: str) -> Iterator[Document | Quarantined]:
     """One record per article: an .nxml file holds one, an efetch `pmc-articleset` several, a
     `.tar.gz` OA package one per .nxml member.
 

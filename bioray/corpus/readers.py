@@ -1,6 +1,6 @@
 """One entry point from (file, format) to document records.
 
-Readers yield a dict per document and a `Quarantined` per record they cannot use (bad encoding,
+Readers yield a `Document` per document and a `Quarantined` per record they cannot use (bad encoding,
 missing id, no text), and go on with the next record: one bad record never costs the others.
 """
 
@@ -11,12 +11,12 @@ from pathlib import Path
 
 from bioray.corpus.medline import read_medline
 from bioray.corpus.pmc import read_pmc
-from bioray.corpus.quarantine import Quarantined
+from bioray.corpus.records import Document, Quarantined
 from bioray.corpus.text import read_jsonl, read_text_blocks, read_text_lines
 
 
 def read_documents(path: Path, fmt: str, source: str, text_field: str = "text", id_field: str = "id",
-                   documents: str = "line") -> Iterator[dict | Quarantined]:
+                   documents: str = "line") -> Iterator[Document | Quarantined]:
     if fmt == "medline":
         return read_medline(path, source)
     if fmt == "pmc":

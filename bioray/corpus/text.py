@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from bioray.corpus.quarantine import Quarantined
+from bioray.corpus.records import Document, Quarantined
 
 # A line longer than this is a file without line breaks (or a dump of something else), not a
 # document: it is skipped in bounded chunks instead of being read into memory whole.
@@ -36,17 +36,16 @@ def _lines(path: Path) -> Iterator[tuple[int, str | Quarantined]]:
                                                               f"{exc.start + 1}")
 
 
-def read_text_lines(path: Path, source: str) -> Iterator[dict | Quarantined]:
+def read_text_lines(path: Path, source: str) -> Iterator[Document | Quarantined]:
     """One document per non-empty line; the id is the file name and line number."""
     for line_no, line in _lines(path):
         if isinstance(line, Quarantined):
             yield line
         elif line.strip():
-            yield {"source": source, "doc_id": f"{source}:{path.name}:{line_no}", "version": 1,
-                   "text": line.strip(), "metadata": "{}", "deleted": False}
+            yield Document(source, f"{source}:{path.name}:{line_no}", 1, line.strip())
 
 
-def read_text_blocks(path: Path, source: str) -> Iterator[dict | Quarantined]:
+def read_text_blocks(path: Path, source: str) -> Iterator[Document | Quarantined]:
     """One document per blank-line separated block; the id is the file name and first line number."""
     block, first = [], 0
     for line_no, line in [*_lines(path), (0, "")]:  # a final empty line closes the last block
@@ -57,12 +56,12 @@ def read_text_blocks(path: Path, source: str) -> Iterator[dict | Quarantined]:
             first = first or line_no
             block.append(line.strip())
         elif block:
-            yield {"source": source, "doc_id": f"{source}:{path.name}:{first}", "version": 1,
-                   "text": "\n".join(block), "metadata": "{}", "deleted": False}
+            yield Document(source, f"{source}:{path.name}:{first}", 1, "\n".join(block))
             block, first = [], 0
 
 
-def read_jsonl(path: Path, source: str, text_field: str = "text", id_field: str = "id") -> Iterator[dict | Quarantined]:
+def read_jsonl(path: Path, source: str, text_field: str = "text",
+               id_field: str = "id") -> Iterator[Document | Quarantined]:
     for line_no, line in _lines(path):
         if isinstance(line, Quarantined):
             yield line
@@ -79,5 +78,4 @@ def read_jsonl(path: Path, source: str, text_field: str = "text", id_field: str 
             continue
         doc_id = row.get(id_field, f"{path.name}:{line_no}")
         meta = {k: v for k, v in row.items() if k not in (text_field, id_field)}
-        yield {"source": source, "doc_id": f"{source}:{doc_id}", "version": 1, "text": row[text_field],
-               "metadata": json.dumps(meta), "deleted": False}
+        yield Document(source, f"{source}:{doc_id}", 1, row[text_field], json.dumps(meta))

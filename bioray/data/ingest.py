@@ -29,6 +29,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +39,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from bioray.config import IngestConfig
+from bioray.config import IngestConfig, SourceConfig
 from bioray.corpus.files import list_source_files
-from bioray.corpus.quarantine import Quarantined
 from bioray.corpus.readers import read_documents
+from bioray.corpus.records import Document, Quarantined
 from bioray.corpus.sentences import sentence_spans
 from bioray.data.row_groups import ROW_GROUP_ROWS, ROW_GROUP_TEXT_BYTES, batches, coalesced, temporary_path
 from bioray.data.streaming import parquet_dataset, release_memory, row_group_tables
@@ -54,26 +55,30 @@ QUARANTINE_BUCKET = -1
 CHUNK_TEXT_BYTES = 16 * 2**20  # text a parse task holds at once (characters, about bytes)
 
 
-def _read_file(item: dict) -> Iterator[dict]:
-    """The records of one file, streamed, plus a quarantine row for each record (or rest of file) that failed.
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file, as handed to its parse task: its path, its rank in publication order, its source."""
 
-    Whatever parsed before an error is kept: a truncated .gz loses only its unreadable tail.
+    path: str
+    rank: int
+    source: SourceConfig
+
+
+def _read_file(item: SourceFile, buckets: int) -> Iterator[dict]:
+    """The parsed rows (PARSED_SCHEMA) of one file, streamed, with a quarantine row for each record (or rest
+    of file) that failed. Whatever parsed before an error is kept: a truncated .gz loses only its unreadable tail.
     """
-    path = Path(item["path"])
-    documents = records = 0
-    common = {"file": item["path"], "file_rank": item["file_rank"]}
+    source, documents, records = item.source, 0, 0
     try:
-        for record in read_documents(path, item["format"], item["source"], item["text_field"], item["id_field"],
-                                     item["documents"]):
+        for record in read_documents(Path(item.path), source.format, source.name, source.text_field, source.id_field,
+                                     source.documents):
             records += 1
             if isinstance(record, Quarantined):
                 yield _quarantine_row(item, record)
                 continue
-            if item["max_docs"] and documents >= item["max_docs"]:
+            if source.max_docs and documents >= source.max_docs:
                 break
-            yield {**record, **common, "record": documents, "text_hash": text_hash(record["text"]),
-                   "chars": len(record["text"]), "location": "", "error": "",
-                   "bucket": bucket_of(record["doc_id"], item["buckets"])}
+            yield _row(item, record, documents, bucket_of(record.doc_id, buckets))
             documents += 1
     except Exception as exc:  # unreadable from here on (truncated gzip, malformed XML, not XML at all)
         where = f"after record {documents}" if documents else "start of file"
@@ -83,10 +88,14 @@ def _read_file(item: dict) -> Iterator[dict]:
         yield _quarantine_row(item, Quarantined("whole file", "no records: the file is empty"))
 
 
-def _quarantine_row(item: dict, bad: Quarantined) -> dict:
-    return {"source": item["source"], "doc_id": "", "version": 0, "text": "", "metadata": "{}", "deleted": False,
-            "file": item["path"], "file_rank": item["file_rank"], "record": -1, "text_hash": "", "chars": 0,
-            "location": bad.location, "error": bad.error, "bucket": QUARANTINE_BUCKET}
+def _row(item: SourceFile, document: Document, record: int, bucket: int) -> dict:
+    """A parsed row (PARSED_SCHEMA): the document, its file, its de-duplication keys, no quarantine reason."""
+    return {**vars(document), "file": item.path, "file_rank": item.rank, "record": record, "location": "", "error": "",
+            "text_hash": text_hash(document.text), "chars": len(document.text), "bucket": bucket}
+
+
+def _quarantine_row(item: SourceFile, bad: Quarantined) -> dict:
+    return {**_row(item, Document(item.source.name, "", 0, ""), -1, QUARANTINE_BUCKET), **vars(bad)}
 
 
 def bucket_of(value: str, buckets: int) -> int:
@@ -102,16 +111,15 @@ def text_hash(text: str) -> str:
 KEY_COLUMNS = ["doc_id", "file_rank", "record", "version", "deleted", "text_hash", "chars"]
 LATEST_DROPS = ["error", "location", "file"]  # parse bookkeeping, not part of latest/
 DOCUMENT_DROPS = ["deleted", "file_rank", "record", "text_hash", "chars"]  # dedup bookkeeping
+ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "bool": pa.bool_()}  # of Document's annotations
+DOCUMENT_COLUMNS = [(f.name, ARROW_TYPES[f.type]) for f in fields(Document)]  # what a reader parsed
 HANDOFF_SCHEMA = pa.schema([("doc_id", pa.string()), ("text_hash", pa.string()), ("file_rank", pa.int64()),
                             ("record", pa.int64()), ("text_bucket", pa.int64()), ("bucket", pa.int64())])
-PARSED_SCHEMA = pa.schema([("source", pa.string()), ("doc_id", pa.string()), ("version", pa.int64()),
-                           ("text", pa.string()), ("metadata", pa.string()), ("deleted", pa.bool_()),
-                           ("file", pa.string()), ("file_rank", pa.int64()), ("record", pa.int64()),
-                           ("text_hash", pa.string()), ("chars", pa.int64()), ("location", pa.string()),
-                           ("error", pa.string()), ("bucket", pa.int64())])
+PARSED_SCHEMA = pa.schema([*DOCUMENT_COLUMNS, ("file", pa.string()), ("file_rank", pa.int64()),
+                           ("record", pa.int64()), ("text_hash", pa.string()), ("chars", pa.int64()),
+                           ("location", pa.string()), ("error", pa.string()), ("bucket", pa.int64())])
 KEPT_SCHEMA = pa.schema([("bucket", pa.int64()), ("file_rank", pa.int64()), ("record", pa.int64())])
-DOCUMENT_SCHEMA = pa.schema([("source", pa.string()), ("doc_id", pa.string()), ("version", pa.int64()),
-                             ("text", pa.string()), ("metadata", pa.string()), ("is_new", pa.bool_()),
+DOCUMENT_SCHEMA = pa.schema([*(c for c in DOCUMENT_COLUMNS if c[0] != "deleted"), ("is_new", pa.bool_()),
                              ("sentence_starts", pa.list_(pa.int64())), ("sentence_ends", pa.list_(pa.int64()))])
 
 
@@ -213,10 +221,10 @@ def _chunks(rows: Iterator[dict], schema: pa.Schema) -> Iterator[pa.Table]:
         yield pa.Table.from_pylist(chunk, schema=schema)
 
 
-def _parse_file(item: dict, parsed_dir: str) -> None:
+def _parse_file(item: SourceFile, buckets: int, parsed_dir: str) -> None:
     """Step 1 for one input file: its records, and a quarantine row for each that failed, streamed into
     one Parquet file per bucket named after the file's rank (a retried task rewrites the same files)."""
-    _write_by_bucket(_chunks(_read_file(item), PARSED_SCHEMA), Path(parsed_dir), f"{item['file_rank']:08d}")
+    _write_by_bucket(_chunks(_read_file(item, buckets), PARSED_SCHEMA), Path(parsed_dir), f"{item.rank:08d}")
 
 
 def _rebucket(latest_file: str, earlier_dir: str, buckets: int) -> None:
@@ -300,20 +308,14 @@ def document_counts(documents_dir: Path, only_new: bool = False) -> tuple[dict[s
     return per_source, sentences
 
 
-def file_items(ingest: IngestConfig, data_root: Path) -> list[dict]:
+def file_items(ingest: IngestConfig, data_root: Path) -> list[SourceFile]:
     """Every input file with its source settings and its rank in publication order."""
-    items = []
-    for source in ingest.sources:
-        for path in list_source_files((Path(data_root) / source.path).resolve(), source.format):
-            items.append({"path": str(path), "format": source.format, "source": source.name,
-                          "text_field": source.text_field, "id_field": source.id_field, "documents": source.documents,
-                          "max_docs": source.max_docs or 0})
-    for rank, item in enumerate(items):
-        item["file_rank"] = rank
-    return items
+    files = [(str(path), source) for source in ingest.sources
+             for path in list_source_files((Path(data_root) / source.path).resolve(), source.format)]
+    return [SourceFile(path, rank, source) for rank, (path, source) in enumerate(files)]
 
 
-def reusable_files(items: list[dict], previous: Path | None) -> int:
+def reusable_files(items: list[SourceFile], previous: Path | None) -> int:
     """How many leading input files an earlier ingest output already holds, unchanged (0 = none).
 
     Incremental ingest is exact only when every earlier file is still there, unchanged, and all
@@ -327,9 +329,9 @@ def reusable_files(items: list[dict], previous: Path | None) -> int:
     return len(old) if current == old else 0
 
 
-def _fingerprint(item: dict) -> dict:
-    stat = Path(item["path"]).stat()
-    return {"path": item["path"], "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+def _fingerprint(item: SourceFile) -> dict:
+    stat = Path(item.path).stat()
+    return {"path": item.path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def _on_node(step, *args) -> str:
@@ -347,10 +349,10 @@ def _run_step(number: int, name: str, tasks: list) -> set[str]:
     return nodes
 
 
-def bucket_count(items: list[dict]) -> int:
+def bucket_count(items: list[SourceFile]) -> int:
     """Buckets for these input files: more as the input grows, so that a bucket's keys stay small;
     fixed by the files alone, so the same input gives the same output files on any cluster."""
-    total = sum(Path(item["path"]).stat().st_size for item in items)
+    total = sum(Path(item.path).stat().st_size for item in items)
     return max(MIN_BUCKETS, math.ceil(total / BUCKET_INPUT_BYTES))
 
 
@@ -379,8 +381,7 @@ def run_ingest(ingest: IngestConfig, data_root: Path, output: Path, earlier_outp
     # 1. parse (and re-bucket the earlier latest/): one Ray task per file, nothing through the object store
     parsed, earlier = output / "_parsed", output / "_earlier"
     task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_on_node)  # every node's cores and disks
-    nodes = _run_step(1, "parse", [task.remote(_parse_file, {**item, "buckets": buckets}, str(parsed))
-                                   for item in new_items]
+    nodes = _run_step(1, "parse", [task.remote(_parse_file, item, buckets, str(parsed)) for item in new_items]
                       + [task.remote(_rebucket, f, str(earlier), buckets)
                          for f in (_files(previous / "latest") if reused else [])])
     quarantined = _files(parsed / f"bucket={QUARANTINE_BUCKET}")

@@ -7,6 +7,7 @@ import logging
 import shutil
 import tempfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -101,91 +102,94 @@ def _restore(engine, rank: int) -> tuple[dict, list]:
     return position, client_state["history"]
 
 
-def trained_positions(config: PretrainConfig, seq_lens: list[int]) -> int:
-    """Token positions a run trains on: steps x global batch x sequence length, phase by phase (packed
-    sequences are full, so nearly all of them are real tokens)."""
-    total, start = 0, 0
-    for phase in _phases(config, seq_lens):
-        total += (phase["end"] - start) * config.global_batch_size * phase["seq_len"]
-        start = phase["end"]
-    return total
+@dataclass(frozen=True)
+class Phase:
+    """Steps start+1..end of the schedule: the dataset, sequence length and micro-batch size they train on."""
+
+    dataset: str
+    seq_len: int
+    micro: int
+    start: int
+    end: int
 
 
-def _phases(config: PretrainConfig, seq_lens: list[int]) -> list[dict]:
-    """The step ranges of the schedule: (dataset, sequence length, micro-batch size, last step)."""
-    phases = [{"dataset": "train", "seq_len": seq_lens[0], "micro": config.micro_batch_size,
-               "end": config.steps - config.long_steps}]
-    if config.long_steps:
-        phases.append({"dataset": "train_long", "seq_len": seq_lens[1], "micro": config.long_micro,
-                       "end": config.steps})
-    return phases
+@dataclass(frozen=True)
+class PretrainJob:
+    """What the driver hands every Ray Train worker."""
+
+    config: PretrainConfig
+    phases: tuple[Phase, ...]
+    tokenizer_dir: Path
+    output_dir: Path
+    context: RunContext
+    init_checkpoint: Path | None = None
+    heldout_dir: Path | None = None
+    exports_dir: Path | None = None  # where the export_steps' encoders go (outlives a restarted driver)
+    output_bias: tuple[float, ...] | None = None  # the MLM output bias to start from, one per vocabulary id
+    progress_file: Path | None = None
 
 
 class PretrainWorker:
     """The training loop of one Ray Train worker: phases, micro-batches, logging, checkpoints."""
 
-    def __init__(self, loop_config: dict):
-        self.config = config = loop_config["pretrain"]
-        self.loop_config = loop_config
+    def __init__(self, job: PretrainJob):
+        progress.use(job.progress_file)
+        self.job, self.config = job, (config := job.config)
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         torch.manual_seed(config.seed * 1000 + self.rank)
-        self.tokenizer = AutoTokenizer.from_pretrained(loop_config["tokenizer_dir"])
-        init = Path(loop_config["init_checkpoint"]) if loop_config.get("init_checkpoint") else None
+        self.tokenizer = AutoTokenizer.from_pretrained(str(job.tokenizer_dir))
         model = build_mlm_model(len(self.tokenizer), self.tokenizer.pad_token_id, **config.model.model_dump(),
-                                init_checkpoint=init, nsp=config.nsp)
-        if loop_config.get("output_bias") is not None:  # before the engine: rank 0's weights are broadcast
+                                init_checkpoint=job.init_checkpoint, nsp=config.nsp)
+        if job.output_bias is not None:  # before the engine: rank 0's weights are broadcast
             with torch.no_grad():
-                model.cls.predictions.bias.copy_(torch.tensor(loop_config["output_bias"]))
+                model.cls.predictions.bias.copy_(torch.tensor(job.output_bias))
         self.device = ray.train.torch.get_device()
         model.to(self.device)
         apply_fast_path(model, **config.fast.model_switches())
         self.parameters = mlm_parameters(model, config.mask_rate)
         self.engine, self.scheduler = build_engine(model, config, config.use_gpu)
         self.position, self.history = _restore(self.engine, self.rank)
-        self.logger = WorkerLogger(loop_config["context"], Path(loop_config["output_dir"]) / SPILL_FILE) \
-            if self.rank == 0 else None
+        self.logger = WorkerLogger(job.context, job.output_dir / SPILL_FILE) if self.rank == 0 else None
         self.meter = Throughput(config.steps, start_step=self.engine.global_steps)
-        heldout = loop_config.get("heldout_dir")
-        self.heldout = HeldOut(Path(heldout), config, self.tokenizer, self.rank, self.world, self.device) \
-            if heldout else None
+        self.heldout = HeldOut(job.heldout_dir, config, self.tokenizer, self.rank, self.world, self.device) \
+            if job.heldout_dir else None
         self.peak = device_peak_flops()
         # STATS sums, then micro-batches; on the device, read only at logging time
         self.window = torch.zeros(len(STATS) + 1, dtype=torch.float64, device=self.device)
 
     def run(self) -> None:
-        for index, phase in enumerate(_phases(self.config, self.loop_config["seq_lens"])):
-            if self.engine.global_steps >= phase["end"]:
+        for index, phase in enumerate(self.job.phases):
+            if self.engine.global_steps >= phase.end:
                 continue  # finished before a restart
             resumed = self.position.get("phase", 0) == index
             self._train_phase(index, phase, self.position["epoch"] if resumed else 0,
                               self.position["micro"] if resumed else 0)
-        output = Path(self.loop_config["output_dir"])
-        _export(self.engine, self.tokenizer, output / "model", self.config.effective_zero_stage)
+        _export(self.engine, self.tokenizer, self.job.output_dir / "model", self.config.effective_zero_stage)
         if self.rank == 0:
-            (output / "history.json").write_text(json.dumps(self.history))
+            (self.job.output_dir / "history.json").write_text(json.dumps(self.history))
             self.logger.close()
 
-    def _train_phase(self, index: int, phase: dict, epoch: int, skip: int) -> None:
+    def _train_phase(self, index: int, phase: Phase, epoch: int, skip: int) -> None:
         """Train until the phase's last step, epoch after epoch over its dataset, starting `skip`
         micro-batches into `epoch` (a resumed run)."""
         config, engine = self.config, self.engine
         # The global batch stays; a smaller micro-batch means more accumulation (DeepSpeed re-splits).
-        engine.set_train_micro_batch_size(phase["micro"])
+        engine.set_train_micro_batch_size(phase.micro)
         engine.set_train_batch_size(config.global_batch_size)
         accum = engine.gradient_accumulation_steps()
         per_token = flops_per_token(self.parameters, engine.module.config.num_hidden_layers,
-                                    engine.module.config.hidden_size, phase["seq_len"])
+                                    engine.module.config.hidden_size, phase.seq_len)
         if self.rank == 0:
             log.info("pretrain phase %d: steps %d-%d on %d-token sequences, micro-batch %d x %d accumulation",
-                     index + 1, engine.global_steps + 1, phase["end"], phase["seq_len"], phase["micro"], accum)
-        shard = ray.train.get_dataset_shard(phase["dataset"])
+                     index + 1, engine.global_steps + 1, phase.end, phase.seq_len, phase.micro, accum)
+        shard = ray.train.get_dataset_shard(phase.dataset)
         special = list(self.tokenizer.all_special_ids)
         pending = 0  # micro-batches accumulated since the last optimizer step (may span epochs)
-        while engine.global_steps < phase["end"]:
+        while engine.global_steps < phase.end:
             collate = MaskingCollate(config, self.tokenizer.mask_token_id, len(self.tokenizer), special, self.rank,
                                      epoch)
-            batches = shard.iter_torch_batches(batch_size=phase["micro"], collate_fn=collate, drop_last=True,
+            batches = shard.iter_torch_batches(batch_size=phase.micro, collate_fn=collate, drop_last=True,
                                                local_shuffle_buffer_size=config.shuffle_buffer,
                                                local_shuffle_seed=config.seed + epoch)
             for micro, batch in enumerate(batches, start=1):
@@ -203,8 +207,8 @@ class PretrainWorker:
                 if pending < accum:
                     continue
                 pending = 0
-                self._after_step({"phase": index, "epoch": epoch, "micro": micro}, phase["seq_len"], per_token)
-                if engine.global_steps >= phase["end"]:
+                self._after_step({"phase": index, "epoch": epoch, "micro": micro}, phase.seq_len, per_token)
+                if engine.global_steps >= phase.end:
                     break
             epoch, skip = epoch + 1, 0
 
@@ -232,7 +236,7 @@ class PretrainWorker:
                          metrics["pretrain/loss"], metrics["pretrain/mlm_accuracy"], held,
                          metrics["pretrain/tokens_per_s"], format_eta(metrics["pretrain/eta_s"]))
         if step in config.export_steps:  # a point of a learning curve (every rank: ZeRO-3 gathers the weights)
-            _export(self.engine, self.tokenizer, Path(self.loop_config["exports_dir"]) / f"model-step-{step}",
+            _export(self.engine, self.tokenizer, self.job.exports_dir / f"model-step-{step}",
                     config.effective_zero_stage)
         reported = {"step": step, **{k.split("/")[-1]: v for k, v in (metrics or {}).items()}}
         if step % config.checkpoint_every == 0 or last:
@@ -275,12 +279,6 @@ class HeldOut:
                 "pretrain/heldout_accuracy": correct / max(masked, 1)}
 
 
-def train_loop(loop_config: dict) -> None:
-    """Runs on every Ray Train worker."""
-    progress.use(loop_config.get("progress_file"))
-    PretrainWorker(loop_config).run()
-
-
 def _window_metrics(engine, scheduler, window: torch.Tensor, meter: Throughput, step: int, nsp: bool) -> dict:
     """Metrics averaged over the logging window and over all workers (one all-reduce)."""
     rates = meter.window(step)
@@ -310,7 +308,6 @@ def _window_metrics(engine, scheduler, window: torch.Tensor, meter: Throughput, 
 
 def _sequence_length(sequences_dir: Path) -> int:
     """Positions per packed sequence, from the shards' schema."""
-
     return parquet_dataset(str(sequences_dir)).schema.field("input_ids").type.list_size
 
 
@@ -368,21 +365,18 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
     `output_bias` (one float per vocabulary id), the MLM output bias starts there."""
     if config.export_steps and exports_dir is None:
         raise ValueError("pretrain.export_steps needs a directory for the exports")
-    datasets = {"train": _sequences(sequences_dir, config.nsp)}
-    seq_lens = [_sequence_length(sequences_dir)]
+    cut = config.steps - config.long_steps  # the last step of the first phase
+    phases = [Phase("train", _sequence_length(sequences_dir), config.micro_batch_size, 0, cut)]
     if config.long_steps:
         if long_sequences_dir is None:
             raise ValueError("pretrain.long_phase_fraction is set but the tokenize stage wrote no long sequences")
-        datasets["train_long"] = _sequences(long_sequences_dir, config.nsp)
-        seq_lens.append(_sequence_length(long_sequences_dir))
+        phases.append(Phase("train_long", _sequence_length(long_sequences_dir), config.long_micro, cut, config.steps))
+    job = PretrainJob(config, tuple(phases), tokenizer_dir, output, context, init_checkpoint, heldout_dir, exports_dir,
+                      None if output_bias is None else tuple(float(b) for b in output_bias), progress_file)
+    datasets = {phase.dataset: _sequences(directory, config.nsp)
+                for phase, directory in zip(phases, (sequences_dir, long_sequences_dir))}
     trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"pretrain": config, "tokenizer_dir": str(tokenizer_dir), "output_dir": str(output),
-                           "context": context, "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
-                           "seq_lens": seq_lens, "heldout_dir": str(heldout_dir) if heldout_dir else None,
-                           "exports_dir": str(exports_dir) if exports_dir else None,
-                           "output_bias": None if output_bias is None else [float(b) for b in output_bias],
-                           "progress_file": progress_file},
+        lambda: PretrainWorker(job).run(),  # on every worker
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         run_config=RunConfig(name=run_name, storage_path=storage,
@@ -394,7 +388,7 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
     )
     result = trainer.fit()
     for step in config.export_steps:
-        export = Path(exports_dir) / f"model-step-{step}"
+        export = job.exports_dir / f"model-step-{step}"
         if not export.is_dir():
             raise FileNotFoundError(f"pretrain: the export of step {step} is missing from {exports_dir}")
         shutil.move(str(export), str(output / export.name))
@@ -405,7 +399,8 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
         "pretrain/final_loss": last.get("pretrain/loss", float("nan")),
         "pretrain/final_mlm_accuracy": last.get("pretrain/mlm_accuracy", float("nan")),
         "pretrain/steps": last.get("step", 0),
-        "pretrain/tokens": trained_positions(config, seq_lens),
+        # token positions trained on (packed sequences are full, so nearly all of them are real tokens)
+        "pretrain/tokens": config.global_batch_size * sum((p.end - p.start) * p.seq_len for p in phases),
         "checkpoint_path": result.checkpoint.path if result.checkpoint else "",
     }
     if "pretrain/heldout_loss" in last:

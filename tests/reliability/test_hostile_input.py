@@ -13,9 +13,10 @@ import pytest
 import torch
 from transformers import BertConfig
 
+from bioray.config import SourceConfig
 from bioray.corpus.pmc import read_pmc
-from bioray.corpus.quarantine import Quarantined
-from bioray.data.ingest import _read_file
+from bioray.corpus.records import Document, Quarantined
+from bioray.data.ingest import SourceFile, _read_file
 from bioray.model.encoder import build_mlm_model
 from tests.test_fetch import S3LikeServer, _serving
 
@@ -38,7 +39,7 @@ def test_archive_members_outside_the_package_are_refused(tmp_path, data_root):
     refused = [r for r in records if isinstance(r, Quarantined)]
     assert [r.location for r in refused] == ["../escape.nxml", "/tmp/absolute.nxml"]
     assert all("unsafe member path" in r.error for r in refused)
-    assert len([r for r in records if isinstance(r, dict)]) == 1
+    assert len([r for r in records if isinstance(r, Document)]) == 1
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["corpus", "oa.tar.gz"]  # nothing extracted anywhere
 
 
@@ -51,8 +52,7 @@ def test_xml_external_entities_are_never_resolved(tmp_path):
         '<PubmedArticleSet><PubmedArticle><MedlineCitation><PMID Version="1">1</PMID><Article>'
         '<ArticleTitle>Aspirin and fever.</ArticleTitle><Abstract><AbstractText>Leak &x; here.</AbstractText>'
         '</Abstract></Article></MedlineCitation></PubmedArticle></PubmedArticleSet>'.encode()))
-    rows = list(_read_file({"path": str(hostile), "format": "medline", "source": "pubmed", "text_field": "text",
-                            "id_field": "id", "documents": "line", "max_docs": 0, "file_rank": 0, "buckets": 1}))
+    rows = _rows(hostile, "medline")
     assert not any("contents-of-a-private-file" in str(row) for row in rows)
     assert [row["error"] != "" for row in rows] == [True]  # quarantined, with the parser's reason
     assert rows[0]["error"].startswith("XMLSyntaxError")
@@ -60,8 +60,7 @@ def test_xml_external_entities_are_never_resolved(tmp_path):
 
 def _rows(path, fmt: str) -> list[dict]:
     """What ingest makes of one file: document rows and quarantine rows (error set)."""
-    return list(_read_file({"path": str(path), "format": fmt, "source": "s", "text_field": "text", "id_field": "id",
-                            "documents": "line", "max_docs": 0, "file_rank": 0, "buckets": 1}))
+    return list(_read_file(SourceFile(str(path), 0, SourceConfig(name="s", format=fmt, path=str(path))), buckets=1))
 
 
 @pytest.mark.parametrize("name, content, fmt", [
