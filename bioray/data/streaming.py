@@ -66,8 +66,9 @@ def release_memory(collect_cycles: bool = True) -> None:
     """Hand the memory a finished task freed back to the OS. A Ray worker lives on after its task, idle
     or running the next one; without this its footprint is the high-water mark of everything it ran
     (pyarrow's pool and glibc's heap keep freed pages), which grows with the number of tasks. A full
-    cycle collection takes ~0.2 s in a process that imported transformers: an actor calling this after
-    every unit skips it (what it frees, numpy and Arrow buffers, is freed by reference counting)."""
+    cycle collection is slow in a process that imported transformers (docs/performance.md, Measured
+    choices): an actor calling this after every unit skips it (what it frees, numpy and Arrow buffers,
+    is freed by reference counting)."""
     if collect_cycles:
         gc.collect()
     pa.default_memory_pool().release_unused()

@@ -32,7 +32,7 @@ from bioray.data.row_groups import actor_pool, batches, read_unit, row_group_uni
 from bioray.data.streaming import capped, release_memory
 
 COUNT_COLUMNS = ("part", "seq_len", "shard", "source", "sequences", "tokens", "node")  # one row per shard written
-ENCODE_CHUNK = 64  # documents per tokenizer call: measured 25% faster than 1024 on PubMed text
+ENCODE_CHUNK = 64  # documents per tokenizer call (docs/performance.md, Measured choices)
 
 
 def heldout_mask(doc_ids: list[str], fraction: float, seed: int) -> np.ndarray:
