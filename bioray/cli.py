@@ -203,7 +203,7 @@ _stage_commands()
 def status(workflow, overrides, as_json):
     """List each stage of WORKFLOW as cached, running, interrupted, failed or stale, with its key and output."""
     config = _load(workflow, overrides)
-    from bioray.pipeline.runner import STATUSES, stage_status
+    from bioray.pipeline.stage_state import STATUSES, stage_status
 
     rows = _or_exit(lambda: stage_status(config))
     if as_json:
