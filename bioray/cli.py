@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -25,25 +25,6 @@ verbose_option = click.option("-v", "--verbose", is_flag=True,
                                    "(default: bioray's lines only, the rest in a log file under the workdir).")
 address_option = click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a "
                                                               "local Ray).")
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """Everything printed meanwhile, Ray's forwarded worker logs included, goes to stderr, so that stdout
-    carries only the JSON printed after (Ray is shut down first: its log thread prints late)."""
-    import ray
-
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _load(workflow: str, overrides: tuple[str, ...], address: str | None = None, read_datasets: bool = False):
@@ -203,7 +184,7 @@ _stage_commands()
 def status(workflow, overrides, as_json):
     """List each stage of WORKFLOW as cached, running, interrupted, failed or stale, with its key and output."""
     config = _load(workflow, overrides)
-    from bioray.pipeline.runner import STATUSES, stage_status
+    from bioray.pipeline.stage_state import STATUSES, stage_status
 
     rows = _or_exit(lambda: stage_status(config))
     if as_json:
@@ -250,8 +231,6 @@ def gc(workflows, delete):
 def fetch(destination, source, url, prefix, limit, datasets):
     """Download the PubMed / PMC OA files, or the benchmark files, DESTINATION lacks (resuming partial
     ones, checking checksums)."""
-    from pathlib import Path
-
     from bioray.corpus import fetch as nlm
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -278,6 +257,29 @@ def bench() -> None:
     """Benchmarks (speed is measured here, never asserted in tests)."""
 
 
+def _bench(as_json: bool, measure, render) -> None:
+    """Run a bench; print the table its module renders, or its result as one JSON object: then stdout
+    carries only that, everything printed meanwhile (Ray's forwarded worker logs included) going to
+    stderr, and Ray is shut down first (its log thread prints late)."""
+    if not as_json:
+        click.echo(render(measure()))
+        return
+    import ray
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        result = measure()
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+    click.echo(json.dumps(result))
+
+
 @bench.command(name="tokenize")
 @click.option("--data", "data", required=True, type=click.Path(exists=True, file_okay=False),
               help="Raw corpus directory (.jsonl[.gz], MEDLINE/PMC .xml[.gz], .nxml, .txt).")
@@ -291,37 +293,10 @@ def bench() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_tokenize_command(data, tokenizer, seq_len, scales, as_json):
     """Raw tokenizer vs. the Ray Data tokenize+pack stage vs. ingest, in one run."""
-    from pathlib import Path
+    from bioray.bench.tokenize import bench_tokenize_scales, render
 
-    from bioray.bench.tokenize import bench_tokenize_scales
-
-    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
-        result = bench_tokenize_scales(Path(data), Path(tokenizer) if tokenizer else None, seq_len, scales)
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    click.echo(f"cores                      {result['cores']}")
-    click.echo(f"corpus                     {result['documents']} documents, {result['text_mb']:.1f} MB of text")
-    click.echo(f"(a) raw tokenizer, 1 core  {result['raw_tokens_per_s'] / 1e6:.3f} M tokens/s, "
-               f"{result['raw_mb_per_s']:.2f} MB/s")
-    click.echo(f"    raw tokenizer, {result['cores']} processes at once "
-               f"{result['raw_all_cores_tokens_per_s'] / 1e6:.3f} M tokens/s "
-               f"(core scaling {result['core_scaling']:.2f})")
-    click.echo(f"(b) tokenize+pack on Ray   {result['pipeline_tokens_per_s'] / 1e6:.3f} M tokens/s "
-               f"({result['pipeline_seconds']:.1f} s)")
-    click.echo(f"    ratio (b) / (cores x a) {result['ratio']:.2f}; (b) / all-cores raw "
-               f"{result['ratio_to_all_cores']:.2f}")
-    click.echo(f"(c) ingest                 {result['ingest_mb_per_s']:.2f} MB/s of text "
-               f"({result['ingest_seconds']:.1f} s)")
-    click.echo(f"fill ratio                 {result['fill_ratio']:.3f}")
-    for run in result["runs"]:
-        click.echo(f"peak memory at {run['scale']:>3}x      {run['peak_rss_mb']:.0f} MB "
-                   f"(ingest {run['peak_ingest_mb']:.0f}, tokenize {run['peak_tokenize_mb']:.0f}; "
-                   f"driver {run['peak_driver_ingest_mb']:.0f} / {run['peak_driver_tokenize_mb']:.0f}), "
-                   f"{run['documents']} documents, {run['text_mb']:.0f} MB")
-    if len(result["runs"]) > 1:
-        click.echo(f"memory growth              ingest {result['memory_growth_ingest']:.2f}, tokenize "
-                   f"{result['memory_growth_tokenize']:.2f}, driver {result['memory_growth_driver']:.2f}")
+    _bench(as_json, lambda: bench_tokenize_scales(Path(data), Path(tokenizer) if tokenizer else None, seq_len,
+                                                  scales), render)
 
 
 def _scales(value: str) -> list[int]:
@@ -354,30 +329,11 @@ def _scales(value: str) -> list[int]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_pretrain_command(data, tokenizer, device, size, seq_lens, budget, as_json):
     """bioray's pretraining step vs. HF run_mlm's step, line by line and packed: real tokens/s, MFU, in one run."""
-    from pathlib import Path
-
-    from bioray.bench.pretrain import bench_pretrain
+    from bioray.bench.pretrain import bench_pretrain, render
 
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubmed-raw" / "abstracts_one_per_line"
-    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
-        result = bench_pretrain(Path(data) if data else default, Path(tokenizer) if tokenizer else None, budget,
-                                device=device, seq_lens=tuple(seq_lens) or None, size=size)
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    model = result["model"]
-    click.echo(f"{result['device_name']} ({result['device']}, {result['precision']}), BERT {result['model_size']} "
-               f"{model['layers']} x {model['hidden']}, vocab {result['model_vocab_size']} rows "
-               f"({result['vocab_size']} WordPiece pieces), {result['torch_threads']} torch threads")
-    for setting in result["settings"]:
-        for side, label in (("bioray", "bioray"), ("baseline", "HF line-by-line"), ("packed_baseline", "HF packed")):
-            row = setting[side]
-            mfu = f", MFU {row['mfu']:.1%}" if row["mfu"] is not None else ""
-            memory = f", peak {row['peak_memory_mb']:.0f} MiB" if row["peak_memory_mb"] is not None else ""
-            click.echo(f"T={setting['seq_len']:<4d} {label:15s} {row['tokens_per_s']:12.0f} real tokens/s "
-                       f"{row['sequences_per_s']:9.1f} seq/s (fill {row['fill_ratio']:.2f}{mfu}{memory})")
-        click.echo(f"T={setting['seq_len']:<4d} ratio to line-by-line {setting['ratio']:.2f}, "
-                   f"to packed {setting['packed_ratio']:.2f}")
+    _bench(as_json, lambda: bench_pretrain(Path(data) if data else default, Path(tokenizer) if tokenizer else None,
+                                           budget, device=device, seq_lens=tuple(seq_lens) or None, size=size), render)
 
 
 @bench.command(name="finetune")
@@ -399,31 +355,16 @@ def bench_pretrain_command(data, tokenizer, device, size, seq_lens, budget, as_j
 def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max_train, as_json):
     """bioray's NER fine-tuning vs. a plain HF Trainer: entity F1 and examples/s, in one run."""
     import importlib.util
-    from pathlib import Path
 
     if importlib.util.find_spec("accelerate") is None:
         raise click.ClickException("the HF Trainer baseline needs accelerate: pip install -e '.[bench]'")
 
-    from bioray.bench.finetune import bench_finetune
+    from bioray.bench.finetune import bench_finetune, render
 
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "NCBI-disease" / "biobert"
-    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
-        result = bench_finetune(Path(data) if data else default, Path(model) if model else None, epochs=epochs,
-                                seeds=tuple(int(s) for s in seeds.split(",")), lr=lr, batch_size=batch_size,
-                                size=size, max_train=max_train)
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    fitting = result["per_seed"][0]
-    click.echo(f"{fitting['train_examples']} of {result['train_sentences']} training sentences fit in "
-               f"{result['max_length']} sub-tokens (both sides train on them) x {epochs} epochs, seeds {seeds}, "
-               f"{result['torch_threads']} torch threads, {result['model']}")
-    click.echo(f"test entity F1 on the {fitting['test_sentences_fitting']} test sentences that fit (parity), "
-               f"and on all {result['test_sentences']}:")
-    for side in ("bioray", "baseline"):
-        click.echo(f"{side:9s} {100 * result[side + '_f1']:6.2f}  {100 * result[side + '_f1_all_test']:6.2f}   "
-                   f"{result[side + '_examples_per_s']:7.1f} examples/s")
-    click.echo(f"F1 difference {result['f1_difference_points']:+.2f} points, speed-up {result['speedup']:.2f}x")
+    _bench(as_json, lambda: bench_finetune(Path(data) if data else default, Path(model) if model else None,
+                                           epochs=epochs, seeds=tuple(int(s) for s in seeds.split(",")), lr=lr,
+                                           batch_size=batch_size, size=size, max_train=max_train), render)
 
 
 @bench.command(name="quality")
@@ -445,9 +386,7 @@ def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max
 def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens, seeds, datasets, max_train, as_json):
     """The same fine-tuning from different starting points: F1 mean +- std per arm and dataset, and the
     scratch arm's learning curve (one DAG of workflows/miniature.yaml, tracked in MLflow)."""
-    from pathlib import Path
-
-    from bioray.bench.quality import DEFAULT_BUDGET_MINUTES, bench_quality
+    from bioray.bench.quality import DEFAULT_BUDGET_MINUTES, bench_quality, render
 
     if budget_minutes is not None and budget_tokens is not None:
         click.echo("error: give --budget-minutes or --budget-tokens, not both", err=True)
@@ -457,24 +396,13 @@ def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     default = Path(__file__).resolve().parents[1] / "workflows" / "miniature.yaml"
     try:
-        with _stdout_to_stderr() if as_json else contextlib.nullcontext():
-            result = bench_quality(Path(workflow) if workflow else default, Path(workdir).resolve(),
-                                   arms.split(","), [int(s) for s in seeds.split(",")],
-                                   datasets.split(",") if datasets else None, max_train or None, budget_tokens,
-                                   budget_minutes)
+        _bench(as_json, lambda: bench_quality(Path(workflow) if workflow else default, Path(workdir).resolve(),
+                                              arms.split(","), [int(s) for s in seeds.split(",")],
+                                              datasets.split(",") if datasets else None, max_train or None,
+                                              budget_tokens, budget_minutes), render)
     except (ValueError, ConfigError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    click.echo(f"{'arm':12s} {'dataset':14s} {'F1 mean':>8s} {'std':>6s} seeds {'pretrain tokens':>16s} "
-               f"{'seconds':>8s}")
-    for row in result["arms"]:
-        click.echo(f"{row['arm']:12s} {row['dataset']:14s} {100 * row['f1_mean']:8.2f} {100 * row['f1_std']:6.2f} "
-                   f"{row['seeds']:5d} {row['pretrain_tokens']:16,d} {row['pretrain_seconds']:8.0f}")
-    click.echo(f"held-out MLM loss of scratch {result['heldout_loss']}, unigram loss {result['unigram_loss']}; "
-               f"curve: {result['curve_plot']}")
 
 
 def _model_directory(uri: str, workflow: str | None):
@@ -535,8 +463,6 @@ def predict(uri, workflow, source, max_length, batch_size):
 def tag_documents(uri, workflow, documents, output, actors, address):
     """Batch inference: tag every document with a fine-tuned NER model on Ray Data; write an
     entities Parquet (doc_id, source, start, end, text, type, score)."""
-    from pathlib import Path
-
     import ray
 
     from bioray.tasks.tagging import run_tagging

@@ -39,6 +39,7 @@ def test_a_worker_that_cannot_write_its_progress_keeps_going(tmp_path):
 def test_a_stage_chained_to_running_ones_is_announced_when_its_inputs_are_done(caplog):
     from types import SimpleNamespace
 
+    from bioray.pipeline.events import StageFinished, StageStarted
     from bioray.pipeline.stages.base import Node, NoParams
     from bioray.pipeline.terminal import StageLines
 
@@ -48,11 +49,11 @@ def test_a_stage_chained_to_running_ones_is_announced_when_its_inputs_are_done(c
     lines = StageLines([train, score, report])
     result = SimpleNamespace(metrics={"stage/seconds": 1.0})
     with caplog.at_level(logging.INFO, logger="bioray.progress"):
-        lines.submitted(train, None, ready=True)
-        lines.submitted(score, None, ready=False)  # Ray queues it behind train's ObjectRef
-        lines.submitted(report, None, ready=False)
-        lines.finished(train, result, {"train": result})
-        lines.finished(score, result, {"train": result, "score": result})
+        lines(StageStarted(train, "k", None))
+        lines(StageStarted(score, "k", None))  # Ray queues it behind train's ObjectRef
+        lines(StageStarted(report, "k", None))
+        lines(StageFinished(train, "k", result))
+        lines(StageFinished(score, "k", result))
     assert [r.getMessage() for r in caplog.records] == [
         "[1/3] train started", "[1/3] train done in 1.0s", "[2/3] score started", "[2/3] score done in 1.0s",
         "[3/3] report started"]

@@ -9,7 +9,7 @@ import sys
 
 from bioray.config import load_workflow
 from bioray.pipeline import stage_state
-from bioray.pipeline.runner import stage_status
+from bioray.pipeline.stage_state import stage_status
 from tests.support.cli import run_bioray
 from tests.support.workflows import small_workflow, write_workflow
 

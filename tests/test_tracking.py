@@ -59,7 +59,7 @@ def test_stage_lineage_is_logged_as_dataset_inputs(tmp_path, write_workflow, qui
     """A fine-tuning stage's inputs: the pretrain output (digest = its stage key) and each data file."""
     from bioray.pipeline.inputs import load_checked
     from bioray.pipeline.plan import build_plan, compute_keys
-    from bioray.pipeline.runner import _lineage
+    from bioray.pipeline.stage_runs import lineage
 
     config = load_checked(write_workflow(quickstart_tree))
     nodes = build_plan(config)
@@ -67,11 +67,11 @@ def test_stage_lineage_is_logged_as_dataset_inputs(tmp_path, write_workflow, qui
     node = next(n for n in nodes if n.kind == "finetune")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = client.create_run(client.create_experiment("t", artifact_location=str(tmp_path / "a"))).info.run_id
-    log_lineage(client, run_id, _lineage(config, node, keys))
+    log_lineage(client, run_id, lineage(config, node, keys))
     inputs = {d.dataset.name: d for d in client.get_run(run_id).inputs.dataset_inputs}
     assert inputs["pretrain"].dataset.digest == keys["pretrain"]
     assert {t.key: t.value for t in inputs["pretrain"].tags}["mlflow.data.context"] == "train"
     assert len(inputs) == 1 + len(node.files) and all(len(d.dataset.digest) == 16 for d in inputs.values())
     ingest = next(n for n in nodes if n.kind == "ingest")
-    assert len(ingest.files) > 10 and [i["name"] for i in _lineage(config, ingest, keys)] == [
+    assert len(ingest.files) > 10 and [i["name"] for i in lineage(config, ingest, keys)] == [
         f"ingest-files ({len(ingest.files)})"]  # a corpus is one entry, not one per file

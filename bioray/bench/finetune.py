@@ -176,3 +176,17 @@ def bench_finetune(data: Path, model_dir: Path | None = None, epochs: int = 3, s
         "model": str(model_dir) if model_dir else f"random init, {size}: {SHAPES[size].layers} layers, "
                                                   f"hidden {SHAPES[size].hidden}",
     }
+
+
+def render(result: dict) -> str:
+    """The result as the table `bioray bench finetune` prints."""
+    fitting = result["per_seed"][0]
+    return "\n".join([
+        f"{fitting['train_examples']} of {result['train_sentences']} training sentences fit in {result['max_length']} "
+        f"sub-tokens (both sides train on them) x {result['epochs']} epochs, seeds "
+        f"{','.join(map(str, result['seeds']))}, {result['torch_threads']} torch threads, {result['model']}",
+        f"test entity F1 on the {fitting['test_sentences_fitting']} test sentences that fit (parity), and on all "
+        f"{result['test_sentences']}:",
+        *(f"{side:9s} {100 * result[side + '_f1']:6.2f}  {100 * result[side + '_f1_all_test']:6.2f}   "
+          f"{result[side + '_examples_per_s']:7.1f} examples/s" for side in ("bioray", "baseline")),
+        f"F1 difference {result['f1_difference_points']:+.2f} points, speed-up {result['speedup']:.2f}x"])

@@ -286,3 +286,21 @@ def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens:
         "fast": fast.model_dump(),
         "settings": results,
     }
+
+
+def render(result: dict) -> str:
+    """The result as the table `bioray bench pretrain` prints: a line per side and sequence length."""
+    model = result["model"]
+    lines = [f"{result['device_name']} ({result['device']}, {result['precision']}), BERT {result['model_size']} "
+             f"{model['layers']} x {model['hidden']}, vocab {result['model_vocab_size']} rows "
+             f"({result['vocab_size']} WordPiece pieces), {result['torch_threads']} torch threads"]
+    for setting in result["settings"]:
+        for side, label in (("bioray", "bioray"), ("baseline", "HF line-by-line"), ("packed_baseline", "HF packed")):
+            row = setting[side]
+            mfu = f", MFU {row['mfu']:.1%}" if row["mfu"] is not None else ""
+            memory = f", peak {row['peak_memory_mb']:.0f} MiB" if row["peak_memory_mb"] is not None else ""
+            lines.append(f"T={setting['seq_len']:<4d} {label:15s} {row['tokens_per_s']:12.0f} real tokens/s "
+                         f"{row['sequences_per_s']:9.1f} seq/s (fill {row['fill_ratio']:.2f}{mfu}{memory})")
+        lines.append(f"T={setting['seq_len']:<4d} ratio to line-by-line {setting['ratio']:.2f}, "
+                     f"to packed {setting['packed_ratio']:.2f}")
+    return "\n".join(lines)

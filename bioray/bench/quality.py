@@ -241,3 +241,13 @@ def _plot(curve: list[dict], rows: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def render(result: dict) -> str:
+    """The result as the table `bioray bench quality` prints: a line per arm and dataset."""
+    return "\n".join([
+        f"{'arm':12s} {'dataset':14s} {'F1 mean':>8s} {'std':>6s} seeds {'pretrain tokens':>16s} {'seconds':>8s}",
+        *(f"{row['arm']:12s} {row['dataset']:14s} {100 * row['f1_mean']:8.2f} {100 * row['f1_std']:6.2f} "
+          f"{row['seeds']:5d} {row['pretrain_tokens']:16,d} {row['pretrain_seconds']:8.0f}" for row in result["arms"]),
+        f"held-out MLM loss of scratch {result['heldout_loss']}, unigram loss {result['unigram_loss']}; "
+        f"curve: {result['curve_plot']}"])

@@ -255,3 +255,27 @@ def bench_tokenize_scales(data: Path, tokenizer_dir: Path | None, seq_len: int, 
             "memory_growth_tokenize": last["peak_tokenize_mb"] / first["peak_tokenize_mb"],
             "memory_growth_driver": (max(last["peak_driver_ingest_mb"], last["peak_driver_tokenize_mb"])
                                      / max(first["peak_driver_ingest_mb"], first["peak_driver_tokenize_mb"]))}
+
+
+def render(result: dict) -> str:
+    """The result as the table `bioray bench tokenize` prints."""
+    lines = [
+        f"cores                      {result['cores']}",
+        f"corpus                     {result['documents']} documents, {result['text_mb']:.1f} MB of text",
+        f"(a) raw tokenizer, 1 core  {result['raw_tokens_per_s'] / 1e6:.3f} M tokens/s, "
+        f"{result['raw_mb_per_s']:.2f} MB/s",
+        f"    raw tokenizer, {result['cores']} processes at once "
+        f"{result['raw_all_cores_tokens_per_s'] / 1e6:.3f} M tokens/s (core scaling {result['core_scaling']:.2f})",
+        f"(b) tokenize+pack on Ray   {result['pipeline_tokens_per_s'] / 1e6:.3f} M tokens/s "
+        f"({result['pipeline_seconds']:.1f} s)",
+        f"    ratio (b) / (cores x a) {result['ratio']:.2f}; (b) / all-cores raw {result['ratio_to_all_cores']:.2f}",
+        f"(c) ingest                 {result['ingest_mb_per_s']:.2f} MB/s of text ({result['ingest_seconds']:.1f} s)",
+        f"fill ratio                 {result['fill_ratio']:.3f}"]
+    lines += [f"peak memory at {run['scale']:>3}x      {run['peak_rss_mb']:.0f} MB (ingest "
+              f"{run['peak_ingest_mb']:.0f}, tokenize {run['peak_tokenize_mb']:.0f}; driver "
+              f"{run['peak_driver_ingest_mb']:.0f} / {run['peak_driver_tokenize_mb']:.0f}), {run['documents']} "
+              f"documents, {run['text_mb']:.0f} MB" for run in result["runs"]]
+    if len(result["runs"]) > 1:
+        lines.append(f"memory growth              ingest {result['memory_growth_ingest']:.2f}, tokenize "
+                     f"{result['memory_growth_tokenize']:.2f}, driver {result['memory_growth_driver']:.2f}")
+    return "\n".join(lines)

@@ -1,8 +1,9 @@
 """What `bioray status` knows of a stage instance that has no committed output: `running` (a live
 `bioray` driver submitted it), `interrupted` (the driver that submitted it is gone) or `failed` (its
-last run's error). Kept in `<workdir>/runs/<stage>/<key>.state.json`; a committed output (its
-`result.json`) always wins, and the file goes when the stage commits. Bookkeeping: a state that cannot
-be written (a full or read-only disk) is logged, and the run goes on."""
+last run's error). Kept in `<workdir>/runs/<stage>/<key>.state.json`, following the runner's stage
+events (StateFiles); a committed output (its `result.json`) always wins, and the file goes when the
+stage commits. Bookkeeping: a state that cannot be written (a full or read-only disk) is logged, and
+the run goes on."""
 
 from __future__ import annotations
 
@@ -12,9 +13,31 @@ import os
 import socket
 import time
 
+from bioray.config import WorkflowConfig
+from bioray.pipeline.events import StageFailed, StageFinished, StageStarted
+from bioray.pipeline.plan import build_plan, compute_keys, is_cached, stage_dir
 from bioray.workdir import Workdir
 
 log = logging.getLogger(__name__)
+
+STATUSES = ("cached", "running", "interrupted", "failed", "stale")  # what `bioray status` shows
+
+
+class StateFiles:
+    """A stage's state file while a run handles it: running once handed to Ray, failed with its own error;
+    gone when it ends otherwise (one never started keeps what an earlier run recorded)."""
+
+    def __init__(self, paths: Workdir):
+        self.paths = paths
+
+    def __call__(self, event) -> None:
+        match event:
+            case StageStarted(node, key):
+                mark_running(self.paths, node.name, key)
+            case StageFailed(node, key, error, upstream=None):
+                mark_failed(self.paths, node.name, key, error)
+            case StageFinished(node, key) | StageFailed(node, key, started=True):
+                clear(self.paths, node.name, key)
 
 
 def mark_running(paths: Workdir, name: str, key: str) -> None:
@@ -68,3 +91,22 @@ def _write(paths: Workdir, name: str, key: str, state: dict) -> None:
         log.warning("stage %s: its state (%s) could not be recorded for `bioray status`: %s", name,
                     state["status"], exc)
         partial.unlink(missing_ok=True)
+
+
+def stage_status(config: WorkflowConfig) -> list[dict]:
+    """Every stage with its key, output location and status: cached (a committed output), running,
+    interrupted or failed (its state file, with the error), else stale."""
+    nodes = build_plan(config)
+    keys = compute_keys(nodes)
+    rows = []
+    for node in nodes:
+        key = keys[node.name]
+        row = {"stage": node.name, "status": "stale", "key": key, "output": str(stage_dir(config, node.name, key))}
+        if is_cached(config, node.name, key):
+            row["status"] = "cached"
+        elif (state := read(config.paths, node.name, key)) is not None:
+            row["status"] = state["status"]
+            if state.get("error"):
+                row["error"] = state["error"]
+        rows.append(row)
+    return rows

@@ -1,15 +1,16 @@
-"""What the driver tells a person while a pipeline runs: a line per stage as it is found cached, starts
-and finishes (`[i/N]`, its duration and key metrics), and the progress lines of its work (training
-steps with ETA, epochs: bioray.progress). They go to the `bioray.progress` logger, which the CLI shows
-on the terminal at every verbosity; everything else a run logs goes to its log file."""
+"""What the driver tells a person while a pipeline runs, following the runner's stage events: a line per
+stage as it is found cached, starts and finishes (`[i/N]`, its duration and key metrics), and the
+progress lines of its work (training steps with ETA, epochs: bioray.progress). They go to the
+`bioray.progress` logger, which the CLI shows on the terminal at every verbosity; everything else a run
+logs goes to its log file."""
 
 from __future__ import annotations
 
 import fnmatch
 import logging
-from pathlib import Path
 
 from bioray.metric_names import STAGE_SECONDS
+from bioray.pipeline.events import Heartbeat, StageCached, StageFailed, StageFinished, StageStarted
 from bioray.pipeline.stages.base import Node
 from bioray.progress import Tail
 
@@ -22,50 +23,57 @@ def say(message: str, *args) -> None:
 
 
 class StageLines:
+    """The terminal lines of a run's stages, following the runner's stage events."""
+
     def __init__(self, nodes: list[Node]):
         self.number = {node.name: index for index, node in enumerate(nodes, start=1)}
         self.count = len(nodes)
         self.tails: dict[str, Tail] = {}
-        self.queued: dict[str, Node] = {}  # submitted, announced once their inputs are done
+        self.queued: dict[str, Node] = {}  # started, announced once their inputs are done
+        self.done: set[str] = set()  # cached or finished
 
     def _prefix(self, name: str) -> str:
         return f"[{self.number[name]}/{self.count}] {name}"
 
-    def cached(self, node: Node, result) -> None:
-        log.info("%s cached%s", self._prefix(node.name), _headline(node, result.metrics))
+    def __call__(self, event) -> None:
+        match event:
+            case StageCached(node, _, result):
+                self.done.add(node.name)
+                log.info("%s cached%s", self._prefix(node.name), _headline(node, result.metrics))
+            case StageStarted(node, _, progress_file):  # `started` waits for its inputs: until then it only queues
+                if progress_file is not None:
+                    self.tails[node.name] = Tail(progress_file)
+                self.queued[node.name] = node
+                self._announce()
+            case StageFinished(node, _, result):
+                self._poll(node.name, stop=True)
+                self.done.add(node.name)
+                if self.queued.pop(node.name, None) is not None:  # collected before an upstream stage's result
+                    log.info("%s started", self._prefix(node.name))
+                log.info("%s done in %s%s", self._prefix(node.name),
+                         _duration(result.metrics.get(STAGE_SECONDS, 0.0)), _headline(node, result.metrics))
+                self._announce()
+            case StageFailed(node):
+                self._poll(node.name, stop=True)
+            case Heartbeat():
+                self._poll()
 
-    def submitted(self, node: Node, progress_file: Path | None, ready: bool) -> None:
-        """A stage handed to Ray; its `started` line waits until its inputs are done (`ready`), since a
-        stage chained to running ones only queues."""
-        if progress_file is not None:
-            self.tails[node.name] = Tail(progress_file)
-        if ready:
-            log.info("%s started", self._prefix(node.name))
-        else:
-            self.queued[node.name] = node
-
-    def finished(self, node: Node, result, done: dict) -> None:
-        """Its line, then the `started` lines of the queued stages whose inputs (`done`) are now all in."""
-        if self.queued.pop(node.name, None) is not None:  # collected before an upstream stage's result
-            log.info("%s started", self._prefix(node.name))
-        log.info("%s done in %s%s", self._prefix(node.name), _duration(result.metrics.get(STAGE_SECONDS, 0.0)),
-                 _headline(node, result.metrics))
+    def _announce(self) -> None:
+        """The `started` lines of the queued stages whose inputs are all done."""
         for name, queued in list(self.queued.items()):
-            if all(upstream in done for upstream in queued.inputs):
+            if all(upstream in self.done for upstream in queued.inputs):
                 del self.queued[name]
                 log.info("%s started", self._prefix(name))
 
-    def stopped(self, name: str) -> None:
-        """Its last progress lines, before its result."""
-        self.poll(name)
-        self.tails.pop(name, None)
-
-    def poll(self, name: str | None = None) -> None:
-        """Print the progress lines the running stages (or one of them) wrote since the last poll."""
+    def _poll(self, name: str | None = None, stop: bool = False) -> None:
+        """Print the progress lines the running stages (or one of them) wrote since the last poll; `stop`:
+        its last ones, before its result."""
         for stage, tail in list(self.tails.items()):
             if name is None or stage == name:
                 for line in tail.new_lines():
                     log.info("%s | %s", self._prefix(stage), line, extra={"transient": True})
+        if stop:
+            self.tails.pop(name, None)
 
 
 def _duration(seconds: float) -> str:

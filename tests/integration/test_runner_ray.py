@@ -154,3 +154,55 @@ def test_force_runs_a_stage_and_its_downstream_again(ray_session, stand_ins, dat
     cached = pretrain_run(second.parent_run_id)
     assert cached.data.tags["bioray.produced_by"] == pretrain_run(first.parent_run_id).info.run_id
     assert cached.data.metrics == {}
+
+
+class Failing(Stage):
+    """Stand-in for a pretraining that fails."""
+
+    kind, help = "stand-in-failing", "Fails."
+
+    def nodes(self, config, upstream):
+        return [Node("pretrain", self)]
+
+    def run(self, node, inputs, output, env) -> dict:
+        raise RuntimeError("out of stand-in memory")
+
+
+class Scoring(Stage):
+    """Stand-in for a stage chained to the failing one: no training, so Ray holds it behind its input."""
+
+    kind, help = "stand-in-score", "Scores."
+
+    def nodes(self, config, upstream):
+        return [Node("score", self, {"model": "pretrain"})]
+
+    def run(self, node, inputs, output, env) -> dict:
+        return {}
+
+
+def test_a_failed_stage_fails_its_downstream_and_the_others_go_on(ray_session, stand_ins, data_root, tmp_path):
+    from bioray.pipeline import stage_state
+    from bioray.pipeline.plan import compute_keys
+
+    config = load_checked(write_workflow(small_workflow(tmp_path / "work", data_root), tmp_path / "wf.yaml"))
+    nodes = Tokenizing().nodes(config, []) + Failing().nodes(config, [])
+    nodes += Scoring().nodes(config, nodes) + Finetuning().nodes(config, nodes)
+    keys = compute_keys(nodes)
+    with mlflow_state_kept():
+        summary = run_nodes(config, nodes)
+
+    not_run = "not run: upstream stage pretrain failed"
+    assert summary.failed == {"pretrain": "RuntimeError: out of stand-in memory", "score": not_run,
+                              **{f"finetune/d/seed-{seed}": not_run for seed in SEEDS}}
+    assert list(summary.results) == ["tokenize/continued"]
+    # its state file keeps the error for `bioray status`; the chained one (started in Ray) keeps nothing
+    assert stage_state.read(config.paths, "pretrain", keys["pretrain"])["error"] == summary.failed["pretrain"]
+    assert stage_state.read(config.paths, "score", keys["score"]) is None
+    client = MlflowClient(config.tracking.uri)
+    assert client.get_run(summary.parent_run_id).info.status == "FAILED"
+    experiment = client.get_experiment_by_name(config.tracking.experiment).experiment_id
+    children = {run.data.tags["bioray.stage"]: run for run in client.search_runs(
+        [experiment], f"tags.`mlflow.parentRunId` = '{summary.parent_run_id}'")}
+    assert {name: run.info.status for name, run in children.items()} == {
+        **{name: "FAILED" for name in summary.failed}, "tokenize/continued": "FINISHED"}
+    assert children["score"].data.tags["bioray.error"] == not_run
