@@ -168,7 +168,7 @@ def _stage_command(stage: str, help_text: str):
 
 
 def _stage_commands() -> None:
-    from bioray.pipeline.registry import STAGES
+    from bioray.pipeline.stage_kinds import STAGES
 
     for stage in STAGES:
         _stage_command(stage.kind, stage.help)

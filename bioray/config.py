@@ -301,7 +301,7 @@ class PretrainConfig(Section):
 
 
 class DatasetConfig(Section):
-    """One downstream dataset: a registry entry (task type + format + files + label scheme), so a
+    """One downstream dataset: an entry (task type + format + files + label scheme), so a
     new dataset in a known format needs no code. These are the keys every entry has; any other key is
     an option of its format (bioray.tasks.formats: each format's `Options`), validated against that
     format when the workflow's inputs are checked."""
@@ -309,9 +309,9 @@ class DatasetConfig(Section):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     name: Name = Field(description="Dataset name, used in stage names (paths), run names and metric names.")
-    task: str = Field(description="Task type (bioray.tasks.registry.TASK_TYPES: ner, relation, similarity, "
+    task: str = Field(description="Task type (bioray.tasks.catalog.TASK_TYPES: ner, relation, similarity, "
                       "doc_classification, qa_yesno, qa_factoid, qa_list): its head, loss and paper metric.")
-    format: str | None = Field(None, description="File format (bioray.tasks.registry.FORMATS: conll, pubtator, tsv, "
+    format: str | None = Field(None, description="File format (bioray.tasks.catalog.FORMATS: conll, pubtator, tsv, "
                                "jsonl, hoc, pubmedqa, squad, bioasq, ddi_xml); default: the task type's first (conll "
                                "for ner, squad for qa_factoid and qa_list, tsv otherwise).")
     train: str | None = Field(None, description="Training file (ddi_xml: folder), under finetune.data_root.")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bioray.config import DatasetConfig
-from bioray.tasks import registry
+from bioray.tasks import catalog
 from bioray.tasks.examples import DatasetError, QAExample
 from bioray.tasks.metrics import factoid_scores, list_scores
 from bioray.tasks.qa_merge import rank_per_question, snippet_probabilities
@@ -319,8 +319,8 @@ def test_squad_snippets_group_by_question_id_with_gold_from_the_golden_file(tmp_
     test = _write(tmp_path / "test.json", _squad(SQUAD_TEST))
     golden = _write(tmp_path / "6B1_golden.json", _official())
     entry = _entry(task="qa_factoid", train=str(train), test=str(test), test_gold=str(golden))
-    assert registry.entry_problems(entry, "finetune.datasets[0]") == []
-    assert Path(golden) in registry.format_for(entry).files(entry, Path)  # a key of the stages' fingerprints
+    assert catalog.entry_problems(entry, "finetune.datasets[0]") == []
+    assert Path(golden) in catalog.format_for(entry).files(entry, Path)  # a key of the stages' fingerprints
     splits = load_splits(entry, Path)
     assert [(e.qid, e.question_id) for e in splits["test"]] == [(f"{F1}_000", F1), (f"{F1}_001", F1), (f"{F2}_000", F2)]
     assert [e.gold for e in splits["test"]] == [[["BRCA1", "breast cancer 1"]]] * 2 + [[["p53", "TP53"]]]
@@ -382,12 +382,12 @@ def test_bad_squad_files_name_the_json_path(tmp_path, answer, message):
 
 
 def test_entries_reading_bioasq_are_checked(tmp_path):
-    assert registry.entry_problems(_entry(task="qa_yesno", format="bioasq", train="a", test="b"), "d") == []
-    assert registry.entry_problems(_entry(task="qa_list", format="bioasq", train="a", test="b"), "d") == []
-    problems = registry.entry_problems(_entry(task="qa_factoid", format="bioasq", train="a", test="b", test_gold="g"),
+    assert catalog.entry_problems(_entry(task="qa_yesno", format="bioasq", train="a", test="b"), "d") == []
+    assert catalog.entry_problems(_entry(task="qa_list", format="bioasq", train="a", test="b"), "d") == []
+    problems = catalog.entry_problems(_entry(task="qa_factoid", format="bioasq", train="a", test="b", test_gold="g"),
                                        "d")
     assert problems == ["d.test_gold: unknown key for format 'bioasq' (its options: none; it is an option of squad)"]
-    assert registry.entry_problems(_entry(task="ner", format="bioasq", train="a", test="b"), "d")[0].startswith(
+    assert catalog.entry_problems(_entry(task="ner", format="bioasq", train="a", test="b"), "d")[0].startswith(
         "d.format: 'bioasq' does not fit task 'ner'")
 
 
@@ -410,7 +410,7 @@ def test_an_untrained_model_answers_each_question_from_all_its_snippets(tmp_path
     entry = _entry(task="qa_factoid", format="bioasq", train=str(path), test=str(path))
     test = load_splits(entry, Path)["test"]
     test[0].context = " ".join([test[0].context] * 20)  # longer than one 96-token window
-    task = registry.task_for(entry)
+    task = catalog.task_for(entry)
     model = task.build_model(str(tmp_path / "encoder"), [])
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "encoder"))
     assert len(task.encode(test[:1], tokenizer, [], 96)) > 1

@@ -12,9 +12,9 @@ from xml.sax.saxutils import quoteattr
 import pytest
 
 from bioray.config import DatasetConfig
+from bioray.tasks.catalog import entry_problems
 from bioray.tasks.examples import DatasetError
 from bioray.tasks.metrics import relation_scores
-from bioray.tasks.registry import entry_problems
 from bioray.tasks.splits import load_splits
 
 CLASSES = ["DDI-false", "DDI-mechanism", "DDI-effect", "DDI-advise", "DDI-int"]

@@ -11,7 +11,7 @@ import click
 
 from bioray.cli import main
 from bioray.config import WorkflowConfig, section_model
-from bioray.tasks import registry
+from bioray.tasks import catalog
 from tests.support.cli import REPO
 
 
@@ -65,12 +65,12 @@ def _keys(model) -> set[str]:
 def test_every_format_s_options_are_its_row_on_the_datasets_page():
     table = _DATASETS.split("| format |")[1].split("\n\n")[0]
     rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.*) \|$", table, re.M))
-    assert sorted(rows) == sorted(registry.FORMATS)
-    for name, path in registry.FORMATS.items():
+    assert sorted(rows) == sorted(catalog.FORMATS)
+    for name, path in catalog.FORMATS.items():
         documented = set()
         for key, _, inner in re.findall(r"`([a-z_]+)(: \{([^}]*)\})?`", rows[name]):
             documented |= {f"{key}.{part.strip()}" for part in inner.split(",")} if inner else {key}
-        options = _keys(registry._load(path).Options)
+        options = _keys(catalog._load(path).Options)
         assert sorted(options - documented) == [], name
 
 

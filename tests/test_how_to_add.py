@@ -11,15 +11,15 @@ import textwrap
 import pytest
 
 from bioray.config import ConfigError
-from bioray.pipeline import registry as stage_kinds
+from bioray.pipeline import stage_kinds
 from bioray.pipeline.inputs import load_checked
 from bioray.pipeline.plan import build_plan, compute_keys
-from bioray.tasks import registry
+from bioray.tasks import catalog
 
 CSV_FORMAT = '''
 from pydantic import Field
 
-from bioray.tasks import registry
+from bioray.tasks import catalog
 from bioray.tasks.examples import DatasetError, Example
 from bioray.tasks.formats.base import FormatOptions, PerFileFormat, require_file
 
@@ -45,11 +45,11 @@ class CsvFormat(PerFileFormat):
         return examples
 
 
-registry.register_format("csv", CsvFormat)
+catalog.register_format("csv", CsvFormat)
 '''
 
 POLARITY_TASK = '''
-from bioray.tasks import registry
+from bioray.tasks import catalog
 from bioray.tasks.sequence import SequenceTask
 
 
@@ -66,7 +66,7 @@ class PolarityTask(SequenceTask):
         return {"balanced_accuracy": sum(recalls) / len(recalls)}
 
 
-registry.register_task("polarity", PolarityTask)
+catalog.register_task("polarity", PolarityTask)
 '''
 
 LABEL_COUNTS_STAGE = '''
@@ -75,10 +75,10 @@ import json
 from pydantic import BaseModel
 
 from bioray.config import DatasetConfig
-from bioray.pipeline import registry
+from bioray.pipeline import stage_kinds
 from bioray.pipeline.stages.base import Node, Stage
 from bioray.pipeline.stages.finetune import dataset_files
-from bioray.tasks import registry as tasks
+from bioray.tasks import catalog as tasks
 
 
 class LabelCountsParams(BaseModel):
@@ -108,14 +108,14 @@ class LabelCounts(Stage):
         return {"label_counts/examples": len(train), "label_counts/labels": len(counts)}
 
 
-registry.register_stage(LabelCounts())
+stage_kinds.register_stage(LabelCounts())
 '''
 
 
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
     """Write a module into a directory on sys.path; the registries it fills are restored afterwards."""
-    saved = dict(registry.TASK_TYPES), dict(registry.FORMATS), list(stage_kinds.STAGES)
+    saved = dict(catalog.TASK_TYPES), dict(catalog.FORMATS), list(stage_kinds.STAGES)
     (tmp_path / "plugins").mkdir()
     monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
     written = []
@@ -129,7 +129,7 @@ def plugin(tmp_path, monkeypatch):
     yield write
     for name in written:
         sys.modules.pop(name, None)
-    for table, before in zip((registry.TASK_TYPES, registry.FORMATS, stage_kinds.STAGES), saved):
+    for table, before in zip((catalog.TASK_TYPES, catalog.FORMATS, stage_kinds.STAGES), saved):
         table.clear()
         table.update(before) if isinstance(table, dict) else table.extend(before)
 
@@ -192,7 +192,7 @@ def test_a_task_type(plugin, tmp_path, write_workflow, quickstart_tree):
     dataset = config.finetune.datasets[0]
     test = load_splits(dataset, config.dataset_path)["test"]
     (tmp_path / "scored").mkdir()
-    metrics = run_evaluate(registry.task_for(dataset), test, model_dir=tmp_path / "general",
+    metrics = run_evaluate(catalog.task_for(dataset), test, model_dir=tmp_path / "general",
                            labels=["negative", "positive"], max_length=32, batch_size=2, output=tmp_path / "scored",
                            title="moods")
     assert list(metrics) == ["polarity/test_balanced_accuracy"] and metrics[list(metrics)[0]] == 0.5  # one class

@@ -11,16 +11,16 @@ from bioray.pipeline.stages.base import Node
 from bioray.pipeline.stages.evaluate import Evaluate, EvaluateParams
 from bioray.pipeline.stages.finetune import Finetune, FinetuneParams
 from bioray.pipeline.terminal import _headline
-from bioray.tasks import registry
+from bioray.tasks import catalog
 
 
 def _entry(task: str) -> DatasetConfig:
     return DatasetConfig.model_validate({"name": "x", "task": task, "train": "a", "test": "b"})
 
 
-@pytest.mark.parametrize("task", list(registry.TASK_TYPES))
+@pytest.mark.parametrize("task", list(catalog.TASK_TYPES))
 def test_every_task_types_metrics_are_its_evaluations_headline(task):
-    cls = registry.task_class(task)
+    cls = catalog.task_class(task)
     node = Node("evaluate/x/seed-1", Evaluate(), {}, EvaluateParams.model_construct(dataset=_entry(task)))
     headline = Evaluate().headline_for(node)
     assert headline[0] == names.test_score(task, cls.primary_metric)

@@ -8,8 +8,8 @@ import pytest
 
 from bioray.config import ConfigError, DatasetConfig
 from bioray.pipeline.inputs import load_checked
+from bioray.tasks.catalog import TASK_TYPES, task_for
 from bioray.tasks.published import benchmark_of, published
-from bioray.tasks.registry import TASK_TYPES, task_for
 from bioray.tasks.report import build_report
 
 # every dataset of the BioBERT paper's NER/RE/QA tables and of BLURB's table, by its entry here

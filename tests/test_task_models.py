@@ -102,7 +102,7 @@ def test_logged_pipeline_with_first_sub_token_aggregation_finds_the_same_entitie
 
 
 def test_each_evaluation_is_a_version_and_the_dev_best_gets_the_alias(tagger, logged, store, tmp_path):
-    from bioray.pipeline.register_tasks import TaskVersion, run_register_tasks
+    from bioray.pipeline.stages.register_task import TaskVersion, run_register_tasks
     from bioray.tracking.context import RunContext
 
     client, experiment = store

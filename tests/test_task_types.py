@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bioray.config import DatasetConfig
-from bioray.tasks import registry
+from bioray.tasks import catalog
 from bioray.tasks.base import Task
 from bioray.tasks.batching import pad_inputs
 
@@ -52,9 +52,9 @@ class MentionsDrugTask(Task):
 
 @pytest.fixture
 def toy_task():
-    registry.register_task(MentionsDrugTask.name, MentionsDrugTask)
+    catalog.register_task(MentionsDrugTask.name, MentionsDrugTask)
     yield MentionsDrugTask.name
-    registry.TASK_TYPES.pop(MentionsDrugTask.name)
+    catalog.TASK_TYPES.pop(MentionsDrugTask.name)
 
 
 @pytest.fixture
@@ -79,11 +79,11 @@ def test_a_task_type_registered_from_outside_runs_end_to_end(toy_task, encoder, 
            "We met at noon.\tno\n"
     (tmp_path / "toy.tsv").write_text(rows)
     dataset = DatasetConfig(name="toy", task=toy_task, train=str(tmp_path / "toy.tsv"), test=str(tmp_path / "toy.tsv"))
-    assert registry.entry_problems(dataset, "finetune.datasets[0]") == []
+    assert catalog.entry_problems(dataset, "finetune.datasets[0]") == []
     splits = load_splits(dataset, Path)
     assert [e.label for e in splits["train"]] == [True, False, True, False]  # the task's own labels
 
-    task = registry.task_for(dataset)
+    task = catalog.task_for(dataset)
     tokenizer = AutoTokenizer.from_pretrained(str(encoder))
     labels = task.label_list(splits["train"])
     model = task.build_model(str(encoder), labels)

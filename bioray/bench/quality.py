@@ -185,7 +185,7 @@ def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[in
 
 def _table(results: dict, config) -> dict:
     """Per arm and dataset: primary test metric (0-1) mean +- std over seeds, pretraining tokens and seconds."""
-    from bioray.tasks.registry import task_for
+    from bioray.tasks.catalog import task_for
 
     primary = {d.name: test_score(d.task, task_for(d).metric) for d in config.finetune.datasets}
     pretraining = {name.partition("/")[2] or "scratch": r.metrics for name, r in results.items()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bioray.config import ConfigError, WorkflowConfig, entry_key, is_mlflow_uri, load_workflow
 from bioray.corpus.files import list_source_files
-from bioray.tasks import registry
+from bioray.tasks import catalog
 from bioray.tasks.published import benchmark_problems
 from bioray.tasks.splits import dataset_problems
 
@@ -25,8 +25,8 @@ def check_inputs(config: WorkflowConfig, read_datasets: bool = False) -> None:
             problems.append(f"{entry_key('ingest.sources', i, source.name)}.path: no {source.format} files at {path}")
     for i, dataset in enumerate(config.finetune.datasets):
         where = entry_key("finetune.datasets", i, dataset.name)
-        entry = registry.entry_problems(dataset, where)
-        entry = entry or [f"{where}.{p}" for p in benchmark_problems(dataset, registry.task_for(dataset).metric)]
+        entry = catalog.entry_problems(dataset, where)
+        entry = entry or [f"{where}.{p}" for p in benchmark_problems(dataset, catalog.task_for(dataset).metric)]
         problems += entry
         if not entry:
             missing = _missing_files(config, dataset, where)
@@ -45,7 +45,7 @@ def check_inputs(config: WorkflowConfig, read_datasets: bool = False) -> None:
 
 
 def _missing_files(config: WorkflowConfig, dataset, where: str) -> list[str]:
-    missing, options = [], registry.format_for(dataset).options
+    missing, options = [], catalog.format_for(dataset).options
     paths = {key: getattr(dataset, key) for key in ("train", "dev", "test", "path")}
     for key, relative in {**paths, **{key: getattr(options, key) for key in options.file_keys}}.items():
         if relative is not None and not config.dataset_path(relative).exists():

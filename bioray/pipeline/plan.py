@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bioray.config import WorkflowConfig
 from bioray.pipeline.closure import SOURCE_ROOT, code_digest
-from bioray.pipeline.registry import STAGES
+from bioray.pipeline.stage_kinds import STAGES
 from bioray.pipeline.stages.base import Node
 
 

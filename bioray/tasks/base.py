@@ -1,5 +1,5 @@
 """The Task protocol: what a task type knows. One class per task type (bioray.tasks.ner, relation,
-similarity, doc_classification, qa_yesno, qa_factoid, qa_list), registered once in bioray.tasks.registry.
+similarity, doc_classification, qa_yesno, qa_factoid, qa_list), registered once in bioray.tasks.catalog.
 
 A task type turns examples into model inputs and back: its labels, its Hugging Face head, encoding
 and batching, prediction, and the paper metric it is scored by: `primary_metric`, or the one of
@@ -16,7 +16,7 @@ from bioray.tasks.examples import DatasetError
 
 
 class Task(ABC):
-    name: ClassVar[str]  # the registry key and the `task:` of a dataset entry
+    name: ClassVar[str]  # its key in bioray.tasks.catalog and the `task:` of a dataset entry
     primary_metric: ClassVar[str]  # the key of score() ranked by unless the entry chooses another
     metrics: ClassVar[tuple[str, ...]] = ()  # the other keys of score() an entry's `metric:` may choose
     formats: ClassVar[tuple[str, ...]]  # the file formats it reads; the first is the default

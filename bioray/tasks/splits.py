@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bioray.tasks.catalog import format_for, task_for
 from bioray.tasks.examples import DatasetError
 from bioray.tasks.formats.base import Resolve
-from bioray.tasks.registry import format_for, task_for
 
 
 def dataset_files(dataset, resolve: Resolve) -> list[Path]:
@@ -16,7 +16,7 @@ def dataset_files(dataset, resolve: Resolve) -> list[Path]:
 
 
 def load_splits(dataset, resolve: Resolve, fold: int | None = None) -> dict[str, list]:
-    """train / dev (when there is one) / test examples of a registry entry (of one fold for k-fold entries)."""
+    """train / dev (when there is one) / test examples of a dataset entry (of one fold for k-fold entries)."""
     task = task_for(dataset)
     splits = format_for(dataset).splits(dataset, resolve, fold)
     for examples in splits.values():

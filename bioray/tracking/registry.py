@@ -1,5 +1,5 @@
 """Versions in the MLflow model registry: a logged model registered under a name, optionally an alias
-pointed at it, its scores and facts as version tags. The encoder (bioray.pipeline.register) and the
+pointed at it, its scores and facts as version tags. The encoder (the register stage) and the
 fine-tuned task models (the register-task stage) are registered through here, the same way."""
 
 from __future__ import annotations

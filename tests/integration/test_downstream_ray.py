@@ -14,8 +14,8 @@ from transformers import BertConfig, BertForMaskedLM
 from bioray.config import DatasetConfig, FinetuneConfig
 from bioray.data.vocab import train_wordpiece
 from bioray.pipeline.inputs import load_checked
+from bioray.tasks.catalog import task_for
 from bioray.tasks.evaluate import run_evaluate
-from bioray.tasks.registry import task_for
 from bioray.tasks.splits import load_splits
 from bioray.tracking.context import RunContext
 from bioray.train.finetune import run_finetune

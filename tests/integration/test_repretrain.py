@@ -55,7 +55,7 @@ def _register_champion(tmp_path: Path, data_root: Path, uri: str, name: str = "c
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
     from bioray.config import RegisterConfig
-    from bioray.pipeline.register import run_register
+    from bioray.pipeline.stages.register import run_register
     from bioray.tracking.context import RunContext
     from bioray.tracking.store import activate
     from tests.support.workflows import mlflow_state_kept

@@ -13,7 +13,7 @@ from bioray.metric_names import best_dev, test_score
 from bioray.pipeline.stages.arms import Coordinate, dataset_of, evaluations, fine_tuning_runs, instance_name
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
 from bioray.pipeline.stages.finetune import dataset_files
-from bioray.tasks import registry
+from bioray.tasks import catalog
 
 
 class EvaluateParams(BaseModel):
@@ -39,12 +39,12 @@ class Evaluate(Stage):
                                     max_length=config.finetune.for_dataset(dataset).max_length)
             runs = tuple(instance_name("finetune", config, run) for run in fine_tuning_runs(config, at))
             nodes.append(Node(instance_name("evaluate", config, at), self, {"runs": runs},
-                              params, dataset_files(config, dataset), registry.code_modules(dataset)))
+                              params, dataset_files(config, dataset), catalog.code_modules(dataset)))
         return nodes
 
     def headline_for(self, node: Node) -> tuple[str, ...]:
         """The entry's metric first, then the rest its task type scores."""
-        task = registry.task_for(node.params.dataset)
+        task = catalog.task_for(node.params.dataset)
         return tuple(dict.fromkeys(test_score(task.name, m) for m in (task.metric, task.primary_metric, *task.metrics)))
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
@@ -52,7 +52,7 @@ class Evaluate(Stage):
         from bioray.tasks.splits import load_splits
 
         params: EvaluateParams = node.params
-        task = registry.task_for(params.dataset)
+        task = catalog.task_for(params.dataset)
         runs = inputs["runs"]
         chosen_name, tuned = choose(runs, task.metric)
         test = load_splits(params.dataset, env.dataset_path, params.at.fold)["test"]

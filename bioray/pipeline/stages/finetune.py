@@ -20,7 +20,7 @@ from bioray.pipeline.stages.arms import (
     instance_name,
 )
 from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput
-from bioray.tasks import registry
+from bioray.tasks import catalog
 
 
 class FinetuneParams(BaseModel):
@@ -73,21 +73,21 @@ class Finetune(Stage):
                 params = FinetuneParams(training=config.finetune.for_dataset(dataset, run.lr), dataset=dataset,
                                         at=run, encoder_model=model)
                 nodes.append(Node(instance_name("finetune", config, run), self, {"encoder": source}, params,
-                                  dataset_files(config, dataset), registry.code_modules(dataset)))
+                                  dataset_files(config, dataset), catalog.code_modules(dataset)))
         return nodes
 
     def training_workers(self, node: Node) -> int:
         return node.params.training.num_workers
 
     def headline_for(self, node: Node) -> tuple[str, ...]:
-        return (best_dev(registry.task_for(node.params.dataset).metric),)
+        return (best_dev(catalog.task_for(node.params.dataset).metric),)
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.tasks.splits import load_splits
         from bioray.train.finetune import run_finetune
 
         params: FinetuneParams = node.params
-        task = registry.task_for(params.dataset)
+        task = catalog.task_for(params.dataset)
         splits = load_splits(params.dataset, env.dataset_path, params.at.fold)  # bad data fails here, before any worker
         labels = task.label_list(splits["train"], splits.get("dev", []))
         encoder = inputs["encoder"]

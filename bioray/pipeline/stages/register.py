@@ -3,7 +3,9 @@ gate on its report scores."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -11,6 +13,9 @@ from bioray.config import RegisterConfig, TaskModelsConfig, WorkflowConfig
 from bioray.metric_names import is_stage_metric, report_prefix
 from bioray.pipeline.stages.arms import Coordinate, encoder_source, named_arms, registered_arm
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
+
+if TYPE_CHECKING:  # mlflow is imported by the run, not by planning
+    from bioray.tracking.context import RunContext
 
 
 class RegisterParams(BaseModel):
@@ -41,8 +46,6 @@ class Register(Stage):
                      params)]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
-        from bioray.pipeline.register import run_register
-
         params: RegisterParams = node.params
         scores = {f"{at.label}/{metric}": value for name, at in params.evaluations.items()
                   for metric, value in inputs["evaluations"][name].metrics.items() if not is_stage_metric(metric)}
@@ -51,3 +54,30 @@ class Register(Stage):
                   if k.startswith(arm_prefix)}
         return run_register(params.registry, encoder_dir=inputs["encoder"].path / params.encoder_model,
                             scores=scores, report_scores=report, context=env.context, output=output)
+
+
+def run_register(config: RegisterConfig, *, encoder_dir: Path, scores: dict[str, float],
+                 report_scores: dict[str, float], context: RunContext, output: Path) -> dict:
+    """Log the encoder as an MLflow transformers model, register it, point the alias at it, and put it
+    through the champion/challenger gate (the report's scores are the version's tags the gate reads).
+
+    The HF files (config.json, model.safetensors, tokenizer) are under the model's `model/` folder:
+    `AutoModel.from_pretrained(download_artifacts("models:/bioray-encoder@challenger") + "/model")`.
+    """
+    from bioray.pipeline.gate import run_gate
+    from bioray.tracking.models import log_transformers_model
+    from bioray.tracking.registry import register_version
+
+    info = log_transformers_model(encoder_dir, context.run_id, "encoder")
+    client = context.client
+    registration = register_version(client, info.model_uri, config.model_name, config.alias,
+                                    {**scores, **report_scores}, {"hf_subdir": "model"})
+    version = registration["version"]
+    (output / "registration.json").write_text(json.dumps(registration, indent=2))
+    metrics = {"register/version": int(version)}
+    if config.gate.enabled:
+        decision = run_gate(client, config.model_name, version, config.gate, output)
+        metrics["gate/promoted"] = int(decision["promote"])
+        metrics.update({f"gate/{side}_score": decision[f"{side}_score"] for side in ("challenger", "champion")
+                        if decision[f"{side}_score"] is not None})
+    return metrics

@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from bioray.config import WorkflowConfig
 from bioray.pipeline.stages.arms import Coordinate, named_arms
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
+from bioray.tasks.catalog import task_for
 from bioray.tasks.published import benchmark_of
-from bioray.tasks.registry import task_for
 
 
 class ReportParams(BaseModel):

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from bioray.config import TagConfig, WorkflowConfig
 from bioray.pipeline.stages.arms import Coordinate, registered_arm
 from bioray.pipeline.stages.base import Node, Stage, StageEnv
-from bioray.tasks import registry
+from bioray.tasks import catalog
 
 
 class TagParams(BaseModel):
@@ -34,7 +34,7 @@ class Tag(Stage):
         evaluation = next(n for n in upstream if n.kind == "evaluate" and n.params.at == at)
         return [Node(f"tag/{dataset.name}", self, {"runs": evaluation.needs["runs"], "corpus": "ingest"},
                      TagParams(tag=config.tag, max_length=config.finetune.for_dataset(dataset).max_length,
-                               metric=registry.task_for(dataset).metric))]
+                               metric=catalog.task_for(dataset).metric))]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.pipeline.stages.evaluate import choose

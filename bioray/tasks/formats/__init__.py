@@ -1,2 +1,2 @@
-"""Dataset file formats: each module reads one format into bioray.tasks.examples objects; the registry
-(bioray.tasks.registry.FORMATS) names them."""
+"""Dataset file formats: each module reads one format into bioray.tasks.examples objects;
+bioray.tasks.catalog.FORMATS names them."""
