@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -257,7 +258,7 @@ def bench() -> None:
     """Benchmarks (speed is measured here, never asserted in tests)."""
 
 
-def _bench(as_json: bool, measure, render) -> None:
+def run_bench(as_json: bool, measure, render) -> None:
     """Run a bench; print the table its module renders, or its result as one JSON object: then stdout
     carries only that, everything printed meanwhile (Ray's forwarded worker logs included) going to
     stderr, and Ray is shut down first (its log thread prints late)."""
@@ -295,8 +296,8 @@ def bench_tokenize_command(data, tokenizer, seq_len, scales, as_json):
     """Raw tokenizer vs. the Ray Data tokenize+pack stage vs. ingest, in one run."""
     from bioray.bench.tokenize import bench_tokenize_scales, render
 
-    _bench(as_json, lambda: bench_tokenize_scales(Path(data), Path(tokenizer) if tokenizer else None, seq_len,
-                                                  scales), render)
+    run_bench(as_json, lambda: bench_tokenize_scales(Path(data), Path(tokenizer) if tokenizer else None, seq_len,
+                                                     scales), render)
 
 
 def _scales(value: str) -> list[int]:
@@ -332,8 +333,9 @@ def bench_pretrain_command(data, tokenizer, device, size, seq_lens, budget, as_j
     from bioray.bench.pretrain import bench_pretrain, render
 
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubmed-raw" / "abstracts_one_per_line"
-    _bench(as_json, lambda: bench_pretrain(Path(data) if data else default, Path(tokenizer) if tokenizer else None,
-                                           budget, device=device, seq_lens=tuple(seq_lens) or None, size=size), render)
+    run_bench(as_json, lambda: bench_pretrain(Path(data) if data else default, Path(tokenizer) if tokenizer else None,
+                                              budget, device=device, seq_lens=tuple(seq_lens) or None, size=size),
+              render)
 
 
 @bench.command(name="finetune")
@@ -362,9 +364,9 @@ def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max
     from bioray.bench.finetune import bench_finetune, render
 
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "NCBI-disease" / "biobert"
-    _bench(as_json, lambda: bench_finetune(Path(data) if data else default, Path(model) if model else None,
-                                           epochs=epochs, seeds=tuple(int(s) for s in seeds.split(",")), lr=lr,
-                                           batch_size=batch_size, size=size, max_train=max_train), render)
+    run_bench(as_json, lambda: bench_finetune(Path(data) if data else default, Path(model) if model else None,
+                                              epochs=epochs, seeds=tuple(int(s) for s in seeds.split(",")), lr=lr,
+                                              batch_size=batch_size, size=size, max_train=max_train), render)
 
 
 @bench.command(name="quality")
@@ -396,10 +398,10 @@ def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     default = Path(__file__).resolve().parents[1] / "workflows" / "miniature.yaml"
     try:
-        _bench(as_json, lambda: bench_quality(Path(workflow) if workflow else default, Path(workdir).resolve(),
-                                              arms.split(","), [int(s) for s in seeds.split(",")],
-                                              datasets.split(",") if datasets else None, max_train or None,
-                                              budget_tokens, budget_minutes), render)
+        run_bench(as_json, lambda: bench_quality(Path(workflow) if workflow else default, Path(workdir).resolve(),
+                                                 arms.split(","), [int(s) for s in seeds.split(",")],
+                                                 datasets.split(",") if datasets else None, max_train or None,
+                                                 budget_tokens, budget_minutes), render)
     except (ValueError, ConfigError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -482,6 +484,17 @@ def validate(workflow, overrides):
     config = _load(workflow, overrides, read_datasets=True)
     click.echo(f"{workflow}: ok (data_root {config.data_root})")
 
+
+def _plugin_benches() -> None:
+    """Benchmarks other packages add: click commands of the `bioray.bench` entry point group."""
+    for entry in importlib.metadata.entry_points(group="bioray.bench"):
+        try:
+            bench.add_command(entry.load(), name=entry.name)
+        except Exception as exc:  # a broken plugin must not take the other commands with it
+            click.echo(f"bioray bench {entry.name}: not loaded ({type(exc).__name__}: {exc})", err=True)
+
+
+_plugin_benches()
 
 if __name__ == "__main__":
     main()

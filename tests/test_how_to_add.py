@@ -1,6 +1,7 @@
 """The recipes of docs/development.md ("How to add ...") done as a new contributor would: each adds a
 dataset format with its own option, a task type or a stage kind from a module outside bioray (written
-here into a temporary directory), named in a workflow's `plugins`, and uses it as a workflow would."""
+here into a temporary directory), named in a workflow's `plugins`, and uses it as a workflow would; a
+benchmark from a package of its own, found by the CLI through its entry point."""
 
 from __future__ import annotations
 
@@ -109,6 +110,41 @@ class LabelCounts(Stage):
 
 
 stage_kinds.register_stage(LabelCounts())
+'''
+
+SPLIT_BENCH = '''
+import time
+
+import click
+
+from bioray.cli import run_bench
+
+
+def measure(text: str, repeats: int) -> dict:
+    """str.split against the regular expression it replaces, on the same text, in one run."""
+    import re
+
+    timings = {}
+    for name, split in (("split", str.split), ("regex", re.compile(r"\\S+").findall)):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            words = split(text)
+        timings[name] = time.perf_counter() - started
+    return {"words": len(words), "repeats": repeats, **{f"{n}_s": t for n, t in timings.items()},
+            "ratio": timings["regex"] / timings["split"]}
+
+
+def render(result: dict) -> str:
+    return (f"{result['words']} words x {result['repeats']}: split {result['split_s']:.4f} s, regex "
+            f"{result['regex_s']:.4f} s, ratio {result['ratio']:.2f}")
+
+
+@click.command()
+@click.option("--repeats", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def split_words(repeats, as_json):
+    """str.split vs. a regular expression on the same text."""
+    run_bench(as_json, lambda: measure("Aspirin lowers fever in adults. " * 200, repeats), render)
 '''
 
 
@@ -223,3 +259,25 @@ def test_a_stage_kind(plugin, ray_session, tmp_path, data_root):
     assert 0 < result.metrics["label_counts/examples"] <= len(train) + 1
     assert result.metrics["label_counts/labels"] == 3  # B, I, O
     assert again.results["label-counts/ncbi-disease"].key == result.key  # the second run found it cached
+
+
+def test_a_benchmark(tmp_path):
+    """A package's `bioray.bench` entry point becomes `bioray bench <name>`: its table, or --json."""
+    import json
+
+    from tests.support.cli import run_bioray
+
+    (tmp_path / "split_bench.py").write_text(textwrap.dedent(SPLIT_BENCH))
+    info = tmp_path / "split_bench-0.1.dist-info"  # what `pip install` of a package with the entry point writes
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: split-bench\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[bioray.bench]\nsplit-words = split_bench:split_words\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    table = run_bioray("bench", "split-words", "--repeats", "3", env=env, timeout=300)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith("1000 words x 3: split ") and "ratio" in table.stdout
+    measured = run_bioray("bench", "split-words", "--repeats", "3", "--json", env=env, timeout=300)
+    result = json.loads(measured.stdout)  # stdout holds the JSON alone
+    assert result["words"] == 1000 and result["ratio"] > 0
+    listed = run_bioray("bench", "--help", env=env, timeout=300).stdout
+    assert "split-words" in listed and "str.split vs. a regular expression" in listed
