@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -34,21 +35,25 @@ def _load(workflow: str, overrides: tuple[str, ...], address: str | None = None,
     try:
         config = load_checked(workflow, list(overrides), read_datasets)
     except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _fail(str(exc))
     if address:
         config.ray.address = address
     return config
 
 
+def _fail(message: str) -> NoReturn:
+    """The one way a command stops on bad input: `error: <message>` on the terminal, exit status 2."""
+    click.echo(f"error: {message}", file=terminal.err)
+    sys.exit(2)
+
+
 def _or_exit(action):
-    """action(), or exit 2 with the message of a config error found only now (an unresolvable model URI,
+    """action(), or _fail with the message of a config error found only now (an unresolvable model URI,
     a stage path that a symlink in the workdir sends elsewhere)."""
     try:
         return action()
     except (ConfigError, UnsafePath) as exc:
-        click.echo(f"error: {exc}", file=terminal.err)
-        sys.exit(2)
+        _fail(str(exc))
 
 
 def _run_scheduled(config, workflow_file: str, quiet: bool):
@@ -70,8 +75,7 @@ def _run(workflow: str, overrides, address, stage: str | None, force: tuple[str,
          verbose: bool = False) -> None:
     config = _load(workflow, overrides, address, read_datasets=True)
     if config.repretrain is not None and stage is None and force:
-        click.echo("error: --force does not apply to a scheduled re-pretraining run", err=True)
-        sys.exit(2)
+        _fail("--force does not apply to a scheduled re-pretraining run")
     from datetime import datetime
 
     from bioray.console import pipeline_output
@@ -359,7 +363,7 @@ def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max
     import importlib.util
 
     if importlib.util.find_spec("accelerate") is None:
-        raise click.ClickException("the HF Trainer baseline needs accelerate: pip install -e '.[bench]'")
+        _fail("the HF Trainer baseline needs accelerate: pip install -e '.[bench]'")
 
     from bioray.bench.finetune import bench_finetune, render
 
@@ -391,8 +395,7 @@ def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens
     from bioray.bench.quality import DEFAULT_BUDGET_MINUTES, bench_quality, render
 
     if budget_minutes is not None and budget_tokens is not None:
-        click.echo("error: give --budget-minutes or --budget-tokens, not both", err=True)
-        sys.exit(2)
+        _fail("give --budget-minutes or --budget-tokens, not both")
     if budget_tokens is None and budget_minutes is None:
         budget_minutes = DEFAULT_BUDGET_MINUTES
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -403,8 +406,7 @@ def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens
                                                  datasets.split(",") if datasets else None, max_train or None,
                                                  budget_tokens, budget_minutes), render)
     except (ValueError, ConfigError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _fail(str(exc))
 
 
 def _model_directory(uri: str, workflow: str | None):
@@ -420,8 +422,7 @@ def _model_directory(uri: str, workflow: str | None):
     try:
         return resolve_model(uri, tracking)
     except (OSError, ValueError) as exc:
-        click.echo(f"error: --model {exc}", err=True)
-        sys.exit(2)
+        _fail(f"--model {exc}")
 
 
 model_workflow_option = click.option("--workflow", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -448,8 +449,7 @@ def predict(uri, workflow, source, max_length, batch_size):
     try:
         results = Predictor(directory)(lines, max_length, batch_size)
     except (OSError, ValueError) as exc:
-        click.echo(f"error: --model {uri}: {exc}", err=True)
-        sys.exit(2)
+        _fail(f"--model {uri}: {exc}")
     for number, (line, result) in enumerate(zip(lines, results), start=1):
         click.echo(json.dumps({"line": number, "text": line, **result}))
 
