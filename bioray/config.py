@@ -116,6 +116,7 @@ class VocabConfig(Section):
     sample_docs: int = Field(100_000, ge=1, description="Train on about this many documents, sampled uniformly from "
                                                         "the corpus.")
     min_frequency: int = Field(2, ge=1, description="Minimum count of a WordPiece to enter the vocabulary.")
+    seed: int = Field(0, description="Seed of the document sample (a seeded hash of each document id).")
     init_checkpoint: str | None = Field(
         None, description="HF checkpoint directory whose vocabulary is reused (BioBERT-style); skips training."
     )

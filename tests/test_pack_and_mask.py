@@ -137,14 +137,16 @@ def test_whole_word_masking_takes_every_piece_of_a_chosen_word():
 
 
 def test_held_out_documents_are_chosen_by_a_seeded_hash_of_their_id():
-    from bioray.data.tokenize import heldout_mask
+    from bioray.data.ingest import seeded_slice
 
     ids = [f"pmid:{i}" for i in range(20_000)]
-    mask = heldout_mask(ids, 0.05, seed=0)
+    mask = seeded_slice(ids, 0.05, 0, "heldout")
     assert 0.04 < mask.mean() < 0.06  # about the fraction asked for
-    assert (heldout_mask(ids[::-1], 0.05, seed=0) == mask[::-1]).all()  # per document, whatever the batch order
-    assert (heldout_mask(ids, 0.05, seed=1) != mask).any()  # another seed, another slice
-    assert not heldout_mask(ids, 0.0, seed=0).any()
+    assert (seeded_slice(ids[::-1], 0.05, 0, "heldout") == mask[::-1]).all()  # per document, whatever the order
+    assert (seeded_slice(ids, 0.05, 1, "heldout") != mask).any()  # another seed, another slice
+    assert (seeded_slice(ids, 0.05, 0, "vocab") != mask).any()  # another purpose, another slice
+    assert not seeded_slice(ids, 0.0, 0, "heldout").any()
+    assert seeded_slice(ids, 1.0, 0, "vocab").all()
 
 
 def test_unigram_loss_is_the_entropy_of_the_real_non_special_tokens(tmp_path):

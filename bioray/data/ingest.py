@@ -103,6 +103,17 @@ def bucket_of(value: str, buckets: int) -> int:
     return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "little") % buckets
 
 
+def seeded_slice(doc_ids: list[str], fraction: float, seed: int, purpose: str) -> np.ndarray:
+    """Which documents fall in a seeded slice of about `fraction` of the corpus (the held-out documents,
+    the vocabulary's sample): a hash of (purpose, seed, document id), so the same documents whichever
+    file, row group, batch, worker or run sees them; another purpose or seed, an independent slice."""
+    if fraction <= 0:
+        return np.zeros(len(doc_ids), dtype=bool)
+    draws = [int.from_bytes(hashlib.sha256(f"{purpose}:{seed}:{d}".encode()).digest()[:8], "little") / 2**64
+             for d in doc_ids]
+    return np.array(draws, dtype=np.float64) < fraction
+
+
 def text_hash(text: str) -> str:
     """Hash of the normalised text (case and whitespace folded): equal for exact duplicates."""
     return hashlib.sha1(" ".join(text.lower().split()).encode()).hexdigest() if text else ""

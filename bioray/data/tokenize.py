@@ -26,23 +26,13 @@ import ray
 from transformers import AutoTokenizer
 
 from bioray.config import TokenizeConfig
-from bioray.data.ingest import document_counts
+from bioray.data.ingest import document_counts, seeded_slice
 from bioray.data.pack import pack_documents, pack_stream
 from bioray.data.row_groups import actor_pool, batches, read_unit, row_group_units, temporary_path, units_dataset
 from bioray.data.streaming import capped, release_memory
 
 COUNT_COLUMNS = ("part", "seq_len", "shard", "source", "sequences", "tokens", "node")  # one row per shard written
 ENCODE_CHUNK = 64  # documents per tokenizer call (docs/performance.md, Measured choices)
-
-
-def heldout_mask(doc_ids: list[str], fraction: float, seed: int) -> np.ndarray:
-    """Which documents are held out of pretraining: a seeded hash of the document id, so the same
-    documents whichever batch, actor or run (and an incremental run) sees them."""
-    if fraction <= 0:
-        return np.zeros(len(doc_ids), dtype=bool)
-    draws = [int.from_bytes(hashlib.sha256(f"heldout:{seed}:{d}".encode()).digest()[:8], "little") / 2**64
-             for d in doc_ids]
-    return np.array(draws) < fraction
 
 
 def batch_rng(seed: int, first_doc_id: str) -> np.random.Generator:
@@ -87,7 +77,7 @@ class TokenizePacker:
         """Tokenize the batch once, pack it at every sequence length, write one shard per length (and
         add its counts to rows); the held-out documents (never trained on) are packed apart, at the
         first length only."""
-        heldout = heldout_mask(batch.column("doc_id").to_pylist(), self.heldout_fraction, self.seed)
+        heldout = seeded_slice(batch.column("doc_id").to_pylist(), self.heldout_fraction, self.seed, "heldout")
         parts = [("train", ~heldout, self.output_dirs)]
         if self.heldout_dir is not None:
             first = min(self.output_dirs)

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from bioray.config import TokenizeConfig
 from bioray.data.tokenize import run_tokenize
-from bioray.data.vocab import sample_texts
+from bioray.data.vocab import TextSample
 
 
 def _rows(directory) -> list[tuple]:
@@ -24,7 +24,7 @@ def _rows(directory) -> list[tuple]:
 def test_vocab_trains_on_a_sample_of_the_whole_corpus(small_corpus):
     documents = small_corpus["documents"]
     total = pads.dataset(str(documents), format="parquet").count_rows()
-    sample = list(sample_texts(documents, 200))
+    sample = list(TextSample(documents, 200))
     assert 120 < len(sample) < 280 < total  # about the requested size, not the whole corpus
     tokenizer = AutoTokenizer.from_pretrained(str(small_corpus["tokenizer"]))
     assert 1000 < len(tokenizer) <= 3000 and tokenizer.mask_token == "[MASK]"
