@@ -185,8 +185,9 @@ _stage_commands()
 @main.command()
 @workflow_argument
 @set_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def status(workflow, overrides, as_json):
+@click.option("--digests", is_flag=True, help="Show each cached output's content digest (compare two workdirs).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table (digests included).")
+def status(workflow, overrides, digests, as_json):
     """List each stage of WORKFLOW as cached, running, interrupted, failed or stale, with its key and output."""
     config = _load(workflow, overrides)
     from bioray.pipeline.stage_state import STATUSES, stage_status
@@ -196,7 +197,8 @@ def status(workflow, overrides, as_json):
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['stage']:36s} {row['status']:11s} {row['key']}  {row['output']}"
+        shown = f"{row.get('digest') or '-':16s}  " if digests else ""
+        click.echo(f"{row['stage']:36s} {row['status']:11s} {row['key']}  {shown}{row['output']}"
                    + (f"\n{'':36s} {row['error']}" if row.get("error") else ""))
     counts = {status: sum(row["status"] == status for row in rows) for status in STATUSES}
     click.echo(f"{len(rows)} stages: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))

@@ -221,6 +221,9 @@ class PretrainConfig(Section):
     init_checkpoint: str | None = Field(None, description="HF checkpoint directory to continue pretraining from.")
     num_workers: int = Field(2, ge=1, description="Ray Train workers.")
     use_gpu: bool = Field(False, description="One GPU per worker, NCCL, bf16-capable.")
+    deterministic: bool = Field(False, description="Deterministic kernels on GPU (torch's deterministic algorithms, "
+                                "cuBLAS's fixed workspace, flash-attn's deterministic backward): the same run twice "
+                                "gives the same weights, at some speed; CPU runs are deterministic without it.")
     steps: int = Field(1000, ge=1, description="Optimizer steps.")
     global_batch_size: int = Field(256, ge=1, description="Sequences per optimizer step, all workers together.")
     micro_batch_size: int = Field(32, ge=1, description="Sequences per worker per forward pass.")
@@ -351,6 +354,7 @@ class TrainingConfig(Section):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps spent warming up.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers per fine-tuning run.")
     use_gpu: bool = Field(False, description="One GPU per worker, NCCL.")
+    deterministic: bool = Field(False, description="Deterministic kernels on GPU (as pretrain.deterministic).")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="fp32, or bf16 autocast (weights and "
                                                "optimizer stay fp32).")
     zero_stage: Literal[0, 1, 2] | None = Field(

@@ -5,6 +5,7 @@ parsed in another. A stage's MLflow metrics are `<family>/<name>`: `finetune/bes
 from __future__ import annotations
 
 STAGE_SECONDS = "stage/seconds"  # every stage's wall time (bioray.pipeline.execute)
+STAGE_REPRODUCED = "stage/reproduced"  # a forced rerun: 1 when its output equals the one it replaced
 _STAGE, _REPORT, _TEST = "stage/", "report/", "/test_"
 
 

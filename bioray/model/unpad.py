@@ -78,7 +78,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real: Re
         kernel = _flash_varlen()
         if kernel is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
             return kernel(q, k, v, real.cu_seqlens, real.cu_seqlens, real.max_len, real.max_len, dropout_p=dropout,
-                          softmax_scale=scale)
+                          softmax_scale=scale, deterministic=torch.are_deterministic_algorithms_enabled())
         _warn_once("attention flash_varlen needs flash-attn, a GPU and bf16/fp16 here; using SDPA instead")
     # SDPA: full batches go maskless (flash kernel on GPU); padded ones through a padded copy and a key mask.
     def by_head(x):  # (nnz, heads, size) -> (B, heads, T, size)

@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 
 from bioray import progress
-from bioray.metric_names import STAGE_SECONDS
+from bioray.metric_names import STAGE_REPRODUCED, STAGE_SECONDS
+from bioray.pipeline.digest import DIGEST_FILE, content_digest, differing_files, read_digest
 from bioray.pipeline.plan import node_code
 from bioray.pipeline.stages.base import Node, StageEnv
 from bioray.workdir import Workdir
@@ -77,6 +78,15 @@ def execute_node(node: Node, key: str, env: StageEnv, input_types: dict[str, typ
         started = time.perf_counter()
         metrics = node.stage.run(node, inputs, tmp, env)
         metrics[STAGE_SECONDS] = time.perf_counter() - started
+        digest = content_digest(tmp, node.stage.volatile)
+        if env.replace and (replaced := read_digest(final)) is not None:  # forced: did it reproduce its output?
+            differing = differing_files(replaced, digest)
+            metrics[STAGE_REPRODUCED] = float(not differing)
+            digest["replaced"] = {"digest": replaced["digest"], "differing": differing}
+            if differing:
+                log.warning("%s: its new output differs from the one it replaces (same key) in %s: a stage that is "
+                            "not deterministic; please report it", node.name, ", ".join(differing[:5]))
+        (tmp / DIGEST_FILE).write_text(json.dumps(digest, indent=2))
         (tmp / "stage.yaml").write_text(yaml.safe_dump({"name": node.name, "key": key, "params": node.params_json(),
                                                         "code": node_code(node),
                                                         "inputs": {u.name: u.key for u in upstream}}, sort_keys=False))

@@ -12,8 +12,10 @@ import logging
 import os
 import socket
 import time
+from pathlib import Path
 
 from bioray.config import WorkflowConfig
+from bioray.pipeline.digest import read_digest
 from bioray.pipeline.events import StageFailed, StageFinished, StageStarted
 from bioray.pipeline.plan import build_plan, compute_keys, is_cached, stage_dir
 from bioray.workdir import Workdir
@@ -94,8 +96,8 @@ def _write(paths: Workdir, name: str, key: str, state: dict) -> None:
 
 
 def stage_status(config: WorkflowConfig) -> list[dict]:
-    """Every stage with its key, output location and status: cached (a committed output), running,
-    interrupted or failed (its state file, with the error), else stale."""
+    """Every stage with its key, output location and status: cached (a committed output, with its content
+    digest), running, interrupted or failed (its state file, with the error), else stale."""
     nodes = build_plan(config)
     keys = compute_keys(nodes)
     rows = []
@@ -104,6 +106,7 @@ def stage_status(config: WorkflowConfig) -> list[dict]:
         row = {"stage": node.name, "status": "stale", "key": key, "output": str(stage_dir(config, node.name, key))}
         if is_cached(config, node.name, key):
             row["status"] = "cached"
+            row["digest"] = (read_digest(Path(row["output"])) or {}).get("digest")  # None: made before digests
         elif (state := read(config.paths, node.name, key)) is not None:
             row["status"] = state["status"]
             if state.get("error"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 
-from bioray.metric_names import STAGE_SECONDS
+from bioray.metric_names import STAGE_REPRODUCED, STAGE_SECONDS
 from bioray.pipeline.events import Heartbeat, StageCached, StageFailed, StageFinished, StageStarted
 from bioray.pipeline.stages.base import Node
 from bioray.progress import Tail
@@ -52,6 +52,9 @@ class StageLines:
                     log.info("%s started", self._prefix(node.name))
                 log.info("%s done in %s%s", self._prefix(node.name),
                          _duration(result.metrics.get(STAGE_SECONDS, 0.0)), _headline(node, result.metrics))
+                if result.metrics.get(STAGE_REPRODUCED) == 0:
+                    log.warning("%s: forced again, it made a different output for the same key (%s): this stage "
+                                "is not deterministic; please report it", node.name, f"{result.path}/digest.json")
                 self._announce()
             case StageFailed(node):
                 self._poll(node.name, stop=True)

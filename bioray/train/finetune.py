@@ -26,6 +26,7 @@ from bioray.metric_names import best_dev
 from bioray.model.encoder import apply_fast_path
 from bioray.tracking.context import RunContext
 from bioray.tracking.outbox import SPILL_FILE, WorkerLogger
+from bioray.train.determinism import use_deterministic_kernels
 from bioray.train.optim import decay_groups, warmup_decay
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ def train_loop(loop_config: dict) -> None:
     context: RunContext = loop_config["context"]
     ray_context = ray.train.get_context()
     rank, world = ray_context.get_world_rank(), ray_context.get_world_size()
+    use_deterministic_kernels(config.deterministic)
     torch.manual_seed(seed)
     dev = loop_config["dev"]
     tokenizer = AutoTokenizer.from_pretrained(loop_config["encoder_dir"])

@@ -41,6 +41,7 @@ from bioray.model.encoder import (
 from bioray.tracking.context import RunContext
 from bioray.tracking.outbox import SPILL_FILE, WorkerLogger, metrics_item, record_item, send_or_spill
 from bioray.train.deepspeed import build_engine, deepspeed_config
+from bioray.train.determinism import use_deterministic_kernels
 from bioray.train.flops import device_peak_flops, flops_per_token, mlm_parameters
 from bioray.train.throughput import Throughput, format_eta
 
@@ -137,6 +138,7 @@ class PretrainWorker:
         self.job, self.config = job, (config := job.config)
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        use_deterministic_kernels(config.deterministic)
         torch.manual_seed(config.seed * 1000 + self.rank)
         self.tokenizer = AutoTokenizer.from_pretrained(str(job.tokenizer_dir))
         model = build_mlm_model(len(self.tokenizer), self.tokenizer.pad_token_id, **config.model.model_dump(),

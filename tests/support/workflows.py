@@ -67,10 +67,10 @@ def mlflow_state_kept():
             os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
-def run_in_process(workflow: Path, targets: list[str] | None = None):
+def run_in_process(workflow: Path, targets: list[str] | None = None, force: tuple[str, ...] = ()):
     """The runner in this process (on the session's Ray); returns the RunSummary."""
     from bioray.config import load_workflow
     from bioray.pipeline.runner import run_workflow
 
     with mlflow_state_kept():
-        return run_workflow(load_workflow(workflow), targets)
+        return run_workflow(load_workflow(workflow), targets, force=force)

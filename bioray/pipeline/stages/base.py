@@ -112,6 +112,8 @@ class Stage(ABC):
     parent_metrics: ClassVar[bool] = False  # its metrics also go on the pipeline's parent run
     parent_artifacts: ClassVar[tuple[str, ...]] = ()  # files of its output also logged on the parent run
     headline: ClassVar[tuple[str, ...]] = ()  # metric-name patterns the terminal shows when it finishes
+    volatile: ClassVar[tuple[str, ...]] = ()  # output files (glob patterns) recording when or where it ran, not
+    # what it made (timings, MLflow run ids): left out of its content digest (bioray.pipeline.digest)
     large_artifacts: ClassVar[tuple[str, ...]] = ()  # files of its output logged on its run whatever their size
     # (compressed and capped when large: bioray.tracking.artifacts); the small .json/.md/.png/.yaml always are
 

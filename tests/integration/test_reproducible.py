@@ -1,0 +1,49 @@
+"""Same workflow, same result: the tiny workflow run twice in two fresh workdirs (the second with two
+tokenizer actors instead of one, parallelism that is no part of what a stage makes) gives every stage
+the same content digest, and the same test F1 to the last digit; a stage forced again says whether it
+made the same output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bioray.config import load_workflow
+from bioray.metric_names import STAGE_REPRODUCED
+from bioray.pipeline.digest import read_digest
+from bioray.pipeline.stage_state import stage_status
+from tests.support.workflows import NCBI, run_in_process, small_workflow, write_workflow
+
+
+def _tiny(tmp_path, data_root, name: str, actors: int, pretrain_workers: int):
+    tree = small_workflow(tmp_path / name / "work", data_root, name=name, registry={"enabled": False},
+                          finetune={"datasets": [{**NCBI, "max_train_examples": 100}], "epochs": 1,
+                                    "max_length": 64, "batch_size": 16})
+    tree["tokenize"]["tokenizer_actors"] = actors
+    tree["pretrain"]["num_workers"] = pretrain_workers
+    return write_workflow(tree, tmp_path / f"{name}.yaml")
+
+
+@pytest.mark.parametrize("pretrain_workers", [1, pytest.param(2, marks=pytest.mark.extended)])
+def test_the_same_workflow_twice_gives_every_stage_the_same_output(ray_session, data_root, tmp_path,
+                                                                   pretrain_workers):
+    first, second = (_tiny(tmp_path, data_root, name, actors, pretrain_workers)
+                     for name, actors in (("first", 1), ("second", 2)))
+    runs = [run_in_process(first), run_in_process(second)]
+    assert all(run.failed == {} for run in runs), [run.failed for run in runs]
+    digests = [{row["stage"]: row["digest"] for row in stage_status(load_workflow(w))} for w in (first, second)]
+    assert sorted(digests[0]) == sorted(digests[1]) and None not in digests[0].values()
+    differing = {stage: _files(runs, stage) for stage in digests[0] if digests[0][stage] != digests[1][stage]}
+    assert differing == {}
+    scores = [run.results["evaluate/ncbi-disease/seed-42"].metrics for run in runs]
+    assert scores[0]["ner/test_f1"] == scores[1]["ner/test_f1"]
+
+    forced = run_in_process(first, ["evaluate/ncbi-disease/seed-42"], force=("evaluate",))
+    assert forced.results["evaluate/ncbi-disease/seed-42"].metrics[STAGE_REPRODUCED] == 1.0
+
+
+def _files(runs, stage: str) -> list[str]:
+    """The files of a stage's two outputs whose content differs (what the assertion shows)."""
+    first, second = (read_digest(Path(run.results[stage].path))["files"] for run in runs)
+    return sorted(name for name in set(first) | set(second) if first.get(name) != second.get(name))

@@ -1,0 +1,44 @@
+"""A stage output's content digest: its files by path and content, whatever order they were written in,
+without the files that record when and where it ran; and the deterministic-kernels switch."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from bioray.pipeline.digest import content_digest, differing_files
+
+
+def _write(directory, files: dict[str, str]):
+    for name, text in files.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(text)
+    return directory
+
+
+def test_the_digest_is_the_content_not_the_run(tmp_path):
+    files = {"model/weights.bin": "w", "scores.json": "{}", "history.json": "took 3 s"}
+    first = content_digest(_write(tmp_path / "a", files), volatile=("history.json",))
+    second = content_digest(_write(tmp_path / "b", dict(reversed(files.items())) | {"history.json": "took 9 s",
+                                                                                     "result.json": "{}"}),
+                            volatile=("history.json",))
+    assert first["digest"] == second["digest"] and sorted(first["files"]) == ["model/weights.bin", "scores.json"]
+    changed = content_digest(_write(tmp_path / "c", files | {"model/weights.bin": "W"}), volatile=("history.json",))
+    assert changed["digest"] != first["digest"] and differing_files(first, changed) == ["model/weights.bin"]
+    renamed = content_digest(_write(tmp_path / "d", {"model/weight.bin": "w", "scores.json": "{}"}))
+    assert differing_files(first, renamed) == ["model/weight.bin", "model/weights.bin"]
+
+
+def test_deterministic_kernels_are_switched_on_only_when_asked(monkeypatch):
+    from bioray.train.determinism import use_deterministic_kernels
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        use_deterministic_kernels(False)
+        assert not torch.are_deterministic_algorithms_enabled()
+        use_deterministic_kernels(True)
+        assert torch.are_deterministic_algorithms_enabled() and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(before)
