@@ -62,6 +62,7 @@ class Finetune(Stage):
     help = "Fine-tune each encoder on every dataset, fold and seed (Ray Train); keep the epoch best on dev."
     output = FinetuneOutput
     Params = FinetuneParams
+    volatile = ("mlflow_model.json",)  # the id MLflow gave the logged model
     dataset_context = "train"
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:

@@ -21,6 +21,7 @@ class Ingest(Stage):
     help = "Raw files -> deduplicated, sentence-split documents Parquet (Ray tasks)."
     output = IngestOutput
     Params = IngestConfig
+    volatile = ("manifest.json",)  # where its input files were read (absolute paths, mtimes)
     incremental = True  # NLM's update files: parse only the new ones, apply them to an earlier output
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:

@@ -27,6 +27,7 @@ class Pretrain(Stage):
     help = "MLM (+ optional NSP) pretraining with Ray Train + DeepSpeed ZeRO; exports an HF model."
     output = PretrainOutput
     Params = PretrainConfig
+    volatile = ("history.json",)  # its rows hold throughput and ETA beside the losses
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
         nodes = []

@@ -28,6 +28,7 @@ class RegisterParams(BaseModel):
 class Register(Stage):
     kind = "register"
     Params = RegisterParams
+    volatile = ("registration.json", "promotion.*")  # MLflow's version numbers and run ids
     headline = ("register/version", "gate/promoted")
     help = "Register the evaluated encoder in the MLflow model registry; champion/challenger gate."
     parent_artifacts = ("promotion.md",)

@@ -49,6 +49,7 @@ class RegisterTaskParams(BaseModel):
 class RegisterTask(Stage):
     kind = "register-task"
     Params = RegisterTaskParams
+    volatile = ("registration.json",)  # MLflow's version numbers and run ids
     headline = ("register_task/versions",)
     help = ("Register each dataset's evaluated fine-tuned models in the MLflow model registry "
             "(<prefix>-<task>-<dataset>); alias on the one best on dev.")
