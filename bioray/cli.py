@@ -198,6 +198,8 @@ def status(workflow, overrides, digests, as_json):
         return
     for row in rows:
         shown = f"{row.get('digest') or '-':16s}  " if digests else ""
+        shown += f"(may differ between runs: {row['nondeterministic']})  " if digests and row.get("nondeterministic") \
+            else ""
         click.echo(f"{row['stage']:36s} {row['status']:11s} {row['key']}  {shown}{row['output']}"
                    + (f"\n{'':36s} {row['error']}" if row.get("error") else ""))
     counts = {status: sum(row["status"] == status for row in rows) for status in STATUSES}

@@ -42,3 +42,18 @@ def test_deterministic_kernels_are_switched_on_only_when_asked(monkeypatch):
         assert torch.are_deterministic_algorithms_enabled() and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     finally:
         torch.use_deterministic_algorithms(before)
+
+
+def test_a_gpu_training_stage_without_deterministic_kernels_says_its_output_may_differ(write_workflow,
+                                                                                      quickstart_tree):
+    from bioray.pipeline.inputs import load_checked
+    from bioray.pipeline.plan import build_plan
+
+    quickstart_tree["pretrain"]["use_gpu"] = True
+    nodes = {n.name: n for n in build_plan(load_checked(write_workflow(quickstart_tree)))}
+    assert "without pretrain.deterministic" in nodes["pretrain"].stage.nondeterministic(nodes["pretrain"])
+    tuned = nodes["finetune/ncbi-disease/seed-42"]
+    assert tuned.stage.nondeterministic(tuned) is None  # fine-tuning on CPU
+    quickstart_tree["pretrain"]["deterministic"] = True
+    nodes = {n.name: n for n in build_plan(load_checked(write_workflow(quickstart_tree)))}
+    assert nodes["pretrain"].stage.nondeterministic(nodes["pretrain"]) is None

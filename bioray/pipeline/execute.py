@@ -79,13 +79,16 @@ def execute_node(node: Node, key: str, env: StageEnv, input_types: dict[str, typ
         metrics = node.stage.run(node, inputs, tmp, env)
         metrics[STAGE_SECONDS] = time.perf_counter() - started
         digest = content_digest(tmp, node.stage.volatile)
+        if reason := node.stage.nondeterministic(node):
+            digest["nondeterministic"] = reason
         if env.replace and (replaced := read_digest(final)) is not None:  # forced: did it reproduce its output?
             differing = differing_files(replaced, digest)
             metrics[STAGE_REPRODUCED] = float(not differing)
             digest["replaced"] = {"digest": replaced["digest"], "differing": differing}
             if differing:
-                log.warning("%s: its new output differs from the one it replaces (same key) in %s: a stage that is "
-                            "not deterministic; please report it", node.name, ", ".join(differing[:5]))
+                log.warning("%s: its new output differs from the one it replaces (same key) in %s: %s",
+                            node.name, ", ".join(differing[:5]), f"expected, {reason}" if reason else
+                            "a stage that is not deterministic; please report it")
         (tmp / DIGEST_FILE).write_text(json.dumps(digest, indent=2))
         (tmp / "stage.yaml").write_text(yaml.safe_dump({"name": node.name, "key": key, "params": node.params_json(),
                                                         "code": node_code(node),

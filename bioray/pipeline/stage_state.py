@@ -106,7 +106,8 @@ def stage_status(config: WorkflowConfig) -> list[dict]:
         row = {"stage": node.name, "status": "stale", "key": key, "output": str(stage_dir(config, node.name, key))}
         if is_cached(config, node.name, key):
             row["status"] = "cached"
-            row["digest"] = (read_digest(Path(row["output"])) or {}).get("digest")  # None: made before digests
+            digest = read_digest(Path(row["output"])) or {}  # none: made before digests
+            row.update(digest=digest.get("digest"), **{k: digest[k] for k in ("nondeterministic",) if k in digest})
         elif (state := read(config.paths, node.name, key)) is not None:
             row["status"] = state["status"]
             if state.get("error"):

@@ -53,8 +53,10 @@ class StageLines:
                 log.info("%s done in %s%s", self._prefix(node.name),
                          _duration(result.metrics.get(STAGE_SECONDS, 0.0)), _headline(node, result.metrics))
                 if result.metrics.get(STAGE_REPRODUCED) == 0:
-                    log.warning("%s: forced again, it made a different output for the same key (%s): this stage "
-                                "is not deterministic; please report it", node.name, f"{result.path}/digest.json")
+                    reason = node.stage.nondeterministic(node)
+                    log.warning("%s: forced again, it made a different output for the same key (%s): %s", node.name,
+                                f"{result.path}/digest.json", f"expected, {reason}" if reason else
+                                "this stage is not deterministic; please report it")
                 self._announce()
             case StageFailed(node):
                 self._poll(node.name, stop=True)

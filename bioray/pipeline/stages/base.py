@@ -131,6 +131,11 @@ class Stage(ABC):
         when that many are free, so trainers never hold the CPUs their own data tasks wait for."""
         return 0
 
+    def nondeterministic(self, node: Node) -> str | None:
+        """Why this instance's output may differ from run to run under the same key (recorded with its
+        digest and shown by `bioray status --digests`), or None: deterministic."""
+        return None
+
     def headline_for(self, node: Node) -> tuple[str, ...]:
         """The metric-name patterns the terminal shows when this instance finishes (default: `headline`)."""
         return self.headline

@@ -77,6 +77,11 @@ class Finetune(Stage):
                                   dataset_files(config, dataset), catalog.code_modules(dataset)))
         return nodes
 
+    def nondeterministic(self, node: Node) -> str | None:
+        if node.params.training.use_gpu and not node.params.training.deterministic:
+            return "GPU kernels (cuBLAS, atomic adds) without finetune.deterministic"
+        return None
+
     def training_workers(self, node: Node) -> int:
         return node.params.training.num_workers
 

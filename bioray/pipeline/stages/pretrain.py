@@ -46,6 +46,11 @@ class Pretrain(Stage):
                               checkpoint_files(config, arm.checkpoint)))
         return nodes
 
+    def nondeterministic(self, node: Node) -> str | None:
+        if node.params.use_gpu and not node.params.deterministic:
+            return "GPU kernels (cuBLAS, atomic adds) without pretrain.deterministic"
+        return None
+
     def training_workers(self, node: Node) -> int:
         return node.params.num_workers
 
