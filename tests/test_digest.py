@@ -54,6 +54,17 @@ def test_a_gpu_training_stage_without_deterministic_kernels_says_its_output_may_
     assert "without pretrain.deterministic" in nodes["pretrain"].stage.nondeterministic(nodes["pretrain"])
     tuned = nodes["finetune/ncbi-disease/seed-42"]
     assert tuned.stage.nondeterministic(tuned) is None  # fine-tuning on CPU
+    assert list(nodes["report"].params.nondeterministic) == ["pretrain"]  # the report says so under its table
     quickstart_tree["pretrain"]["deterministic"] = True
     nodes = {n.name: n for n in build_plan(load_checked(write_workflow(quickstart_tree)))}
     assert nodes["pretrain"].stage.nondeterministic(nodes["pretrain"]) is None
+
+
+def test_the_report_says_which_stages_behind_its_scores_may_differ_between_runs():
+    from bioray.tasks.report import build_report, render_markdown
+
+    report = build_report({"ncbi": {"task": "ner", "metric": "f1", "benchmark": None}}, [])
+    assert "Not reproducible" not in render_markdown(report)
+    report["nondeterministic"] = {"pretrain": "GPU kernels (cuBLAS, atomic adds) without pretrain.deterministic"}
+    assert "may differ between runs of the same workflow (docs/reproducibility.md): pretrain (GPU kernels" in \
+        render_markdown(report)

@@ -110,6 +110,10 @@ def render_markdown(report: dict) -> str:
         published_cells = " | ".join(_cell(row["published"][f"{s}/{m}"]) for s, m, _ in COLUMNS)
         lines.append(f"| {row['dataset']} | {row['task']} | {row['metric']} | {' | '.join(cells)} "
                      f"| {published_cells} |")
+    if report.get("nondeterministic"):
+        lines += ["", "Not reproducible to the last digit: these stages' outputs may differ between runs of the same "
+                  "workflow (docs/reproducibility.md): " + "; ".join(f"{stage} ({why})" for stage, why in
+                                                                     report["nondeterministic"].items()) + "."]
     macro = report["macro"]
     lines += ["", "## BLURB-style macro score", ""]
     if all(value is None for value in macro["arms"].values()):
@@ -130,11 +134,13 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_report(datasets: dict[str, dict], scores: list[dict], output: Path, arms: list[str] | None = None) -> dict:
+def run_report(datasets: dict[str, dict], scores: list[dict], output: Path, arms: list[str] | None = None,
+               nondeterministic: dict[str, str] | None = None) -> dict:
     """report.json, report.md and scores.png; the metrics: each dataset's primary score (0-100,
     `report/[<arm>/]<dataset>/<metric>`), the macro, and every test metric's mean over seeds (0-1,
-    `[<arm>/]<dataset>/<metric>`, plus `_std` when there are several seeds)."""
-    report = build_report(datasets, scores, arms)
+    `[<arm>/]<dataset>/<metric>`, plus `_std` when there are several seeds). `nondeterministic`: the
+    stages behind the scores whose output may differ between runs, with why (said under the table)."""
+    report = build_report(datasets, scores, arms) | {"nondeterministic": nondeterministic or {}}
     (output / "report.json").write_text(json.dumps(report, indent=2))
     (output / "report.md").write_text(render_markdown(report))
     plot_scores(report["rows"], report["arms"], [(f"{s}/{m}", h) for s, m, h in COLUMNS[:3]], output / "scores.png")

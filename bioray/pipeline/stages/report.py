@@ -18,6 +18,7 @@ class ReportParams(BaseModel):
     datasets: dict[str, dict[str, str | None]]  # name -> {task, metric, benchmark}
     evaluations: dict[str, Coordinate]  # evaluate stage name -> where it sits
     arms: list[str] | None = None  # several encoders: one column each, in this order
+    nondeterministic: dict[str, str] = {}  # stages before it whose output may differ between runs: why
 
 
 class Report(Stage):
@@ -33,7 +34,8 @@ class Report(Stage):
                     for d in config.finetune.datasets}
         evaluations = {n.name: n.params.at for n in upstream if n.kind == "evaluate"}
         arms = [arm.name for arm in config.arms] if named_arms(config) else None
-        params = ReportParams(datasets=datasets, evaluations=evaluations, arms=arms)
+        reasons = {n.name: why for n in upstream if (why := n.stage.nondeterministic(n))}
+        params = ReportParams(datasets=datasets, evaluations=evaluations, arms=arms, nondeterministic=reasons)
         return [Node("report", self, {"evaluations": tuple(evaluations)}, params)]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
@@ -41,4 +43,5 @@ class Report(Stage):
 
         scores = [{**node.params.evaluations[name].model_dump(), "metrics": result.metrics}
                   for name, result in inputs["evaluations"].items()]
-        return run_report(node.params.datasets, scores, output, arms=node.params.arms)
+        return run_report(node.params.datasets, scores, output, arms=node.params.arms,
+                          nondeterministic=node.params.nondeterministic)
