@@ -65,7 +65,7 @@ def evaluations(config: WorkflowConfig) -> Iterator[Coordinate]:
 def fine_tuning_runs(config: WorkflowConfig, evaluation: Coordinate) -> list[Coordinate]:
     """The runs an evaluation chooses from: one per learning rate of the dataset's grid."""
     rates = config.finetune.learning_rates(dataset_of(config, evaluation), arm_of(config, evaluation))
-    return [evaluation.model_copy(update={"lr": lr}) for lr in rates]
+    return [Coordinate(**{**evaluation.model_dump(), "lr": lr}) for lr in rates]
 
 
 def encoder_source(config: WorkflowConfig, arm: EncoderConfig) -> tuple[str, str]:
