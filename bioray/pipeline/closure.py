@@ -72,13 +72,16 @@ def closure(roots: tuple[str, ...], root: Path = SOURCE_ROOT) -> list[str]:
 
 def code_digest(roots: tuple[str, ...], root: Path = SOURCE_ROOT) -> str:
     """A hash of the sources of the modules in the closure of `roots` (names and contents), read from
-    the package under `root` (this installation's, cached: its code does not change while it runs)."""
-    plugin = any(module.partition(".")[0] != PACKAGE for module in roots)  # edited while bioray runs: no cache
-    return _installed_digest(roots) if root == SOURCE_ROOT and not plugin else _digest(roots, root)
+    the package under `root` (this installation's, cached: its code does not change while it runs; a
+    plugin's root module may be edited meanwhile, so its source is part of the cache key)."""
+    if root != SOURCE_ROOT:
+        return _digest(roots, root)
+    plugins = tuple(path.read_bytes() for m in roots if m.partition(".")[0] != PACKAGE and (path := module_file(m)))
+    return _installed_digest(roots, plugins)
 
 
 @functools.cache
-def _installed_digest(roots: tuple[str, ...]) -> str:
+def _installed_digest(roots: tuple[str, ...], plugin_sources: tuple[bytes, ...]) -> str:
     return _digest(roots, SOURCE_ROOT)
 
 
