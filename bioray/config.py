@@ -349,10 +349,16 @@ class TrainingConfig(Section):
 
     epochs: int = Field(3, ge=1, description="Training epochs.")
     lr: float = Field(5e-5, gt=0, description="Peak learning rate (linear decay).")
-    batch_size: int = Field(32, ge=1, description="Sentences per step per worker.")
+    batch_size: int = Field(32, ge=1, description="Examples per optimizer step, over all workers: each worker "
+                            "trains on every num_workers-th row of each batch (any batch size works; the loss is "
+                            "the mean over the whole batch), so the worker count changes the speed, not the model.")
     max_length: int = Field(128, ge=8, description="Sub-tokens per window; longer sentences are split.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps spent warming up.")
-    num_workers: int = Field(1, ge=1, description="Ray Train workers per fine-tuning run.")
+    num_workers: int = Field(1, ge=1, description="Workers per fine-tuning run (one CPU, or one GPU, each): a "
+                             "long-lived group, lent to the next fine-tune of the same scaling.")
+    max_failures: int = Field(2, ge=0, description="Worker crashes (a killed process, a lost node) survived by "
+                              "rerunning the fine-tune from its start on a new worker group; an exception in the "
+                              "training code fails the stage at once.")
     use_gpu: bool = Field(False, description="One GPU per worker, NCCL.")
     deterministic: bool = Field(False, description="Deterministic kernels on GPU (as pretrain.deterministic).")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="fp32, or bf16 autocast (weights and "

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 STAGE_SECONDS = "stage/seconds"  # every stage's wall time (bioray.pipeline.execute)
 STAGE_REPRODUCED = "stage/reproduced"  # a forced rerun: 1 when its output equals the one it replaced
+# a fine-tune's seconds from its inputs being ready (the runner submitting it) to its first optimizer step
+FINETUNE_STARTUP = "finetune/startup_s"
 _STAGE, _REPORT, _TEST = "stage/", "report/", "/test_"
 
 

@@ -167,66 +167,109 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
             follow(StageCached(node, keys[node.name], summary.results[node.name]))
     if not waiting:
         return
+    from bioray.train.worker_group import WorkerGroups
+
+    groups = WorkerGroups()  # long-lived training workers, lent to one stage at a time
+    try:
+        _submit_and_collect(ray, config, wanted, waiting, keys, summary, follow, stage_context, handles, groups)
+    finally:
+        groups.release()
+
+
+def _submit_and_collect(ray, config: WorkflowConfig, wanted: list[Node], waiting: list[Node], keys: dict[str, str],
+                        summary: RunSummary, follow: Callable, stage_context: Callable[[str], RunContext],
+                        handles: dict, groups) -> None:
     remote_execute = ray.remote(execute_node)
     budget = _training_cpus(ray)
     output_types = {node.name: node.stage.output for node in wanted}
-    pending: dict = {}
-    while waiting or pending:
-        # Training stages are served first come, first served: once a ready one waits for CPUs, later ones
-        # wait behind it, so fine-tunes freeing one CPU at a time never keep a pretraining from its two.
-        held_back = False
-        for node in list(waiting):
-            failed = [name for name in node.inputs if name in summary.failed]
-            if failed:
+    pending: dict = {}  # ref -> (node, the worker group lent to it)
+    attempts: dict[str, int] = {}
+    try:
+        while waiting or pending:
+            # Training stages are served first come, first served: once a ready one waits for CPUs, later ones
+            # wait behind it, so fine-tunes freeing one CPU at a time never keep a pretraining from its two.
+            held_back = False
+            groups.release(keep={s for n in waiting if (s := n.stage.worker_scaling(n))})  # none waits for these
+            for node in list(waiting):
+                failed = [name for name in node.inputs if name in summary.failed]
+                if failed:
+                    waiting.remove(node)
+                    _fail(summary, follow, StageFailed(node, keys[node.name], _not_run(failed[0]), False, failed[0]))
+                    continue
+                if not all(name in handles for name in node.inputs):
+                    continue
+                workers, scaling = node.stage.training_workers(node), node.stage.worker_scaling(node)
+                if workers:
+                    if not all(name in summary.results for name in node.inputs):
+                        continue
+                    in_use = sum(n.stage.training_workers(n) for n, _ in pending.values())
+                    if held_back or (in_use and in_use + workers > budget):  # alone, it may exceed the budget
+                        held_back = True
+                        if node.name not in summary.waited_for_cpus:
+                            summary.waited_for_cpus.append(node.name)
+                            log.info("stage %s waits for %d training CPUs (%d of %g in use)", node.name, workers,
+                                     in_use, budget)
+                        continue
+                    if not (scaling and groups.has_idle(scaling)) and in_use + groups.idle_cpus + workers > budget:
+                        groups.release()  # idle workers of another scaling give their CPUs back
+                group = groups.lend(scaling) if scaling else None
+                forced = is_cached(config, node.name, keys[node.name])  # run all the same: `--force`, built anew
+                progress_file = _fresh_progress_file(config, node.name, keys[node.name])
+                env = StageEnv(keys[node.name], stage_context(node.name), Path(config.data_root),
+                               config.dataset_path("."), config.train_storage, config.paths,
+                               (earlier_outputs(config.paths, node) if node.stage.incremental and not forced else ()),
+                               replace=forced, progress_file=progress_file, workers=group, ready_at=time.time())
+                ref = remote_execute.options(num_cpus=node.stage.num_cpus, name=node.name, max_retries=0,
+                                             runtime_env={"env_vars": STAGE_ENV}).remote(
+                    node, keys[node.name], env, {name: output_types[name] for name in node.inputs},
+                    *[handles[name] for name in node.inputs])
+                handles[node.name], pending[ref] = ref, (node, group)
                 waiting.remove(node)
-                _fail(summary, follow, StageFailed(node, keys[node.name], _not_run(failed[0]), False, failed[0]))
+                if node.name not in attempts:
+                    follow(StageStarted(node, keys[node.name], progress_file))
+                attempts[node.name] = attempts.get(node.name, 0) + 1
+            if not pending:
+                continue  # every remaining stage was just marked not run
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_EVERY_S)
+            follow(Heartbeat())
+            if not done:
                 continue
-            if not all(name in handles for name in node.inputs):
-                continue
-            workers = node.stage.training_workers(node)
-            if workers:
-                if not all(name in summary.results for name in node.inputs):
+            node, group = pending.pop(done[0])
+            key = keys[node.name]
+            try:
+                result = ray.get(done[0])
+            except Exception as exc:  # the stage failed, or an upstream stage did
+                if group is not None:
+                    group.shutdown()  # its ranks may be stuck in a collective, or dead
+                upstream = next((name for name in node.inputs if name not in summary.results), None)
+                if upstream is None and _crashed(exc) and attempts[node.name] <= node.stage.retries(node):
+                    log.warning("stage %s: %s; running it again on new workers (attempt %d of %d)", node.name,
+                                _root_error(exc), attempts[node.name] + 1, node.stage.retries(node) + 1)
+                    waiting.insert(0, node)
                     continue
-                in_use = sum(n.stage.training_workers(n) for n in pending.values())
-                if held_back or (in_use and in_use + workers > budget):  # alone, it may exceed the budget
-                    held_back = True
-                    if node.name not in summary.waited_for_cpus:
-                        summary.waited_for_cpus.append(node.name)
-                        log.info("stage %s waits for %d training CPUs (%d of %g in use)", node.name, workers,
-                                 in_use, budget)
-                    continue
-            forced = is_cached(config, node.name, keys[node.name])  # run all the same: `--force`, built anew
-            progress_file = _fresh_progress_file(config, node.name, keys[node.name])
-            env = StageEnv(keys[node.name], stage_context(node.name), Path(config.data_root),
-                           config.dataset_path("."), config.train_storage, config.paths,
-                           (earlier_outputs(config.paths, node) if node.stage.incremental and not forced else ()),
-                           replace=forced, progress_file=progress_file)
-            ref = remote_execute.options(num_cpus=node.stage.num_cpus, name=node.name, max_retries=0,
-                                         runtime_env={"env_vars": STAGE_ENV}).remote(
-                node, keys[node.name], env, {name: output_types[name] for name in node.inputs},
-                *[handles[name] for name in node.inputs])
-            handles[node.name], pending[ref] = ref, node
-            waiting.remove(node)
-            follow(StageStarted(node, keys[node.name], progress_file))
-        if not pending:
-            continue  # every remaining stage was just marked not run
-        done, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_EVERY_S)
-        follow(Heartbeat())
-        if not done:
-            continue
-        node = pending.pop(done[0])
-        key = keys[node.name]
-        try:
-            result = ray.get(done[0])
-        except Exception as exc:  # the stage failed, or an upstream stage did
-            upstream = next((name for name in node.inputs if name not in summary.results), None)
-            _fail(summary, follow, StageFailed(node, key, _not_run(upstream) if upstream else _root_error(exc),
-                                               True, upstream))
-        else:
-            summary.results[node.name] = result
-            follow(StageFinished(node, key, result))
-        with contextlib.suppress(OSError):  # only now: the terminal read its last progress lines
-            config.paths.stage_progress(node.name, key).unlink(missing_ok=True)
+                _fail(summary, follow, StageFailed(node, key, _not_run(upstream) if upstream else _root_error(exc),
+                                                   True, upstream))
+            else:
+                if group is not None:
+                    groups.take_back(group)
+                summary.results[node.name] = result
+                follow(StageFinished(node, key, result))
+            with contextlib.suppress(OSError):  # only now: the terminal read its last progress lines
+                config.paths.stage_progress(node.name, key).unlink(missing_ok=True)
+    finally:
+        for _, group in pending.values():  # interrupted: the groups still lent out go too
+            if group is not None:
+                group.shutdown()
+
+
+def _crashed(exc: Exception) -> bool:
+    """A crash (a training worker or the stage's own process died), not an error of the code: worth a rerun."""
+    from ray.exceptions import NodeDiedError, WorkerCrashedError
+
+    from bioray.train.worker_group import WorkerCrashed
+
+    crashes = (WorkerCrashed, WorkerCrashedError, NodeDiedError)
+    return isinstance(exc, crashes) or isinstance(getattr(exc, "cause", None), crashes)
 
 
 def _fresh_progress_file(config: WorkflowConfig, name: str, key: str) -> Path | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from bioray.constants import IGNORE_INDEX
 from bioray.tasks.examples import DatasetError
 
 
@@ -74,7 +75,21 @@ class Task(ABC):
 
     @abstractmethod
     def collate(self, features: list, pad_id: int) -> dict:
-        """A batch of features -> tensors (dynamic padding), `labels` (or positions) included."""
+        """A batch of features -> tensors (dynamic padding), `labels` (or positions) included; every
+        tensor with the batch first (each fine-tuning worker takes its rows of a global batch)."""
+
+    def loss_terms(self, batch: dict) -> int:
+        """How many terms the head's mean loss averages over in a collated batch: fine-tuning weighs each
+        worker's mean by it, so the loss is the mean over the global batch. For Hugging Face's heads:
+        integer labels that are not IGNORE_INDEX (tokens for token classification, examples for
+        classification), every element of float labels (regression, multi-label), else the examples
+        (extractive QA's start and end positions)."""
+        labels = batch.get("labels")
+        if labels is None:
+            return int(next(iter(batch.values())).shape[0])
+        if labels.is_floating_point():
+            return labels.numel()
+        return int((labels != IGNORE_INDEX).sum())
 
     @abstractmethod
     def predict(self, model, tokenizer, examples: list, labels: list[str], max_length: int, batch_size: int,

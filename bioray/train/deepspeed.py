@@ -52,14 +52,15 @@ def build_engine(model: torch.nn.Module, config: PretrainConfig, use_gpu: bool):
 def finetune_engine(model: torch.nn.Module, optimizer, scheduler, config: TrainingConfig, world_size: int):
     """A DeepSpeed engine for fine-tuning at config.zero_stage over the caller's optimizer and schedule.
     The batch, clipping and precision are those of the DDP path (bf16 stays autocast with fp32 weights,
-    so both paths compute the same thing)."""
+    so both paths compute the same thing): config.batch_size is the global batch, each worker gets its
+    rows of it (the batch keys below are DeepSpeed's bookkeeping: bioray feeds the engine itself)."""
     if not config.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config={
-        "train_batch_size": config.batch_size * world_size,
-        "train_micro_batch_size_per_gpu": config.batch_size,
+        "train_batch_size": -(-config.batch_size // world_size) * world_size,
+        "train_micro_batch_size_per_gpu": -(-config.batch_size // world_size),
         "gradient_accumulation_steps": 1,
         "gradient_clipping": 1.0,
         "zero_optimization": {"stage": config.zero_stage},

@@ -1,6 +1,10 @@
 """Fine-tuning: a task's head on the pretrained encoder (token classification, sequence classification
-or regression, extractive QA), trained with Ray Train (DDP over gloo/NCCL, or a DeepSpeed ZeRO engine:
-finetune.zero_stage).
+or regression, extractive QA), trained data-parallel on a long-lived worker group
+(bioray.train.worker_group: DDP over gloo/NCCL, or a DeepSpeed ZeRO engine: finetune.zero_stage).
+
+The worker count changes the speed, not the model: `batch_size` is the global batch, every worker
+draws the same global batches and trains on its rows of each, and the loss is the mean over the
+global batch's loss terms (labelled tokens or examples), not a mean of the workers' means.
 
 The task type arrives as an object (bioray.tasks.base.Task): this module runs any task's encode,
 collate, predict and score without knowing which it is. The examples arrive read (once, by the stage).
@@ -12,17 +16,16 @@ import json
 import logging
 import math
 import random
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import ray.train
 import torch
-from ray.train import RunConfig, ScalingConfig
-from ray.train.torch import TorchConfig, TorchTrainer
 from transformers import AutoTokenizer
 
 from bioray import progress
 from bioray.config import TrainingConfig
-from bioray.metric_names import best_dev
+from bioray.metric_names import FINETUNE_STARTUP, best_dev
 from bioray.model.encoder import apply_fast_path
 from bioray.tracking.context import RunContext
 from bioray.tracking.outbox import SPILL_FILE, WorkerLogger
@@ -30,6 +33,23 @@ from bioray.train.determinism import use_deterministic_kernels
 from bioray.train.optim import decay_groups, warmup_decay
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    """What the stage hands every worker of its group."""
+
+    config: TrainingConfig
+    task: object  # a bioray.tasks.base.Task
+    seed: int
+    labels: list[str]
+    train: list
+    dev: list
+    encoder_dir: Path
+    output_dir: Path
+    context: RunContext
+    ready_at: float  # time.time() when the stage's inputs were ready: start-up is measured from here
+    progress_file: Path | None = None
 
 
 def _batches(features: list, batch_size: int, rng: random.Random) -> list[list]:
@@ -41,12 +61,28 @@ def _batches(features: list, batch_size: int, rng: random.Random) -> list[list]:
     return [[features[i] for i in order[j:j + batch_size]] for j in range(0, len(order), batch_size)]
 
 
+def _shard(inputs: dict[str, torch.Tensor], rank: int, world: int) -> tuple[dict[str, torch.Tensor], bool]:
+    """This rank's rows of a collated global batch (rows rank, rank + world, ...). A rank left without
+    rows (a last batch smaller than the group) takes row 0 as a stand-in that adds nothing: it must
+    still run forward and backward, as the gradient reduction waits for every rank. Returns the rows
+    and whether they are its own."""
+    rows = next(iter(inputs.values())).shape[0]
+    own = rank < rows
+    return {k: (v[rank::world] if own else v[:1]).contiguous() for k, v in inputs.items()}, own
+
+
+def _zero_loss(outputs) -> torch.Tensor:
+    """A loss of 0 that still reaches every output (so every parameter gets a gradient, of zero)."""
+    return sum(v.float().sum() for k, v in outputs.items() if k != "loss" and torch.is_tensor(v)) * 0.0
+
+
 def train_epochs(model, task, features: list, config: TrainingConfig, rng: random.Random, device,
-                 pad_id: int, after_epoch=None) -> dict:
-    """AdamW with warmup then linear decay over random, dynamically padded batches; the
-    loop every Ray Train worker runs (and `bioray bench finetune` times). With config.zero_stage set,
-    a DeepSpeed engine does the backward, clipping and step (torch.distributed must be up). Returns
-    the last epoch's metrics (from after_epoch when given)."""
+                 pad_id: int, after_epoch=None, *, rank: int = 0, world: int = 1, on_step=None) -> dict:
+    """AdamW with warmup then linear decay over random, dynamically padded global batches of
+    config.batch_size; each rank trains on its rows of every batch (`rng` must draw the same order on
+    every rank). With config.zero_stage set, a DeepSpeed engine does the backward, clipping and step.
+    on_step(step, loss): the global batch's mean loss after each step. Returns the last epoch's metrics
+    (from after_epoch when given)."""
     steps_per_epoch = -(-len(features) // config.batch_size)
     total = steps_per_epoch * config.epochs
     # fused: one kernel for all parameters, on CPU and GPU (docs/performance.md, Measured choices)
@@ -62,58 +98,68 @@ def train_epochs(model, task, features: list, config: TrainingConfig, rng: rando
     if config.zero_stage is not None:
         from bioray.train.deepspeed import finetune_engine
 
-        engine = finetune_engine(model, optimizer, scheduler, config, torch.distributed.get_world_size())
+        engine = finetune_engine(model, optimizer, scheduler, config, world)
     step, metrics = 0, {}
     for epoch in range(config.epochs):
         model.train()
         batches = _batches(features, config.batch_size, rng)
         loss_sum = 0.0
         for batch in batches:
-            inputs = {k: v.to(device) for k, v in task.collate(batch, pad_id).items()}
+            inputs = task.collate(batch, pad_id)
+            terms = task.loss_terms(inputs)  # of the global batch: what its mean loss divides by
+            shard, own = _shard(inputs, rank, world)
+            shard_terms = task.loss_terms(shard) if own else 0
             with precision:
-                loss = (model if engine is None else engine)(**inputs).loss
+                outputs = (model if engine is None else engine)(**{k: v.to(device) for k, v in shard.items()})
+            # this rank's share of the global mean; times world, as DDP and DeepSpeed average the ranks' gradients
+            share = outputs.loss * (shard_terms / terms) if shard_terms else _zero_loss(outputs)
             if engine is not None:
-                engine.backward(loss)
+                engine.backward(share * world)
                 engine.step()  # clips, steps the optimizer and the schedule, zeroes the gradients
             else:
-                loss.backward()
+                (share * world).backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.item()
+            loss = share.detach().float()
+            if world > 1:
+                torch.distributed.all_reduce(loss)
+            loss_sum += (step_loss := loss.item())
             step += 1
+            if on_step is not None:
+                on_step(step, step_loss)
         train_loss = loss_sum / max(1, len(batches))
         metrics = after_epoch(epoch, step, train_loss) if after_epoch else {"finetune/train_loss": train_loss}
     return metrics
 
 
-def train_loop(loop_config: dict) -> None:
-    """Runs on every Ray Train worker."""
-    config: TrainingConfig = loop_config["finetune"]
-    progress.use(loop_config.get("progress_file"))
-    task, seed, labels = loop_config["task"], loop_config["seed"], loop_config["labels"]
-    context: RunContext = loop_config["context"]
-    ray_context = ray.train.get_context()
-    rank, world = ray_context.get_world_rank(), ray_context.get_world_size()
+def run_job(job: FinetuneJob, rank: int, world: int, device: str) -> dict | None:
+    """One fine-tune on one rank of a worker group (torch.distributed is up); rank 0 scores dev after
+    each epoch, keeps the dev-best weights and writes the model; returns rank 0's metrics."""
+    config = job.config
+    progress.use(job.progress_file)
     use_deterministic_kernels(config.deterministic)
-    torch.manual_seed(seed)
-    dev = loop_config["dev"]
-    tokenizer = AutoTokenizer.from_pretrained(loop_config["encoder_dir"])
-    model = apply_fast_path(task.build_model(loop_config["encoder_dir"], labels), **config.fast.model_switches())
-    device = ray.train.torch.get_device()
-    if config.zero_stage is None:
-        model = ray.train.torch.prepare_model(model)  # DDP
-    else:
-        model = model.to(device)  # train_epochs wraps it in a DeepSpeed engine
+    torch.manual_seed(job.seed)  # the head's initial weights: the same on every rank
+    tokenizer = AutoTokenizer.from_pretrained(str(job.encoder_dir))
+    task, labels, dev = job.task, job.labels, job.dev
+    model = apply_fast_path(task.build_model(str(job.encoder_dir), labels), **config.fast.model_switches()).to(device)
+    torch.manual_seed(job.seed * 1000 + rank)  # dropout: each rank its own masks, from the run's seed
+    if config.zero_stage is None and world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if config.use_gpu else None)
     core = model.module if hasattr(model, "module") else model
 
-    features = task.encode(loop_config["train"], tokenizer, labels, config.max_length)
-    # Each worker its own slice, all of the same length: DDP needs the same number of steps everywhere.
-    features = features[rank::world][: len(features) // world]
-    logger = WorkerLogger(context, Path(loop_config["output_dir"]) / SPILL_FILE) if rank == 0 else None
+    features = task.encode(job.train, tokenizer, labels, config.max_length)  # all of them: global batches
+    logger = WorkerLogger(job.context, job.output_dir / SPILL_FILE) if rank == 0 else None
     primary = task.metric
     best = {"score": None, "epoch": 0, "state": None}  # rank 0: the epoch best on dev, its weights on the host
+    started = {}
+
+    def on_step(step: int, loss: float) -> None:
+        if step == 1:
+            started["startup_s"] = time.time() - job.ready_at
+        if logger is not None:
+            logger.log({"finetune/loss": loss}, step)
 
     def after_epoch(epoch: int, step: int, train_loss: float) -> dict:
         metrics = {"finetune/train_loss": train_loss, "finetune/epoch": epoch + 1}
@@ -129,38 +175,40 @@ def train_loop(loop_config: dict) -> None:
             dev_score = metrics.get(f"finetune/dev_{primary}", float("nan"))
             progress.report(log, "epoch %d/%d loss %.4f dev %s %.4f", epoch + 1, config.epochs, train_loss, primary,
                             dev_score)
-        ray.train.report({k.split("/")[-1]: v for k, v in metrics.items()})
         return metrics
 
-    metrics = train_epochs(model, task, features, config, random.Random(seed), device, tokenizer.pad_token_id,
-                           after_epoch)
-
-    if rank == 0:
-        output = Path(loop_config["output_dir"])
-        if best["state"] is not None:  # BioBERT/BLURB practice: the test set sees the dev-best epoch only
-            core.load_state_dict(best["state"])
-            metrics.update({"finetune/best_epoch": best["epoch"], best_dev(primary): best["score"]})
-        metrics["finetune/lr"] = config.lr
-        core.save_pretrained(str(output / "model"), safe_serialization=True)
-        tokenizer.save_pretrained(str(output / "model"))
-        (output / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
-        logger.close()
+    metrics = train_epochs(model, task, features, config, random.Random(job.seed), device, tokenizer.pad_token_id,
+                           after_epoch, rank=rank, world=world, on_step=on_step)
+    if rank != 0:
+        return None
+    output = job.output_dir
+    if best["state"] is not None:  # BioBERT/BLURB practice: the test set sees the dev-best epoch only
+        core.load_state_dict(best["state"])
+        metrics.update({"finetune/best_epoch": best["epoch"], best_dev(primary): best["score"]})
+    metrics.update({"finetune/lr": config.lr, FINETUNE_STARTUP: started["startup_s"]})
+    core.save_pretrained(str(output / "model"), safe_serialization=True)
+    tokenizer.save_pretrained(str(output / "model"))
+    (output / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+    logger.close()
+    return metrics
 
 
 def run_finetune(config: TrainingConfig, task, splits: dict[str, list], labels: list[str], seed: int, *,
-                 encoder_dir: Path, output: Path, storage: str, run_name: str, context: RunContext,
-                 progress_file: Path | None = None) -> dict:
-    """Fine-tune on splits["train"] (scored on splits["dev"] after each epoch, when there is one);
-    the model, its labels and the last epoch's metrics go to output."""
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"finetune": config, "task": task, "seed": seed, "labels": labels,
-                           "train": splits["train"], "dev": splits.get("dev", []), "encoder_dir": str(encoder_dir),
-                           "output_dir": str(output), "context": context, "progress_file": progress_file},
-        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
-        torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
-        run_config=RunConfig(name=run_name, storage_path=storage),
-    )
-    trainer.fit()
+                 encoder_dir: Path, output: Path, context: RunContext, progress_file: Path | None = None,
+                 group=None, ready_at: float | None = None) -> dict:
+    """Fine-tune on splits["train"] (scored on splits["dev"] after each epoch, when there is one) on
+    `group` (a bioray.train.worker_group.WorkerGroup of config's scaling; without one, a group made
+    for this run and shut down after it); the model, its labels and the metrics go to output."""
+    from bioray.train.worker_group import Scaling, WorkerGroup
+
+    job = FinetuneJob(config, task, seed, labels, splits["train"], splits.get("dev", []), Path(encoder_dir),
+                      Path(output), context, ready_at or time.time(), progress_file)
+    own = group is None
+    group = group or WorkerGroup(Scaling(config.num_workers, config.use_gpu))
+    try:
+        metrics = group.run(job)
+    finally:
+        if own:
+            group.shutdown()
     (output / "labels.json").write_text(json.dumps(labels))
-    return json.loads((output / "train_metrics.json").read_text())  # rank 0's last epoch
+    return metrics

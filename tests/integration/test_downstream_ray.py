@@ -73,7 +73,6 @@ def _finetune(encoder_dir: Path, dataset: DatasetConfig, data_root: Path, tmp: P
     output.mkdir()
     config = FinetuneConfig(datasets=[dataset], **training).for_dataset(dataset)
     metrics = run_finetune(config, task, splits, labels, SEED, encoder_dir=encoder_dir, output=output,
-                           storage=str(tmp / "storage"), run_name=output.name,
                            context=RunContext(uri, experiment.experiment_id, run_id, run_id))
     return metrics, client, run_id
 

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict
 from bioray.config import WorkflowConfig, is_mlflow_uri
 from bioray.workdir import Workdir
 
-if TYPE_CHECKING:  # mlflow is imported by the runs, not by planning or validation
+if TYPE_CHECKING:  # mlflow and ray are imported by the runs, not by planning or validation
     from bioray.tracking.context import RunContext
+    from bioray.train.worker_group import Scaling, WorkerGroup
 
 
 class StageOutput:
@@ -82,6 +83,8 @@ class StageEnv:
     earlier: tuple[Path, ...] = ()  # committed outputs of this stage with the same params and code
     replace: bool = False  # forced (`--force`): the new output replaces the committed one of the same key
     progress_file: Path | None = None  # where its progress lines go, for the driver's terminal (bioray.progress)
+    workers: WorkerGroup | None = None  # the training workers the runner lends it (Stage.worker_scaling)
+    ready_at: float | None = None  # time.time() when the runner found its inputs ready and submitted it
 
     def data_path(self, relative: str) -> Path:
         return (self.data_root / relative).resolve()
@@ -129,6 +132,16 @@ class Stage(ABC):
     def training_workers(self, node: Node) -> int:
         """CPUs its Ray Train workers hold while it runs (0: it trains nothing); the runner starts it only
         when that many are free, so trainers never hold the CPUs their own data tasks wait for."""
+        return 0
+
+    def worker_scaling(self, node: Node) -> Scaling | None:
+        """The long-lived worker group it trains on (bioray.train.worker_group), lent by the runner as
+        env.workers; None: it starts its own workers (Ray Train) or none."""
+        return None
+
+    def retries(self, node: Node) -> int:
+        """Times the runner runs it again after a crash (a worker of its group died); an exception in its
+        code fails it at once."""
         return 0
 
     def nondeterministic(self, node: Node) -> str | None:

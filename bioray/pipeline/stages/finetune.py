@@ -1,5 +1,6 @@
 """Stage finetune: the task's head on an encoder, per arm, dataset, fold, seed (and learning rate of a
-grid), with Ray Train; the model of the epoch best on the dev set is kept."""
+grid), data-parallel on a worker group the runner lends it (bioray.train.worker_group); the model of
+the epoch best on the dev set is kept."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def dataset_files(config: WorkflowConfig, dataset: DatasetConfig) -> tuple[str, 
 
 class Finetune(Stage):
     kind = "finetune"
-    help = "Fine-tune each encoder on every dataset, fold and seed (Ray Train); keep the epoch best on dev."
+    help = "Fine-tune each encoder on every dataset, fold and seed (Ray workers); keep the epoch best on dev."
     output = FinetuneOutput
     Params = FinetuneParams
     volatile = ("mlflow_model.json",)  # the id MLflow gave the logged model
@@ -77,6 +78,9 @@ class Finetune(Stage):
                                   dataset_files(config, dataset), catalog.code_modules(dataset)))
         return nodes
 
+    def retries(self, node: Node) -> int:
+        return node.params.training.max_failures
+
     def nondeterministic(self, node: Node) -> str | None:
         if node.params.training.use_gpu and not node.params.training.deterministic:
             return "GPU kernels (cuBLAS, atomic adds) without finetune.deterministic"
@@ -84,6 +88,11 @@ class Finetune(Stage):
 
     def training_workers(self, node: Node) -> int:
         return node.params.training.num_workers
+
+    def worker_scaling(self, node: Node):
+        from bioray.train.worker_group import Scaling
+
+        return Scaling(node.params.training.num_workers, node.params.training.use_gpu)
 
     def headline_for(self, node: Node) -> tuple[str, ...]:
         return (best_dev(catalog.task_for(node.params.dataset).metric),)
@@ -98,9 +107,8 @@ class Finetune(Stage):
         labels = task.label_list(splits["train"], splits.get("dev", []))
         encoder = inputs["encoder"]
         metrics = run_finetune(params.training, task, splits, labels, params.at.seed,
-                               encoder_dir=encoder.path / params.encoder_model, output=output,
-                               storage=env.train_storage, run_name=f"{node.name.replace('/', '-')}-{env.key}",
-                               context=env.context, progress_file=env.progress_file)
+                               encoder_dir=encoder.path / params.encoder_model, output=output, context=env.context,
+                               progress_file=env.progress_file, group=env.workers, ready_at=env.ready_at)
         if params.training.log_model:
             from bioray.tasks.serving import log_task_model
 

@@ -1,0 +1,182 @@
+"""Long-lived training worker groups: Ray actors that keep their imports and their torch.distributed
+process group from one fine-tune to the next.
+
+Ray Train V2 builds a new worker group for every `fit()` (~18 s here: actors, process group, imports
+in the train function), and a BLURB-style evaluation is hundreds of small fine-tunes. Ray's guidance
+for many small trainings is Ray Core: these are plain actors, gang-placed by a placement group, with
+the process group Ray Train would set up (gloo on CPU, NCCL on GPU, the same environment variables).
+A group runs one job at a time; the pipeline runner lends one to each fine-tuning stage
+(bioray.pipeline.runner) and keeps it for the next stage of the same scaling.
+
+Failure semantics: an exception in a job fails the job, and the group is shut down (its ranks may be
+stuck in a collective); a worker that dies raises WorkerCrashed, which the runner retries on a new group.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+log = logging.getLogger(__name__)
+
+# A collective that waits longer than this has lost a rank (the group is torn down on a failure before).
+COLLECTIVE_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """What a group is: its workers (one CPU, or one GPU, each). Stages of the same scaling share groups."""
+
+    num_workers: int
+    use_gpu: bool = False
+
+
+class WorkerCrashed(RuntimeError):
+    """A worker of the group died (killed process, lost node): the job may succeed on a new group."""
+
+
+@ray.remote
+class TrainingWorker:
+    """One rank. Imports the training code once, joins the group's process group once, then runs jobs."""
+
+    def __init__(self, rank: int, world: int, use_gpu: bool):
+        import torch
+
+        import bioray.train.finetune  # noqa: F401  (the imports a job needs, paid once per worker)
+
+        self.rank, self.world, self.use_gpu = rank, world, use_gpu
+        self.address, self.local_rank = None, None
+        threads = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
+        torch.set_num_threads(threads)  # as Ray Train's workers: the CPUs Ray gave it
+
+    def placement(self) -> tuple[str, list[int]]:
+        """Its node and GPU ids, for the local ranks and the devices each rank sees."""
+        return ray.get_runtime_context().get_node_id(), [int(g) for g in ray.get_gpu_ids()]
+
+    def rendezvous(self) -> tuple[str, int]:
+        """Rank 0: the address and port of the process group's store (a free port, chosen once)."""
+        if self.address is None:
+            with socket.socket() as probe:
+                probe.bind(("", 0))
+                self.address = ray.util.get_node_ip_address(), probe.getsockname()[1]
+        return self.address
+
+    def join(self, address: tuple[str, int], local_rank: int, visible_gpus: list[int]) -> None:
+        """The process group, and the environment Ray Train gives its workers (DeepSpeed reads it); once."""
+        import datetime
+
+        import torch.distributed as dist
+
+        if self.local_rank is not None:
+            return
+        os.environ.update({"MASTER_ADDR": address[0], "MASTER_PORT": str(address[1]), "RANK": str(self.rank),
+                           "WORLD_SIZE": str(self.world), "LOCAL_RANK": str(local_rank)})
+        if self.use_gpu:  # every rank on a node sees the node's group GPUs, as under Ray Train (NCCL peer access)
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, visible_gpus))
+        dist.init_process_group("nccl" if self.use_gpu else "gloo", init_method=f"tcp://{address[0]}:{address[1]}",
+                                rank=self.rank, world_size=self.world,
+                                timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+        self.local_rank = local_rank
+
+    def run(self, job) -> dict | None:
+        from bioray.train.finetune import run_job
+
+        device = f"cuda:{self.local_rank}" if self.use_gpu else "cpu"
+        return run_job(job, self.rank, self.world, device)
+
+
+class WorkerGroup:
+    """num_workers TrainingWorkers on a placement group (PACK: one node when it fits). Picklable: the
+    runner creates it, a stage task runs jobs on it."""
+
+    def __init__(self, scaling: Scaling):
+        self.scaling = scaling
+        bundle = {"CPU": 1, **({"GPU": 1} if scaling.use_gpu else {})}
+        self.placement = placement_group([bundle] * scaling.num_workers, strategy="PACK")
+        self.workers = [TrainingWorker.options(
+            num_cpus=1, num_gpus=1 if scaling.use_gpu else 0,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank),
+        ).remote(rank, scaling.num_workers, scaling.use_gpu) for rank in range(scaling.num_workers)]
+
+    @property
+    def cpus(self) -> int:
+        return self.scaling.num_workers
+
+    def start(self) -> None:
+        """Join the ranks into one process group: waits for the actors (and their imports) the first time,
+        a few milliseconds after (each worker joins once; this object may be a stage task's copy)."""
+        placements = _get(self, [w.placement.remote() for w in self.workers])
+        address = _get(self, self.workers[0].rendezvous.remote())
+        joins = []
+        for rank, worker in enumerate(self.workers):
+            node, _ = placements[rank]
+            same_node = [r for r, (n, _) in enumerate(placements) if n == node]
+            gpus = sorted(g for r in same_node for g in placements[r][1])
+            joins.append(worker.join.remote(address, same_node.index(rank), gpus))
+        _get(self, joins)
+
+    def run(self, job) -> dict | None:
+        """The job on every rank; rank 0's result. On the first failure the others are not waited for
+        (they may wait in a collective for the failed rank): the group is shut down."""
+        self.start()
+        shared = ray.put(job)  # one copy in the object store, read by every rank
+        pending = [w.run.remote(shared) for w in self.workers]
+        results: dict = {}
+        while len(results) < len(pending):
+            done, _ = ray.wait([r for r in pending if r not in results], num_returns=1)
+            results[done[0]] = _get(self, done[0])
+        return results[pending[0]]
+
+    def shutdown(self) -> None:
+        for worker in self.workers:
+            ray.kill(worker)
+        remove_placement_group(self.placement)
+
+
+def _get(group: WorkerGroup, refs):
+    """ray.get; on any failure the group is shut down, a dead worker raised as WorkerCrashed."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayActorError as exc:
+        group.shutdown()
+        raise WorkerCrashed(f"a training worker died ({type(exc).__name__}): {str(exc).splitlines()[0]}") from None
+    except BaseException:
+        group.shutdown()
+        raise
+
+
+class WorkerGroups:
+    """The runner's worker groups: each lent to one stage at a time, kept idle for the next stage of
+    the same scaling, shut down when no stage waiting can use it (its CPUs go back to Ray)."""
+
+    def __init__(self):
+        self.idle: list[WorkerGroup] = []
+
+    def lend(self, scaling: Scaling) -> WorkerGroup:
+        for group in self.idle:
+            if group.scaling == scaling:
+                self.idle.remove(group)
+                return group
+        return WorkerGroup(scaling)
+
+    def take_back(self, group: WorkerGroup) -> None:
+        self.idle.append(group)
+
+    def has_idle(self, scaling: Scaling) -> bool:
+        return any(group.scaling == scaling for group in self.idle)
+
+    @property
+    def idle_cpus(self) -> int:
+        return sum(group.cpus for group in self.idle)
+
+    def release(self, keep: set[Scaling] = frozenset()) -> None:
+        """Shut the idle groups down, but those of a scaling in `keep`."""
+        for group in [g for g in self.idle if g.scaling not in keep]:
+            self.idle.remove(group)
+            group.shutdown()
