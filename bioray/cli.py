@@ -377,6 +377,46 @@ def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max
                                               batch_size=batch_size, size=size, max_train=max_train), render)
 
 
+def _ncbi_disease_default() -> Path:
+    """The NCBI-disease folder where the tests find it: $BIORAY_DATA_ROOT, ../shared/data beside the
+    checkout, else the repository's sample-data/ (a bare clone)."""
+    repo = Path(__file__).resolve().parents[1]
+    roots = [os.environ.get("BIORAY_DATA_ROOT", ""), str(repo.parent / "shared" / "data"), str(repo / "sample-data")]
+    folders = [Path(root) / "NCBI-disease" / "biobert" for root in roots if root]
+    return next((folder for folder in folders if (folder / "train.tsv").is_file()), folders[-1])
+
+
+@bench.command(name="fanout")
+@click.option("--data", "data", type=click.Path(exists=True, file_okay=False), default=None,
+              help="BioBERT-format NER folder with train.tsv and test.tsv (default: NCBI-disease/biobert under "
+                   "$BIORAY_DATA_ROOT, else ../shared/data, else the repository's sample-data).")
+@click.option("--stages", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Fine-tuning runs K: seeds x the most of the lr grid that divides K (20: 5 seeds x 4 rates).")
+@click.option("--lrs", default="1e-3,5e-4,3e-4,1e-4", show_default=True, help="The learning-rate grid.")
+@click.option("--max-train", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Training sentences per run (the first N).")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_fanout_command(data, stages, lrs, max_train, epochs, batch_size, as_json):
+    """K small fine-tunes as pipeline stages vs. HF's Trainer one after another in one process vs. every core
+    training: stages/hour and each stage's start-up, in one run."""
+    import importlib.util
+
+    if importlib.util.find_spec("accelerate") is None:
+        _fail("the HF Trainer baseline needs accelerate: pip install -e '.[bench]'")
+    try:
+        grid = tuple(float(lr) for lr in lrs.split(","))
+    except ValueError:
+        grid = ()
+    if not grid or min(grid) <= 0:
+        raise click.BadParameter(f"expected positive numbers separated by commas, got {lrs!r}", param_hint="--lrs")
+    from bioray.bench.fanout import bench_fanout, render
+
+    run_bench(as_json, lambda: bench_fanout(Path(data) if data else _ncbi_disease_default(), stages, max_train,
+                                            epochs, batch_size, lrs=grid), render)
+
+
 @bench.command(name="quality")
 @click.option("--workflow", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The recipe (default: workflows/miniature.yaml of this checkout).")

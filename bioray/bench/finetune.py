@@ -52,7 +52,9 @@ def initial_checkpoint(sentences: list[Sentence], directory: Path, seed: int, sh
     return directory
 
 
-def _bioray(model_dir: Path, train, test, labels, config: TrainingConfig, seed: int) -> dict:
+def bioray_train(model_dir: Path, train, labels, config: TrainingConfig, seed: int) -> tuple:
+    """One fine-tune as bioray's Ray Train workers run it (`train_epochs`), in this process on the CPU, with
+    this process's torch threads: (the trained model, its tokenizer, seconds of training alone)."""
     from transformers import AutoTokenizer
 
     from bioray.model.encoder import apply_fast_path
@@ -65,11 +67,18 @@ def _bioray(model_dir: Path, train, test, labels, config: TrainingConfig, seed: 
     features = task.encode(train, tokenizer, labels, config.max_length)
     started = time.perf_counter()
     train_epochs(model, task, features, config, random.Random(seed), "cpu", tokenizer.pad_token_id)
-    seconds = time.perf_counter() - started
+    return model, tokenizer, time.perf_counter() - started
+
+
+def _bioray(model_dir: Path, train, test, labels, config: TrainingConfig, seed: int) -> dict:
+    model, tokenizer, seconds = bioray_train(model_dir, train, labels, config, seed)
     return {"seconds": seconds, "predicted": predict_tags(model, tokenizer, test, labels, config.max_length, 64)}
 
 
-def _baseline(model_dir: Path, train, test, labels, config: TrainingConfig, seed: int, workdir: Path) -> dict:
+def hf_trainer(model_dir: Path, train, labels, config: TrainingConfig, seed: int, workdir: Path) -> tuple:
+    """The baseline as HF's run_ner.py example fine-tunes (`Trainer` + `AutoModelForTokenClassification`
+    + `DataCollatorForTokenClassification`), model loaded and data encoded, not yet trained: (the
+    trainer, `encode`: sentences -> (rows, each row's word ids))."""
     from transformers import (
         AutoModelForTokenClassification,
         AutoTokenizer,
@@ -104,6 +113,11 @@ def _baseline(model_dir: Path, train, test, labels, config: TrainingConfig, seed
         logging_strategy="no", dataloader_num_workers=0, disable_tqdm=True)
     trainer = Trainer(model=model, args=arguments, train_dataset=encode(train)[0],
                       data_collator=DataCollatorForTokenClassification(tokenizer))
+    return trainer, encode
+
+
+def _baseline(model_dir: Path, train, test, labels, config: TrainingConfig, seed: int, workdir: Path) -> dict:
+    trainer, encode = hf_trainer(model_dir, train, labels, config, seed, workdir)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started

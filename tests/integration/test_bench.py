@@ -139,3 +139,29 @@ def test_bench_quality_json(data_root, tmp_path):
     assert result["curve"][-1]["f1_mean"] == pytest.approx(rows["scratch"]["f1_mean"])
     assert Path(result["curve_plot"]).stat().st_size > 0
     assert result["heldout_loss"] > 0 and result["unigram_loss"] > 0
+
+
+@pytest.mark.extended
+def test_bench_fanout_json(data_root):
+    """Three fine-tunes as pipeline stages (one seed x a 3-rate grid) against the HF loop: the JSON alone on
+    stdout, its rates from its own wall times."""
+    from tests.support.cli import run_bioray
+
+    done = run_bioray("bench", "fanout", "--data", str(data_root / "NCBI-disease" / "biobert"), "--stages", "3",
+                      "--max-train", "50", "--json", timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout)  # stdout is the JSON alone
+    assert {"stages", "startup_median_s", "stages_per_hour", "baseline_stages_per_hour", "speedup",
+            "ideal_stages_per_hour"} <= set(result)
+    assert result["stages"] == 3 and len(result["seeds"]) * len(result["lrs"]) == 3
+    assert result["train_sentences"] == 50 and result["cores"] >= 1
+    assert min(result["stages_per_hour"], result["baseline_stages_per_hour"], result["ideal_stages_per_hour"]) > 0
+    assert result["stages_per_hour"] == pytest.approx(3 * 3600 / result["wall_s"])
+    assert result["baseline_stages_per_hour"] == pytest.approx(3 * 3600 / result["baseline_wall_s"])
+    assert result["speedup"] == pytest.approx(result["stages_per_hour"] / result["baseline_stages_per_hour"])
+    assert result["ideal_stages_per_hour"] == pytest.approx(result["cores"] * 3600 / result["compute_s"])
+    # each stage's start-up once the finetune stages record it; until then none, and the JSON says so
+    if result["startup_median_s"] is None:
+        assert result["startup_stages"] == 0 and result["startup_note"]
+    else:
+        assert result["startup_stages"] == 3 and 0 < result["startup_median_s"] <= result["startup_max_s"]
