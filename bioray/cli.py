@@ -355,26 +355,35 @@ def bench_pretrain_command(data, tokenizer, device, size, seq_lens, budget, as_j
                    "text).")
 @click.option("--epochs", type=int, default=3, show_default=True)
 @click.option("--seeds", default="42", show_default=True,
-              help="Comma-separated seeds: both sides run once per seed; F1 and speed are means.")
+              help="Comma-separated seeds: both sides run once per seed; F1 and speed are means, with standard "
+                   "errors (5 or more seeds recommended).")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--size", type=click.Choice(["mini", "tiny"]), default="mini", show_default=True,
               help="Shape of the default initial checkpoint: BERT-mini (4 layers, 256 hidden) or tiny (2, 128).")
 @click.option("--max-train", type=int, default=None, help="Use only the first N training sentences (a quick check).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes a side: above 1, bioray's run_finetune on that many Ray Train workers vs. the HF "
+                   "Trainer on that many torchrun processes (gloo), each with cores / N torch threads; "
+                   "--batch-size is the global batch and must divide by N.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max_train, as_json):
+def bench_finetune_command(data, model, epochs, seeds, lr, batch_size, size, max_train, workers, as_json):
     """bioray's NER fine-tuning vs. a plain HF Trainer: entity F1 and examples/s, in one run."""
     import importlib.util
 
     if importlib.util.find_spec("accelerate") is None:
         _fail("the HF Trainer baseline needs accelerate: pip install -e '.[bench]'")
 
+    if batch_size % workers:
+        raise click.BadParameter(f"{batch_size} is not divisible by --workers {workers} (the HF Trainer's "
+                                 "processes take batch-size / workers sentences a step)", param_hint="--batch-size")
     from bioray.bench.finetune import bench_finetune, render
 
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "NCBI-disease" / "biobert"
     run_bench(as_json, lambda: bench_finetune(Path(data) if data else default, Path(model) if model else None,
                                               epochs=epochs, seeds=tuple(int(s) for s in seeds.split(",")), lr=lr,
-                                              batch_size=batch_size, size=size, max_train=max_train), render)
+                                              batch_size=batch_size, size=size, max_train=max_train,
+                                              workers=workers), render)
 
 
 def _ncbi_disease_default() -> Path:

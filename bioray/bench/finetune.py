@@ -11,11 +11,16 @@ is reported beside it (bioray reads long ones in windows, the baseline truncates
 (b) baseline: `Trainer` + `AutoModelForTokenClassification` + `DataCollatorForTokenClassification`
     as HF's run_ner.py example does it (random batches padded to their longest sentence, sentences
     truncated at max_length; words cut off are predicted `O`).
-Throughput is training examples (sentences) per second of training, epochs included.
+Throughput is training examples (sentences) per second of training, epochs included. F1s and the
+per-seed F1 difference come with their standard errors over the seeds.
+With workers > 1 each side trains data-parallel on that many processes instead (finetune_workers):
+bioray's run_finetune on Ray Train workers, the Trainer under torchrun, the same global batch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import random
 import statistics
@@ -75,10 +80,12 @@ def _bioray(model_dir: Path, train, test, labels, config: TrainingConfig, seed: 
     return {"seconds": seconds, "predicted": predict_tags(model, tokenizer, test, labels, config.max_length, 64)}
 
 
-def hf_trainer(model_dir: Path, train, labels, config: TrainingConfig, seed: int, workdir: Path) -> tuple:
+def hf_trainer(model_dir: Path, train, labels, config: TrainingConfig, seed: int, workdir: Path,
+               workers: int = 1) -> tuple:
     """The baseline as HF's run_ner.py example fine-tunes (`Trainer` + `AutoModelForTokenClassification`
     + `DataCollatorForTokenClassification`), model loaded and data encoded, not yet trained: (the
-    trainer, `encode`: sentences -> (rows, each row's word ids))."""
+    trainer, `encode`: sentences -> (rows, each row's word ids)). With workers > 1 this is one of the
+    torchrun processes (bioray.bench.hf_trainer_ddp), each with batch_size / workers sentences per step."""
     from transformers import (
         AutoModelForTokenClassification,
         AutoTokenizer,
@@ -107,7 +114,8 @@ def hf_trainer(model_dir: Path, train, labels, config: TrainingConfig, seed: int
     model = AutoModelForTokenClassification.from_pretrained(
         str(model_dir), num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=index)
     arguments = TrainingArguments(
-        output_dir=str(workdir), per_device_train_batch_size=config.batch_size, num_train_epochs=config.epochs,
+        output_dir=str(workdir), per_device_train_batch_size=config.batch_size // workers,
+        num_train_epochs=config.epochs, ddp_backend="gloo" if workers > 1 else None,
         learning_rate=config.lr, warmup_steps=config.warmup_ratio, weight_decay=0.01, max_grad_norm=1.0,
         lr_scheduler_type="linear", seed=seed, use_cpu=True, report_to=[], save_strategy="no",
         logging_strategy="no", dataloader_num_workers=0, disable_tqdm=True)
@@ -116,8 +124,10 @@ def hf_trainer(model_dir: Path, train, labels, config: TrainingConfig, seed: int
     return trainer, encode
 
 
-def _baseline(model_dir: Path, train, test, labels, config: TrainingConfig, seed: int, workdir: Path) -> dict:
-    trainer, encode = hf_trainer(model_dir, train, labels, config, seed, workdir)
+def trainer_baseline(model_dir: Path, train, test, labels, config: TrainingConfig, seed: int, workdir: Path,
+                     workers: int = 1) -> dict:
+    """HF's Trainer trained, then its test predictions as entity tags (and its training seconds)."""
+    trainer, encode = hf_trainer(model_dir, train, labels, config, seed, workdir, workers)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
@@ -146,61 +156,111 @@ def _fitting(sentences: list[Sentence], model_dir: Path, max_length: int) -> lis
 def _scores(side: dict, test: list[Sentence], fitting: list[int]) -> dict:
     """F1 over the test sentences that fit (the parity measure) and over all of them."""
     fit = entity_scores([test[i].tags for i in fitting], [side["predicted"][i] for i in fitting])["f1"]
-    return {"seconds": side["seconds"], "f1": fit,
-            "f1_all_test": entity_scores([s.tags for s in test], side["predicted"])["f1"]}
+    timings = {key: value for key, value in side.items() if key.endswith("seconds") or key == "torch_threads"}
+    return {**timings, "f1": fit, "f1_all_test": entity_scores([s.tags for s in test], side["predicted"])["f1"]}
+
+
+def _sides(start: Path, train, test, labels, config: TrainingConfig, seed: int, workdir: Path, shared) -> dict:
+    """Both sides in this process, or (shared: a finetune_workers.Session) each on its N workers."""
+    if shared is None:
+        return {"bioray": _bioray(start, train, test, labels, config, seed),
+                "baseline": trainer_baseline(start, train, test, labels, config, seed, workdir / "trainer")}
+    from bioray.bench.finetune_workers import baseline_workers, bioray_workers
+
+    return {"bioray": bioray_workers(shared, start, train, test, labels, config, seed, workdir),
+            "baseline": baseline_workers(shared, start, train, test, labels, config, seed, workdir)}
+
+
+def mean_and_se(values: list[float]) -> tuple[float, float | None]:
+    """Mean and its standard error, sd / sqrt(n) (None from a single value)."""
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
 
 
 def bench_finetune(data: Path, model_dir: Path | None = None, epochs: int = 3, seeds: tuple[int, ...] = (42,),
                    batch_size: int = 32, lr: float = 1e-3, max_length: int = 128, max_train: int | None = None,
-                   size: str = "mini") -> dict:
+                   size: str = "mini", workers: int = 1) -> dict:
     """Both sides once per seed (its own initial weights when no model is given); F1 and examples/s
-    are means over the seeds (a single NER run's F1 moves by a point or two with the seed)."""
+    are means over the seeds, with standard errors (a single NER run's F1 moves by a point or two
+    with the seed). workers > 1: both sides data-parallel on that many processes (finetune_workers),
+    batch_size the global batch."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    if workers > 1:
+        from bioray.bench.finetune_workers import check_batch, workers_session
+
+        check_batch(batch_size, workers)
     train = read_conll(data / "train.tsv")[:max_train]
     test = read_conll(data / "test.tsv")
     labels = label_list(train)
     config = TrainingConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length)
     runs = []
-    for seed in seeds:
-        with tempfile.TemporaryDirectory() as tmp:
-            start = model_dir or initial_checkpoint(train, Path(tmp) / "init", seed, SHAPES[size])
-            fitting_train = [train[i] for i in _fitting(train, start, max_length)]
-            fitting_test = _fitting(test, start, max_length)
-            sides = {"bioray": _bioray(start, fitting_train, test, labels, config, seed),
-                     "baseline": _baseline(start, fitting_train, test, labels, config, seed, Path(tmp) / "trainer")}
-            runs.append({"seed": seed, "train": len(fitting_train), "test_fitting": len(fitting_test),
-                         **{name: _scores(side, test, fitting_test) for name, side in sides.items()}})
+    with contextlib.ExitStack() as stack:
+        shared = None  # with workers > 1: one Ray and one MLflow store for all seeds
+        if workers > 1:
+            shared = stack.enter_context(workers_session(
+                workers, Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bioray-bench-")))))
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                start = model_dir or initial_checkpoint(train, Path(tmp) / "init", seed, SHAPES[size])
+                fitting_train = [train[i] for i in _fitting(train, start, max_length)]
+                fitting_test = _fitting(test, start, max_length)
+                sides = _sides(start, fitting_train, test, labels, config, seed, Path(tmp), shared)
+                runs.append({"seed": seed, "train": len(fitting_train), "test_fitting": len(fitting_test),
+                             **{name: _scores(side, test, fitting_test) for name, side in sides.items()}})
     examples = statistics.fmean(run["train"] for run in runs) * epochs
 
     def mean(side: str, key: str) -> float:
         return statistics.fmean(run[side][key] for run in runs)
 
-    ours_f1, baseline_f1 = mean("bioray", "f1"), mean("baseline", "f1")
+    ours_f1, ours_se = mean_and_se([run["bioray"]["f1"] for run in runs])
+    baseline_f1, baseline_se = mean_and_se([run["baseline"]["f1"] for run in runs])
+    difference_se = mean_and_se([100 * (run["bioray"]["f1"] - run["baseline"]["f1"]) for run in runs])[1]
+    threads = {"torch_threads": torch.get_num_threads()}
+    if shared is not None:  # per process, both sides; what each side's processes reported
+        threads = {"torch_threads": shared.threads, "bioray_torch_threads": shared.ray_threads,
+                   "baseline_torch_threads": runs[0]["baseline"]["torch_threads"],
+                   "bioray_seconds_exclude_startup": all(r["bioray"]["startup_seconds"] is not None for r in runs)}
     return {
         "bioray_f1": ours_f1, "baseline_f1": baseline_f1, "f1_difference_points": 100 * (ours_f1 - baseline_f1),
+        "bioray_f1_se": ours_se, "baseline_f1_se": baseline_se, "f1_difference_se_points": difference_se,
         "bioray_f1_all_test": mean("bioray", "f1_all_test"), "baseline_f1_all_test": mean("baseline", "f1_all_test"),
         "bioray_examples_per_s": examples / mean("bioray", "seconds"),
         "baseline_examples_per_s": examples / mean("baseline", "seconds"),
         "speedup": mean("baseline", "seconds") / mean("bioray", "seconds"),
         "per_seed": [{"seed": r["seed"], "bioray_f1": r["bioray"]["f1"], "baseline_f1": r["baseline"]["f1"],
                       "bioray_seconds": r["bioray"]["seconds"], "baseline_seconds": r["baseline"]["seconds"],
+                      **{f"bioray_{key}": r["bioray"][key] for key in ("wall_seconds", "startup_seconds")
+                         if key in r["bioray"]},
                       "train_examples": r["train"], "test_sentences_fitting": r["test_fitting"]} for r in runs],
         "train_sentences": len(train), "test_sentences": len(test), "epochs": epochs, "seeds": list(seeds),
-        "batch_size": batch_size, "lr": lr, "max_length": max_length, "torch_threads": torch.get_num_threads(),
+        "batch_size": batch_size, "lr": lr, "max_length": max_length, "workers": workers, **threads,
         "model": str(model_dir) if model_dir else f"random init, {size}: {SHAPES[size].layers} layers, "
                                                   f"hidden {SHAPES[size].hidden}",
     }
 
 
+def _plus_minus(se: float | None, scale: float = 100) -> str:
+    return f" ± {scale * se:.2f}" if se is not None else ""
+
+
 def render(result: dict) -> str:
-    """The result as the table `bioray bench finetune` prints."""
+    """The result as the table `bioray bench finetune` prints (± : standard errors over the seeds)."""
     fitting = result["per_seed"][0]
+    workers = result.get("workers", 1)
+    processes = (f"{workers} workers a side (Ray Train; torchrun), {result['torch_threads']} torch threads each"
+                 if workers > 1 else f"{result['torch_threads']} torch threads")
+    timed = ""  # with workers: bioray's seconds are run_finetune's, start-up excluded when it reports it
+    if workers > 1:
+        timed = (" (bioray: run_finetune less its start-up)" if result["bioray_seconds_exclude_startup"]
+                 else " (bioray: run_finetune's wall time, start-up included)")
     return "\n".join([
         f"{fitting['train_examples']} of {result['train_sentences']} training sentences fit in {result['max_length']} "
         f"sub-tokens (both sides train on them) x {result['epochs']} epochs, seeds "
-        f"{','.join(map(str, result['seeds']))}, {result['torch_threads']} torch threads, {result['model']}",
+        f"{','.join(map(str, result['seeds']))}, global batch {result['batch_size']}, {processes}, {result['model']}",
         f"test entity F1 on the {fitting['test_sentences_fitting']} test sentences that fit (parity), and on all "
         f"{result['test_sentences']}:",
-        *(f"{side:9s} {100 * result[side + '_f1']:6.2f}  {100 * result[side + '_f1_all_test']:6.2f}   "
-          f"{result[side + '_examples_per_s']:7.1f} examples/s" for side in ("bioray", "baseline")),
-        f"F1 difference {result['f1_difference_points']:+.2f} points, speed-up {result['speedup']:.2f}x"])
+        *(f"{side:9s} {100 * result[side + '_f1']:6.2f}{_plus_minus(result.get(side + '_f1_se')):8s}  "
+          f"{100 * result[side + '_f1_all_test']:6.2f}   {result[side + '_examples_per_s']:7.1f} examples/s"
+          for side in ("bioray", "baseline")),
+        f"F1 difference {result['f1_difference_points']:+.2f}{_plus_minus(result.get('f1_difference_se_points'), 1)} "
+        f"points (per-seed bioray - baseline), speed-up {result['speedup']:.2f}x{timed}"])

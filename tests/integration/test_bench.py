@@ -1,6 +1,7 @@
 """The bench CLIs end to end on small real inputs: the JSON is consistent with itself and with the input."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,43 @@ def test_bench_finetune_json(data_root):
     assert result["f1_difference_points"] == pytest.approx(100 * (result["bioray_f1"] - result["baseline_f1"]))
     assert result["speedup"] == pytest.approx(result["bioray_examples_per_s"] / result["baseline_examples_per_s"])
 
+
+
+@pytest.mark.extended
+def test_bench_finetune_workers_json(data_root):
+    """--workers 2: run_finetune on 2 Ray Train workers vs. the Trainer on 2 torchrun processes."""
+    done = subprocess.run([sys.executable, "-m", "bioray.cli", "bench", "finetune", "--size", "tiny", "--epochs", "1",
+                           "--data", str(data_root / "NCBI-disease" / "biobert"), "--max-train", "100",
+                           "--seeds", "1,2", "--workers", "2", "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout)  # stdout is the JSON alone
+    assert result["workers"] == 2 and [run["seed"] for run in result["per_seed"]] == [1, 2]
+    # both sides' processes ran with the same torch threads, and said so
+    assert result["bioray_torch_threads"] == result["baseline_torch_threads"] == result["torch_threads"] >= 1
+    assert f"{result['torch_threads']} torch threads each" in done.stderr
+    runs = result["per_seed"]
+    for side in ("bioray", "baseline"):
+        assert 0 <= result[f"{side}_f1"] <= 1 and 0 <= result[f"{side}_f1_all_test"] <= 1
+        assert result[f"{side}_examples_per_s"] > 0
+        # two seeds: the standard error is half their difference
+        assert result[f"{side}_f1_se"] == pytest.approx(abs(runs[0][f"{side}_f1"] - runs[1][f"{side}_f1"]) / 2)
+    differences = [100 * (run["bioray_f1"] - run["baseline_f1"]) for run in runs]
+    assert result["f1_difference_points"] == pytest.approx(sum(differences) / 2)
+    assert math.isfinite(result["f1_difference_se_points"])
+    assert result["f1_difference_se_points"] == pytest.approx(abs(differences[0] - differences[1]) / 2, abs=1e-9)
+    assert result["speedup"] == pytest.approx(result["bioray_examples_per_s"] / result["baseline_examples_per_s"])
+    # bioray's seconds are run_finetune's wall time, less the start-up it reports when it does
+    for run in runs:
+        startup = run["bioray_startup_seconds"] or 0.0
+        assert run["bioray_seconds"] > 0
+        assert run["bioray_seconds"] == pytest.approx(run["bioray_wall_seconds"] - startup)
+
+
+def test_bench_finetune_workers_must_split_the_batch():
+    done = subprocess.run([sys.executable, "-m", "bioray.cli", "bench", "finetune", "--workers", "3",
+                           "--batch-size", "32"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "not divisible by --workers 3" in done.stderr
 
 @pytest.mark.extended
 def test_bench_quality_json(data_root, tmp_path):
