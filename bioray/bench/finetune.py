@@ -6,7 +6,7 @@ and are scored with the same entity-level F1 on the test set. Parity is measured
 both sides train on the sentences that fit in max_length sub-tokens (so neither truncation nor windows
 come into play) and the parity F1 is over the test sentences that fit; the F1 over all test sentences
 is reported beside it (bioray reads long ones in windows, the baseline truncates them).
-(a) bioray: the training loop its Ray Train workers run (`train_epochs`): first-sub-token labels,
+(a) bioray: the training loop its fine-tuning workers run (`train_epochs`): first-sub-token labels,
     long sentences split into windows, random batches with dynamic padding, the unpadded encoder;
 (b) baseline: `Trainer` + `AutoModelForTokenClassification` + `DataCollatorForTokenClassification`
     as HF's run_ner.py example does it (random batches padded to their longest sentence, sentences
@@ -14,7 +14,7 @@ is reported beside it (bioray reads long ones in windows, the baseline truncates
 Throughput is training examples (sentences) per second of training, epochs included. F1s and the
 per-seed F1 difference come with their standard errors over the seeds.
 With workers > 1 each side trains data-parallel on that many processes instead (finetune_workers):
-bioray's run_finetune on Ray Train workers, the Trainer under torchrun, the same global batch.
+bioray's run_finetune on a group of Ray workers, the Trainer under torchrun, the same global batch.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def initial_checkpoint(sentences: list[Sentence], directory: Path, seed: int, sh
 
 
 def bioray_train(model_dir: Path, train, labels, config: TrainingConfig, seed: int) -> tuple:
-    """One fine-tune as bioray's Ray Train workers run it (`train_epochs`), in this process on the CPU, with
+    """One fine-tune as bioray's fine-tuning workers run it (`train_epochs`), in this process on the CPU, with
     this process's torch threads: (the trained model, its tokenizer, seconds of training alone)."""
     from transformers import AutoTokenizer
 
@@ -247,7 +247,7 @@ def render(result: dict) -> str:
     """The result as the table `bioray bench finetune` prints (± : standard errors over the seeds)."""
     fitting = result["per_seed"][0]
     workers = result.get("workers", 1)
-    processes = (f"{workers} workers a side (Ray Train; torchrun), {result['torch_threads']} torch threads each"
+    processes = (f"{workers} workers a side (Ray actors; torchrun), {result['torch_threads']} torch threads each"
                  if workers > 1 else f"{result['torch_threads']} torch threads")
     timed = ""  # with workers: bioray's seconds are run_finetune's, start-up excluded when it reports it
     if workers > 1:

@@ -1,8 +1,9 @@
 """`bioray bench finetune --workers N`: both sides data-parallel on N processes, same global batch.
 
-(a) bioray: the pipeline's own multi-worker path, `run_finetune` with `num_workers=N` (Ray Train workers,
-    DDP over gloo), on a local Ray started once for all seeds, each run tracked in a throwaway MLflow
-    store; the fine-tuned model is read back from its output folder and scored as `_bioray`'s is.
+(a) bioray: the pipeline's own multi-worker path, `run_finetune` with `num_workers=N` (a long-lived
+    worker group of Ray actors, DDP over gloo), on a local Ray started once for all seeds, each run
+    tracked in a throwaway MLflow store; the fine-tuned model is read back from its output folder and
+    scored as `_bioray`'s is.
 (b) baseline: HF's Trainer on N torchrun processes (bioray.bench.hf_trainer_ddp), batch_size / N
     sentences per process per step: the global batch is bioray's batch_size.
 Every process of either side runs cores / N torch threads (OMP_NUM_THREADS, set before Ray starts its
@@ -47,6 +48,7 @@ class Session:
     workdir: Path
     tracking_uri: str
     experiment_id: str
+    group: object  # the bioray.train.worker_group.WorkerGroup every seed's fine-tune runs on, as stages share one
 
     def start_run(self, name: str) -> RunContext:
         from bioray.tracking.store import client_for
@@ -68,6 +70,7 @@ def workers_session(workers: int, workdir: Path) -> Iterator[Session]:
     import ray
 
     from bioray.tracking.store import client_for, ensure_experiment
+    from bioray.train.worker_group import Scaling, WorkerGroup
 
     threads = threads_per_worker(workers)
     started_here = not ray.is_initialized()
@@ -82,7 +85,11 @@ def workers_session(workers: int, workdir: Path) -> Iterator[Session]:
         experiment = ensure_experiment(client_for(uri), "bench-finetune", workdir / "mlflow-artifacts")
         print(f"bench finetune: {workers} workers a side, {threads} torch threads each (Ray workers report "
               f"{ray_threads})", file=sys.stderr)
-        yield Session(workers, threads, ray_threads, workdir, uri, experiment)
+        group = WorkerGroup(Scaling(workers))
+        try:
+            yield Session(workers, threads, ray_threads, workdir, uri, experiment, group)
+        finally:
+            group.shutdown()
     finally:
         if started_here:
             ray.shutdown()
@@ -94,10 +101,10 @@ def workers_session(workers: int, workdir: Path) -> Iterator[Session]:
 
 def bioray_workers(shared: Session, model_dir: Path, train, test, labels, config: TrainingConfig, seed: int,
                    workdir: Path) -> dict:
-    """run_finetune on shared.workers Ray Train workers, then the test set predicted by the saved model.
-    wall_seconds: the whole call (Ray Train's worker group started, model loaded and the sentences
-    encoded on every worker, the epochs, the model saved); seconds: that less the start-up the run
-    reports as finetune/startup_s (startup_seconds), the wall time where it reports none."""
+    """run_finetune on the session's group of shared.workers Ray workers, then the test set predicted by
+    the saved model. wall_seconds: the whole call (model loaded and the sentences encoded on every
+    worker, the epochs, the model saved); seconds: that less the start-up the run reports as
+    finetune/startup_s (startup_seconds)."""
     from transformers import AutoTokenizer
 
     from bioray.train.finetune import run_finetune
@@ -107,9 +114,9 @@ def bioray_workers(shared: Session, model_dir: Path, train, test, labels, config
     output.mkdir()
     context = shared.start_run(f"bioray-seed{seed}")
     started = time.perf_counter()
-    metrics = run_finetune(config.model_copy(update={"num_workers": shared.workers}), task, {"train": train}, labels,
-                           seed, encoder_dir=model_dir, output=output, storage=str(workdir / "ray-train"),
-                           run_name=f"bench-finetune-seed{seed}", context=context)
+    config = TrainingConfig.model_validate({**config.model_dump(), "num_workers": shared.workers})
+    metrics = run_finetune(config, task, {"train": train}, labels, seed, encoder_dir=model_dir, output=output,
+                           context=context, group=shared.group)
     wall = time.perf_counter() - started
     context.client.set_terminated(context.run_id)
     startup = metrics.get("finetune/startup_s")
