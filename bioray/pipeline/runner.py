@@ -184,8 +184,9 @@ def _submit_and_collect(ray, config: WorkflowConfig, wanted: list[Node], waiting
     output_types = {node.name: node.stage.output for node in wanted}
     pending: dict = {}  # ref -> (node, the worker group lent to it)
     attempts: dict[str, int] = {}
+    finished: list[StageFinished] = []
     try:
-        while waiting or pending:
+        while waiting or pending or finished:
             # Training stages are served first come, first served: once a ready one waits for CPUs, later ones
             # wait behind it, so fine-tunes freeing one CPU at a time never keep a pretraining from its two.
             held_back = False
@@ -219,15 +220,22 @@ def _submit_and_collect(ray, config: WorkflowConfig, wanted: list[Node], waiting
                                config.dataset_path("."), config.train_storage, config.paths,
                                (earlier_outputs(config.paths, node) if node.stage.incremental and not forced else ()),
                                replace=forced, progress_file=progress_file, workers=group, ready_at=time.time())
-                ref = remote_execute.options(num_cpus=node.stage.num_cpus, name=node.name, max_retries=0,
-                                             runtime_env={"env_vars": STAGE_ENV}).remote(
-                    node, keys[node.name], env, {name: output_types[name] for name in node.inputs},
-                    *[handles[name] for name in node.inputs])
+                args = (node, keys[node.name], env, {name: output_types[name] for name in node.inputs},
+                        *[handles[name] for name in node.inputs])
+                if group is not None:  # on the group's rank 0
+                    ref = group.execute(execute_node, *args)
+                else:
+                    ref = remote_execute.options(num_cpus=node.stage.num_cpus, name=node.name, max_retries=0,
+                                                 runtime_env={"env_vars": STAGE_ENV}).remote(*args)
                 handles[node.name], pending[ref] = ref, (node, group)
                 waiting.remove(node)
                 if node.name not in attempts:
                     follow(StageStarted(node, keys[node.name], progress_file))
                 attempts[node.name] = attempts.get(node.name, 0) + 1
+            for event in finished:  # its tracking and terminal lines wait until its group has its next stage
+                follow(event)
+                _forget_progress(config, event.node, event.key)
+            finished.clear()
             if not pending:
                 continue  # every remaining stage was just marked not run
             done, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_EVERY_S)
@@ -245,30 +253,38 @@ def _submit_and_collect(ray, config: WorkflowConfig, wanted: list[Node], waiting
                 if upstream is None and _crashed(exc) and attempts[node.name] <= node.stage.retries(node):
                     log.warning("stage %s: %s; running it again on new workers (attempt %d of %d)", node.name,
                                 _root_error(exc), attempts[node.name] + 1, node.stage.retries(node) + 1)
+                    for stale in config.paths.stage_family(node.name).glob(f".tmp-{key}-*"):  # a killed attempt's
+                        config.paths.remove(stale)
                     waiting.insert(0, node)
                     continue
                 _fail(summary, follow, StageFailed(node, key, _not_run(upstream) if upstream else _root_error(exc),
                                                    True, upstream))
+                _forget_progress(config, node, key)
             else:
                 if group is not None:
                     groups.take_back(group)
                 summary.results[node.name] = result
-                follow(StageFinished(node, key, result))
-            with contextlib.suppress(OSError):  # only now: the terminal read its last progress lines
-                config.paths.stage_progress(node.name, key).unlink(missing_ok=True)
+                finished.append(StageFinished(node, key, result))  # told once the next stages are submitted
     finally:
-        for _, group in pending.values():  # interrupted: the groups still lent out go too
+        for event in finished:  # interrupted: what did finish is still told
+            follow(event)
+        for _, group in pending.values():  # and the groups still lent out go
             if group is not None:
                 group.shutdown()
 
 
+def _forget_progress(config: WorkflowConfig, node: Node, key: str) -> None:
+    with contextlib.suppress(OSError):  # only now: the terminal read its last progress lines
+        config.paths.stage_progress(node.name, key).unlink(missing_ok=True)
+
+
 def _crashed(exc: Exception) -> bool:
     """A crash (a training worker or the stage's own process died), not an error of the code: worth a rerun."""
-    from ray.exceptions import NodeDiedError, WorkerCrashedError
+    from ray.exceptions import NodeDiedError, RayActorError, WorkerCrashedError
 
     from bioray.train.worker_group import WorkerCrashed
 
-    crashes = (WorkerCrashed, WorkerCrashedError, NodeDiedError)
+    crashes = (WorkerCrashed, RayActorError, WorkerCrashedError, NodeDiedError)
     return isinstance(exc, crashes) or isinstance(getattr(exc, "cause", None), crashes)
 
 

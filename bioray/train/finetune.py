@@ -21,14 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
 
 from bioray import progress
 from bioray.config import TrainingConfig
 from bioray.metric_names import FINETUNE_STARTUP, best_dev
-from bioray.model.encoder import apply_fast_path
 from bioray.tracking.context import RunContext
-from bioray.tracking.outbox import SPILL_FILE, WorkerLogger
 from bioray.train.determinism import use_deterministic_kernels
 from bioray.train.optim import decay_groups, warmup_decay
 
@@ -137,6 +134,11 @@ def train_epochs(model, task, features: list, config: TrainingConfig, rng: rando
 def run_job(job: FinetuneJob, rank: int, world: int, device: str) -> dict | None:
     """One fine-tune on one rank of a worker group (torch.distributed is up); rank 0 scores dev after
     each epoch, keeps the dev-best weights and writes the model; returns rank 0's metrics."""
+    from transformers import AutoTokenizer  # here, not at the top: the stage's own process never needs it
+
+    from bioray.model.encoder import apply_fast_path
+    from bioray.tracking.outbox import SPILL_FILE, WorkerLogger
+
     config = job.config
     progress.use(job.progress_file)
     use_deterministic_kernels(config.deterministic)

@@ -6,14 +6,17 @@ in the train function), and a BLURB-style evaluation is hundreds of small fine-t
 for many small trainings is Ray Core: these are plain actors, gang-placed by a placement group, with
 the process group Ray Train would set up (gloo on CPU, NCCL on GPU, the same environment variables).
 A group runs one job at a time; the pipeline runner lends one to each fine-tuning stage
-(bioray.pipeline.runner) and keeps it for the next stage of the same scaling.
+(bioray.pipeline.runner) and keeps it for the next stage of the same scaling. The stage itself runs
+on rank 0 (`execute`): no process of its own to start and fill with imports, no job to copy over.
 
-Failure semantics: an exception in a job fails the job, and the group is shut down (its ranks may be
-stuck in a collective); a worker that dies raises WorkerCrashed, which the runner retries on a new group.
+Failure semantics: an exception in a job fails the job, and whoever lent the group shuts it down (its
+ranks may be stuck in a collective); a worker that dies raises WorkerCrashed, which the runner retries
+on a new group.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # A collective that waits longer than this has lost a rank (the group is torn down on a failure before).
 COLLECTIVE_TIMEOUT_S = 1800
+PING_TIMEOUT_S = 10  # a live worker answers in milliseconds, even while it trains
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,11 @@ class TrainingWorker:
 
     def __init__(self, rank: int, world: int, use_gpu: bool):
         import torch
+        import transformers  # noqa: F401  (the imports a job needs, paid once per worker)
 
-        import bioray.train.finetune  # noqa: F401  (the imports a job needs, paid once per worker)
+        import bioray.model.encoder  # noqa: F401
+        import bioray.tracking.outbox  # noqa: F401
+        import bioray.train.finetune  # noqa: F401
 
         self.rank, self.world, self.use_gpu = rank, world, use_gpu
         self.address, self.local_rank = None, None
@@ -84,6 +91,11 @@ class TrainingWorker:
                                 timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
         self.local_rank = local_rank
 
+    def execute(self, execute_node, *args):
+        """A stage on this rank (rank 0): execute_node(*args), whose run hands its job to the group's
+        ranks, this one included (another thread of this actor runs it)."""
+        return execute_node(*args)
+
     def run(self, job) -> dict | None:
         from bioray.train.finetune import run_job
 
@@ -100,7 +112,7 @@ class WorkerGroup:
         bundle = {"CPU": 1, **({"GPU": 1} if scaling.use_gpu else {})}
         self.placement = placement_group([bundle] * scaling.num_workers, strategy="PACK")
         self.workers = [TrainingWorker.options(
-            num_cpus=1, num_gpus=1 if scaling.use_gpu else 0,
+            num_cpus=1, num_gpus=1 if scaling.use_gpu else 0, max_concurrency=3,  # a stage, its job, a ping
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank),
         ).remote(rank, scaling.num_workers, scaling.use_gpu) for rank in range(scaling.num_workers)]
 
@@ -108,47 +120,63 @@ class WorkerGroup:
     def cpus(self) -> int:
         return self.scaling.num_workers
 
+    def execute(self, execute_node, *args):
+        """execute_node(*args) on rank 0, as a Ray task would run it; an ObjectRef of its result."""
+        return self.workers[0].execute.remote(execute_node, *args)
+
     def start(self) -> None:
         """Join the ranks into one process group: waits for the actors (and their imports) the first time,
         a few milliseconds after (each worker joins once; this object may be a stage task's copy)."""
-        placements = _get(self, [w.placement.remote() for w in self.workers])
-        address = _get(self, self.workers[0].rendezvous.remote())
+        placements = _get([w.placement.remote() for w in self.workers])
+        address = _get(self.workers[0].rendezvous.remote())
         joins = []
         for rank, worker in enumerate(self.workers):
             node, _ = placements[rank]
             same_node = [r for r, (n, _) in enumerate(placements) if n == node]
             gpus = sorted(g for r in same_node for g in placements[r][1])
             joins.append(worker.join.remote(address, same_node.index(rank), gpus))
-        _get(self, joins)
+        _get(joins)
 
     def run(self, job) -> dict | None:
         """The job on every rank; rank 0's result. On the first failure the others are not waited for
-        (they may wait in a collective for the failed rank): the group is shut down."""
+        (they may wait in a collective for the failed rank): whoever lent the group shuts it down."""
         self.start()
         shared = ray.put(job)  # one copy in the object store, read by every rank
         pending = [w.run.remote(shared) for w in self.workers]
         results: dict = {}
         while len(results) < len(pending):
             done, _ = ray.wait([r for r in pending if r not in results], num_returns=1)
-            results[done[0]] = _get(self, done[0])
+            try:
+                results[done[0]] = _get(done[0])
+            except WorkerCrashed:
+                raise
+            except Exception:
+                self._raise_if_a_rank_died()  # a rank's error may be its collective losing a dead peer
+                raise
         return results[pending[0]]
 
+    def _raise_if_a_rank_died(self) -> None:
+        """WorkerCrashed when a rank does not answer a ping (each worker keeps a thread free for it)."""
+        for worker in self.workers:
+            try:
+                ray.get(worker.placement.remote(), timeout=PING_TIMEOUT_S)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+                raise WorkerCrashed(f"a training worker died ({type(exc).__name__})") from None
+
     def shutdown(self) -> None:
+        """Kill the workers and free their placement (again: nothing)."""
         for worker in self.workers:
             ray.kill(worker)
-        remove_placement_group(self.placement)
+        with contextlib.suppress(Exception):  # removed already
+            remove_placement_group(self.placement)
 
 
-def _get(group: WorkerGroup, refs):
-    """ray.get; on any failure the group is shut down, a dead worker raised as WorkerCrashed."""
+def _get(refs):
+    """ray.get, a dead worker raised as WorkerCrashed."""
     try:
         return ray.get(refs)
     except ray.exceptions.RayActorError as exc:
-        group.shutdown()
         raise WorkerCrashed(f"a training worker died ({type(exc).__name__}): {str(exc).splitlines()[0]}") from None
-    except BaseException:
-        group.shutdown()
-        raise
 
 
 class WorkerGroups:
