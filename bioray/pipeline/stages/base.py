@@ -15,9 +15,8 @@ from pydantic import BaseModel, ConfigDict
 from bioray.config import WorkflowConfig, is_mlflow_uri
 from bioray.workdir import Workdir
 
-if TYPE_CHECKING:  # mlflow and ray are imported by the runs, not by planning or validation
+if TYPE_CHECKING:  # mlflow is imported by the runs, not by planning or validation
     from bioray.tracking.context import RunContext
-    from bioray.train.worker_group import Scaling, WorkerGroup
 
 
 class StageOutput:
@@ -83,7 +82,9 @@ class StageEnv:
     earlier: tuple[Path, ...] = ()  # committed outputs of this stage with the same params and code
     replace: bool = False  # forced (`--force`): the new output replaces the committed one of the same key
     progress_file: Path | None = None  # where its progress lines go, for the driver's terminal (bioray.progress)
-    workers: WorkerGroup | None = None  # the training workers the runner lends it (Stage.worker_scaling)
+    # the training workers the runner lends it (Stage.worker_scaling): a bioray.train.worker_group.WorkerGroup,
+    # not imported here, where it would put the training code into every stage's code key
+    workers: Any = None
     ready_at: float | None = None  # time.time() when the runner found its inputs ready and submitted it
 
     def data_path(self, relative: str) -> Path:
@@ -134,9 +135,9 @@ class Stage(ABC):
         when that many are free, so trainers never hold the CPUs their own data tasks wait for."""
         return 0
 
-    def worker_scaling(self, node: Node) -> Scaling | None:
-        """The long-lived worker group it trains on (bioray.train.worker_group), lent by the runner as
-        env.workers; None: it starts its own workers (Ray Train) or none."""
+    def worker_scaling(self, node: Node):
+        """The long-lived worker group it trains on (a bioray.train.worker_group.Scaling), lent by the
+        runner as env.workers; None: it starts its own workers (Ray Train) or none."""
         return None
 
     def retries(self, node: Node) -> int:
