@@ -363,7 +363,7 @@ def bench_pretrain_command(data, tokenizer, device, size, seq_lens, budget, as_j
               help="Shape of the default initial checkpoint: BERT-mini (4 layers, 256 hidden) or tiny (2, 128).")
 @click.option("--max-train", type=int, default=None, help="Use only the first N training sentences (a quick check).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes a side: above 1, bioray's run_finetune on that many Ray Train workers vs. the HF "
+              help="Processes a side: above 1, bioray's run_finetune on a group of that many Ray workers vs. the HF "
                    "Trainer on that many torchrun processes (gloo), each with cores / N torch threads; "
                    "--batch-size is the global batch and must divide by N.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

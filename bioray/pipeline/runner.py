@@ -134,7 +134,7 @@ def run_nodes(config: WorkflowConfig, nodes: list[Node], targets: list[str] | No
 
 
 # Ray Train's controller gives up on a worker group that waits more than 60 s for resources; a
-# fine-tuning stage queued behind others on a busy cluster waits longer than that, by design.
+# training stage queued behind others on a busy cluster waits longer than that, by design.
 STAGE_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "86400"}
 PROGRESS_EVERY_S = 2.0  # how often the driver prints the running stages' new progress lines
 
