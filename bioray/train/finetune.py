@@ -187,7 +187,7 @@ def run_job(job: FinetuneJob, rank: int, world: int, device: str) -> dict | None
     if best["state"] is not None:  # BioBERT/BLURB practice: the test set sees the dev-best epoch only
         core.load_state_dict(best["state"])
         metrics.update({"finetune/best_epoch": best["epoch"], best_dev(primary): best["score"]})
-    metrics.update({"finetune/lr": config.lr, FINETUNE_STARTUP: started["startup_s"]})
+    metrics.update({"finetune/lr": config.lr, **({FINETUNE_STARTUP: started["startup_s"]} if started else {})})
     core.save_pretrained(str(output / "model"), safe_serialization=True)
     tokenizer.save_pretrained(str(output / "model"))
     (output / "train_metrics.json").write_text(json.dumps(metrics, indent=2))

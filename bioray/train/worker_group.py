@@ -58,9 +58,8 @@ class TrainingWorker:
         import bioray.train.finetune  # noqa: F401
 
         self.rank, self.world, self.use_gpu = rank, world, use_gpu
-        self.address, self.local_rank = None, None
-        threads = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
-        torch.set_num_threads(threads)  # as Ray Train's workers: the CPUs Ray gave it
+        self.address, self.device = None, None
+        torch.set_num_threads(1)  # it holds one CPU (Ray Train's workers are set up the same way)
 
     def placement(self) -> tuple[str, list[int]]:
         """Its node and GPU ids, for the local ranks and the devices each rank sees."""
@@ -74,22 +73,28 @@ class TrainingWorker:
                 self.address = ray.util.get_node_ip_address(), probe.getsockname()[1]
         return self.address
 
-    def join(self, address: tuple[str, int], local_rank: int, visible_gpus: list[int]) -> None:
-        """The process group, and the environment Ray Train gives its workers (DeepSpeed reads it); once."""
+    def join(self, address: tuple[str, int], node_ranks: list[int], node_gpus: list[int]) -> None:
+        """The process group, and the environment Ray Train gives its workers (DeepSpeed reads it); once.
+        node_ranks, node_gpus: the group's ranks and GPUs on this worker's node."""
         import datetime
 
+        import torch
         import torch.distributed as dist
 
-        if self.local_rank is not None:
+        if self.device is not None:
             return
+        if self.use_gpu:  # every rank on a node sees the node's group GPUs, as under Ray Train (NCCL peer access)
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, node_gpus))
+            local_rank = node_gpus.index(int(ray.get_gpu_ids()[0]))
+            torch.cuda.set_device(local_rank)
+        else:
+            local_rank = node_ranks.index(self.rank)
         os.environ.update({"MASTER_ADDR": address[0], "MASTER_PORT": str(address[1]), "RANK": str(self.rank),
                            "WORLD_SIZE": str(self.world), "LOCAL_RANK": str(local_rank)})
-        if self.use_gpu:  # every rank on a node sees the node's group GPUs, as under Ray Train (NCCL peer access)
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, visible_gpus))
         dist.init_process_group("nccl" if self.use_gpu else "gloo", init_method=f"tcp://{address[0]}:{address[1]}",
                                 rank=self.rank, world_size=self.world,
                                 timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
-        self.local_rank = local_rank
+        self.device = f"cuda:{local_rank}" if self.use_gpu else "cpu"
 
     def execute(self, execute_node, *args):
         """A stage on this rank (rank 0): execute_node(*args), whose run hands its job to the group's
@@ -99,13 +104,12 @@ class TrainingWorker:
     def run(self, job) -> dict | None:
         from bioray.train.finetune import run_job
 
-        device = f"cuda:{self.local_rank}" if self.use_gpu else "cpu"
-        return run_job(job, self.rank, self.world, device)
+        return run_job(job, self.rank, self.world, self.device)
 
 
 class WorkerGroup:
     """num_workers TrainingWorkers on a placement group (PACK: one node when it fits). Picklable: the
-    runner creates it, a stage task runs jobs on it."""
+    runner creates it; the stage it lends it to runs on rank 0 and hands its job to every rank."""
 
     def __init__(self, scaling: Scaling):
         self.scaling = scaling
@@ -131,10 +135,9 @@ class WorkerGroup:
         address = _get(self.workers[0].rendezvous.remote())
         joins = []
         for rank, worker in enumerate(self.workers):
-            node, _ = placements[rank]
-            same_node = [r for r, (n, _) in enumerate(placements) if n == node]
-            gpus = sorted(g for r in same_node for g in placements[r][1])
-            joins.append(worker.join.remote(address, same_node.index(rank), gpus))
+            node_ranks = [r for r, (node, _) in enumerate(placements) if node == placements[rank][0]]
+            node_gpus = sorted(g for r in node_ranks for g in placements[r][1])
+            joins.append(worker.join.remote(address, node_ranks, node_gpus))
         _get(joins)
 
     def run(self, job) -> dict | None:

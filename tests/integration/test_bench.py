@@ -108,7 +108,7 @@ def test_bench_finetune_json(data_root):
 
 @pytest.mark.extended
 def test_bench_finetune_workers_json(data_root):
-    """--workers 2: run_finetune on 2 Ray Train workers vs. the Trainer on 2 torchrun processes."""
+    """--workers 2: run_finetune on a group of 2 Ray workers vs. the Trainer on 2 torchrun processes."""
     done = subprocess.run([sys.executable, "-m", "bioray.cli", "bench", "finetune", "--size", "tiny", "--epochs", "1",
                            "--data", str(data_root / "NCBI-disease" / "biobert"), "--max-train", "100",
                            "--seeds", "1,2", "--workers", "2", "--json"],
@@ -141,6 +141,7 @@ def test_bench_finetune_workers_must_split_the_batch():
     done = subprocess.run([sys.executable, "-m", "bioray.cli", "bench", "finetune", "--workers", "3",
                            "--batch-size", "32"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "not divisible by --workers 3" in done.stderr
+
 
 @pytest.mark.extended
 def test_bench_quality_json(data_root, tmp_path):
@@ -198,8 +199,5 @@ def test_bench_fanout_json(data_root):
     assert result["baseline_stages_per_hour"] == pytest.approx(3 * 3600 / result["baseline_wall_s"])
     assert result["speedup"] == pytest.approx(result["stages_per_hour"] / result["baseline_stages_per_hour"])
     assert result["ideal_stages_per_hour"] == pytest.approx(result["cores"] * 3600 / result["compute_s"])
-    # each stage's start-up once the finetune stages record it; until then none, and the JSON says so
-    if result["startup_median_s"] is None:
-        assert result["startup_stages"] == 0 and result["startup_note"]
-    else:
-        assert result["startup_stages"] == 3 and 0 < result["startup_median_s"] <= result["startup_max_s"]
+    # every stage recorded its start-up (the runner submitting it to its first optimizer step)
+    assert result["startup_stages"] == 3 and 0 < result["startup_median_s"] <= result["startup_max_s"]
