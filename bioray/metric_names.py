@@ -8,6 +8,7 @@ STAGE_SECONDS = "stage/seconds"  # every stage's wall time (bioray.pipeline.exec
 STAGE_REPRODUCED = "stage/reproduced"  # a forced rerun: 1 when its output equals the one it replaced
 # a fine-tune's seconds from its inputs being ready (the runner submitting it) to its first optimizer step
 FINETUNE_STARTUP = "finetune/startup_s"
+FINETUNE_TRAIN_SECONDS = "finetune/train_s"  # its epochs (dev scoring included), not its start or its saving
 _STAGE, _REPORT, _TEST = "stage/", "report/", "/test_"
 
 

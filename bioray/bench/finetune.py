@@ -218,8 +218,7 @@ def bench_finetune(data: Path, model_dir: Path | None = None, epochs: int = 3, s
     threads = {"torch_threads": torch.get_num_threads()}
     if shared is not None:  # per process, both sides; what each side's processes reported
         threads = {"torch_threads": shared.threads, "bioray_torch_threads": shared.ray_threads,
-                   "baseline_torch_threads": runs[0]["baseline"]["torch_threads"],
-                   "bioray_seconds_exclude_startup": all(r["bioray"]["startup_seconds"] is not None for r in runs)}
+                   "baseline_torch_threads": runs[0]["baseline"]["torch_threads"]}
     return {
         "bioray_f1": ours_f1, "baseline_f1": baseline_f1, "f1_difference_points": 100 * (ours_f1 - baseline_f1),
         "bioray_f1_se": ours_se, "baseline_f1_se": baseline_se, "f1_difference_se_points": difference_se,
@@ -249,10 +248,7 @@ def render(result: dict) -> str:
     workers = result.get("workers", 1)
     processes = (f"{workers} workers a side (Ray actors; torchrun), {result['torch_threads']} torch threads each"
                  if workers > 1 else f"{result['torch_threads']} torch threads")
-    timed = ""  # with workers: bioray's seconds are run_finetune's, start-up excluded when it reports it
-    if workers > 1:
-        timed = (" (bioray: run_finetune less its start-up)" if result["bioray_seconds_exclude_startup"]
-                 else " (bioray: run_finetune's wall time, start-up included)")
+    timed = " (training seconds: bioray's epochs, the Trainer's train())" if workers > 1 else ""
     return "\n".join([
         f"{fitting['train_examples']} of {result['train_sentences']} training sentences fit in {result['max_length']} "
         f"sub-tokens (both sides train on them) x {result['epochs']} epochs, seeds "

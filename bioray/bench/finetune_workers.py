@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bioray.config import DatasetConfig, TrainingConfig
+from bioray.metric_names import FINETUNE_STARTUP, FINETUNE_TRAIN_SECONDS
 from bioray.tasks.ner import NerTask, predict_tags
 from bioray.tracking.context import RunContext
 
@@ -119,10 +120,10 @@ def bioray_workers(shared: Session, model_dir: Path, train, test, labels, config
                            context=context, group=shared.group)
     wall = time.perf_counter() - started
     context.client.set_terminated(context.run_id)
-    startup = metrics.get("finetune/startup_s")
     tokenizer = AutoTokenizer.from_pretrained(str(output / "model"))
     model = task.build_model(str(output / "model"), labels)  # as the evaluate stage reads it
-    return {"seconds": wall - (startup or 0.0), "wall_seconds": wall, "startup_seconds": startup,
+    return {"seconds": metrics[FINETUNE_TRAIN_SECONDS], "wall_seconds": wall,
+            "startup_seconds": metrics[FINETUNE_STARTUP],
             "predicted": predict_tags(model, tokenizer, test, labels, config.max_length, 64)}
 
 

@@ -24,7 +24,7 @@ import torch
 
 from bioray import progress
 from bioray.config import TrainingConfig
-from bioray.metric_names import FINETUNE_STARTUP, best_dev
+from bioray.metric_names import FINETUNE_STARTUP, FINETUNE_TRAIN_SECONDS, best_dev
 from bioray.tracking.context import RunContext
 from bioray.train.determinism import use_deterministic_kernels
 from bioray.train.optim import decay_groups, warmup_decay
@@ -58,28 +58,20 @@ def _batches(features: list, batch_size: int, rng: random.Random) -> list[list]:
     return [[features[i] for i in order[j:j + batch_size]] for j in range(0, len(order), batch_size)]
 
 
-def _shard(inputs: dict[str, torch.Tensor], rank: int, world: int) -> tuple[dict[str, torch.Tensor], bool]:
-    """This rank's rows of a collated global batch (rows rank, rank + world, ...). A rank left without
-    rows (a last batch smaller than the group) takes row 0 as a stand-in that adds nothing: it must
-    still run forward and backward, as the gradient reduction waits for every rank. Returns the rows
-    and whether they are its own."""
-    rows = next(iter(inputs.values())).shape[0]
-    own = rank < rows
-    return {k: (v[rank::world] if own else v[:1]).contiguous() for k, v in inputs.items()}, own
-
-
 def _zero_loss(outputs) -> torch.Tensor:
     """A loss of 0 that still reaches every output (so every parameter gets a gradient, of zero)."""
     return sum(v.float().sum() for k, v in outputs.items() if k != "loss" and torch.is_tensor(v)) * 0.0
 
 
 def train_epochs(model, task, features: list, config: TrainingConfig, rng: random.Random, device,
-                 pad_id: int, after_epoch=None, *, rank: int = 0, world: int = 1, on_step=None) -> dict:
+                 pad_id: int, after_epoch=None, *, rank: int = 0, world: int = 1, on_step=None,
+                 on_first_step=None) -> dict:
     """AdamW with warmup then linear decay over random, dynamically padded global batches of
-    config.batch_size; each rank trains on its rows of every batch (`rng` must draw the same order on
-    every rank). With config.zero_stage set, a DeepSpeed engine does the backward, clipping and step.
-    on_step(step, loss): the global batch's mean loss after each step. Returns the last epoch's metrics
-    (from after_epoch when given)."""
+    config.batch_size; each rank trains on its rows of every batch (rows rank, rank + world, ...; `rng`
+    must draw the same order on every rank). With config.zero_stage set, a DeepSpeed engine does the
+    backward, clipping and step. on_step(step, loss): each step's global mean loss, told at the end of
+    its epoch (one reduction an epoch, not a sync a step); on_first_step(): after the first step.
+    Returns the last epoch's metrics (from after_epoch when given)."""
     steps_per_epoch = -(-len(features) // config.batch_size)
     total = steps_per_epoch * config.epochs
     # fused: one kernel for all parameters, on CPU and GPU (docs/performance.md, Measured choices)
@@ -99,17 +91,18 @@ def train_epochs(model, task, features: list, config: TrainingConfig, rng: rando
     step, metrics = 0, {}
     for epoch in range(config.epochs):
         model.train()
-        batches = _batches(features, config.batch_size, rng)
-        loss_sum = 0.0
-        for batch in batches:
-            inputs = task.collate(batch, pad_id)
-            terms = task.loss_terms(inputs)  # of the global batch: what its mean loss divides by
-            shard, own = _shard(inputs, rank, world)
-            shard_terms = task.loss_terms(shard) if own else 0
+        shares = []  # this rank's share of each step's global mean loss
+        for batch in _batches(features, config.batch_size, rng):
+            rows = batch[rank::world]
+            # a rank without rows (a last batch smaller than the group) runs a stand-in row that adds
+            # nothing: the gradient reduction waits for every rank
+            inputs = task.collate(rows or batch[:1], pad_id)  # padded to its own rows' longest
+            own_terms = task.loss_terms(inputs) if rows else 0
+            terms = task.loss_terms(task.collate(batch, pad_id)) if world > 1 else own_terms  # the global mean's
             with precision:
-                outputs = (model if engine is None else engine)(**{k: v.to(device) for k, v in shard.items()})
+                outputs = (model if engine is None else engine)(**{k: v.to(device) for k, v in inputs.items()})
             # this rank's share of the global mean; times world, as DDP and DeepSpeed average the ranks' gradients
-            share = outputs.loss * (shard_terms / terms) if shard_terms else _zero_loss(outputs)
+            share = outputs.loss * (own_terms / terms) if own_terms else _zero_loss(outputs)
             if engine is not None:
                 engine.backward(share * world)
                 engine.step()  # clips, steps the optimizer and the schedule, zeroes the gradients
@@ -119,14 +112,18 @@ def train_epochs(model, task, features: list, config: TrainingConfig, rng: rando
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            loss = share.detach().float()
-            if world > 1:
-                torch.distributed.all_reduce(loss)
-            loss_sum += (step_loss := loss.item())
+            shares.append(share.detach().float())
             step += 1
+            if step == 1 and on_first_step is not None:
+                on_first_step()
+        losses = torch.stack(shares)
+        if world > 1:
+            torch.distributed.all_reduce(losses)
+        losses = losses.tolist()
+        for i, loss in enumerate(losses):
             if on_step is not None:
-                on_step(step, step_loss)
-        train_loss = loss_sum / max(1, len(batches))
+                on_step(step - len(losses) + i + 1, loss)
+        train_loss = sum(losses) / max(1, len(losses))
         metrics = after_epoch(epoch, step, train_loss) if after_epoch else {"finetune/train_loss": train_loss}
     return metrics
 
@@ -157,9 +154,10 @@ def run_job(job: FinetuneJob, rank: int, world: int, device: str) -> dict | None
     best = {"score": None, "epoch": 0, "state": None}  # rank 0: the epoch best on dev, its weights on the host
     started = {}
 
+    def on_first_step() -> None:
+        started["startup_s"] = time.time() - job.ready_at
+
     def on_step(step: int, loss: float) -> None:
-        if step == 1:
-            started["startup_s"] = time.time() - job.ready_at
         if logger is not None:
             logger.log({"finetune/loss": loss}, step)
 
@@ -179,10 +177,12 @@ def run_job(job: FinetuneJob, rank: int, world: int, device: str) -> dict | None
                             dev_score)
         return metrics
 
+    training = time.perf_counter()
     metrics = train_epochs(model, task, features, config, random.Random(job.seed), device, tokenizer.pad_token_id,
-                           after_epoch, rank=rank, world=world, on_step=on_step)
+                           after_epoch, rank=rank, world=world, on_step=on_step, on_first_step=on_first_step)
     if rank != 0:
         return None
+    metrics[FINETUNE_TRAIN_SECONDS] = time.perf_counter() - training
     output = job.output_dir
     if best["state"] is not None:  # BioBERT/BLURB practice: the test set sees the dev-best epoch only
         core.load_state_dict(best["state"])

@@ -130,11 +130,9 @@ def test_bench_finetune_workers_json(data_root):
     assert math.isfinite(result["f1_difference_se_points"])
     assert result["f1_difference_se_points"] == pytest.approx(abs(differences[0] - differences[1]) / 2, abs=1e-9)
     assert result["speedup"] == pytest.approx(result["bioray_examples_per_s"] / result["baseline_examples_per_s"])
-    # bioray's seconds are run_finetune's wall time, less the start-up it reports when it does
+    # bioray's seconds are its epochs: within run_finetune's wall time, after its start-up
     for run in runs:
-        startup = run["bioray_startup_seconds"] or 0.0
-        assert run["bioray_seconds"] > 0
-        assert run["bioray_seconds"] == pytest.approx(run["bioray_wall_seconds"] - startup)
+        assert 0 < run["bioray_seconds"] < run["bioray_wall_seconds"] - run["bioray_startup_seconds"]
 
 
 def test_bench_finetune_workers_must_split_the_batch():
