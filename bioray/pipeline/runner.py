@@ -255,7 +255,11 @@ def _submit_and_collect(ray, config: WorkflowConfig, wanted: list[Node], waiting
                                 _root_error(exc), attempts[node.name] + 1, node.stage.retries(node) + 1)
                     for stale in config.paths.stage_family(node.name).glob(f".tmp-{key}-*"):  # a killed attempt's
                         config.paths.remove(stale)
+                    del handles[node.name]  # stages downstream wait for the new attempt
                     waiting.insert(0, node)
+                    continue
+                if upstream is not None and upstream not in summary.failed:  # an input is being run again
+                    waiting.append(node)
                     continue
                 _fail(summary, follow, StageFailed(node, key, _not_run(upstream) if upstream else _root_error(exc),
                                                    True, upstream))

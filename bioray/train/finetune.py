@@ -48,6 +48,14 @@ class FinetuneJob:
     ready_at: float  # time.time() when the stage's inputs were ready: start-up is measured from here
     progress_file: Path | None = None
 
+    def run(self, rank: int, world: int, device: str) -> dict | None:
+        """What a worker of the group runs (bioray.train.worker_group)."""
+        return run_job(self, rank, world, device)
+
+
+# What a fine-tuning job imports, imported by each worker of its group once, before its first job
+WORKER_IMPORTS = ("transformers", "bioray.model.encoder", "bioray.tracking.outbox", "bioray.train.finetune")
+
 
 def _batches(features: list, batch_size: int, rng: random.Random) -> list[list]:
     """Random batches, as HF's Trainer draws them. Length-bucketed batches (sorted within chunks of 50)
@@ -182,17 +190,25 @@ def run_job(job: FinetuneJob, rank: int, world: int, device: str) -> dict | None
                            after_epoch, rank=rank, world=world, on_step=on_step, on_first_step=on_first_step)
     if rank != 0:
         return None
-    metrics[FINETUNE_TRAIN_SECONDS] = time.perf_counter() - training
+    seconds = time.perf_counter() - training
     output = job.output_dir
     if best["state"] is not None:  # BioBERT/BLURB practice: the test set sees the dev-best epoch only
         core.load_state_dict(best["state"])
         metrics.update({"finetune/best_epoch": best["epoch"], best_dev(primary): best["score"]})
-    metrics.update({"finetune/lr": config.lr, **({FINETUNE_STARTUP: started["startup_s"]} if started else {})})
+    metrics["finetune/lr"] = config.lr
     core.save_pretrained(str(output / "model"), safe_serialization=True)
     tokenizer.save_pretrained(str(output / "model"))
     (output / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     logger.close()
-    return metrics
+    # timings go to MLflow with the stage's metrics, not into its output (whose digest they would change)
+    return {**metrics, FINETUNE_TRAIN_SECONDS: seconds, **({FINETUNE_STARTUP: started["startup_s"]} if started else {})}
+
+
+def scaling(config: TrainingConfig):
+    """The worker group a fine-tune of these settings runs on (a bioray.train.worker_group.Scaling)."""
+    from bioray.train.worker_group import Scaling
+
+    return Scaling(config.num_workers, config.use_gpu, WORKER_IMPORTS)
 
 
 def run_finetune(config: TrainingConfig, task, splits: dict[str, list], labels: list[str], seed: int, *,
@@ -201,12 +217,12 @@ def run_finetune(config: TrainingConfig, task, splits: dict[str, list], labels: 
     """Fine-tune on splits["train"] (scored on splits["dev"] after each epoch, when there is one) on
     `group` (a bioray.train.worker_group.WorkerGroup of config's scaling; without one, a group made
     for this run and shut down after it); the model, its labels and the metrics go to output."""
-    from bioray.train.worker_group import Scaling, WorkerGroup
+    from bioray.train.worker_group import WorkerGroup
 
     job = FinetuneJob(config, task, seed, labels, splits["train"], splits.get("dev", []), Path(encoder_dir),
                       Path(output), context, ready_at or time.time(), progress_file)
     own = group is None
-    group = group or WorkerGroup(Scaling(config.num_workers, config.use_gpu))
+    group = group or WorkerGroup(scaling(config))
     try:
         metrics = group.run(job)
     finally:

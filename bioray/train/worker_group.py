@@ -35,10 +35,12 @@ PING_TIMEOUT_S = 10  # a live worker answers in milliseconds, even while it trai
 
 @dataclass(frozen=True)
 class Scaling:
-    """What a group is: its workers (one CPU, or one GPU, each). Stages of the same scaling share groups."""
+    """What a group is: its workers (one CPU, or one GPU, each) and the modules they import once, before
+    their first job. Stages of the same scaling share groups."""
 
     num_workers: int
     use_gpu: bool = False
+    imports: tuple[str, ...] = ()
 
 
 class WorkerCrashed(RuntimeError):
@@ -49,14 +51,13 @@ class WorkerCrashed(RuntimeError):
 class TrainingWorker:
     """One rank. Imports the training code once, joins the group's process group once, then runs jobs."""
 
-    def __init__(self, rank: int, world: int, use_gpu: bool):
+    def __init__(self, rank: int, world: int, use_gpu: bool, imports: tuple[str, ...]):
+        import importlib
+
         import torch
-        import transformers  # noqa: F401  (the imports a job needs, paid once per worker)
 
-        import bioray.model.encoder  # noqa: F401
-        import bioray.tracking.outbox  # noqa: F401
-        import bioray.train.finetune  # noqa: F401
-
+        for module in imports:  # paid once per worker, not once per job
+            importlib.import_module(module)
         self.rank, self.world, self.use_gpu = rank, world, use_gpu
         self.address, self.device = None, None
         torch.set_num_threads(1)  # it holds one CPU (Ray Train's workers are set up the same way)
@@ -102,9 +103,8 @@ class TrainingWorker:
         return execute_node(*args)
 
     def run(self, job) -> dict | None:
-        from bioray.train.finetune import run_job
-
-        return run_job(job, self.rank, self.world, self.device)
+        """job.run(rank, world, device) on this rank (e.g. a bioray.train.finetune.FinetuneJob)."""
+        return job.run(self.rank, self.world, self.device)
 
 
 class WorkerGroup:
@@ -118,7 +118,7 @@ class WorkerGroup:
         self.workers = [TrainingWorker.options(
             num_cpus=1, num_gpus=1 if scaling.use_gpu else 0, max_concurrency=3,  # a stage, its job, a ping
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank),
-        ).remote(rank, scaling.num_workers, scaling.use_gpu) for rank in range(scaling.num_workers)]
+        ).remote(rank, scaling.num_workers, scaling.use_gpu, scaling.imports) for rank in range(scaling.num_workers)]
 
     @property
     def cpus(self) -> int:

@@ -1,5 +1,6 @@
 """Faults of a fine-tuning stage on its worker group (two Ray actors, DDP over gloo), through the runner:
-- a worker SIGKILLed mid-training: the stage runs again on a new group and commits one complete output;
+- a worker SIGKILLed mid-training: the stage runs again on a new group and commits one complete output,
+  and the evaluation that waited on it runs on the new attempt's model;
 - an error in the training code: the stage fails at once with that error, not retried, nothing written."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bioray.tasks.formats.conll import read_conll
 from tests.support.workflows import run_in_process, write_workflow
 
 STAGE = "finetune/tiny/ncbi-disease/seed-1"
+EVALUATION = "evaluate/tiny/ncbi-disease/seed-1"
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +78,11 @@ def test_a_killed_worker_reruns_the_fine_tune_on_a_new_group(ray_session, tmp_pa
     killer = threading.Thread(target=kill_a_worker_once_it_trains, daemon=True)
     killer.start()
     with caplog.at_level(logging.WARNING, logger="bioray.pipeline.runner"):
-        summary = run_in_process(workflow, [STAGE])
+        summary = run_in_process(workflow, [EVALUATION])
     killer.join(5)
     assert killed, "no worker was killed: the fine-tune ended before it logged a step"
     assert not summary.failed, summary.failed
+    assert not summary.results[EVALUATION].cached and summary.results[EVALUATION].metrics["ner/test_f1"] >= 0
     assert f"stage {STAGE}: " in caplog.text and "running it again on new workers (attempt 2 of 3)" in caplog.text
     # one complete output, nothing half-written left beside it
     outputs = _stage_outputs(tmp_path)

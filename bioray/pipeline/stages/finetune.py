@@ -90,9 +90,9 @@ class Finetune(Stage):
         return node.params.training.num_workers
 
     def worker_scaling(self, node: Node):
-        from bioray.train.worker_group import Scaling
+        from bioray.train.finetune import scaling
 
-        return Scaling(node.params.training.num_workers, node.params.training.use_gpu)
+        return scaling(node.params.training)
 
     def headline_for(self, node: Node) -> tuple[str, ...]:
         return (best_dev(catalog.task_for(node.params.dataset).metric),)
