@@ -71,6 +71,7 @@ def workers_session(workers: int, workdir: Path) -> Iterator[Session]:
     import ray
 
     from bioray.tracking.store import client_for, ensure_experiment
+    from bioray.train.finetune import WORKER_IMPORTS
     from bioray.train.worker_group import Scaling, WorkerGroup
 
     threads = threads_per_worker(workers)
@@ -86,7 +87,7 @@ def workers_session(workers: int, workdir: Path) -> Iterator[Session]:
         experiment = ensure_experiment(client_for(uri), "bench-finetune", workdir / "mlflow-artifacts")
         print(f"bench finetune: {workers} workers a side, {threads} torch threads each (Ray workers report "
               f"{ray_threads})", file=sys.stderr)
-        group = WorkerGroup(Scaling(workers))
+        group = WorkerGroup(Scaling(workers, imports=WORKER_IMPORTS))  # as a stage's group: imports done once
         try:
             yield Session(workers, threads, ray_threads, workdir, uri, experiment, group)
         finally:

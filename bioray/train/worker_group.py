@@ -17,7 +17,6 @@ on a new group.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from dataclasses import dataclass
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-log = logging.getLogger(__name__)
 
 # A collective that waits longer than this has lost a rank (the group is torn down on a failure before).
 COLLECTIVE_TIMEOUT_S = 1800
@@ -130,7 +127,7 @@ class WorkerGroup:
 
     def start(self) -> None:
         """Join the ranks into one process group: waits for the actors (and their imports) the first time,
-        a few milliseconds after (each worker joins once; this object may be a stage task's copy)."""
+        a few milliseconds after (each worker joins once; this object may be a copy)."""
         placements = _get([w.placement.remote() for w in self.workers])
         address = _get(self.workers[0].rendezvous.remote())
         joins = []
