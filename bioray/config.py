@@ -663,6 +663,128 @@ def interpolate_env(value: Any, where: str = "") -> Any:
     return _ENV_PATTERN.sub(substitute, value)
 
 
+# --- YAML written by someone else: bounded before anything is built from it ---------------------
+# A workflow file is often someone else's (a shared config, a PR). Its YAML is first read as an event
+# stream (iterative: no recursion, however deep the nesting), counting what building it would make;
+# only then is it built. The shipped workflows are under 5 KB, at most 5 levels deep, under 300 values,
+# under 40 keys a section, and use no aliases: every limit below is more than 10 times that, and low
+# enough that a file over it is refused in milliseconds, before PyYAML's recursive composer, the
+# constructor, pydantic or a dict copy ever sees it. An error names the limit.
+MAX_WORKFLOW_BYTES = 1024 * 1024  # the file's size, checked before it is read: a 50 MB file is never read
+MAX_YAML_DEPTH = 64  # nesting levels (aliases expanded): far below Python's recursion limit (1000)
+MAX_YAML_NODES = 10_000  # values, lists and mappings as built, each alias counted as everything it expands to:
+#                          a "billion laughs" (aliases of aliases: 9**10 values from 12 lines) stops here
+MAX_YAML_ALIASES = 100  # alias uses (`*name`, `<<: *name`); anchors are for sharing a few settings
+MAX_YAML_ITEMS = 1_000  # keys of one mapping or items of one list (a section has under 40 keys)
+MAX_YAML_SCALAR = 16 * 1024  # characters of one value: 4 times the longest Linux path; numbers are far shorter
+#                              (a YAML 1.1 base-60 integer of 16 K characters still builds in milliseconds)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when built with it: the same rules, faster
+
+
+def _one_line(exc: Exception) -> str:
+    """A YAML error as one line: PyYAML's own spans several (the context, the problem, a caret under it)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        text = "; ".join(filter(None, [exc.context, exc.problem]))
+        text += f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    else:
+        text = str(exc).split("; use sys.set_int_max_str_digits()")[0]  # Python's hint, not the user's
+    return _shorten(" ".join(text.split()), 300)
+
+
+def _check_yaml_events(events, source: str) -> None:
+    """Refuse what building the document would make too deep or too large (see the limits above)."""
+    open_nodes: list[list] = []  # per open list or mapping: [anchor, nodes before it, its height, items, kind]
+    anchored: dict[str, tuple[int, int]] = {}  # anchor -> (nodes it expands to, its height)
+    nodes = aliases = 0
+
+    def refuse(event, what: str) -> typing.NoReturn:
+        raise ConfigError(f"{source}: line {event.start_mark.line + 1}: {what}; not read further")
+
+    for event in events:
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            open_nodes.append([event.anchor, nodes, 1, 0, "mapping" if isinstance(event, yaml.MappingStartEvent)
+                               else "list"])
+            nodes += 1
+            if len(open_nodes) > MAX_YAML_DEPTH:
+                refuse(event, f"nested more than {MAX_YAML_DEPTH} levels deep (the limit for a workflow file)")
+            if nodes > MAX_YAML_NODES:
+                refuse(event, f"more than {MAX_YAML_NODES:,} values (the limit for a workflow file)")
+            continue
+        if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            anchor, before, height, *_ = open_nodes.pop()
+            size = nodes - before
+            if anchor:
+                anchored[anchor] = (size, height)
+        elif isinstance(event, yaml.ScalarEvent):
+            if len(event.value) > MAX_YAML_SCALAR:
+                refuse(event, f"a value of {len(event.value):,} characters, over the {MAX_YAML_SCALAR:,} a "
+                              f"workflow value may have")
+            size, height = 1, 0
+            nodes += 1
+            if event.anchor:
+                anchored[event.anchor] = (1, 0)
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                refuse(event, f"more than {MAX_YAML_ALIASES} aliases (the limit for a workflow file)")
+            if any(frame[0] == event.anchor for frame in open_nodes):
+                refuse(event, f"alias *{_shorten(event.anchor, 40)} inside its own anchor (a recursive structure)")
+            if event.anchor not in anchored:
+                refuse(event, f"alias *{_shorten(event.anchor, 40)} names no anchor before it")
+            size, height = anchored[event.anchor]
+            nodes += size
+            if nodes > MAX_YAML_NODES:
+                refuse(event, f"aliases expand to more than {MAX_YAML_NODES:,} values (the limit for a workflow "
+                              f"file; nested aliases such as a 'billion laughs')")
+            if len(open_nodes) + height > MAX_YAML_DEPTH:
+                refuse(event, f"alias *{_shorten(event.anchor, 40)} nests more than {MAX_YAML_DEPTH} levels deep "
+                              f"(the limit for a workflow file)")
+        else:
+            continue  # stream and document start and end
+        if open_nodes:
+            parent = open_nodes[-1]
+            parent[2] = max(parent[2], height + 1)
+            parent[3] += 1
+            if parent[3] > (2 if parent[4] == "mapping" else 1) * MAX_YAML_ITEMS:
+                items = "keys" if parent[4] == "mapping" else "items"
+                refuse(event, f"a {parent[4]} of more than {MAX_YAML_ITEMS:,} {items} (the limit for a workflow file)")
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text (a workflow file's, a --set value's) as Python values, or a one-line ConfigError naming
+    `source`: never a recursion error, never minutes of alias expansion (see the limits above)."""
+    try:
+        _check_yaml_events(yaml.parse(text, Loader=_SAFE_LOADER), source)
+        return yaml.load(text, Loader=_SAFE_LOADER)  # a safe loader: plain data only
+    except ConfigError:
+        raise
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {_one_line(exc)}") from None
+    except (ValueError, OverflowError, RecursionError) as exc:  # e.g. an integer of 5,000 digits
+        raise ConfigError(f"{source}: a value YAML cannot build: {_one_line(exc)}") from None
+
+
+def read_workflow_yaml(path: str | Path) -> Any:
+    """A workflow file's YAML tree: at most MAX_WORKFLOW_BYTES, UTF-8, within the limits above."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"workflow file not found: {path}")
+    size = path.stat().st_size
+    with open(path, "rb") as stream:
+        data = stream.read(MAX_WORKFLOW_BYTES + 1)  # a file still growing is cut here too
+    if len(data) > MAX_WORKFLOW_BYTES:
+        raise ConfigError(f"{path}: {max(size, len(data)):,} bytes, over the {MAX_WORKFLOW_BYTES:,} a workflow "
+                          f"file may have; not read")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start}); a workflow file is UTF-8 YAML") from None
+    return parse_yaml(text, str(path))
+
+
 def _override_path(dotted: str) -> list[str | int]:
     """'finetune.datasets[0].lr' or 'finetune.datasets.0.lr' -> ['finetune', 'datasets', 0, 'lr']."""
     parts: list[str | int] = []
@@ -696,7 +818,7 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"--set {where}: {'.'.join(map(str, parts[: i + 1]))} is a value, not a section")
             node = child
         last = parts[-1]
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw, f"--set {dotted}") if raw.strip() else None
         if isinstance(last, int):
             if not isinstance(node, list) or last >= len(node):
                 raise ConfigError(f"--set {dotted}: no list item {last} there")
@@ -749,19 +871,33 @@ def _did_you_mean(loc: tuple) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+MAX_ERRORS_SHOWN = 20  # a file of hundreds of unknown keys is not hundreds of lines on the terminal
+
+
 def _format_validation_error(error: ValidationError, source: str, tree: object = None) -> str:
     lines = [f"{source}: invalid workflow configuration"]
-    for item in error.errors():
-        key = _key_of(item["loc"], tree)
+    errors = error.errors()
+    for item in errors[:MAX_ERRORS_SHOWN]:
+        key = _shorten(_key_of(item["loc"], tree))
         if item["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key{_did_you_mean(item['loc'])}")
         elif item["type"] == "missing":
             lines.append(f"  {key}: required key is missing")
         else:
             got = item.get("input")
-            shown = "" if isinstance(got, (dict, list)) else f" (got {_shorten(repr(got))})"
+            shown = "" if isinstance(got, (dict, list)) else f" (got {_shorten(_repr(got))})"
             lines.append(f"  {key}: {item['msg'].removeprefix('Value error, ')}{shown}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        lines.append(f"  ... and {len(errors) - MAX_ERRORS_SHOWN} more")
     return "\n".join(lines)
+
+
+def _repr(value: object) -> str:
+    """repr, or what the value is where Python will not show it (an integer of over 4,300 digits)."""
+    try:
+        return repr(value)
+    except ValueError:
+        return f"a {type(value).__name__} too long to show"
 
 
 def is_mlflow_uri(value: str) -> bool:
@@ -785,12 +921,7 @@ def load_workflow(path: str | Path, overrides: list[str] | None = None) -> Workf
     """Read, interpolate, override and validate a workflow YAML against the schema (keys, types, values).
     Its input files are checked by bioray.pipeline.inputs.check_inputs."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"workflow file not found: {path}")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    tree = read_workflow_yaml(path) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     tree = apply_overrides(tree, overrides or [])

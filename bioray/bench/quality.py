@@ -141,11 +141,12 @@ def _training_rate(pretrain: dict, shape: dict, vocab_size: int, seq_len: int) -
 def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[int], datasets: list[str] | None,
                   max_train: int | None, budget_tokens: int | None = None, budget_minutes: float | None = None,
                   curve: tuple[float, ...] = CURVE) -> dict:
+    from bioray.config import read_workflow_yaml
     from bioray.pipeline.inputs import load_checked
     from bioray.pipeline.model_refs import resolve_model_refs
     from bioray.pipeline.runner import run_workflow
 
-    tree = yaml.safe_load(workflow.read_text())
+    tree = read_workflow_yaml(workflow)  # the same limits as every workflow file (a shared recipe)
     tree["workdir"] = str(workdir)
     entries = tree["finetune"]["datasets"]
     if datasets:
