@@ -1,5 +1,6 @@
 """Hostile input: archives whose members point outside, XML external entities, empty files, a file that
-is one huge line, checkpoints that hold a pickle, a listing whose object name is a path. Each is refused with a clear
+is one huge line, checkpoints that hold a pickle, a listing whose object name is a path, workflow files
+built to exhaust the YAML loader (aliases of aliases, deep nesting, huge values, binary). Each is refused with a clear
 record or error, and nothing is written, read or executed where it should not be."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import gzip
 import io
 import pickle
 import tarfile
+import time
 
 import pytest
 import torch
@@ -139,3 +141,95 @@ def test_listing_object_named_like_a_path_is_refused(tmp_path):
         report = fetch_s3_prefix(f"http://127.0.0.1:{server.server_address[1]}/", "oa/", destination, suffixes=())
     assert report.downloaded == ["PMC1.xml"] and report.failed == {"oa/..": "unsafe object name: refused"}
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["PMC1.xml", "mirror"]
+
+
+# --- workflow files written by someone else -------------------------------------------------------
+
+def _laughs(merge_keys: bool = False) -> str:
+    """A 'billion laughs' in 12 lines: nine aliases of nine aliases of ... nine values (9**10 as built);
+    with merge_keys, each level a mapping that merges the one before (`<<: *a`) and holds it 8 times more."""
+    names = "abcdefghij"
+    if merge_keys:
+        lines = [f"a: &a {{{', '.join(f'k{i}: lol' for i in range(9))}}}"]
+        lines += [f"{name}: &{name} {{<<: *{prev}, {', '.join(f'k{i}: *{prev}' for i in range(1, 9))}}}"
+                  for prev, name in zip(names, names[1:])]
+    else:
+        lines = [f"a: &a [{', '.join(['lol'] * 9)}]"]
+        lines += [f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]" for prev, name in zip(names, names[1:])]
+    return "\n".join(["name: lol", *lines, "workdir: *j"]) + "\n"
+
+
+HOSTILE_WORKFLOWS = {  # file name: (its content, what the one line says)
+    "billion-laughs.yaml": (_laughs(), "aliases expand to more than 10,000 values"),
+    "merge-key-laughs.yaml": (_laughs(merge_keys=True), "aliases expand to more than 10,000 values"),
+    "deep-list.yaml": ("[" * 50_000 + "]" * 50_000, "nest"),  # libyaml's own limit (1000) or bioray's (64)
+    "deep-mapping.yaml": ("{a: " * 50_000 + "1" + "}" * 50_000, "nested more than 64 levels deep"),
+    "deep-indented.yaml": ("".join("  " * i + "a:\n" for i in range(500)) + "  " * 500 + "b: 1\n",
+                           "nested more than 64 levels deep"),
+    "deep-through-an-alias.yaml": ("a: &a " + "[" * 40 + "]" * 40 + "\nb: " + "[" * 30 + "*a" + "]" * 30,
+                                   "alias *a nests more than 64 levels deep"),
+    "huge-scalar.yaml": ("workdir: " + "x" * 50 * 2**20, "bytes, over the 1,048,576 a workflow file may have"),
+    "huge-file.yaml": ("# a comment\n" * 2**20, "bytes, over the 1,048,576 a workflow file may have"),
+    "long-value.yaml": ("workdir: " + "x" * 900_000, "a value of 900,000 characters, over the 16,384"),
+    "thousands-of-keys.yaml": ("pretrain:\n" + "".join(f"  key{i}: {i}\n" for i in range(5_000)),
+                               "a mapping of more than 1,000 keys"),
+    "one-long-line.yaml": ("finetune: {seeds: [" + ", ".join(map(str, range(100_000))) + "]}",
+                           "a list of more than 1,000 items"),
+    "many-aliases.yaml": ("a: &a 1\nb: [" + ", ".join(["*a"] * 101) + "]", "more than 100 aliases"),
+    "recursive-alias.yaml": ("a: &a [1, *a]", "alias *a inside its own anchor"),
+    "undefined-alias.yaml": ("a: *nothing", "alias *nothing names no anchor before it"),
+    "binary.yaml": (bytes(range(256)) * 64, "not UTF-8 text (byte 0x80 at offset 128)"),
+    "control-character.yaml": ("workdir: a\x00b", "not valid YAML: unacceptable character #x0000"),
+    "python-object.yaml": ("workdir: !!python/object/apply:os.system ['touch {marker}']",
+                           "could not determine a constructor for the tag"),
+    "huge-integer.yaml": ("pretrain: {steps: " + "9" * 10_000 + "}", "a value YAML cannot build: Exceeds the limit"),
+    "two-documents.yaml": ("workdir: a\n---\nworkdir: b", "expected a single document in the stream"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_WORKFLOWS)
+def test_hostile_workflow_file_is_refused_fast_in_one_line(tmp_path, name):
+    from click.testing import CliRunner
+
+    from bioray.cli import main
+
+    content, expected = HOSTILE_WORKFLOWS[name]
+    workflow, marker = tmp_path / name, tmp_path / "code-ran"
+    workflow.write_bytes(content if isinstance(content, bytes) else content.replace("{marker}", str(marker)).encode())
+    started = time.perf_counter()
+    done = CliRunner().invoke(main, ["validate", str(workflow)])
+    elapsed = time.perf_counter() - started
+    assert done.exit_code == 2, done.output
+    (line,) = done.output.splitlines()
+    assert line.startswith(f"error: {workflow}: ") and expected in line and len(line) < 400, line
+    assert elapsed < 5, elapsed  # the target is under 1 s; measured 0.00-0.3 s
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["billion-laughs.yaml", "deep-list.yaml"])
+def test_bioray_validate_refuses_a_hostile_workflow_with_exit_2(tmp_path, name):
+    """The two files of the report, through the real `bioray validate`: exit 2, one line on stderr, no traceback."""
+    from tests.support.cli import run_bioray
+
+    workflow = tmp_path / name
+    workflow.write_text(HOSTILE_WORKFLOWS[name][0])
+    done = run_bioray("validate", str(workflow), timeout=120)  # was > 60 s (laughs) and RecursionError, exit 1
+    assert done.returncode == 2 and done.stdout == "", done
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: {workflow}: ") and HOSTILE_WORKFLOWS[name][1] in line, line
+
+
+def test_yaml_limits_are_where_they_say_and_shared_settings_still_load():
+    from bioray.config import MAX_YAML_ALIASES, MAX_YAML_DEPTH, ConfigError, apply_overrides, parse_yaml
+
+    assert parse_yaml("[" * MAX_YAML_DEPTH + "]" * MAX_YAML_DEPTH, "f")
+    with pytest.raises(ConfigError, match=f"f: line 1: nested more than {MAX_YAML_DEPTH} levels deep"):
+        parse_yaml("[" * (MAX_YAML_DEPTH + 1) + "]" * (MAX_YAML_DEPTH + 1), "f")
+    aliases = "a: &a 1\nb: [" + ", ".join(["*a"] * MAX_YAML_ALIASES) + "]"
+    assert parse_yaml(aliases, "f")["b"] == [1] * MAX_YAML_ALIASES
+    with pytest.raises(ConfigError, match=f"more than {MAX_YAML_ALIASES} aliases"):
+        parse_yaml(aliases.replace("]", ", *a]"), "f")
+    shared = parse_yaml("base: &base {lr: 3.0e-5, epochs: 3}\nner: {<<: *base, lr: 5.0e-5}\nre: *base", "f")
+    assert shared["ner"] == {"lr": 5.0e-5, "epochs": 3} and shared["re"] == shared["base"]
+    with pytest.raises(ConfigError, match=r"^--set finetune.lr: .*nest"):  # libyaml's own limit or bioray's
+        apply_overrides({"finetune": {}}, ["finetune.lr=" + "[" * 5000 + "]" * 5000])
