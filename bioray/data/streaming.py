@@ -36,6 +36,23 @@ def parquet_dataset(source) -> pads.Dataset:
     return pads.dataset(source, format=pads.ParquetFileFormat(default_fragment_scan_options=options))
 
 
+def read_shards(directory, columns: list[str]):
+    """bioray's own Parquet shards as a Ray Dataset of `columns`, read by Ray Data's file-based reader.
+
+    Ray 2.60's default Parquet reader (DataSourceV2) first lists row groups on a pool of up to 32
+    FooterReader actors, a new Python process each, for every read: on a few cores that is most of a
+    short pretraining's start-up (docs/performance.md). What it buys (row-group statistics for
+    predicate push-down) is nothing for shards bioray wrote and reads whole."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    saved, context.use_datasource_v2 = context.use_datasource_v2, False  # read_parquet picks its reader here
+    try:
+        return ray.data.read_parquet(str(directory), columns=columns)
+    finally:
+        context.use_datasource_v2 = saved
+
+
 def parquet_file(path) -> pq.ParquetFile:
     """One Parquet file whose `read_row_group` reads that row group alone."""
     return pq.ParquetFile(path, pre_buffer=False)

@@ -31,7 +31,7 @@ from transformers import AutoTokenizer
 from bioray import progress
 from bioray.config import PretrainConfig
 from bioray.data.masking import mask_batch, stack_column
-from bioray.data.streaming import IN_FLIGHT_BYTES, parquet_dataset
+from bioray.data.streaming import IN_FLIGHT_BYTES, parquet_dataset, read_shards
 from bioray.model.encoder import (
     STATS,
     apply_fast_path,
@@ -339,7 +339,7 @@ class CheckpointTracker(UserCallback):
 
 def _sequences(directory: Path, nsp: bool):
     columns = ["input_ids", "token_type_ids", "word_start", "length"] + (["next_sentence_label"] if nsp else [])
-    return ray.data.read_parquet(str(directory)).select_columns(columns)
+    return read_shards(directory, columns)
 
 
 def _ordered_split() -> DataConfig:
