@@ -219,7 +219,8 @@ def _submit_and_collect(ray, config: WorkflowConfig, wanted: list[Node], waiting
                 env = StageEnv(keys[node.name], stage_context(node.name), Path(config.data_root),
                                config.dataset_path("."), config.train_storage, config.paths,
                                (earlier_outputs(config.paths, node) if node.stage.incremental and not forced else ()),
-                               replace=forced, progress_file=progress_file, workers=group, ready_at=time.time())
+                               replace=forced, progress_file=progress_file, workers=group, ready_at=time.time(),
+                               storage_endpoint=config.storage_endpoint)
                 args = (node, keys[node.name], env, {name: output_types[name] for name in node.inputs},
                         *[handles[name] for name in node.inputs])
                 if group is not None:  # on the group's rank 0

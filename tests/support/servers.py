@@ -1,5 +1,6 @@
-"""Servers on loopback for tests: `mlflow server` (plain or with basic auth), `mlflow models serve` and
-a TCP forwarder that makes a server unreachable on demand (an outage) without stopping it."""
+"""Servers on loopback for tests: `mlflow server` (plain or with basic auth), `mlflow models serve`, an
+S3 API server (moto's, a separate process spoken to over HTTP) and a TCP forwarder that makes a server
+unreachable on demand (an outage) without stopping it."""
 
 from __future__ import annotations
 
@@ -73,6 +74,64 @@ def _wait_until_up(url: str, process: subprocess.Popen, timeout: float, stop, wh
             stop()
             raise ServerError(f"{what} did not start: {log.read_text()[-3000:]}")
         time.sleep(0.5)
+
+
+@dataclass
+class S3Server:
+    """moto's S3 API server on loopback (`python -m moto.server`): buckets in its memory, every request
+    over HTTP as with AWS or MinIO. `keys` are random credentials planted for one test: moto accepts
+    any, so they prove only that nothing writes them anywhere (`leaks`)."""
+
+    process: subprocess.Popen
+    endpoint: str
+    log: Path
+    keys: dict[str, str] = field(repr=False)
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=self.keys["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.keys["AWS_SECRET_ACCESS_KEY"])
+
+    def bucket(self, name: str) -> str:
+        """A new, empty bucket."""
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
+        """Every object under prefix: key -> content."""
+        client, found = self.client(), {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                found[item["Key"]] = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        return found
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_s3_server(root: Path) -> S3Server:
+    port = free_port()
+    log = root / "s3-server.log"
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=open(log, "a"), stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    _wait_until_up(f"{endpoint}/moto-api/", process, 60, process.kill, "moto S3 server", log)
+    keys = {"AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(),
+            "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}
+    return S3Server(process, endpoint, log, keys)
+
+
+def leaks(roots: list[Path], needles: list[str]) -> list[str]:
+    """Files under roots holding any of the secrets (bytes, so databases and binaries count too)."""
+    encoded = [n.encode() for n in needles]
+    return [str(path) for root in roots for path in root.rglob("*")
+            if path.is_file() and not path.is_symlink() and any(n in path.read_bytes() for n in encoded)]
 
 
 @dataclass
