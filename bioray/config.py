@@ -592,7 +592,7 @@ class WorkflowConfig(Section):
     @model_validator(mode="after")
     def _endpoint_is_an_s3_url(self) -> WorkflowConfig:
         endpoint = self.storage_endpoint
-        if endpoint is not None:
+        if endpoint:  # "" as None: `${BIORAY_STORAGE_ENDPOINT:-}` unset
             if not (self.storage_path or "").startswith("s3://"):
                 raise ValueError("storage_endpoint: an S3 endpoint, for an s3:// storage_path only")
             parts = urllib.parse.urlsplit(endpoint)

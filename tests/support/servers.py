@@ -39,24 +39,37 @@ class MlflowServer:
     root: Path
 
     def stop(self) -> None:
-        self.process.terminate()
+        """The CLI and the uvicorn it starts (which outlives a killed CLI): their own process group."""
+        _stop_group(self.process)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            self.process.wait(timeout=20)
+            os.killpg(process.pid, sig)
+            process.wait(timeout=20)
+            return
+        except ProcessLookupError:
+            return
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            continue
 
 
-def start_mlflow_server(root: Path, extra_args: list[str] = (), extra_env: dict | None = None) -> MlflowServer:
+def start_mlflow_server(root: Path, extra_args: list[str] = (), extra_env: dict | None = None,
+                        artifacts: str | None = None, timeout: float = 120) -> MlflowServer:
+    """artifacts: where the server keeps them (default root/artifacts; s3://... with MLFLOW_S3_ENDPOINT_URL
+    and the keys in extra_env)."""
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-               "--artifacts-destination", str(root / "artifacts"), "--workers", "2", *extra_args]
+               "--artifacts-destination", artifacts or str(root / "artifacts"), "--workers", "2", *extra_args]
     log = open(root / "server.log", "a")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                env={**os.environ, "MLFLOW_TRACKING_URI": "", **(extra_env or {})})
     uri = f"http://127.0.0.1:{port}"
-    _wait_until_up(f"{uri}/health", process, 120, process.kill, "mlflow server", root / "server.log")
-    return MlflowServer(process, uri, root)
+    server = MlflowServer(process, uri, root)
+    _wait_until_up(f"{uri}/health", process, timeout, server.stop, "mlflow server", root / "server.log")
+    return server
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, timeout: float, stop, what: str, log: Path) -> None:
