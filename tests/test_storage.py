@@ -14,6 +14,7 @@ import pytest
 
 from bioray.config import ConfigError, load_workflow
 from bioray.storage import StorageError, check_storage, storage_uri, train_storage
+from tests.support.cli import run_bioray
 from tests.support.servers import free_port
 
 READ_BACK = """
@@ -75,6 +76,18 @@ def test_unusable_s3_storage_is_one_line_naming_the_cause(s3_server, s3_env, mon
         check_storage("s3://errors/x", s3_server.endpoint)
     assert s3_env["AWS_ACCESS_KEY_ID"] not in str(bare.value)
     check_storage("/a/local/path", None)  # a local path is not checked here
+
+
+def test_bioray_run_refuses_s3_storage_without_keys_before_any_stage(write_workflow, quickstart_tree):
+    workflow = write_workflow({**quickstart_tree, "storage_path": "s3://bioray/ray-train",
+                               "storage_endpoint": f"http://127.0.0.1:{free_port()}"})
+    bare = {name: "" for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                                  "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")}
+    run = run_bioray("run", str(workflow), env=bare, timeout=300)
+    assert run.returncode == 2, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if "storage_path" in line]
+    assert len(errors) == 1 and "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in errors[0], run.stderr[-3000:]
+    assert not (workflow.parent / "work" / "stages").exists()  # no stage ran
 
 
 @pytest.mark.parametrize("storage, endpoint, error", [

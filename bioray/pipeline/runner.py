@@ -26,6 +26,7 @@ from bioray.pipeline.stage_runs import StageRuns
 from bioray.pipeline.stage_state import StateFiles
 from bioray.pipeline.stages.base import Node, StageEnv
 from bioray.pipeline.terminal import StageLines, say
+from bioray.storage import StorageError, check_storage
 from bioray.tracking.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,11 @@ def run_nodes(config: WorkflowConfig, nodes: list[Node], targets: list[str] | No
     wanted = needed_nodes(nodes, keys, config, targets or [n.name for n in nodes], forced)
     to_run = [n for n in wanted if n.name in forced or not is_cached(config, n.name, keys[n.name])]
     log.info("%d stage(s) selected, %d cached, %d to run", len(wanted), len(wanted) - len(to_run), len(to_run))
+    if any(n.kind == "pretrain" for n in to_run):  # an unusable S3 store: one line now, not after ingest
+        try:
+            check_storage(config.train_storage, config.storage_endpoint)
+        except StorageError as error:
+            raise ConfigError(str(error)) from None
 
     runs = StageRuns(config, keys, targets, workflow_file)
     listeners = (runs, StateFiles(config.paths), StageLines(wanted))
