@@ -13,6 +13,7 @@ import os
 import re
 import types
 import typing
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -549,6 +550,9 @@ class WorkflowConfig(Section):
                                        "a list: the first of them that exists (empty entries skipped).")
     storage_path: str | None = Field(None, description="Ray Train storage (local path or s3://); default "
                                                        "<workdir>/ray_train.")
+    storage_endpoint: str | None = Field(None, description="The S3 API endpoint of an s3:// storage_path on an "
+                                         "S3-compatible store (MinIO, Ceph: http(s)://host:port); unset: AWS S3. "
+                                         "Not a secret: the credentials come from the environment only.")
     ray: RayConfig = Field(default_factory=RayConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     ingest: IngestConfig | None = Field(None, description="The corpus (needed unless every encoder is an "
@@ -583,6 +587,20 @@ class WorkflowConfig(Section):
         if registered is not None and registered not in {e.name for e in self.arms}:
             raise ValueError(f"registry.encoder: {registered!r} is not one of encoders "
                              f"{[e.name for e in self.arms]}")
+        return self
+
+    @model_validator(mode="after")
+    def _endpoint_is_an_s3_url(self) -> WorkflowConfig:
+        endpoint = self.storage_endpoint
+        if endpoint:  # "" as None: `${BIORAY_STORAGE_ENDPOINT:-}` unset
+            if not (self.storage_path or "").startswith("s3://"):
+                raise ValueError("storage_endpoint: an S3 endpoint, for an s3:// storage_path only")
+            parts = urllib.parse.urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"storage_endpoint: {endpoint!r} is not an http(s)://host[:port] URL")
+            if parts.username or parts.password:  # a key in the workflow file would be logged with it
+                raise ValueError("storage_endpoint: no credentials in the URL; set AWS_ACCESS_KEY_ID and "
+                                 "AWS_SECRET_ACCESS_KEY in the environment")
         return self
 
     @property

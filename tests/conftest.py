@@ -133,6 +133,16 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """An S3 API server (moto's) on loopback, one per test module: tests.support.servers.S3Server."""
+    from tests.support.servers import start_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("s3-server"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def mlflow_auth_server(tmp_path_factory):
     """`mlflow server --app-name basic-auth` with a non-admin pipeline user, one per test module."""
     from tests.support.servers import start_auth_server

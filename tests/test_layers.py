@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bioray"
 LEVELS = {
     # leaves: import nothing of bioray
     "bioray": 0, "bioray.constants": 0, "bioray.metric_names": 0, "bioray.workdir": 0, "bioray.progress": 0,
+    "bioray.storage": 0,
     "bioray.config": 1, "bioray.tracking": 1, "bioray.corpus": 1, "bioray.plots": 1,  # leaves beside each other
     "bioray.data": 2, "bioray.model": 3, "bioray.train": 4, "bioray.tasks": 5, "bioray.pipeline": 6,
     "bioray.bench": 7, "bioray.cli": 8,

@@ -26,6 +26,7 @@ from bioray.pipeline.stage_runs import StageRuns
 from bioray.pipeline.stage_state import StateFiles
 from bioray.pipeline.stages.base import Node, StageEnv
 from bioray.pipeline.terminal import StageLines, say
+from bioray.storage import StorageError, check_storage
 from bioray.tracking.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,11 @@ def run_nodes(config: WorkflowConfig, nodes: list[Node], targets: list[str] | No
     wanted = needed_nodes(nodes, keys, config, targets or [n.name for n in nodes], forced)
     to_run = [n for n in wanted if n.name in forced or not is_cached(config, n.name, keys[n.name])]
     log.info("%d stage(s) selected, %d cached, %d to run", len(wanted), len(wanted) - len(to_run), len(to_run))
+    if any(n.kind == "pretrain" for n in to_run):  # an unusable S3 store: one line now, not after ingest
+        try:
+            check_storage(config.train_storage, config.storage_endpoint)
+        except StorageError as error:
+            raise ConfigError(str(error)) from None
 
     runs = StageRuns(config, keys, targets, workflow_file)
     listeners = (runs, StateFiles(config.paths), StageLines(wanted))
@@ -219,7 +225,8 @@ def _submit_and_collect(ray, config: WorkflowConfig, wanted: list[Node], waiting
                 env = StageEnv(keys[node.name], stage_context(node.name), Path(config.data_root),
                                config.dataset_path("."), config.train_storage, config.paths,
                                (earlier_outputs(config.paths, node) if node.stage.incremental and not forced else ()),
-                               replace=forced, progress_file=progress_file, workers=group, ready_at=time.time())
+                               replace=forced, progress_file=progress_file, workers=group, ready_at=time.time(),
+                               storage_endpoint=config.storage_endpoint)
                 args = (node, keys[node.name], env, {name: output_types[name] for name in node.inputs},
                         *[handles[name] for name in node.inputs])
                 if group is not None:  # on the group's rank 0

@@ -38,6 +38,7 @@ from bioray.model.encoder import (
     build_mlm_model,
     pretraining_loss,
 )
+from bioray.storage import check_storage, storage_uri, train_storage
 from bioray.tracking.context import RunContext
 from bioray.tracking.outbox import SPILL_FILE, WorkerLogger, metrics_item, record_item, send_or_spill
 from bioray.train.deepspeed import build_engine, deepspeed_config
@@ -319,8 +320,8 @@ class CheckpointTracker(UserCallback):
     tracking server unreachable the record goes to the stage's spill file (the driver replays it):
     checkpointing never waits for tracking."""
 
-    def __init__(self, context: RunContext, spill_to: Path):
-        self.context, self.spill_to = context, spill_to
+    def __init__(self, context: RunContext, spill_to: Path, storage: str):
+        self.context, self.spill_to, self.storage = context, spill_to, storage
 
     def after_report(self, run_context, metrics: list[dict], checkpoint: Checkpoint | None) -> None:
         if checkpoint is None:
@@ -329,8 +330,8 @@ class CheckpointTracker(UserCallback):
 
         files = checkpoint.filesystem.get_file_info(FileSelector(checkpoint.path, recursive=True))
         step = int(metrics[0].get("step", 0))
-        record = {"step": step, "uri": checkpoint.path, "size_bytes": sum(f.size or 0 for f in files),
-                  "metrics": metrics[0]}
+        record = {"step": step, "uri": storage_uri(self.storage, checkpoint.path),
+                  "size_bytes": sum(f.size or 0 for f in files), "metrics": metrics[0]}
         items = [record_item(record, f"checkpoints/step-{step:08d}.json"),
                  metrics_item({"pretrain/checkpoint_size_mb": record["size_bytes"] / 1e6}, step)]
         if not send_or_spill(self.context.client, self.context.run_id, items, self.spill_to):
@@ -354,7 +355,7 @@ def _ordered_split() -> DataConfig:
 
 
 def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: Path, output: Path, storage: str,
-                 run_name: str, context: RunContext, init_checkpoint: Path | None,
+                 run_name: str, context: RunContext, init_checkpoint: Path | None, storage_endpoint: str | None = None,
                  long_sequences_dir: Path | None = None, heldout_dir: Path | None = None,
                  exports_dir: Path | None = None, output_bias=None, progress_file: Path | None = None) -> dict:
     """Train, resuming from the last checkpoint of an earlier attempt with the same run name (Ray
@@ -364,7 +365,10 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
     stage's long sequences); with `heldout_dir`, the held-out MLM loss is measured on it every
     config.eval_every steps. The encoder as it is at config.export_steps goes to `exports_dir`
     (which outlives a restarted driver), then beside the final model as `model-step-<n>/`. With
-    `output_bias` (one float per vocabulary id), the MLM output bias starts there."""
+    `output_bias` (one float per vocabulary id), the MLM output bias starts there. `storage` is a path
+    or s3:// (at `storage_endpoint`): bioray.storage."""
+    check_storage(storage, storage_endpoint)  # before any worker starts: one line, not a retried crash
+    storage_path, storage_filesystem = train_storage(storage, storage_endpoint)
     if config.export_steps and exports_dir is None:
         raise ValueError("pretrain.export_steps needs a directory for the exports")
     cut = config.steps - config.long_steps  # the last step of the first phase
@@ -381,10 +385,10 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
         lambda: PretrainWorker(job).run(),  # on every worker
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
-        run_config=RunConfig(name=run_name, storage_path=storage,
+        run_config=RunConfig(name=run_name, storage_path=storage_path, storage_filesystem=storage_filesystem,
                              checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=config.max_failures),
-                             callbacks=[CheckpointTracker(context, output / SPILL_FILE)]),
+                             callbacks=[CheckpointTracker(context, output / SPILL_FILE, storage)]),
         datasets=datasets,
         dataset_config=_ordered_split(),
     )
@@ -403,7 +407,7 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
         "pretrain/steps": last.get("step", 0),
         # token positions trained on (packed sequences are full, so nearly all of them are real tokens)
         "pretrain/tokens": config.global_batch_size * sum((p.end - p.start) * p.seq_len for p in phases),
-        "checkpoint_path": result.checkpoint.path if result.checkpoint else "",
+        "checkpoint_path": storage_uri(storage, result.checkpoint.path) if result.checkpoint else "",
     }
     if "pretrain/heldout_loss" in last:
         metrics["pretrain/final_heldout_loss"] = last["pretrain/heldout_loss"]

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.support.cli import REPO, run_bioray
 from tests.support.data import pmc_articles
+from tests.support.servers import leaks
 
 WORKFLOW = str(REPO / "workflows" / "quickstart.yaml")
 SEEDS = [42]
@@ -42,13 +43,6 @@ def _latest(client: MlflowClient, experiment_id: str) -> tuple:
     children = {r.data.tags["bioray.stage"]: r for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     return parent, children
-
-
-def _leaks(roots: list[Path], needles: list[str]) -> list[str]:
-    """Files under roots holding any of the secrets (bytes, so databases and binaries count too)."""
-    encoded = [n.encode() for n in needles]
-    return [str(path) for root in roots for path in root.rglob("*")
-            if path.is_file() and not path.is_symlink() and any(n in path.read_bytes() for n in encoded)]
 
 
 @pytest.fixture
@@ -162,4 +156,4 @@ def test_quickstart_end_to_end(tmp_path, mlflow_auth_server, data_root, monkeypa
     assert all(text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1 for text, e in entities)
 
     # --- no credential anywhere bioray or its tracking server wrote ------------------------------
-    assert _leaks([server.store, work, ray_temp], [*server.secrets, *s3_keys.values()]) == []
+    assert leaks([server.store, work, ray_temp], [*server.secrets, *s3_keys.values()]) == []

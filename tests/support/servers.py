@@ -1,5 +1,6 @@
-"""Servers on loopback for tests: `mlflow server` (plain or with basic auth), `mlflow models serve` and
-a TCP forwarder that makes a server unreachable on demand (an outage) without stopping it."""
+"""Servers on loopback for tests: `mlflow server` (plain or with basic auth), `mlflow models serve`, an
+S3 API server (moto's, a separate process spoken to over HTTP) and a TCP forwarder that makes a server
+unreachable on demand (an outage) without stopping it."""
 
 from __future__ import annotations
 
@@ -38,24 +39,37 @@ class MlflowServer:
     root: Path
 
     def stop(self) -> None:
-        self.process.terminate()
+        """The CLI and the uvicorn it starts (which outlives a killed CLI): their own process group."""
+        _stop_group(self.process)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            self.process.wait(timeout=20)
+            os.killpg(process.pid, sig)
+            process.wait(timeout=20)
+            return
+        except ProcessLookupError:
+            return
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            continue
 
 
-def start_mlflow_server(root: Path, extra_args: list[str] = (), extra_env: dict | None = None) -> MlflowServer:
+def start_mlflow_server(root: Path, extra_args: list[str] = (), extra_env: dict | None = None,
+                        artifacts: str | None = None, timeout: float = 120) -> MlflowServer:
+    """artifacts: where the server keeps them (default root/artifacts; s3://... with MLFLOW_S3_ENDPOINT_URL
+    and the keys in extra_env)."""
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-               "--artifacts-destination", str(root / "artifacts"), "--workers", "2", *extra_args]
+               "--artifacts-destination", artifacts or str(root / "artifacts"), "--workers", "2", *extra_args]
     log = open(root / "server.log", "a")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                env={**os.environ, "MLFLOW_TRACKING_URI": "", **(extra_env or {})})
     uri = f"http://127.0.0.1:{port}"
-    _wait_until_up(f"{uri}/health", process, 120, process.kill, "mlflow server", root / "server.log")
-    return MlflowServer(process, uri, root)
+    server = MlflowServer(process, uri, root)
+    _wait_until_up(f"{uri}/health", process, timeout, server.stop, "mlflow server", root / "server.log")
+    return server
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, timeout: float, stop, what: str, log: Path) -> None:
@@ -73,6 +87,64 @@ def _wait_until_up(url: str, process: subprocess.Popen, timeout: float, stop, wh
             stop()
             raise ServerError(f"{what} did not start: {log.read_text()[-3000:]}")
         time.sleep(0.5)
+
+
+@dataclass
+class S3Server:
+    """moto's S3 API server on loopback (`python -m moto.server`): buckets in its memory, every request
+    over HTTP as with AWS or MinIO. `keys` are random credentials planted for one test: moto accepts
+    any, so they prove only that nothing writes them anywhere (`leaks`)."""
+
+    process: subprocess.Popen
+    endpoint: str
+    log: Path
+    keys: dict[str, str] = field(repr=False)
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=self.keys["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.keys["AWS_SECRET_ACCESS_KEY"])
+
+    def bucket(self, name: str) -> str:
+        """A new, empty bucket."""
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
+        """Every object under prefix: key -> content."""
+        client, found = self.client(), {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                found[item["Key"]] = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        return found
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_s3_server(root: Path) -> S3Server:
+    port = free_port()
+    log = root / "s3-server.log"
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=open(log, "a"), stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    _wait_until_up(f"{endpoint}/moto-api/", process, 60, process.kill, "moto S3 server", log)
+    keys = {"AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(),
+            "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}
+    return S3Server(process, endpoint, log, keys)
+
+
+def leaks(roots: list[Path], needles: list[str]) -> list[str]:
+    """Files under roots holding any of the secrets (bytes, so databases and binaries count too)."""
+    encoded = [n.encode() for n in needles]
+    return [str(path) for root in roots for path in root.rglob("*")
+            if path.is_file() and not path.is_symlink() and any(n in path.read_bytes() for n in encoded)]
 
 
 @dataclass

@@ -77,7 +77,7 @@ class StageEnv:
     context: RunContext  # the stage's MLflow run
     data_root: Path
     datasets_root: Path  # finetune.data_root (data_root unless set)
-    train_storage: str
+    train_storage: str  # a path or s3:// (bioray.storage)
     paths: Workdir
     earlier: tuple[Path, ...] = ()  # committed outputs of this stage with the same params and code
     replace: bool = False  # forced (`--force`): the new output replaces the committed one of the same key
@@ -86,6 +86,7 @@ class StageEnv:
     # not imported here, where it would put the training code into every stage's code key
     workers: Any = None
     ready_at: float | None = None  # time.time() when the runner found its inputs ready and submitted it
+    storage_endpoint: str | None = None  # the S3 endpoint of an s3:// train_storage (None: AWS)
 
     def data_path(self, relative: str) -> Path:
         return (self.data_root / relative).resolve()

@@ -71,7 +71,8 @@ class Pretrain(Stage):
             init is None or not has_mlm_head(init)) else None
         metrics = run_pretrain(config, sequences_dir=tokenized.sequences, long_sequences_dir=tokenized.long_sequences,
                                heldout_dir=tokenized.heldout, tokenizer_dir=tokenizer_dir, output=output,
-                               storage=env.train_storage, run_name=f"{node.name.replace('/', '-')}-{env.key}",
+                               storage=env.train_storage, storage_endpoint=env.storage_endpoint,
+                               run_name=f"{node.name.replace('/', '-')}-{env.key}",
                                context=env.context, init_checkpoint=init, exports_dir=env.scratch(node.name),
                                output_bias=bias, progress_file=env.progress_file)
         metrics["pretrain/unigram_loss"] = unigram_loss(counts)  # the plateau a context-blind model reaches
