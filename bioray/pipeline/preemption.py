@@ -35,6 +35,7 @@ class DriverStop:
         self.since: float | None = None
         self.told = False
         self.stopped: dict[str, str] = {}  # stage -> what its Preempted error said
+        self.held = 0  # stages not started because of the signal
         self.previous = None
         if threading.current_thread() is threading.main_thread():  # Python takes signals there only
             self.previous = signal.signal(signal.SIGTERM, self._on_signal)
@@ -48,10 +49,15 @@ class DriverStop:
     def requested(self) -> bool:
         return self.since is not None
 
+    def hold(self, waiting: list[Node]) -> None:
+        self.held += len(waiting)
+        waiting.clear()
+
     def settle(self, running: list[Node]) -> None:
         """Once SIGTERM came: raise DriverPreempted when no running stage is still checkpointing, or
-        the longest grace of those running has passed."""
-        if self.since is None:
+        the longest grace of those running has passed. (A run whose every stage finished anyway is not
+        preempted.)"""
+        if self.since is None or not (running or self.stopped or self.held):
             return
         if not self.told:
             log.warning("SIGTERM: starting no new stage; running pretrainings checkpoint their current step")

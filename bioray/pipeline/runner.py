@@ -191,7 +191,7 @@ def _submit_and_collect(ray, config: WorkflowConfig, wanted: list[Node], waiting
     try:
         while waiting or pending or finished:
             if stop.requested:
-                waiting.clear()  # nothing new starts
+                stop.hold(waiting)  # nothing new starts
                 stop.settle([n for n, _ in pending.values()])  # raises once nothing is left to wait for
             # Training stages are served first come, first served: once a ready one waits for CPUs, later ones
             # wait behind it, so fine-tunes freeing one CPU at a time never keep a pretraining from its two.
