@@ -82,10 +82,22 @@ def _run(workflow: str, overrides, address, stage: str | None, force: tuple[str,
 
     started = datetime.now().strftime("%Y%m%d-%H%M%S")
     log_file = _or_exit(lambda: config.paths.log_file(f"{started}-{stage or 'run'}-{os.getpid()}.log"))
+    from bioray.pipeline.preemption import EXIT_CODE, DriverPreempted
+
+    preempted = None
     with pipeline_output(log_file, verbose):
-        failed = _run_pipeline(config, os.path.abspath(workflow), stage, force, verbose)
+        try:
+            failed = _run_pipeline(config, os.path.abspath(workflow), stage, force, verbose)
+        except DriverPreempted as exc:
+            preempted = str(exc)
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():
             sys.modules["ray"].shutdown()  # now, so that what its teardown prints goes to the log too
+    if preempted:  # one line, and the status a scheduler can tell from a failure
+        import shlex
+
+        again = shlex.join(["bioray", stage or "run", workflow, *(arg for o in overrides for arg in ("--set", o))])
+        click.echo(f"bioray: {preempted}; `{again}` again resumes", file=terminal.err)
+        sys.exit(EXIT_CODE)
     if failed:
         sys.exit(1)
 

@@ -265,6 +265,8 @@ class PretrainConfig(Section):
     keep_checkpoints: int = Field(3, ge=1, description="Keep the last K checkpoints in Ray Train storage.")
     max_failures: int = Field(3, ge=-1, description="Worker failures survived by restarting from the last checkpoint "
                                                     "(-1: no limit).")
+    preemption_grace_s: float = Field(30.0, gt=0, description="On SIGTERM to `bioray run`: seconds it waits for "
+                                      "the workers to checkpoint the current step before it exits (75).")
     shuffle_buffer: int = Field(10_000, ge=1, description="Sequences in each worker's local shuffle buffer.")
     seed: int = Field(0, description="Random seed.")
 

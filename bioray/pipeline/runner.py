@@ -22,6 +22,7 @@ from bioray.config import ConfigError, WorkflowConfig
 from bioray.pipeline.events import Heartbeat, StageCached, StageFailed, StageFinished, StageQueued, StageStarted
 from bioray.pipeline.execute import StageResult, earlier_outputs, execute_node
 from bioray.pipeline.plan import build_plan, compute_keys, downstream, is_cached, needed_nodes, stage_dir
+from bioray.pipeline.preemption import DriverStop
 from bioray.pipeline.stage_runs import StageRuns
 from bioray.pipeline.stage_state import StateFiles
 from bioray.pipeline.stages.base import Node, StageEnv
@@ -176,15 +177,17 @@ def _run_stages(config: WorkflowConfig, wanted: list[Node], to_run: list[Node], 
     from bioray.train.worker_group import WorkerGroups
 
     groups = WorkerGroups()  # long-lived training workers, lent to one stage at a time
+    stop = DriverStop()  # SIGTERM: checkpoint, then stop
     try:
-        _submit_and_collect(ray, config, wanted, waiting, keys, summary, follow, stage_context, handles, groups)
+        _submit_and_collect(ray, config, wanted, waiting, keys, summary, follow, stage_context, handles, groups, stop)
     finally:
+        stop.close()
         groups.release()
 
 
 def _submit_and_collect(ray, config: WorkflowConfig, wanted: list[Node], waiting: list[Node], keys: dict[str, str],
                         summary: RunSummary, follow: Callable, stage_context: Callable[[str], RunContext],
-                        handles: dict, groups) -> None:
+                        handles: dict, groups, stop: DriverStop) -> None:
     remote_execute = ray.remote(execute_node)
     budget = _training_cpus(ray)
     output_types = {node.name: node.stage.output for node in wanted}
@@ -193,6 +196,9 @@ def _submit_and_collect(ray, config: WorkflowConfig, wanted: list[Node], waiting
     finished: list[StageFinished] = []
     try:
         while waiting or pending or finished:
+            if stop.requested:
+                stop.hold(waiting)  # nothing new starts
+                stop.settle([n for n, _ in pending.values()])  # raises once nothing is left to wait for
             # Training stages are served first come, first served: once a ready one waits for CPUs, later ones
             # wait behind it, so fine-tunes freeing one CPU at a time never keep a pretraining from its two.
             held_back = False
@@ -256,6 +262,9 @@ def _submit_and_collect(ray, config: WorkflowConfig, wanted: list[Node], waiting
             except Exception as exc:  # the stage failed, or an upstream stage did
                 if group is not None:
                     group.shutdown()  # its ranks may be stuck in a collective, or dead
+                if stop.requested:  # stopped (checkpointed) on SIGTERM: neither failed nor finished
+                    stop.record(node, _root_error(exc))
+                    continue
                 upstream = next((name for name in node.inputs if name not in summary.results), None)
                 if upstream is None and _crashed(exc) and attempts[node.name] <= node.stage.retries(node):
                     log.warning("stage %s: %s; running it again on new workers (attempt %d of %d)", node.name,
@@ -276,6 +285,7 @@ def _submit_and_collect(ray, config: WorkflowConfig, wanted: list[Node], waiting
                     groups.take_back(group)
                 summary.results[node.name] = result
                 finished.append(StageFinished(node, key, result))  # told once the next stages are submitted
+        stop.settle([])
     finally:
         for event in finished:  # interrupted: what did finish is still told
             follow(event)

@@ -44,6 +44,7 @@ from bioray.tracking.outbox import SPILL_FILE, WorkerLogger, metrics_item, recor
 from bioray.train.deepspeed import build_engine, deepspeed_config
 from bioray.train.determinism import use_deterministic_kernels
 from bioray.train.flops import device_peak_flops, flops_per_token, mlm_parameters
+from bioray.train.preemption import STOP, Preempted, PreemptionCheck
 from bioray.train.throughput import Throughput, format_eta
 
 log = logging.getLogger(__name__)
@@ -160,22 +161,27 @@ class PretrainWorker:
         self.peak = device_peak_flops()
         # STATS sums, then micro-batches; on the device, read only at logging time
         self.window = torch.zeros(len(STATS) + 1, dtype=torch.float64, device=self.device)
+        self.preemption = PreemptionCheck(self.rank, self.device)
 
     def run(self) -> None:
         for index, phase in enumerate(self.job.phases):
             if self.engine.global_steps >= phase.end:
                 continue  # finished before a restart
             resumed = self.position.get("phase", 0) == index
-            self._train_phase(index, phase, self.position["epoch"] if resumed else 0,
-                              self.position["micro"] if resumed else 0)
+            if self._train_phase(index, phase, self.position["epoch"] if resumed else 0,
+                                 self.position["micro"] if resumed else 0):
+                if self.rank == 0:  # checkpointed on the driver's SIGTERM: the stage stops, uncommitted
+                    (self.job.output_dir / PREEMPTED_FILE).write_text(json.dumps({"step": self.engine.global_steps}))
+                    self.logger.close()
+                return
         _export(self.engine, self.tokenizer, self.job.output_dir / "model", self.config.effective_zero_stage)
         if self.rank == 0:
             (self.job.output_dir / "history.json").write_text(json.dumps(self.history))
             self.logger.close()
 
-    def _train_phase(self, index: int, phase: Phase, epoch: int, skip: int) -> None:
+    def _train_phase(self, index: int, phase: Phase, epoch: int, skip: int) -> bool:
         """Train until the phase's last step, epoch after epoch over its dataset, starting `skip`
-        micro-batches into `epoch` (a resumed run)."""
+        micro-batches into `epoch` (a resumed run); True: stopped early, on the driver's SIGTERM."""
         config, engine = self.config, self.engine
         # The global batch stays; a smaller micro-batch means more accumulation (DeepSpeed re-splits).
         engine.set_train_micro_batch_size(phase.micro)
@@ -210,14 +216,17 @@ class PretrainWorker:
                 if pending < accum:
                     continue
                 pending = 0
-                self._after_step({"phase": index, "epoch": epoch, "micro": micro}, phase.seq_len, per_token)
+                if self._after_step({"phase": index, "epoch": epoch, "micro": micro}, phase.seq_len, per_token):
+                    return True
                 if engine.global_steps >= phase.end:
                     break
             epoch, skip = epoch + 1, 0
+        return False
 
-    def _after_step(self, position: dict, seq_len: int, per_token: float) -> None:
+    def _after_step(self, position: dict, seq_len: int, per_token: float) -> bool:
         """Log every log_every steps, evaluate on the held-out documents every eval_every steps,
-        checkpoint every checkpoint_every steps; all three at the end."""
+        checkpoint every checkpoint_every steps, all three at the end; checkpoint now on a preemption
+        notice. True: stop now (the driver got SIGTERM)."""
         config, step = self.config, self.engine.global_steps
         last = step == config.steps
         metrics = None
@@ -242,11 +251,13 @@ class PretrainWorker:
             _export(self.engine, self.tokenizer, self.job.exports_dir / f"model-step-{step}",
                     config.effective_zero_stage)
         reported = {"step": step, **{k.split("/")[-1]: v for k, v in (metrics or {}).items()}}
-        if step % config.checkpoint_every == 0 or last:
+        preempted = 0 if last else self.preemption(step)  # every rank, every step: they agree on the step
+        if step % config.checkpoint_every == 0 or last or preempted:
             _save_checkpoint(self.engine, self.rank, {**position, "attempt": self.position["attempt"]}, self.history,
                              reported)
         elif metrics is not None:
             ray.train.report(reported)
+        return preempted == STOP
 
 
 class HeldOut:
@@ -307,6 +318,9 @@ def _window_metrics(engine, scheduler, window: torch.Tensor, meter: Throughput, 
         metrics["pretrain/nsp_loss"] = sums["nsp_loss"] / micro_batches
         metrics["pretrain/nsp_accuracy"] = sums["nsp_correct"] / max(sums["pairs"], 1)
     return metrics
+
+
+PREEMPTED_FILE = "preempted.json"  # rank 0's note of the step it stopped at on the driver's SIGTERM
 
 
 def _sequence_length(sequences_dir: Path) -> int:
@@ -393,6 +407,9 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
         dataset_config=_ordered_split(),
     )
     result = trainer.fit()
+    if (output / PREEMPTED_FILE).is_file():
+        step = json.loads((output / PREEMPTED_FILE).read_text())["step"]
+        raise Preempted(f"checkpoint of step {step} of {config.steps} in {result.checkpoint.path}")
     for step in config.export_steps:
         export = job.exports_dir / f"model-step-{step}"
         if not export.is_dir():

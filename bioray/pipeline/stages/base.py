@@ -146,6 +146,11 @@ class Stage(ABC):
         code fails it at once."""
         return 0
 
+    def preemption_grace(self, node: Node) -> float:
+        """Seconds the driver waits on SIGTERM for it to checkpoint its current step (0: it is not
+        waited for, and runs again from the start next time)."""
+        return 0.0
+
     def nondeterministic(self, node: Node) -> str | None:
         """Why this instance's output may differ from run to run under the same key (recorded with its
         digest and shown by `bioray status --digests`), or None: deterministic."""

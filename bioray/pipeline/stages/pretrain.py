@@ -54,6 +54,9 @@ class Pretrain(Stage):
     def training_workers(self, node: Node) -> int:
         return node.params.num_workers
 
+    def preemption_grace(self, node: Node) -> float:
+        return node.params.preemption_grace_s
+
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from transformers import AutoTokenizer
 
