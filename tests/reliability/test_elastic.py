@@ -30,7 +30,7 @@ DRIVER = """
 import sys, ray
 from pathlib import Path
 from tests.integration.test_pretrain_ray import _config, _pretrain
-parts = {k: Path(v) for k, v in {parts!r}.items()}
+parts = {{k: Path(v) for k, v in {parts!r}.items()}}
 ray.init(address={address!r}, log_to_driver=False)
 _pretrain(parts, Path({tmp!r}), "elastic", _config(min_workers=1, cpus_per_worker=2, max_failures=5))
 """
