@@ -221,6 +221,12 @@ class PretrainConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig, description="Encoder shape.")
     init_checkpoint: str | None = Field(None, description="HF checkpoint directory to continue pretraining from.")
     num_workers: int = Field(2, ge=1, description="Ray Train workers.")
+    min_workers: int | None = Field(
+        None, ge=1, description="Elastic continuation: when workers are lost for good (a node gone), continue from "
+        "the last checkpoint on the workers Ray can still place, down to this many, with the same global batch (more "
+        "accumulation); Ray grows the group back when resources return. Default num_workers (not elastic).")
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs Ray reserves for each training worker (CPU runs; "
+                                 "a GPU run reserves one GPU each).")
     use_gpu: bool = Field(False, description="One GPU per worker, NCCL, bf16-capable.")
     deterministic: bool = Field(False, description="Deterministic kernels on GPU (torch's deterministic algorithms, "
                                 "cuBLAS's fixed workspace, flash-attn's deterministic backward): the same run twice "
@@ -272,17 +278,30 @@ class PretrainConfig(Section):
 
     @model_validator(mode="after")
     def _batch_splits(self) -> PretrainConfig:
-        for key, micro in (("micro_batch_size", self.micro_batch_size), ("long_micro_batch_size", self.long_micro)):
-            per_step = self.num_workers * micro
-            if self.global_batch_size % per_step:
-                raise ValueError(
-                    f"pretrain.global_batch_size ({self.global_batch_size}) must be a multiple of "
-                    f"num_workers x {key} ({self.num_workers} x {micro} = {per_step})"
-                )
+        if self.min_workers is not None and self.min_workers > self.num_workers:
+            raise ValueError(f"pretrain.min_workers ({self.min_workers}) must be at most pretrain.num_workers "
+                             f"({self.num_workers})")
+        if self.elastic and self.zero_stage == 3:
+            raise ValueError("pretrain.min_workers below num_workers needs zero_stage 0, 1 or 2 (a ZeRO-3 "
+                             "checkpoint is not continued on another number of workers)")
+        for workers in range(self.min_workers or self.num_workers, self.num_workers + 1):  # every size it may run at
+            for key, micro in (("micro_batch_size", self.micro_batch_size), ("long_micro_batch_size", self.long_micro)):
+                per_step = workers * micro
+                if self.global_batch_size % per_step:
+                    what = "num_workers" if workers == self.num_workers else f"{workers} workers (min_workers..)"
+                    raise ValueError(
+                        f"pretrain.global_batch_size ({self.global_batch_size}) must be a multiple of "
+                        f"{what} x {key} ({workers} x {micro} = {per_step})"
+                    )
         if self.long_phase_fraction and not self.long_steps:
             raise ValueError(f"pretrain.long_phase_fraction ({self.long_phase_fraction}) of {self.steps} steps "
                              "is less than one step")
         return self
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the run may continue on fewer workers than num_workers."""
+        return self.min_workers is not None and self.min_workers < self.num_workers
 
     @property
     def long_micro(self) -> int:

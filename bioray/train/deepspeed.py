@@ -13,21 +13,28 @@ from bioray.train.optim import build_optimizer, decay_groups, warmup_decay
 log = logging.getLogger(__name__)
 
 
-def deepspeed_config(config: PretrainConfig) -> dict:
-    """The DeepSpeed JSON config; the batch is split as global = workers x micro x accumulation."""
-    return {
+def deepspeed_config(config: PretrainConfig, world: int | None = None, load_universal: bool = False) -> dict:
+    """The DeepSpeed JSON config; the batch is split as global = workers x micro x accumulation, with `world`
+    workers (default num_workers: fewer after an elastic continuation). With `load_universal`, the checkpoint
+    to load is in DeepSpeed's universal format (bioray.train.elastic: one written on another number of workers)."""
+    world = world or config.num_workers
+    settings = {
         "train_batch_size": config.global_batch_size,
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
-        "gradient_accumulation_steps": config.grad_accum_steps,
+        "gradient_accumulation_steps": config.global_batch_size // (world * config.micro_batch_size),
         "gradient_clipping": config.grad_clip,
         "zero_optimization": {"stage": config.effective_zero_stage},
         "bf16": {"enabled": config.precision == "bf16"},
         "steps_per_print": 10**9,  # bioray logs itself
         "wall_clock_breakdown": False,
     }
+    if load_universal:
+        settings["checkpoint"] = {"load_universal": True}
+    return settings
 
 
-def build_engine(model: torch.nn.Module, config: PretrainConfig, use_gpu: bool):
+def build_engine(model: torch.nn.Module, config: PretrainConfig, use_gpu: bool, world: int | None = None,
+                 load_universal: bool = False):
     """DeepSpeed engine over AdamW or LAMB (fused per config.fast), with warmup then linear/polynomial decay.
 
     The torch.distributed group already exists (Ray Train made it: gloo on CPU, NCCL on GPU);
@@ -44,8 +51,8 @@ def build_engine(model: torch.nn.Module, config: PretrainConfig, use_gpu: bool):
                                 config.fast.fused_optimizer)
     schedule = warmup_decay(config.warmup_steps, config.steps, config.decay_power)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(config))
+    engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                                           config=deepspeed_config(config, world, load_universal))
     return engine, scheduler
 
 

@@ -43,6 +43,7 @@ from bioray.tracking.context import RunContext
 from bioray.tracking.outbox import SPILL_FILE, WorkerLogger, metrics_item, record_item, send_or_spill
 from bioray.train.deepspeed import build_engine, deepspeed_config
 from bioray.train.determinism import use_deterministic_kernels
+from bioray.train.elastic import DataTrace, needs_universal, resumed_skip, scaling_workers, to_universal, write_world
 from bioray.train.flops import device_peak_flops, flops_per_token, mlm_parameters
 from bioray.train.preemption import STOP, Preempted, PreemptionCheck
 from bioray.train.throughput import Throughput, format_eta
@@ -81,24 +82,30 @@ class MaskingCollate(NumpyBatchCollateFn):
         return masked
 
 
-def _save_checkpoint(engine, rank: int, position: dict, history: list, metrics: dict) -> None:
+def _save_checkpoint(engine, rank: int, world: int, position: dict, history: list, metrics: dict) -> None:
     """Every rank writes its DeepSpeed shard and its own RNG state; Ray Train merges the ranks' files
     into one checkpoint directory in storage (and keeps the last K)."""
     with tempfile.TemporaryDirectory() as tmp:
         engine.save_checkpoint(tmp, tag="state", client_state={"position": position, "history": history})
         torch.save({"torch": torch.get_rng_state()}, Path(tmp) / f"rng_rank{rank}.pt")
+        if rank == 0:
+            write_world(Path(tmp), world)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
 
-def _restore(engine, rank: int) -> tuple[dict, list]:
-    """Model, optimizer, scheduler, step, data position and RNG from the latest checkpoint, if any."""
-    checkpoint = ray.train.get_checkpoint()
+def _restore(engine, rank: int, checkpoint, universal: bool) -> tuple[dict, list]:
+    """Model, optimizer, scheduler, step, data position and RNG from the latest checkpoint, if any
+    (`universal`: written by another number of workers, see bioray.train.elastic)."""
     if checkpoint is None:
         return {"phase": 0, "epoch": 0, "micro": 0, "attempt": 0}, []
-    with checkpoint.as_directory() as directory:
-        _, client_state = engine.load_checkpoint(directory, tag="state", load_module_strict=True)
-        rng = torch.load(Path(directory) / f"rng_rank{rank}.pt", weights_only=True)
-    torch.set_rng_state(rng["torch"])
+    with checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as converted:
+        if universal:
+            to_universal(Path(directory), "state", Path(converted))
+        _, client_state = engine.load_checkpoint(converted if universal else directory, tag="state",
+                                                 load_module_strict=True)
+        rng = Path(directory) / f"rng_rank{rank}.pt"
+        if rng.is_file():  # a rank new to the run keeps its seeded generator
+            torch.set_rng_state(torch.load(rng, weights_only=True)["torch"])
     position = {**client_state["position"], "attempt": client_state["position"]["attempt"] + 1}
     log.info("rank %d resumed at step %d (epoch %d, micro-batch %d), attempt %d", rank, engine.global_steps,
              position["epoch"], position["micro"], position["attempt"])
@@ -152,8 +159,11 @@ class PretrainWorker:
         model.to(self.device)
         apply_fast_path(model, **config.fast.model_switches())
         self.parameters = mlm_parameters(model, config.mask_rate)
-        self.engine, self.scheduler = build_engine(model, config, config.use_gpu)
-        self.position, self.history = _restore(self.engine, self.rank)
+        checkpoint = ray.train.get_checkpoint()
+        universal = needs_universal(checkpoint, config.effective_zero_stage, self.world)
+        self.engine, self.scheduler = build_engine(model, config, config.use_gpu, self.world, universal)
+        self.position, self.history = _restore(self.engine, self.rank, checkpoint, universal)
+        self.trace = DataTrace(self.rank, self.position["attempt"])
         self.logger = WorkerLogger(job.context, job.output_dir / SPILL_FILE) if self.rank == 0 else None
         self.meter = Throughput(config.steps, start_step=self.engine.global_steps)
         self.heldout = HeldOut(job.heldout_dir, config, self.tokenizer, self.rank, self.world, self.device) \
@@ -169,7 +179,7 @@ class PretrainWorker:
                 continue  # finished before a restart
             resumed = self.position.get("phase", 0) == index
             if self._train_phase(index, phase, self.position["epoch"] if resumed else 0,
-                                 self.position["micro"] if resumed else 0):
+                                 resumed_skip(self.position, self.world) if resumed else 0):
                 if self.rank == 0:  # checkpointed on the driver's SIGTERM: the stage stops, uncommitted
                     (self.job.output_dir / PREEMPTED_FILE).write_text(json.dumps({"step": self.engine.global_steps}))
                     self.logger.close()
@@ -206,6 +216,7 @@ class PretrainWorker:
                     continue
                 pending += 1
                 engine.set_gradient_accumulation_boundary(pending == accum)
+                self.trace.add(epoch, engine.global_steps + 1, batch)
                 self.meter.add(int(batch["attention_mask"].sum()), batch["input_ids"].shape[0])  # on the host
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 loss, stats = pretraining_loss(engine.module, batch, **config.fast.loss_switches())
@@ -216,7 +227,8 @@ class PretrainWorker:
                 if pending < accum:
                     continue
                 pending = 0
-                if self._after_step({"phase": index, "epoch": epoch, "micro": micro}, phase.seq_len, per_token):
+                if self._after_step({"phase": index, "epoch": epoch, "micro": micro, "world": self.world},
+                                    phase.seq_len, per_token):
                     return True
                 if engine.global_steps >= phase.end:
                     break
@@ -234,6 +246,7 @@ class PretrainWorker:
             metrics = _window_metrics(self.engine, self.scheduler, self.window, self.meter, step, config.nsp)
             self.window.zero_()
             metrics["pretrain/seq_len"] = seq_len
+            metrics["pretrain/workers"] = self.world  # fewer after an elastic continuation
             if self.peak:  # on GPU: real-token FLOPs over the peak of all workers' devices
                 metrics["pretrain/mfu"] = metrics["pretrain/tokens_per_s"] * per_token / (self.peak * self.world)
         if self.heldout is not None and (step % config.eval_every == 0 or last):
@@ -253,8 +266,8 @@ class PretrainWorker:
         reported = {"step": step, **{k.split("/")[-1]: v for k, v in (metrics or {}).items()}}
         preempted = 0 if last else self.preemption(step)  # every rank, every step: they agree on the step
         if step % config.checkpoint_every == 0 or last or preempted:
-            _save_checkpoint(self.engine, self.rank, {**position, "attempt": self.position["attempt"]}, self.history,
-                             reported)
+            _save_checkpoint(self.engine, self.rank, self.world, {**position, "attempt": self.position["attempt"]},
+                             self.history, reported)
         elif metrics is not None:
             ray.train.report(reported)
         return preempted == STOP
@@ -397,7 +410,8 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
                 for phase, directory in zip(phases, (sequences_dir, long_sequences_dir))}
     trainer = TorchTrainer(
         lambda: PretrainWorker(job).run(),  # on every worker
-        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
+        scaling_config=ScalingConfig(num_workers=scaling_workers(config), use_gpu=config.use_gpu,
+                                     resources_per_worker=None if config.use_gpu else {"CPU": config.cpus_per_worker}),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         run_config=RunConfig(name=run_name, storage_path=storage_path, storage_filesystem=storage_filesystem,
                              checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,16 @@ class RayCluster:
     token: str = field(repr=False)
     temp_dir: Path  # the session's logs
     address: str = ""  # the GCS, for a driver's ray.init(address=...)
+    worker_node_pid: int = 0  # the second node's `ray start --block` (its own process group)
+
+    def lose_worker_node(self) -> None:
+        """SIGKILL every process of the second node at once: a node lost for good, no cleanup."""
+        import psutil
+
+        node = psutil.Process(self.worker_node_pid)
+        for process in [node, *node.children(recursive=True)]:  # raylet, its workers, whatever left the group
+            with suppress(psutil.NoSuchProcess):
+                process.kill()
 
     def get(self, path: str):
         """GET a dashboard endpoint (JSON), authenticated with the cluster token."""
@@ -62,6 +72,7 @@ def two_node_ray_cluster(node_env: dict, head_cpus: int = 2, worker_cpus: int = 
         processes.append(subprocess.Popen(
             [ray, "start", f"--address=127.0.0.1:{gcs_port}", f"--num-cpus={worker_cpus}", *common],
             env=env, stdout=open(base / "worker.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
+        cluster.worker_node_pid = processes[-1].pid
         _wait(lambda: len(cluster.node_ids()) == 2, "the second node", base / "worker.log")
         yield cluster
     finally:
@@ -71,7 +82,8 @@ def two_node_ray_cluster(node_env: dict, head_cpus: int = 2, worker_cpus: int = 
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
         shutil.rmtree(base, ignore_errors=True)
 
 
