@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from ray.exceptions import ActorDiedError
+from ray.exceptions import ActorDiedError, NodeDiedError
 from ray.train import ControllerError
 
 from bioray.train.failfast import Deterministic, FailFast, tag, unwrap
@@ -37,6 +37,7 @@ def test_a_crash_is_retried_with_the_errors_it_causes_beside_it():
     callback = FailFast()
     peer_lost = RuntimeError("[gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer")
     callback.after_exception(None, {0: _tagged(peer_lost, 3, 3)})  # before the first step, but collateral
+    callback.after_exception(None, {0: _tagged(NodeDiedError("node lost"), None, None)})
     callback.after_exception(None, {0: _tagged(ValueError("x"), 3, 5), 1: ActorDiedError()})
     callback.after_exception(None, {0: _tagged(ValueError("x"), 3, 5)})  # the attempt before was a crash
     with pytest.raises(Deterministic):

@@ -26,12 +26,16 @@ _STEPS = "bioray_steps"  # the attribute `tag` sets: (first step of the attempt,
 
 
 def _collateral(error: BaseException) -> bool:
-    """An error a crash elsewhere causes (a collective losing its dead peer, a timeout, a Ray system
-    error): a dead rank shows up a moment later, or never (a lost node), so these stay retried."""
-    import ray.exceptions
+    """An error a crash elsewhere causes (a collective losing its dead peer, a timeout, a dead Ray worker,
+    node or object): the dead rank shows up a moment later, or never (a lost node), so these stay retried.
+    A Ray task's error from user code (a Ray Data read of a bad shard) is the worker's own: judged."""
+    import ray.exceptions as rx
     import torch.distributed
 
-    return (isinstance(error, (ConnectionError, TimeoutError, torch.distributed.DistError, ray.exceptions.RayError))
+    crashes = (ConnectionError, TimeoutError, torch.distributed.DistError, rx.RayActorError, rx.WorkerCrashedError,
+               rx.LocalRayletDiedError, rx.NodeDiedError, rx.ObjectLostError, rx.RaySystemError, rx.OutOfMemoryError,
+               rx.ObjectStoreFullError, rx.RpcError)
+    return (isinstance(error, crashes) or isinstance(getattr(error, "cause", None), crashes)
             or "gloo/transport" in str(error))  # gloo's "Connection closed by peer" is a plain RuntimeError
 
 
