@@ -32,6 +32,7 @@ def tokenized(small_corpus, tmp_path_factory) -> Path:
     return output
 
 
+@pytest.mark.extended  # 2-3 min on a loaded 2-core machine; the decisions alone: tests/test_failfast.py
 def test_a_bad_heldout_shard_fails_pretraining_at_once(small_corpus, tokenized, ray_session, tmp_path):
     heldout = tmp_path / "heldout"
     shutil.copytree(tokenized / "heldout", heldout)
