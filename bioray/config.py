@@ -269,8 +269,10 @@ class PretrainConfig(Section):
     checkpoint_every: int = Field(500, ge=1, description="Checkpoint (every rank's DeepSpeed state) every N steps, "
                                                          "and at the end.")
     keep_checkpoints: int = Field(3, ge=1, description="Keep the last K checkpoints in Ray Train storage.")
-    max_failures: int = Field(3, ge=-1, description="Worker failures survived by restarting from the last checkpoint "
-                                                    "(-1: no limit).")
+    max_failures: int = Field(3, ge=-1, description="Worker crashes (a killed process, a lost node) survived by "
+                              "restarting from the last checkpoint (-1: no limit); an exception of the training code "
+                              "before an attempt's first step, or the same one at the same step on two attempts in a "
+                              "row, fails the stage at once.")
     preemption_grace_s: float = Field(30.0, gt=0, description="On SIGTERM to `bioray run`: seconds it waits for "
                                       "the workers to checkpoint the current step before it exits (75).")
     shuffle_buffer: int = Field(10_000, ge=1, description="Sequences in each worker's local shuffle buffer.")

@@ -19,6 +19,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.train import (
     Checkpoint,
     CheckpointConfig,
+    ControllerError,
     DataConfig,
     FailureConfig,
     RunConfig,
@@ -41,6 +42,7 @@ from bioray.model.encoder import (
 from bioray.storage import check_storage, storage_uri, train_storage
 from bioray.tracking.context import RunContext
 from bioray.tracking.outbox import SPILL_FILE, WorkerLogger, metrics_item, record_item, send_or_spill
+from bioray.train import failfast
 from bioray.train.deepspeed import build_engine, deepspeed_config
 from bioray.train.determinism import use_deterministic_kernels
 from bioray.train.elastic import DataTrace, needs_universal, resumed_skip, scaling_workers, to_universal, write_world
@@ -164,6 +166,7 @@ class PretrainWorker:
         self.engine, self.scheduler = build_engine(model, config, config.use_gpu, self.world, universal)
         self.position, self.history = _restore(self.engine, self.rank, checkpoint, universal)
         self.trace = DataTrace(self.rank, self.position["attempt"])
+        self.first_step = self.engine.global_steps  # where this attempt starts (fail fast compares with it)
         self.logger = WorkerLogger(job.context, job.output_dir / SPILL_FILE) if self.rank == 0 else None
         self.meter = Throughput(config.steps, start_step=self.engine.global_steps)
         self.heldout = HeldOut(job.heldout_dir, config, self.tokenizer, self.rank, self.world, self.device) \
@@ -271,6 +274,18 @@ class PretrainWorker:
         elif metrics is not None:
             ray.train.report(reported)
         return preempted == STOP
+
+
+def _train(job: PretrainJob) -> None:
+    """One attempt on one worker; an exception of the training code leaves tagged with the step its
+    attempt started from and the step it was raised at, for FailFast to judge on the controller."""
+    worker = None
+    try:
+        worker = PretrainWorker(job)
+        worker.run()
+    except Exception as error:
+        failfast.tag(error, *((worker.first_step, worker.engine.global_steps) if worker else (None, None)))
+        raise
 
 
 class HeldOut:
@@ -409,18 +424,22 @@ def run_pretrain(config: PretrainConfig, *, sequences_dir: Path, tokenizer_dir: 
     datasets = {phase.dataset: _sequences(directory, config.nsp)
                 for phase, directory in zip(phases, (sequences_dir, long_sequences_dir))}
     trainer = TorchTrainer(
-        lambda: PretrainWorker(job).run(),  # on every worker
+        lambda: _train(job),  # on every worker
         scaling_config=ScalingConfig(num_workers=scaling_workers(config), use_gpu=config.use_gpu,
                                      resources_per_worker=None if config.use_gpu else {"CPU": config.cpus_per_worker}),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         run_config=RunConfig(name=run_name, storage_path=storage_path, storage_filesystem=storage_filesystem,
                              checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=config.max_failures),
-                             callbacks=[CheckpointTracker(context, output / SPILL_FILE, storage)]),
+                             callbacks=[CheckpointTracker(context, output / SPILL_FILE, storage),
+                                        failfast.FailFast()]),
         datasets=datasets,
         dataset_config=_ordered_split(),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ControllerError as error:  # FailFast's: the worker's own exception, not Ray's wrapper
+        raise failfast.unwrap(error) from None
     if (output / PREEMPTED_FILE).is_file():
         step = json.loads((output / PREEMPTED_FILE).read_text())["step"]
         raise Preempted(f"checkpoint of step {step} of {config.steps} in {result.checkpoint.path}")
