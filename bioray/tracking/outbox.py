@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mlflow.entities import Metric
@@ -118,16 +119,21 @@ def spill(path: Path, run_id: str, items: list[dict]) -> None:
             stream.write(json.dumps({**item, "run_id": run_id}) + "\n")
 
 
-def send_or_spill(client: MlflowClient, run_id: str, items: list[dict], spill_to: Path, within_s: float = 10.0) -> bool:
+def send_or_spill(client: MlflowClient | Callable[[], MlflowClient], run_id: str, items: list[dict], spill_to: Path,
+                  within_s: float = 10.0) -> bool:
     """Send the writes in order if the server takes them within `within_s`; otherwise spill them (the
     driver replays the file) and return False. The caller never waits longer than that, whatever
     MLflow's own request retries do; a write still in flight may also arrive later (artifacts are
-    overwritten with the same content, a metric point may then appear twice)."""
+    overwritten with the same content, a metric point may then appear twice). `client` may be a
+    function that makes one: made on the sending thread, so a store that cannot even open (a locked
+    SQLite file) spills too."""
     import threading
 
     sent: list[int] = []
 
     def deliver():
+        nonlocal client
+        client = client() if callable(client) else client
         for item in items:
             send(client, run_id, item)
             sent.append(1)

@@ -376,7 +376,7 @@ class CheckpointTracker(UserCallback):
                   "size_bytes": sum(f.size or 0 for f in files), "metrics": metrics[0]}
         items = [record_item(record, f"checkpoints/step-{step:08d}.json"),
                  metrics_item({"pretrain/checkpoint_size_mb": record["size_bytes"] / 1e6}, step)]
-        if not send_or_spill(self.context.client, self.context.run_id, items, self.spill_to):
+        if not send_or_spill(lambda: self.context.client, self.context.run_id, items, self.spill_to):
             log.warning("checkpoint %d: MLflow unreachable, its record is kept in %s", step, self.spill_to)
 
 
