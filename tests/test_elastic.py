@@ -1,5 +1,5 @@
 """pretrain.min_workers: the config's checks, the batch split and data skip on another number of workers
-(the lost-node run itself is tests/reliability/test_elastic.py, extended tier)."""
+(the lost-node run itself is tests/reliability/test_node_lost.py, extended tier)."""
 
 import pytest
 from pydantic import ValidationError
