@@ -1,7 +1,8 @@
 """Fault: preemption. SIGTERM to `bioray run` between two scheduled checkpoints: the pretraining
 checkpoints the step it is at, the driver exits 75, and `bioray run` again resumes from that step on
-the loss curve of an uninterrupted run (0 optimizer steps lost). The default-tier test drives the same
-worker path in process: the driver's stop flag set, the workers checkpoint and stop, the rerun resumes."""
+the loss curve of an uninterrupted run (0 optimizer steps lost). A second extended test drives the same
+worker path in process (the driver's stop flag set, the workers checkpoint and stop, the rerun
+resumes); the default tier has the driver's signal handler."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.support.cli import run_bioray, start_bioray
 from tests.support.workflows import PRETRAIN, copy_stages, small_workflow, write_workflow
 
 
+@pytest.mark.extended  # two pretrainings (90-110 s); the default tier keeps the signal handler's test
 def test_stop_flag_checkpoints_the_current_step_and_the_rerun_goes_on_from_it(corpus_template, ray_session,
                                                                               tmp_path):
     """Two workers, checkpoint_every far away: the flag is up before the first step, so both ranks
