@@ -371,7 +371,10 @@ class DatasetConfig(Section):
 class TrainingConfig(Section):
     """How one fine-tuning run trains (finetune's settings, with a dataset's own where it sets them)."""
 
-    epochs: int = Field(3, ge=1, description="Training epochs.")
+    epochs: int = Field(3, ge=1, description="Training epochs; with patience, the most epochs.")
+    patience: int | None = Field(
+        None, ge=1, description="Stop when the dev metric has not improved for this many epochs (the dev-best "
+        "epoch is kept, as always); the learning rate decays over `epochs`, the cap. null: train every epoch.")
     lr: float = Field(5e-5, gt=0, description="Peak learning rate (linear decay).")
     batch_size: int = Field(32, ge=1, description="Examples per optimizer step, over all workers: each worker "
                             "trains on every num_workers-th row of each batch (any batch size works; the loss is "
@@ -436,6 +439,10 @@ class EvaluateConfig(Section):
     """Scoring of each fine-tuned model on its test set."""
 
     batch_size: int = Field(64, ge=1, description="Sentences per inference batch.")
+    heldout_words: int = Field(
+        0, ge=0, description="The domain matrix: every encoder with a masked-LM head is scored (whole-word masked-LM "
+        "loss per word) on about this many words of each corpus's held-out documents (tokenize.heldout_fraction); "
+        "the same words and masks for every encoder, whatever its vocabulary. 0: not scored.")
 
 
 class GateConfig(Section):
@@ -542,6 +549,10 @@ class EncoderConfig(Section):
         None, gt=0, le=1, description="source pretrain: the encoder at this fraction of the pretraining steps (a "
         "point of a learning curve); default: at the end.")
     seed: int = Field(0, description="source random: the initialisation seed.")
+    corpus: IngestConfig | None = Field(
+        None, description="source pretrain: pretrain this arm on its own corpus (the ingest section's keys), with a "
+        "vocabulary trained on it (the vocab section's settings) and the pretrain section's recipe and budget, "
+        "instead of the workflow's corpus: e.g. a general-domain arm beside the biomedical one.")
     finetune_lr: LearningRates | None = Field(
         None, description="This arm's fine-tuning learning rate or grid (default: the dataset's, else finetune.lr): "
         "a trained checkpoint wants a smaller one than a randomly initialised tiny model.")
@@ -555,13 +566,21 @@ class EncoderConfig(Section):
         for key in ("steps", "pretrain_lr"):
             if getattr(self, key) is not None and not self.continue_pretraining:
                 raise ValueError(f"{key} is a continued pretraining's setting: it needs continue_pretraining: true")
-        if self.at_fraction is not None and self.source != "pretrain":
-            raise ValueError("at_fraction picks a point of this workflow's pretraining: it needs source: pretrain")
+        if self.at_fraction is not None and (self.source != "pretrain" or self.corpus is not None):
+            raise ValueError("at_fraction picks a point of this workflow's pretraining: it needs source: pretrain "
+                             "and no corpus of its own")
+        if self.corpus is not None and self.source != "pretrain":
+            raise ValueError("corpus is the corpus this arm is pretrained on: it needs source: pretrain")
         return self
 
     @property
     def needs_corpus(self) -> bool:
-        return self.source in ("pretrain", "random") or self.continue_pretraining
+        """Whether it reads the workflow's corpus (ingest section): to pretrain on, or for its vocabulary."""
+        return (self.source in ("pretrain", "random") and self.corpus is None) or self.continue_pretraining
+
+    @property
+    def own_corpus(self) -> bool:
+        return self.corpus is not None
 
 
 class WorkflowConfig(Section):
@@ -648,6 +667,8 @@ class WorkflowConfig(Section):
         pretrain, tokenize = self.pretrain, self.tokenize
         if pretrain.long_phase_fraction and tokenize.long_seq_len is None:
             raise ValueError("pretrain.long_phase_fraction needs tokenize.long_seq_len (the long phase's sequences)")
+        if self.evaluate.heldout_words and not tokenize.heldout_fraction:
+            raise ValueError("evaluate.heldout_words scores held-out text: it needs tokenize.heldout_fraction > 0")
         if pretrain.nsp and not tokenize.nsp:
             raise ValueError("pretrain.nsp needs tokenize.nsp (sequence pairs with next_sentence_label)")
         longest = max(tokenize.seq_lens) if pretrain.long_phase_fraction else tokenize.seq_len

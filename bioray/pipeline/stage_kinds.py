@@ -7,6 +7,7 @@ from bioray.pipeline.stages.base import Stage
 from bioray.pipeline.stages.encoder import Encoder
 from bioray.pipeline.stages.evaluate import Evaluate
 from bioray.pipeline.stages.finetune import Finetune
+from bioray.pipeline.stages.heldout import Heldout
 from bioray.pipeline.stages.ingest import Ingest
 from bioray.pipeline.stages.pretrain import Pretrain
 from bioray.pipeline.stages.register import Register
@@ -16,8 +17,8 @@ from bioray.pipeline.stages.tag import Tag
 from bioray.pipeline.stages.tokenize import Tokenize
 from bioray.pipeline.stages.vocab import Vocab
 
-STAGES: list[Stage] = [Ingest(), Vocab(), Tokenize(), Pretrain(), Encoder(), Finetune(), Evaluate(), Report(), Tag(),
-                       RegisterTask(), Register()]
+STAGES: list[Stage] = [Ingest(), Vocab(), Tokenize(), Pretrain(), Encoder(), Heldout(), Finetune(), Evaluate(),
+                       Report(), Tag(), RegisterTask(), Register()]
 
 
 def register_stage(stage: Stage) -> None:

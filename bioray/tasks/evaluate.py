@@ -7,7 +7,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from bioray.metric_names import test_score
+from bioray.metric_names import SUBWORDS_PER_WORD, test_score
+from bioray.tasks.examples import example_words
 
 
 def run_evaluate(task, test: list, *, model_dir: Path, labels: list[str], max_length: int, batch_size: int,
@@ -26,4 +27,14 @@ def run_evaluate(task, test: list, *, model_dir: Path, labels: list[str], max_le
     with open(output / "predictions.jsonl", "w") as stream:
         for row in task.prediction_rows(test, predictions):
             stream.write(json.dumps(row) + "\n")
-    return {test_score(task.name, k): float(v) for k, v in scores.items()}
+    return {**{test_score(task.name, k): float(v) for k, v in scores.items()},
+            SUBWORDS_PER_WORD: subwords_per_word(tokenizer, test)}
+
+
+def subwords_per_word(tokenizer, examples: list) -> float:
+    """Word pieces per word of the examples' text under this vocabulary (1.0: every word is one piece)."""
+    words = [word for example in examples for word in example_words(example)]
+    if not words:
+        return float("nan")
+    pieces = tokenizer(words, add_special_tokens=False)["input_ids"]
+    return sum(len(p) for p in pieces) / len(words)

@@ -39,6 +39,16 @@ class Example:
     where: str = ""  # file:line, for error messages
 
 
+def example_words(example) -> list[str]:
+    """An example's words (an NER sentence's own; a text's whitespace-separated ones): what a vocabulary's
+    subwords per word is counted over."""
+    if isinstance(example, Sentence):
+        return example.words
+    if isinstance(example, QAExample):
+        return (example.question + " " + example.context).split()
+    return (example.text + " " + (example.text_b or "")).split()
+
+
 @dataclass
 class QAExample:
     """An extractive question asked of one context (a BioASQ snippet); the answer spans are character

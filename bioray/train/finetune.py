@@ -73,12 +73,13 @@ def _zero_loss(outputs) -> torch.Tensor:
 
 def train_epochs(model, task, features: list, config: TrainingConfig, rng: random.Random, device,
                  pad_id: int, after_epoch=None, *, rank: int = 0, world: int = 1, on_step=None,
-                 on_first_step=None) -> dict:
+                 on_first_step=None, should_stop=None) -> dict:
     """AdamW with warmup then linear decay over random, dynamically padded global batches of
     config.batch_size; each rank trains on its rows of every batch (rows rank, rank + world, ...; `rng`
     must draw the same order on every rank). With config.zero_stage set, a DeepSpeed engine does the
     backward, clipping and step. on_step(step, loss): each step's global mean loss, told at the end of
     its epoch (one reduction an epoch, not a sync a step); on_first_step(): after the first step.
+    should_stop(): asked on rank 0 after each epoch's after_epoch; every rank stops when it says so.
     Returns the last epoch's metrics (from after_epoch when given)."""
     steps_per_epoch = -(-len(features) // config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -133,7 +134,18 @@ def train_epochs(model, task, features: list, config: TrainingConfig, rng: rando
                 on_step(step - len(losses) + i + 1, loss)
         train_loss = sum(losses) / max(1, len(losses))
         metrics = after_epoch(epoch, step, train_loss) if after_epoch else {"finetune/train_loss": train_loss}
+        if should_stop is not None and _agreed(rank == 0 and should_stop(), world):
+            break
     return metrics
+
+
+def _agreed(stop: bool, world: int) -> bool:
+    """Rank 0's decision, on every rank (one broadcast an epoch)."""
+    if world == 1:
+        return stop
+    flag = torch.tensor([1 if stop else 0])
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def run_job(job: FinetuneJob, rank: int, world: int, device: str) -> dict | None:
@@ -159,7 +171,8 @@ def run_job(job: FinetuneJob, rank: int, world: int, device: str) -> dict | None
     features = task.encode(job.train, tokenizer, labels, config.max_length)  # all of them: global batches
     logger = WorkerLogger(job.context, job.output_dir / SPILL_FILE) if rank == 0 else None
     primary = task.metric
-    best = {"score": None, "epoch": 0, "state": None}  # rank 0: the epoch best on dev, its weights on the host
+    # rank 0: the epoch best on dev, its weights on the host; every rank: the epochs trained so far
+    best = {"score": None, "epoch": 0, "state": None, "trained": 0}
     started = {}
 
     def on_first_step() -> None:
@@ -170,6 +183,7 @@ def run_job(job: FinetuneJob, rank: int, world: int, device: str) -> dict | None
             logger.log({"finetune/loss": loss}, step)
 
     def after_epoch(epoch: int, step: int, train_loss: float) -> dict:
+        best["trained"] = epoch + 1
         metrics = {"finetune/train_loss": train_loss, "finetune/epoch": epoch + 1}
         if rank == 0:
             if dev:
@@ -185,9 +199,14 @@ def run_job(job: FinetuneJob, rank: int, world: int, device: str) -> dict | None
                             dev_score)
         return metrics
 
+    def plateaued() -> bool:
+        """No dev improvement for `patience` epochs: the fine-tune has converged (as far as dev can tell)."""
+        return bool(config.patience and dev and best["trained"] - best["epoch"] >= config.patience)
+
     training = time.perf_counter()
     metrics = train_epochs(model, task, features, config, random.Random(job.seed), device, tokenizer.pad_token_id,
-                           after_epoch, rank=rank, world=world, on_step=on_step, on_first_step=on_first_step)
+                           after_epoch, rank=rank, world=world, on_step=on_step, on_first_step=on_first_step,
+                           should_stop=plateaued)
     if rank != 0:
         return None
     seconds = time.perf_counter() - training
@@ -196,6 +215,9 @@ def run_job(job: FinetuneJob, rank: int, world: int, device: str) -> dict | None
         core.load_state_dict(best["state"])
         metrics.update({"finetune/best_epoch": best["epoch"], best_dev(primary): best["score"]})
     metrics["finetune/lr"] = config.lr
+    metrics["finetune/epochs_trained"] = best["trained"]
+    if config.patience and dev:  # 1: it stopped because dev stopped improving, 0: it hit the cap first
+        metrics["finetune/plateau"] = int(plateaued())
     core.save_pretrained(str(output / "model"), safe_serialization=True)
     tokenizer.save_pretrained(str(output / "model"))
     (output / "train_metrics.json").write_text(json.dumps(metrics, indent=2))

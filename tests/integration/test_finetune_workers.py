@@ -75,3 +75,26 @@ def test_two_workers_train_the_model_one_worker_trains(ray_session, encoder, tmp
         assert torch.allclose(two_weights[name], weight, rtol=1e-3, atol=1e-5), name
     embeddings = "bert.embeddings.word_embeddings.weight"
     assert not torch.equal(one_weights[embeddings], load_file(str(encoder_dir / "model.safetensors"))[embeddings])
+
+
+def test_a_fine_tune_on_two_workers_stops_together_at_its_dev_plateau(ray_session, encoder, tmp_path):
+    """patience: rank 0 decides from dev, both ranks stop (a rank that went on would wait forever for the
+    other's gradients); the dev-best epoch is kept and the metrics say the plateau was reached."""
+    encoder_dir, train = encoder
+    task = NerTask(DatasetConfig(name="ncbi-disease", task="ner", train="-", test="-"))
+    sentences = train[:16]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("plateau")
+    run_id = client.create_run(experiment_id).info.run_id
+    # a learning rate too small to change a prediction: dev F1 is flat, so no epoch after the first improves
+    config = TrainingConfig(epochs=8, patience=2, lr=1e-12, batch_size=8, max_length=64, num_workers=2)
+    group = WorkerGroup(Scaling(2))
+    try:
+        metrics = run_finetune(config, task, {"train": sentences, "dev": train[16:24]}, task.label_list(train[:24]),
+                               7, encoder_dir=encoder_dir, output=tmp_path, context=RunContext(
+                                   uri, experiment_id, run_id, run_id), group=group)
+    finally:
+        group.shutdown()
+    assert metrics["finetune/best_epoch"] == 1
+    assert (metrics["finetune/epochs_trained"], metrics["finetune/plateau"]) == (3, 1)

@@ -70,11 +70,11 @@ def fine_tuning_runs(config: WorkflowConfig, evaluation: Coordinate) -> list[Coo
 
 def encoder_source(config: WorkflowConfig, arm: EncoderConfig) -> tuple[str, str]:
     """(the stage instance whose output holds the arm's encoder, the model folder inside it)."""
-    if arm.source == "pretrain":
+    if arm.source == "pretrain" and not arm.own_corpus:
         if arm.at_fraction is None or arm.at_fraction == 1:
             return "pretrain", "model"
         return "pretrain", f"model-step-{fraction_step(config, arm.at_fraction)}"
-    if arm.continue_pretraining:
+    if arm.continue_pretraining or arm.own_corpus:
         return f"pretrain/{arm.name}", "model"
     return f"encoder/{arm.name}", "model"
 
@@ -87,8 +87,21 @@ def continued_arms(config: WorkflowConfig) -> list[EncoderConfig]:
     return [arm for arm in config.arms if arm.continue_pretraining]
 
 
+def own_corpus_arms(config: WorkflowConfig) -> list[EncoderConfig]:
+    """Arms pretrained on a corpus of their own (`corpus`): their stages are `<kind>/<arm>`."""
+    return [arm for arm in config.arms if arm.own_corpus]
+
+
 def uses_own_pretraining(config: WorkflowConfig) -> bool:
-    return any(arm.source == "pretrain" for arm in config.arms)
+    """Whether the workflow's pretraining (`pretrain`, on its own corpus) is an arm or a point of one."""
+    return any(arm.source == "pretrain" and not arm.own_corpus for arm in config.arms)
+
+
+def corpora(config: WorkflowConfig, nodes) -> dict[str, str]:
+    """{corpus label: its ingest instance}: `corpus` for the workflow's, the arm's name for an arm's own."""
+    names = {n.name for n in nodes}
+    found = {"corpus": "ingest"} if "ingest" in names else {}
+    return found | {arm.name: f"ingest/{arm.name}" for arm in own_corpus_arms(config)}
 
 
 def registered_arm(config: WorkflowConfig) -> EncoderConfig:

@@ -1,7 +1,8 @@
 """Stage pretrain: MLM (+ optional NSP) with Ray Train + DeepSpeed ZeRO; exports a Hugging Face model.
 
 The workflow's own pretraining is `pretrain`; an encoder arm that continues a checkpoint on the corpus
-(`continue_pretraining`) gets `pretrain/<arm>`, from the checkpoint with its own vocabulary.
+(`continue_pretraining`) gets `pretrain/<arm>`, from the checkpoint with its own vocabulary; so does an arm
+pretrained on a corpus of its own (`corpus`), with the same recipe.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 
 from bioray.config import PretrainConfig, WorkflowConfig
-from bioray.pipeline.stages.arms import continued_arms, fraction_step, uses_own_pretraining
+from bioray.pipeline.stages.arms import continued_arms, fraction_step, own_corpus_arms, uses_own_pretraining
 from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput, checkpoint_files, validated
 
 
@@ -35,6 +36,10 @@ class Pretrain(Stage):
             curve = {fraction_step(config, a.at_fraction) for a in config.arms if a.at_fraction not in (None, 1)}
             params = validated(config.pretrain, export_steps=sorted({*config.pretrain.export_steps, *curve}))
             nodes.append(Node("pretrain", self, {"tokens": "tokenize", "vocab": "vocab"}, params,
+                              checkpoint_files(config, config.pretrain.init_checkpoint)))
+        for arm in own_corpus_arms(config):  # the same recipe and budget on another corpus
+            nodes.append(Node(f"pretrain/{arm.name}", self, {"tokens": f"tokenize/{arm.name}",
+                                                             "vocab": f"vocab/{arm.name}"}, config.pretrain,
                               checkpoint_files(config, config.pretrain.init_checkpoint)))
         for arm in continued_arms(config):
             own = {"steps": arm.steps, "warmup_steps": min(config.pretrain.warmup_steps, arm.steps // 5)} \

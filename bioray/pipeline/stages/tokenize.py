@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from bioray.config import TokenizeConfig, WorkflowConfig
-from bioray.pipeline.stages.arms import continued_arms, uses_own_pretraining
+from bioray.pipeline.stages.arms import continued_arms, own_corpus_arms, uses_own_pretraining
 from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput
 
 
@@ -44,10 +44,11 @@ class Tokenize(Stage):
     Params = TokenizeConfig
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
-        vocabularies = ["vocab"] if uses_own_pretraining(config) else []
-        vocabularies += [f"vocab/{arm.name}" for arm in continued_arms(config)]
-        return [Node("tokenize" + vocab.removeprefix("vocab"), self, {"vocab": vocab, "corpus": "ingest"},
-                     config.tokenize) for vocab in vocabularies]
+        pairs = [("vocab", "ingest")] if uses_own_pretraining(config) else []  # (vocabulary, corpus)
+        pairs += [(f"vocab/{arm.name}", "ingest") for arm in continued_arms(config)]
+        pairs += [(f"vocab/{arm.name}", f"ingest/{arm.name}") for arm in own_corpus_arms(config)]
+        return [Node("tokenize" + vocab.removeprefix("vocab"), self, {"vocab": vocab, "corpus": corpus},
+                     config.tokenize) for vocab, corpus in pairs]
 
     def run(self, node: Node, inputs: dict, output: Path, env: StageEnv) -> dict:
         from bioray.data.tokenize import run_tokenize

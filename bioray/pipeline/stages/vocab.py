@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bioray.config import VocabConfig, WorkflowConfig
-from bioray.pipeline.stages.arms import continued_arms
+from bioray.pipeline.stages.arms import continued_arms, own_corpus_arms
 from bioray.pipeline.stages.base import Node, Stage, StageEnv, StageOutput, checkpoint_files, validated
 
 
@@ -25,8 +25,11 @@ class Vocab(Stage):
 
     def nodes(self, config: WorkflowConfig, upstream: list[Node]) -> list[Node]:
         nodes = []
-        if any(arm.source in ("pretrain", "random") for arm in config.arms):
+        if any(arm.needs_corpus and not arm.continue_pretraining for arm in config.arms):
             nodes.append(Node("vocab", self, {"corpus": "ingest"}, config.vocab,
+                              checkpoint_files(config, config.vocab.init_checkpoint)))
+        for arm in own_corpus_arms(config):  # a vocabulary of its own corpus, with the same settings
+            nodes.append(Node(f"vocab/{arm.name}", self, {"corpus": f"ingest/{arm.name}"}, config.vocab,
                               checkpoint_files(config, config.vocab.init_checkpoint)))
         for arm in continued_arms(config):  # continued pretraining keeps the checkpoint's vocabulary
             own = validated(config.vocab, init_checkpoint=arm.checkpoint)
