@@ -443,8 +443,8 @@ def bench_fanout_command(data, stages, lrs, max_train, epochs, batch_size, as_js
               help="The recipe (default: workflows/miniature.yaml of this checkout).")
 @click.option("--workdir", type=click.Path(file_okay=False), default="./work/quality", show_default=True,
               help="Stage outputs and MLflow store (cached stages are reused by a second run).")
-@click.option("--arms", default="random,scratch,general,continued", show_default=True,
-              help="Comma-separated arms: random, scratch, general, continued.")
+@click.option("--arms", default="random,scratch,general-scratch,general,continued", show_default=True,
+              help="Comma-separated arms: random, scratch, general-scratch, general, continued.")
 @click.option("--budget-minutes", type=float, default=None,
               help="Pretraining budget per pretrained arm in minutes (steps from this machine's training rate; "
                    "default: 15 when --budget-tokens is not given).")
@@ -453,10 +453,14 @@ def bench_fanout_command(data, stages, lrs, max_train, epochs, batch_size, as_js
 @click.option("--datasets", default=None, help="Comma-separated dataset names of the workflow (default: all).")
 @click.option("--max-train", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Fine-tune on the first N training sentences of each dataset (0: all of them).")
+@click.option("--max-docs", type=click.IntRange(min=1), default=None,
+              help="Read at most N documents of each corpus source (a quick run: less to ingest and tokenize).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens, seeds, datasets, max_train, as_json):
-    """The same fine-tuning from different starting points: F1 mean +- std per arm and dataset, and the
-    scratch arm's learning curve (one DAG of workflows/miniature.yaml, tracked in MLflow)."""
+def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens, seeds, datasets, max_train, max_docs,
+                          as_json):
+    """The same fine-tuning from different starting points: F1 mean +- std per arm and dataset (each fine-tune
+    to its dev plateau), the scratch arm's learning curve and the domain matrix of held-out loss (one DAG of
+    workflows/miniature.yaml, tracked in MLflow)."""
     from bioray.bench.quality import DEFAULT_BUDGET_MINUTES, bench_quality, render
 
     if budget_minutes is not None and budget_tokens is not None:
@@ -469,7 +473,7 @@ def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens
         run_bench(as_json, lambda: bench_quality(Path(workflow) if workflow else default, Path(workdir).resolve(),
                                                  arms.split(","), [int(s) for s in seeds.split(",")],
                                                  datasets.split(",") if datasets else None, max_train or None,
-                                                 budget_tokens, budget_minutes), render)
+                                                 budget_tokens, budget_minutes, max_docs=max_docs), render)
     except (ValueError, ConfigError) as exc:
         _fail(str(exc))
 

@@ -157,7 +157,7 @@ def _training_rate(pretrain: dict, shape: dict, vocab_size: int, seq_len: int) -
 
 def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[int], datasets: list[str] | None,
                   max_train: int | None, budget_tokens: int | None = None, budget_minutes: float | None = None,
-                  curve: tuple[float, ...] = CURVE) -> dict:
+                  curve: tuple[float, ...] = CURVE, max_docs: int | None = None) -> dict:
     from bioray.config import read_workflow_yaml
     from bioray.pipeline.inputs import load_checked
     from bioray.pipeline.model_refs import resolve_model_refs
@@ -185,7 +185,13 @@ def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[in
         if checkpoint is not None:
             shape, vocab_size = checkpoint_shape(checkpoint)  # a bigger model: fewer steps, same minutes
             continued_steps = steps_for(pretrain, shape, vocab_size, seq_len, None, budget_minutes, rates)
+    if "continued" in arms:  # its curve: the held-out losses at fractions of its budget (exports on the way)
+        steps = continued_steps or pretrain["steps"]
+        pretrain["export_steps"] = sorted({*pretrain.get("export_steps", []), *(max(1, round(f * steps)) for f in curve)})
     general = _general_corpus(tree, workflow) if GENERAL_SCRATCH in arms else None
+    if max_docs:  # a quick run: fewer documents to ingest and tokenize (the budget is in tokens either way)
+        for source in tree["ingest"]["sources"] + (general["sources"] if general else []):
+            source["max_docs"] = min(max_docs, source.get("max_docs") or max_docs)
     tree["encoders"] = _encoders(arms, curve if "scratch" in arms else (), continued_steps, general)
     (workdir / "quality.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
     config = load_checked(workdir / "quality.yaml")
@@ -242,21 +248,30 @@ def _table(results: dict, config) -> dict:
             if arm.source != "pretrain" or arm.at_fraction in (None, 1):
                 rows.append(row)
     held = pretraining.get("scratch", {})
-    return {"arms": rows, "curve": sorted(curve, key=lambda c: (c["dataset"], c["tokens"])), "matrix": _matrix(results),
+    matrix, heldout_curve = _matrix(results)
+    return {"arms": rows, "curve": sorted(curve, key=lambda c: (c["dataset"], c["tokens"])), "matrix": matrix,
+            "heldout_curve": heldout_curve,
             "heldout_loss": held.get("pretrain/final_heldout_loss"), "unigram_loss": held.get("pretrain/unigram_loss")}
 
 
-def _matrix(results: dict) -> dict:
-    """{encoder: {corpus: {loss_per_word, loss_per_piece, accuracy, subwords_per_word, ...}}} from the heldout
-    stages (`heldout/<corpus>/<name>` metrics)."""
-    matrix: dict = {}
+def _matrix(results: dict) -> tuple[dict, list[dict]]:
+    """({encoder: {corpus: {loss_per_word, loss_per_piece, accuracy, subwords_per_word, ...}}}, the curve of
+    each encoder's loss over its pretraining's exports) from the heldout stages' matrix.json. The corpora:
+    `biomedical` (the workflow's) and `general` (the general-scratch arm's)."""
+    import json
+
+    label = {"corpus": "biomedical", GENERAL_SCRATCH: "general"}
+    matrix, curve = {}, []
     for name, result in results.items():
         if name.startswith("heldout/"):
-            for metric, value in result.metrics.items():
-                family, corpus, key = (metric.split("/") + ["", ""])[:3]
-                if family == "heldout" and key:
-                    matrix.setdefault(name.removeprefix("heldout/"), {}).setdefault(corpus, {})[key] = value
-    return matrix
+            encoder = name.removeprefix("heldout/")
+            found = json.loads((Path(result.path) / "matrix.json").read_text())
+            if found.pop("no_mlm_head", False):
+                continue  # a sentence-embedding checkpoint: no masked-LM head to score
+            curve += [{**point, "encoder": encoder, "corpus": label.get(point["corpus"], point["corpus"])}
+                      for point in found.pop("curve", [])]
+            matrix[encoder] = {label.get(corpus, corpus): row for corpus, row in found.items()}
+    return matrix, curve
 
 
 def _plot(curve: list[dict], rows: list[dict], path: Path) -> Path:

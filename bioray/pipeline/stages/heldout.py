@@ -54,9 +54,16 @@ class Heldout(Stage):
         if not has_mlm_head(model):  # a sentence-embedding checkpoint: no masked-LM loss to speak of
             (output / "matrix.json").write_text(json.dumps({"no_mlm_head": True}))
             return {}
-        matrix = {}
-        for label, corpus in zip(params.corpora, inputs["corpora"].values()):
-            documents = heldout_documents(corpus.documents, params.fraction, params.seed, params.words)
-            matrix[label] = score(model, documents, params.seq_len, params.seed)
-        (output / "matrix.json").write_text(json.dumps(matrix, indent=2))
+        held = {label: heldout_documents(corpus.documents, params.fraction, params.seed, params.words)
+                for label, corpus in zip(params.corpora, inputs["corpora"].values())}
+        matrix = {label: score(model, documents, params.seq_len, params.seed) for label, documents in held.items()}
+        # the pretraining's exports on the way (pretrain.export_steps): how the loss on each corpus moved
+        exports = sorted(inputs["encoder"].path.glob("model-step-*"), key=lambda p: int(p.name.rpartition("-")[2]))
+        curve = [{"step": int(export.name.rpartition("-")[2]), "corpus": label,
+                  **score(export, documents, params.seq_len, params.seed)}
+                 for export in exports if params.folder == "model" for label, documents in held.items()]
+        (output / "matrix.json").write_text(json.dumps({**matrix, "curve": curve} if curve else matrix, indent=2))
+        for point in curve:  # a metric history per corpus, beside the final value the runner logs
+            env.context.client.log_metric(env.context.run_id, heldout_metric(point["corpus"], "loss_per_word_at_step"),
+                                          point["loss_per_word"], step=point["step"])
         return {heldout_metric(label, name): value for label, row in matrix.items() for name, value in row.items()}
