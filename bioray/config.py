@@ -545,6 +545,9 @@ class EncoderConfig(Section):
     pretrain_lr: float | None = Field(
         None, gt=0, description="continue_pretraining: peak learning rate of this arm's pretraining (default "
         "pretrain.lr); a trained checkpoint wants BERT's own 1e-4, not a from-scratch recipe's larger one.")
+    export_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=list, description="continue_pretraining: also export the encoder at these fractions of its "
+        "steps (the heldout stage scores each export: how fast the checkpoint adapts to the corpus).")
     at_fraction: float | None = Field(
         None, gt=0, le=1, description="source pretrain: the encoder at this fraction of the pretraining steps (a "
         "point of a learning curve); default: at the end.")
@@ -563,8 +566,8 @@ class EncoderConfig(Section):
             raise ValueError("`checkpoint` is set with (and only with) source: checkpoint")
         if self.continue_pretraining and self.source != "checkpoint":
             raise ValueError("continue_pretraining continues a checkpoint: it needs source: checkpoint")
-        for key in ("steps", "pretrain_lr"):
-            if getattr(self, key) is not None and not self.continue_pretraining:
+        for key in ("steps", "pretrain_lr", "export_fractions"):
+            if getattr(self, key) not in (None, []) and not self.continue_pretraining:
                 raise ValueError(f"{key} is a continued pretraining's setting: it needs continue_pretraining: true")
         if self.at_fraction is not None and (self.source != "pretrain" or self.corpus is not None):
             raise ValueError("at_fraction picks a point of this workflow's pretraining: it needs source: pretrain "

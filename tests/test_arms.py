@@ -39,7 +39,7 @@ def test_arms_make_one_branch_each(write_workflow, quickstart_tree, tmp_path):
         {"name": "scratch-half", "at_fraction": 0.5},
         {"name": "general", "source": "checkpoint", "checkpoint": str(general)},
         {"name": "continued", "source": "checkpoint", "checkpoint": str(general), "continue_pretraining": True,
-         "steps": 40, "pretrain_lr": 1e-4}]
+         "steps": 40, "pretrain_lr": 1e-4, "export_fractions": [0.25, 0.5, 1.0]}]
     nodes = {n.name: n for n in build_plan(load_checked(write_workflow(quickstart_tree)))}
     for arm, source in (("random", "encoder/random"), ("scratch", "pretrain"), ("scratch-half", "pretrain"),
                         ("general", "encoder/general"), ("continued", "pretrain/continued")):
@@ -56,6 +56,7 @@ def test_arms_make_one_branch_each(write_workflow, quickstart_tree, tmp_path):
     # its own length (a minutes budget for a bigger model), warmup within it; the scratch arm keeps its own
     assert (nodes["pretrain/continued"].params.steps, nodes["pretrain/continued"].params.warmup_steps) == (40, 8)
     assert nodes["pretrain"].params.steps == 300
+    assert nodes["pretrain/continued"].params.export_steps == [10, 20]  # of its own steps; the end is its model
     assert (nodes["pretrain/continued"].params.lr, nodes["pretrain"].params.lr) == (1e-4, 5e-4)
     assert nodes["encoder/random"].inputs == ("vocab",)  # random: the workflow's vocabulary and shape
     # the report has every arm; the register stage registers this workflow's own pretraining

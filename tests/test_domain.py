@@ -138,3 +138,12 @@ def test_fine_tuning_stops_when_every_rank_is_told_dev_stopped_improving():
                            random.Random(0), "cpu", 0, lambda epoch, step, loss: epochs.append(epoch) or {"e": epoch},
                            should_stop=lambda: len(epochs) >= 3)
     assert epochs == [0, 1, 2] and metrics == {"e": 2}
+
+
+def test_the_general_arm_of_the_bench_needs_its_corpus_in_the_workflow(tmp_path):
+    from bioray.bench.quality import _general_corpus
+
+    with pytest.raises(ValueError, match="has no `encoders` entry named general-scratch with a `corpus`"):
+        _general_corpus({"encoders": [{"name": "scratch"}]}, tmp_path / "miniature.yaml")
+    corpus = {"sources": [{"name": "wiki", "format": "jsonl", "path": "w"}]}
+    assert _general_corpus({"encoders": [{"name": "general-scratch", "corpus": corpus}]}, tmp_path) == corpus

@@ -77,7 +77,9 @@ def _encoders(arms: list[str], curve: tuple[float, ...], continued_steps: int | 
             encoders.append({"name": arm, "source": "checkpoint", "checkpoint": str(checkpoint),
                              "finetune_lr": CHECKPOINT_FINETUNE_LR})
             if arm == "continued":
+                # exported on the way: the held-out losses at fractions of its budget (the heldout stage)
                 encoders[-1].update(continue_pretraining=True, pretrain_lr=CHECKPOINT_PRETRAIN_LR,
+                                    export_fractions=list(CURVE),
                                     **({"steps": continued_steps} if continued_steps else {}))
     return encoders
 
@@ -185,9 +187,6 @@ def bench_quality(workflow: Path, workdir: Path, arms: list[str], seeds: list[in
         if checkpoint is not None:
             shape, vocab_size = checkpoint_shape(checkpoint)  # a bigger model: fewer steps, same minutes
             continued_steps = steps_for(pretrain, shape, vocab_size, seq_len, None, budget_minutes, rates)
-    if "continued" in arms:  # its curve: the held-out losses at fractions of its budget (exports on the way)
-        steps = continued_steps or pretrain["steps"]
-        pretrain["export_steps"] = sorted({*pretrain.get("export_steps", []), *(max(1, round(f * steps)) for f in curve)})
     general = _general_corpus(tree, workflow) if GENERAL_SCRATCH in arms else None
     if max_docs:  # a quick run: fewer documents to ingest and tokenize (the budget is in tokens either way)
         for source in tree["ingest"]["sources"] + (general["sources"] if general else []):
@@ -266,11 +265,10 @@ def _matrix(results: dict) -> tuple[dict, list[dict]]:
         if name.startswith("heldout/"):
             encoder = name.removeprefix("heldout/")
             found = json.loads((Path(result.path) / "matrix.json").read_text())
-            if found.pop("no_mlm_head", False):
-                continue  # a sentence-embedding checkpoint: no masked-LM head to score
             curve += [{**point, "encoder": encoder, "corpus": label.get(point["corpus"], point["corpus"])}
-                      for point in found.pop("curve", [])]
-            matrix[encoder] = {label.get(corpus, corpus): row for corpus, row in found.items()}
+                      for point in found["curve"]]
+            if found["matrix"]:  # else a sentence-embedding checkpoint: no masked-LM head to score
+                matrix[encoder] = {label.get(corpus, corpus): row for corpus, row in found["matrix"].items()}
     return matrix, curve
 
 

@@ -143,35 +143,50 @@ def test_bench_finetune_workers_must_split_the_batch():
 
 
 @pytest.mark.extended
+@pytest.mark.needs_data("general-corpus/enwiki-2015-wikiextractor")
 def test_bench_quality_json(data_root, tmp_path):
-    """The quality bench's arms and curve on a tiny budget: the miniature recipe over a few hundred abstracts."""
+    """The quality bench's arms, curve and domain matrix on a tiny budget: the miniature recipe over a few
+    hundred abstracts, its general-scratch arm over a few dozen Wikipedia articles."""
     import yaml
 
     tree = yaml.safe_load((REPO / "workflows" / "miniature.yaml").read_text())
     tree["data_root"] = str(data_root)
     tree["ingest"]["sources"] = [{"name": "abstracts", "format": "text", "path": "pubmed-raw/abstracts_one_per_line"}]
     tree["vocab"].update(size=2000, sample_docs=1000)
+    tree["tokenize"]["heldout_fraction"] = 0.05
     tree["pretrain"].update(eval_every=10, log_every=10, checkpoint_every=1000)
-    tree["finetune"]["epochs"] = 1
+    tree["finetune"].update(epochs=3, patience=1)
+    tree["evaluate"]["heldout_words"] = 2000
     workflow = tmp_path / "quality.yaml"
     workflow.write_text(yaml.safe_dump(tree))
     per_step = tree["pretrain"]["global_batch_size"] * tree["tokenize"]["seq_len"]
     done = subprocess.run([sys.executable, "-m", "bioray.cli", "bench", "quality", "--workflow", str(workflow),
-                           "--workdir", str(tmp_path / "work"), "--arms", "random,scratch",
+                           "--workdir", str(tmp_path / "work"), "--arms", "random,scratch,general-scratch",
                            "--budget-tokens", str(40 * per_step), "--seeds", "42,43", "--datasets", "ncbi-disease",
-                           "--max-train", "200", "--json"], cwd=REPO, capture_output=True, text=True, timeout=1500)
+                           "--max-train", "200", "--max-docs", "60", "--json"], cwd=REPO, capture_output=True,
+                          text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1, lines[:5]  # --json: stdout is the JSON alone (Ray's worker logs go to stderr)
     result = json.loads(lines[0])
     assert result["pretrain_steps"] == 40
     rows = {row["arm"]: row for row in result["arms"]}
-    assert set(rows) == {"random", "scratch"}
+    assert set(rows) == {"random", "scratch", "general-scratch"}
     for row in rows.values():
         assert row["dataset"] == "ncbi-disease" and row["seeds"] == 2 and 0 <= row["f1_mean"] <= 1
+        assert all(2 <= epochs <= 3 for epochs in row["epochs"]) and 0 <= row["plateaued"] <= 2
+        assert row["subwords_per_word"] >= 1
     assert rows["random"]["pretrain_tokens"] == 0
-    # packed sequences: every step trains global batch x seq_len real tokens
+    # packed sequences: every step trains global batch x seq_len real tokens; the general arm the same budget
     assert rows["scratch"]["pretrain_tokens"] == 40 * per_step and rows["scratch"]["pretrain_seconds"] > 0
+    assert rows["general-scratch"]["pretrain_tokens"] == 40 * per_step
+    # two vocabularies: the same test words cut differently
+    assert rows["general-scratch"]["subwords_per_word"] != rows["scratch"]["subwords_per_word"]
+    # the matrix: every encoder on both corpora, on the same words
+    assert set(result["matrix"]) == {"random", "scratch", "general-scratch", "scratch-25pct", "scratch-50pct"}
+    for encoder in result["matrix"].values():
+        assert set(encoder) == {"biomedical", "general"} and all(v["loss_per_word"] > 0 for v in encoder.values())
+    assert len({e["general"]["masked_words"] for e in result["matrix"].values()}) == 1
     # the curve: the scratch arm at 25%, 50% and 100% of its budget, the last point is the arm's own score
     assert [point["tokens"] for point in result["curve"]] == [10 * per_step, 20 * per_step, 40 * per_step]
     assert result["curve"][-1]["f1_mean"] == pytest.approx(rows["scratch"]["f1_mean"])

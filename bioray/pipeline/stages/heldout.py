@@ -52,7 +52,7 @@ class Heldout(Stage):
         params: HeldoutParams = node.params
         model = inputs["encoder"].path / params.folder
         if not has_mlm_head(model):  # a sentence-embedding checkpoint: no masked-LM loss to speak of
-            (output / "matrix.json").write_text(json.dumps({"no_mlm_head": True}))
+            (output / "matrix.json").write_text(json.dumps({"matrix": {}, "curve": [], "no_mlm_head": True}))
             return {}
         held = {label: heldout_documents(corpus.documents, params.fraction, params.seed, params.words)
                 for label, corpus in zip(params.corpora, inputs["corpora"].values())}
@@ -62,7 +62,7 @@ class Heldout(Stage):
         curve = [{"step": int(export.name.rpartition("-")[2]), "corpus": label,
                   **score(export, documents, params.seq_len, params.seed)}
                  for export in exports if params.folder == "model" for label, documents in held.items()]
-        (output / "matrix.json").write_text(json.dumps({**matrix, "curve": curve} if curve else matrix, indent=2))
+        (output / "matrix.json").write_text(json.dumps({"matrix": matrix, "curve": curve}, indent=2))
         for point in curve:  # a metric history per corpus, beside the final value the runner logs
             env.context.client.log_metric(env.context.run_id, heldout_metric(point["corpus"], "loss_per_word_at_step"),
                                           point["loss_per_word"], step=point["step"])

@@ -45,8 +45,8 @@ class Pretrain(Stage):
             own = {"steps": arm.steps, "warmup_steps": min(config.pretrain.warmup_steps, arm.steps // 5)} \
                 if arm.steps else {}
             own.update({"lr": arm.pretrain_lr} if arm.pretrain_lr else {})
-            steps = arm.steps or config.pretrain.steps  # the section's export steps that fall within its own
-            own["export_steps"] = [s for s in config.pretrain.export_steps if s < steps]
+            steps = arm.steps or config.pretrain.steps
+            own["export_steps"] = sorted({max(1, round(f * steps)) for f in arm.export_fractions if f < 1})
             params = validated(config.pretrain, init_checkpoint=arm.checkpoint, **own)
             nodes.append(Node(f"pretrain/{arm.name}", self, {"tokens": f"tokenize/{arm.name}",
                                                              "vocab": f"vocab/{arm.name}"}, params,
