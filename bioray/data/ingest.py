@@ -276,9 +276,10 @@ def _write_atomically(tables: Iterable[pa.Table], target: Path, schema: pa.Schem
 
 
 def _write_sorted(tables: Iterable[pa.Table], target: Path, key: str = "bucket") -> None:
-    """Stream tables into one Parquet file sorted by key, one key value per row group, holding one table
-    at a time: each table is sorted and written as a run to a scratch file, then the runs are merged
-    key by key, a row group at a time. A stream of one table skips the scratch file."""
+    """Stream tables into one Parquet file sorted by key, one key value per row group, holding at most two
+    tables (the first two: whether there is a second decides if a scratch file is needed): each table is
+    sorted and written as a run to a scratch file, then the runs are merged key by key, a row group at a
+    time. A stream of one table is sorted in memory and written directly."""
     tables = iter(tables)
     first, second = next(tables, None), next(tables, None)
     if second is None:
