@@ -211,6 +211,11 @@ def bench_tokenize(data: Path, tokenizer_dir: Path | None = None, seq_len: int =
         "ratio_to_all_cores": pipeline_tokens_per_s / raw_all_cores,
         "ingest_mb_per_s": text_bytes / 1e6 / ingest_seconds,
         "ingest_seconds": ingest_seconds,
+        "ingest_s_per_gb": ingest_seconds / (text_bytes / 1e9),
+        "tokenize_s_per_gb": pipeline_seconds / (text_bytes / 1e9),
+        "input_files": ingest_metrics["ingest/files"],
+        "ingest_buckets": ingest_metrics["ingest/buckets"],
+        "ingest_scratch_files": ingest_metrics["ingest/scratch_files"],
         "fill_ratio": stats["tokenize/fill_ratio"],
         "tokens": real_tokens,
         "output_mb": {name: size / 1e6 for name, size in output_bytes.items()},
@@ -234,7 +239,9 @@ def _bench_in_child(queue, *args, **kwargs) -> None:
 def bench_tokenize_scales(data: Path, tokenizer_dir: Path | None, seq_len: int, scales: list[int]) -> dict:
     """bench_tokenize at each scale, each in a fresh process (so a fresh Ray session and driver: nothing
     one scale allocated counts at the next). The first scale's figures are the top-level keys; `runs`
-    has every scale's; memory_growth_* = peak at the last scale / peak at the first."""
+    has every scale's, each with its growth against the first scale (memory_growth_*: peak over the first
+    scale's; *_s_per_gb_growth: seconds per GB of text over the first's); the top-level growth is the
+    last scale's."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
@@ -249,12 +256,22 @@ def bench_tokenize_scales(data: Path, tokenizer_dir: Path | None, seq_len: int, 
         if status != "ok":
             raise RuntimeError(f"bench tokenize at scale {scale}: {result}")
         runs.append(result)
-    first, last = runs[0], runs[-1]
-    return {**first, "runs": runs,
-            "memory_growth_ingest": last["peak_ingest_mb"] / first["peak_ingest_mb"],
-            "memory_growth_tokenize": last["peak_tokenize_mb"] / first["peak_tokenize_mb"],
-            "memory_growth_driver": (max(last["peak_driver_ingest_mb"], last["peak_driver_tokenize_mb"])
-                                     / max(first["peak_driver_ingest_mb"], first["peak_driver_tokenize_mb"]))}
+    return {**runs[0], "runs": [_against_first(run, runs[0]) for run in runs], **_growth(runs[-1], runs[0])}
+
+
+def _growth(run: dict, first: dict) -> dict:
+    """Peak memory and time per GB of text at this scale over the first scale's."""
+    return {"memory_growth_ingest": run["peak_ingest_mb"] / first["peak_ingest_mb"],
+            "memory_growth_tokenize": run["peak_tokenize_mb"] / first["peak_tokenize_mb"],
+            "memory_growth_driver": (max(run["peak_driver_ingest_mb"], run["peak_driver_tokenize_mb"])
+                                     / max(first["peak_driver_ingest_mb"], first["peak_driver_tokenize_mb"])),
+            "ingest_s_per_gb_growth": run["ingest_s_per_gb"] / first["ingest_s_per_gb"],
+            "tokenize_s_per_gb_growth": run["tokenize_s_per_gb"] / first["tokenize_s_per_gb"]}
+
+
+def _against_first(run: dict, first: dict) -> dict:
+    """One scale's figures with its growth against the first scale (1.0 for the first itself)."""
+    return {**run, **_growth(run, first)}
 
 
 def render(result: dict) -> str:
@@ -271,11 +288,17 @@ def render(result: dict) -> str:
         f"    ratio (b) / (cores x a) {result['ratio']:.2f}; (b) / all-cores raw {result['ratio_to_all_cores']:.2f}",
         f"(c) ingest                 {result['ingest_mb_per_s']:.2f} MB/s of text ({result['ingest_seconds']:.1f} s)",
         f"fill ratio                 {result['fill_ratio']:.3f}"]
-    lines += [f"peak memory at {run['scale']:>3}x      {run['peak_rss_mb']:.0f} MB (ingest "
-              f"{run['peak_ingest_mb']:.0f}, tokenize {run['peak_tokenize_mb']:.0f}; driver "
-              f"{run['peak_driver_ingest_mb']:.0f} / {run['peak_driver_tokenize_mb']:.0f}), {run['documents']} "
-              f"documents, {run['text_mb']:.0f} MB" for run in result["runs"]]
+    for run in result["runs"]:
+        lines += [f"peak memory at {run['scale']:>3}x      {run['peak_rss_mb']:.0f} MB (ingest "
+                  f"{run['peak_ingest_mb']:.0f}, tokenize {run['peak_tokenize_mb']:.0f}; driver "
+                  f"{run['peak_driver_ingest_mb']:.0f} / {run['peak_driver_tokenize_mb']:.0f}), {run['documents']} "
+                  f"documents, {run['text_mb']:.0f} MB",
+                  f"  time per GB of text      ingest {run['ingest_s_per_gb']:.0f} s, tokenize "
+                  f"{run['tokenize_s_per_gb']:.0f} s; ingest scratch files {run['ingest_scratch_files']} "
+                  f"({run['input_files']} inputs, {run['ingest_buckets']} buckets)"]
     if len(result["runs"]) > 1:
         lines.append(f"memory growth              ingest {result['memory_growth_ingest']:.2f}, tokenize "
-                     f"{result['memory_growth_tokenize']:.2f}, driver {result['memory_growth_driver']:.2f}")
+                     f"{result['memory_growth_tokenize']:.2f}, driver {result['memory_growth_driver']:.2f}; "
+                     f"time per GB ingest {result['ingest_s_per_gb_growth']:.2f}, tokenize "
+                     f"{result['tokenize_s_per_gb_growth']:.2f}")
     return "\n".join(lines)

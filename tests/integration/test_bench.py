@@ -53,6 +53,12 @@ def test_bench_tokenize_json(data_root):
     assert result["memory_growth_ingest"] == pytest.approx(two["peak_ingest_mb"] / one["peak_ingest_mb"])
     assert result["memory_growth_tokenize"] == pytest.approx(two["peak_tokenize_mb"] / one["peak_tokenize_mb"])
     assert 0 < one["peak_driver_ingest_mb"] < one["peak_ingest_mb"]  # the driver is one of the processes summed
+    assert two["memory_growth_ingest"] == result["memory_growth_ingest"] and one["memory_growth_ingest"] == 1
+    assert two["ingest_s_per_gb"] == pytest.approx(two["ingest_seconds"] / (two["text_mb"] / 1000))
+    assert result["tokenize_s_per_gb_growth"] == pytest.approx(two["tokenize_s_per_gb"] / one["tokenize_s_per_gb"])
+    # ingest's scratch files follow the inputs (the same files, longer, at scale 2), not inputs x buckets
+    assert one["input_files"] == two["input_files"] and one["ingest_buckets"] == two["ingest_buckets"] == 16
+    assert two["ingest_scratch_files"] <= two["input_files"] + 2 * two["ingest_buckets"]
 
 
 @pytest.mark.extended

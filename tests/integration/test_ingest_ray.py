@@ -189,3 +189,29 @@ def test_bucketed_deduplication_equals_a_plain_reference(ray_session, tmp_path):
     texts = {doc_id: text for text, doc_id in owner.items()}
     assert all(row.text.startswith(texts[row.doc_id][0]) for row in full.itertuples())
     assert not any(p.name.startswith("_") for p in (tmp_path / "full").iterdir())  # scratch removed
+    # one scratch file per input file, two per bucket at most (hand-off, kept): never files x buckets
+    assert metrics["ingest/scratch_files"] <= 3 + 2 * 16
+
+
+def test_duplicates_across_sources_and_parse_chunks_keep_the_smallest_id(ray_session, tmp_path):
+    """A JSON Lines file of 9,000 records (three parse chunks, merged into one file sorted by bucket)
+    and a text file repeating some of its texts in another case and spacing: one document per text,
+    the smallest id, whichever source or chunk it came from."""
+    from bioray.config import IngestConfig, SourceConfig
+
+    texts = [f"Study {i} of drug {i % 1000} in {i} patients." for i in range(9000)]
+    with open(tmp_path / "a.jsonl", "w") as out:
+        out.writelines(json.dumps({"id": f"{i:05d}", "text": text}) + "\n" for i, text in enumerate(texts))
+    repeated = [0, 4095, 4096, 8999]  # first and last of a chunk, and of the file
+    own = "A text of its own, about gout and urate crystals.\n"
+    (tmp_path / "b.txt").write_text("".join(f"  {texts[i].upper()}\n" for i in repeated) + own)
+    ingest = IngestConfig(sources=[SourceConfig(name="zz", format="jsonl", path="a.jsonl"),
+                                   SourceConfig(name="aa", format="text", path="b.txt")])
+    (tmp_path / "out").mkdir()
+    metrics = run_ingest(ingest, tmp_path, tmp_path / "out")
+
+    ids = pq.read_table(tmp_path / "out" / "documents", columns=["doc_id"]).column("doc_id").to_pylist()
+    expected = ({f"zz:{i:05d}" for i in range(9000) if i not in repeated}
+                | {f"aa:b.txt:{line}" for line in range(1, 6)})  # "aa:..." < "zz:...": the text file's copies win
+    assert len(ids) == len(set(ids)) and set(ids) == expected
+    assert metrics["ingest/records_parsed"] == 9005 and metrics["ingest/scratch_files"] <= 2 + 2 * 16
