@@ -347,14 +347,19 @@ def _scales(value: str) -> list[int]:
 @click.option("--tokens", "budget", type=int, default=None,
               help="Real tokens each arm trains on per setting (default: cpu tiny 150,000, cpu base 4 batches, "
                    "cuda 10,000,000).")
+@click.option("--breakdown/--no-breakdown", default=True, show_default=True,
+              help="Profile 2 more bioray steps per setting (CPU) and say where their time went: GEMM, attention, "
+                   "layer norm, activation, dropout, embedding, loss, optimizer, other.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_pretrain_command(data, tokenizer, device, size, seq_lens, budget, as_json):
-    """bioray's pretraining step vs. HF run_mlm's step, line by line and packed: real tokens/s, MFU, in one run."""
+def bench_pretrain_command(data, tokenizer, device, size, seq_lens, budget, breakdown, as_json):
+    """bioray's pretraining step vs. HF run_mlm's step, line by line and packed: real tokens/s, MFU, in one run,
+    and each against this machine's measured GEMM peak at the model's shapes."""
     from bioray.bench.pretrain import bench_pretrain, render
 
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubmed-raw" / "abstracts_one_per_line"
     run_bench(as_json, lambda: bench_pretrain(Path(data) if data else default, Path(tokenizer) if tokenizer else None,
-                                              budget, device=device, seq_lens=tuple(seq_lens) or None, size=size),
+                                              budget, device=device, seq_lens=tuple(seq_lens) or None, size=size,
+                                              breakdown=breakdown),
               render)
 
 

@@ -57,3 +57,62 @@ def test_base_size_is_bert_base_with_30522_rows():
     # DESIGN.md: BERT-base ≈ 0.55 GFLOP per token at T=128 with a masked-only head
     assert flops_per_token(mlm_parameters(model, 0.15), 12, 768, 128) == pytest.approx(0.55e9, rel=0.02)
 
+
+
+def test_gemm_peak_times_the_model_linear_layers_at_a_tiny_shape():
+    from bioray.bench.gemm_peak import Gemm, best_peak, measure_peak, model_gemms, step_gemm_flops
+    from bioray.config import ModelConfig
+
+    shape = ModelConfig(layers=2, hidden=16, heads=2, intermediate=64, max_position=64, dropout=0.1)
+    gemms = model_gemms(shape, tokens=64, masked=10, vocab_rows=100)
+    # per layer Q, K, V, attention output and the feed-forward pair over every token; the head over masked ones
+    assert gemms == [Gemm(64, 16, 16, 8), Gemm(64, 16, 64, 2), Gemm(64, 64, 16, 2), Gemm(10, 16, 16, 1),
+                     Gemm(10, 16, 100, 1)]
+    assert Gemm(64, 16, 64, 1).flops == 3 * 2 * 64 * 16 * 64  # forward + input and weight gradients
+    assert step_gemm_flops(gemms) == sum(g.count * g.flops for g in gemms)
+    measured = measure_peak(gemms, repeats=1)
+    assert measured["flops_per_s"] > 0 and measured["threads"] == torch.get_num_threads()
+    assert measured["dtype"] == "float32" and len(measured["shapes"]) == len(gemms)
+    # the mix's rate is a FLOP-weighted harmonic mean: between the slowest and the fastest shape's
+    rates = [s["flops_per_s"] for s in measured["shapes"]]
+    assert min(rates) * 0.999 <= measured["flops_per_s"] <= max(rates) * 1.001
+    slow, fast = {"flops_per_s": 1.0}, {"flops_per_s": 2.0}
+    assert best_peak(slow, fast) is fast and best_peak(fast, slow) is fast
+
+
+def test_peak_fraction_is_achieved_model_flops_over_the_measured_peak():
+    from bioray.bench.pretrain import utilisation
+
+    cpu = utilisation(tokens_per_s=200.0, per_token=0.5e9, vendor_peak=None, measured_peak=125e9)
+    assert cpu == {"achieved_flops": 100e9, "mfu": None, "peak_fraction": pytest.approx(0.8)}
+    gpu = utilisation(tokens_per_s=1e6, per_token=0.5e9, vendor_peak=1e15, measured_peak=6e14)
+    assert gpu["mfu"] == pytest.approx(0.5) and gpu["peak_fraction"] == pytest.approx(5e14 / 6e14)
+
+
+def test_step_breakdown_groups_op_self_time_by_kind():
+    from bioray.bench.step_profile import KINDS, kind_of_name, profile_steps
+
+    assert kind_of_name("aten::addmm") == kind_of_name("autograd::engine::evaluate_function: MmBackward0") == "gemm"
+    assert kind_of_name("aten::_log_softmax") == "loss" and kind_of_name("aten::_softmax") == "attention"
+    assert kind_of_name("aten::native_layer_norm_backward") == "layer_norm"
+    assert kind_of_name("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert kind_of_name("Optimizer.step#AdamW.step") == "optimizer" and kind_of_name("aten::copy_") is None
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 16),
+                                torch.nn.GELU(), torch.nn.Dropout(0.1), torch.nn.Linear(16, 50))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step(batch):
+        logits = model(batch["input_ids"])
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["input_ids"].flatten()).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    breakdown = profile_steps(step, [{"input_ids": torch.randint(0, 50, (4, 8))}], steps=2)
+    kinds = breakdown["kinds"]
+    assert tuple(kinds) == KINDS and breakdown["steps"] == 2
+    assert sum(k["seconds"] for k in kinds.values()) == pytest.approx(breakdown["op_seconds"])
+    assert sum(k["fraction"] for k in kinds.values()) == pytest.approx(1.0)
+    for kind in ("gemm", "layer_norm", "activation", "dropout", "embedding", "loss", "optimizer"):
+        assert kinds[kind]["seconds"] > 0, kind  # each op the step ran found its kind

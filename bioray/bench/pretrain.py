@@ -14,7 +14,10 @@ number of real (non-pad) tokens, in this process, on the same device:
 The model is a tiny BERT (2 x 128) or BERT-base (`size`; by default tiny on CPU, base on CUDA, at
 T=128 and T=512 there). The DeepSpeed wrapper bioray trains through adds no compute in one process
 and is left out of all three.
-MFU counts the same model FLOPs per real token for every arm (6N + 12·L·d·T, N from `mlm_parameters`).
+MFU counts the same model FLOPs per real token for every arm (6N + 12·L·d·T, N from `mlm_parameters`),
+against the device's vendor peak on GPU and, on any device, against this machine's measured GEMM peak
+at the model's own shapes (`gemm_peak`): `peak_fraction`. A few profiled bioray steps say where the
+time that is not GEMM goes (`step_profile`, CPU).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bioray.bench.gemm_peak import best_peak, measure_peak, model_gemms, step_gemm_flops
+from bioray.bench.step_profile import profile_steps, render_breakdown
 from bioray.config import ModelConfig, PretrainFastPathConfig
 from bioray.corpus.sentences import sentence_spans
 
@@ -53,6 +58,7 @@ RUNS = {
     ("cuda", "base"): {"batch": {128: 256, 512: 64}, "warmup": 15, "tokens": 10_000_000},
 }
 MASK_RATE = 0.15
+PROFILED_STEPS = 2  # bioray steps under torch.profiler for the breakdown, after the timed ones
 
 
 def model_vocab_size(size: str, tokenizer_pieces: int) -> int:
@@ -142,9 +148,10 @@ def _versions() -> dict:
 
 
 def _bioray_side(tokenizer, encoded, shape, vocab_size, seq_len, batch_size, budget_tokens, device, fast, bf16,
-                 warmup) -> tuple[dict, float]:
+                 warmup, breakdown) -> tuple[dict, float, dict | None]:
     """(a): the same sentences packed back to back into full sequences, through bioray's fast path.
-    Returns the timing and the model's masked-LM FLOPs per real token."""
+    Returns the timing, the model's masked-LM FLOPs per real token and (CPU, `breakdown`) where a
+    few more steps' time went."""
     from bioray.data.masking import mask_batch
     from bioray.data.pack import pack_stream
     from bioray.model.encoder import apply_fast_path, build_mlm_model, pretraining_loss
@@ -174,7 +181,9 @@ def _bioray_side(tokenizer, encoded, shape, vocab_size, seq_len, batch_size, bud
         optimizer.zero_grad(set_to_none=True)
 
     per_token = flops_per_token(mlm_parameters(model, MASK_RATE), shape.layers, shape.hidden, seq_len)
-    return _timed(step, batches, budget_tokens, warmup, device), per_token
+    timing = _timed(step, batches, budget_tokens, warmup, device)
+    profiled = profile_steps(step, batches, PROFILED_STEPS) if breakdown and device.type == "cpu" else None
+    return timing, per_token, profiled
 
 
 def _hf_side(tokenizer, batches, shape, vocab_size, budget_tokens, device, bf16, warmup) -> dict:
@@ -212,13 +221,36 @@ def _packed_baseline_side(tokenizer, encoded, shape, vocab_size, seq_len, batch_
                     bf16, warmup)
 
 
+def utilisation(tokens_per_s: float, per_token: float, vendor_peak: float | None, measured_peak: float) -> dict:
+    """An arm's model FLOP/s, its MFU against the vendor peak (GPU; None elsewhere) and its fraction of
+    the machine's measured GEMM peak."""
+    achieved = tokens_per_s * per_token
+    return {"achieved_flops": achieved, "mfu": achieved / vendor_peak if vendor_peak else None,
+            "peak_fraction": achieved / measured_peak}
+
+
+def _gemm_peak(shape: ModelConfig, vocab_size: int, seq_len: int, batch_size: int, device: torch.device,
+               bf16: bool) -> tuple[list, dict]:
+    """The step's linear layers (a full batch of tokens, 15% of them masked) and their measured peak."""
+    tokens = batch_size * seq_len
+    gemms = model_gemms(shape, tokens, round(MASK_RATE * tokens), vocab_size)
+    return gemms, measure_peak(gemms, device=device, dtype=torch.bfloat16 if bf16 else torch.float32)
+
+
 def _setting(tokenizer, encoded: list[list[int]], shape: ModelConfig, vocab_size: int, seq_len: int,
              batch_size: int, budget_tokens: int, device: torch.device, fast: PretrainFastPathConfig, bf16: bool,
-             warmup: int, peak: float | None) -> dict:
-    """One sequence length: bioray's step, then the two baselines', on the same sentences and device."""
+             warmup: int, peak: float | None, breakdown: bool = True) -> dict:
+    """One sequence length: the GEMM peak, bioray's step, the peak again, then the two baselines', on the
+    same sentences and device."""
     encoded = [ids[: seq_len - 2] for ids in encoded]
-    bioray, per_token = _bioray_side(tokenizer, encoded, shape, vocab_size, seq_len, batch_size, budget_tokens,
-                                     device, fast, bf16, warmup)
+    gemms, before = _gemm_peak(shape, vocab_size, seq_len, batch_size, device, bf16)
+    bioray, per_token, profiled = _bioray_side(tokenizer, encoded, shape, vocab_size, seq_len, batch_size,
+                                               budget_tokens, device, fast, bf16, warmup, breakdown)
+    # Measured on both sides of bioray's arm, the best kept: other work on the machine only slows a GEMM.
+    measured = best_peak(before, _gemm_peak(shape, vocab_size, seq_len, batch_size, device, bf16)[1])
+    if profiled is not None and profiled["kinds"]["gemm"]["seconds"]:
+        profiled["gemm_flops_per_s"] = (step_gemm_flops(gemms) * profiled["steps"]
+                                        / profiled["kinds"]["gemm"]["seconds"])
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the first side's model and optimizer are gone with its function
     reference = _baseline_side(tokenizer, encoded, shape, vocab_size, batch_size, budget_tokens, device, bf16, warmup)
@@ -229,9 +261,11 @@ def _setting(tokenizer, encoded: list[list[int]], shape: ModelConfig, vocab_size
     if device.type == "cuda":
         torch.cuda.empty_cache()
     for side in (bioray, reference, packed):
-        side["mfu"] = side["tokens_per_s"] * per_token / peak if peak else None
+        side.update(utilisation(side["tokens_per_s"], per_token, peak, measured["flops_per_s"]))
     return {"seq_len": seq_len, "batch_size": batch_size, "budget_tokens": budget_tokens,
-            "flops_per_token": per_token, "bioray": bioray, "baseline": reference, "packed_baseline": packed,
+            "flops_per_token": per_token, "measured_peak_flops": measured["flops_per_s"], "measured_peak": measured,
+            "peak_fraction": bioray["peak_fraction"], "breakdown": profiled,
+            "bioray": bioray, "baseline": reference, "packed_baseline": packed,
             "ratio": bioray["tokens_per_s"] / reference["tokens_per_s"],
             "packed_baseline_tokens_per_s": packed["tokens_per_s"],
             "packed_ratio": bioray["tokens_per_s"] / packed["tokens_per_s"]}
@@ -239,8 +273,10 @@ def _setting(tokenizer, encoded: list[list[int]], shape: ModelConfig, vocab_size
 
 def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens: int | None = None,
                    device: str = "cpu", seq_lens: tuple[int, ...] | None = None,
-                   fast: PretrainFastPathConfig | None = None, size: str | None = None) -> dict:
-    """Every arm at every sequence length; size is tiny or base (default: the device's, see DEVICES)."""
+                   fast: PretrainFastPathConfig | None = None, size: str | None = None,
+                   breakdown: bool = True) -> dict:
+    """Every arm at every sequence length; size is tiny or base (default: the device's, see DEVICES);
+    breakdown: profile a few bioray steps per setting (CPU)."""
     from transformers import AutoTokenizer
 
     from bioray.data.vocab import train_wordpiece
@@ -264,12 +300,13 @@ def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens:
     encoded = tokenizer(sentences, add_special_tokens=False)["input_ids"]
     name = _device_name(torch_device)
     peak = peak_flops(name) if device == "cuda" else None
+    load_before = os.getloadavg()  # other work on the machine: the numbers mean less under load
     results = []
     for seq_len in seq_lens or settings["seq_lens"]:
         batch = run["batch"].get(seq_len, 8)
         budget = budget_tokens or run.get("tokens") or run["steps"] * batch * seq_len
         results.append(_setting(tokenizer, encoded, shape, vocab_size, seq_len, batch, budget, torch_device, fast,
-                                settings["bf16"], run["warmup"], peak))
+                                settings["bf16"], run["warmup"], peak, breakdown))
     return {
         "date": datetime.date.today().isoformat(),
         "device": device,
@@ -277,6 +314,7 @@ def bench_pretrain(data: Path, tokenizer_dir: Path | None = None, budget_tokens:
         "peak_tflops": peak / 1e12 if peak else None,
         "versions": _versions(),
         "torch_threads": torch.get_num_threads(),
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "model_size": size,
         "model": shape.model_dump(),
         "vocab_size": len(tokenizer),
@@ -293,14 +331,22 @@ def render(result: dict) -> str:
     model = result["model"]
     lines = [f"{result['device_name']} ({result['device']}, {result['precision']}), BERT {result['model_size']} "
              f"{model['layers']} x {model['hidden']}, vocab {result['model_vocab_size']} rows "
-             f"({result['vocab_size']} WordPiece pieces), {result['torch_threads']} torch threads"]
+             f"({result['vocab_size']} WordPiece pieces), {result['torch_threads']} torch threads, load average "
+             f"{result['load_average']['before'][0]:.2f} before, {result['load_average']['after'][0]:.2f} after"]
     for setting in result["settings"]:
         for side, label in (("bioray", "bioray"), ("baseline", "HF line-by-line"), ("packed_baseline", "HF packed")):
             row = setting[side]
             mfu = f", MFU {row['mfu']:.1%}" if row["mfu"] is not None else ""
+            mfu += f", {row['peak_fraction']:.1%} of measured peak"
             memory = f", peak {row['peak_memory_mb']:.0f} MiB" if row["peak_memory_mb"] is not None else ""
             lines.append(f"T={setting['seq_len']:<4d} {label:15s} {row['tokens_per_s']:12.0f} real tokens/s "
                          f"{row['sequences_per_s']:9.1f} seq/s (fill {row['fill_ratio']:.2f}{mfu}{memory})")
         lines.append(f"T={setting['seq_len']:<4d} ratio to line-by-line {setting['ratio']:.2f}, "
                      f"to packed {setting['packed_ratio']:.2f}")
+        measured = setting["measured_peak"]
+        lines.append(f"T={setting['seq_len']:<4d} measured GEMM peak {measured['flops_per_s'] / 1e9:.1f} GFLOP/s "
+                     f"({measured['dtype']}, {measured['threads']} threads, the model's shapes); bioray at "
+                     f"{setting['peak_fraction']:.1%} of it")
+        if setting["breakdown"]:
+            lines += render_breakdown(setting["breakdown"])
     return "\n".join(lines)

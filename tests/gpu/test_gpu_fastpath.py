@@ -118,3 +118,6 @@ def test_bench_pretrain_on_cuda_reports_mfu(data_root):
         if result["peak_tflops"]:
             assert 0 < setting[side]["mfu"] < 1
     assert setting["bioray"]["fill_ratio"] > 0.99 and setting["packed_baseline"]["fill_ratio"] == 1.0
+    # beside the vendor peak, the GPU's measured bf16 GEMM peak at the model's shapes; no CPU profile
+    assert setting["measured_peak"]["dtype"] == "bfloat16" and setting["measured_peak_flops"] > 0
+    assert setting["peak_fraction"] == setting["bioray"]["peak_fraction"] > 0 and setting["breakdown"] is None

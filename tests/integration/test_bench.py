@@ -72,15 +72,26 @@ def test_bench_pretrain_json(data_root):
     assert result["device"] == "cpu" and result["peak_tflops"] is None and result["versions"]["torch"]
     assert [s["seq_len"] for s in result["settings"]] == [128, 512]  # both lengths in one run
     assert result["model_size"] == "tiny" and result["model_vocab_size"] == result["vocab_size"]
+    assert len(result["load_average"]["before"]) == len(result["load_average"]["after"]) == 3
     for setting in result["settings"]:
         bioray, baseline, packed = setting["bioray"], setting["baseline"], setting["packed_baseline"]
         assert setting["ratio"] == pytest.approx(bioray["tokens_per_s"] / baseline["tokens_per_s"])
         assert setting["packed_baseline_tokens_per_s"] == packed["tokens_per_s"] > 0
         assert setting["packed_ratio"] == pytest.approx(bioray["tokens_per_s"] / packed["tokens_per_s"])
         assert setting["flops_per_token"] > 0
+        # the machine's own GEMM peak at the model's shapes, measured in this process with the arms' threads
+        measured = setting["measured_peak"]
+        assert setting["measured_peak_flops"] == measured["flops_per_s"] > 0
+        assert measured["threads"] == result["torch_threads"] and measured["dtype"] == "float32"
+        assert setting["peak_fraction"] == bioray["peak_fraction"]
         for row in (bioray, baseline, packed):
             assert row["real_tokens"] >= 20000  # each arm trained on at least the budget
             assert row["mfu"] is None and row["peak_memory_mb"] is None  # no GPU here: no peak to divide by
+            assert row["achieved_flops"] == pytest.approx(row["tokens_per_s"] * setting["flops_per_token"])
+            assert row["peak_fraction"] == pytest.approx(row["achieved_flops"] / setting["measured_peak_flops"])
+        # where a few more bioray steps' time went, by kind of op
+        kinds = setting["breakdown"]["kinds"]
+        assert kinds["gemm"]["seconds"] > 0 and sum(k["fraction"] for k in kinds.values()) == pytest.approx(1.0)
         assert bioray["fill_ratio"] > 0.99 > baseline["fill_ratio"]  # packing vs padding
         assert packed["fill_ratio"] == 1.0  # run_mlm's grouping: full blocks, no padding at all
         assert packed["real_tokens"] == packed["sequences"] * setting["seq_len"]
