@@ -50,6 +50,10 @@ class TokenizePacker:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per actor: Ray provides the parallelism
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.backend = tokenizer.backend_tokenizer
+        # a checkpoint's tokenizer.json may truncate and pad (sentence-transformers ship 128 and Fixed(128)):
+        # documents are packed whole, so neither may happen here
+        self.backend.no_truncation()
+        self.backend.no_padding()
         pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         self.word_start = np.array([not p.startswith("##") for p in pieces], dtype=np.int8)  # by token id
         self.cls_id, self.sep_id, self.marker = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.sep_token

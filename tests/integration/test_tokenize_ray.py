@@ -74,3 +74,22 @@ def test_document_packing_with_next_sentence_pairs(small_corpus, tmp_path):
     has_b = np.array(table.column("token_type_ids").to_pylist()).sum(axis=1) > 0
     assert 0.4 < labels[has_b].mean() < 0.6 and (labels[~has_b] == -100).all()  # half the pairs get a random B
     assert stats["tokenize/fill_ratio"] < 0.99  # whole sentences of one document leave padding
+
+
+def test_a_checkpoint_tokenizer_that_truncates_and_pads_still_packs_whole_documents(small_corpus, tmp_path):
+    """sentence-transformers checkpoints ship tokenizer.json with truncation at 128 and Fixed(128) padding
+    (all-MiniLM-L6-v2 does): continued pretraining on them must still see every token, and no [PAD]."""
+    documents, tokenizer_dir = small_corpus["documents"], small_corpus["tokenizer"]
+    capped = tmp_path / "capped"
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer.backend_tokenizer.enable_truncation(max_length=16)
+    tokenizer.backend_tokenizer.enable_padding(length=16, pad_id=tokenizer.pad_token_id, pad_token="[PAD]")
+    tokenizer.save_pretrained(str(capped))
+    assert json.loads((capped / "tokenizer.json").read_text())["truncation"]["max_length"] == 16
+    config = TokenizeConfig(seq_len=64, batch_size=50, heldout_fraction=0)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "from-capped").mkdir()
+    plain = run_tokenize(config, documents, tokenizer_dir, tmp_path / "plain")
+    from_capped = run_tokenize(config, documents, capped, tmp_path / "from-capped")
+    assert from_capped["tokenize/tokens"] == plain["tokenize/tokens"]
+    assert _rows(tmp_path / "from-capped" / "sequences") == _rows(tmp_path / "plain" / "sequences")
