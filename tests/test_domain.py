@@ -104,8 +104,8 @@ def test_held_out_words_are_the_same_for_every_vocabulary_and_bounded_by_the_bud
     assert 600 <= sum(len(words) for _, words in documents) < 640  # the budget, and no more than one document over
     assert documents == heldout_documents(tmp_path / "documents", 0.2, 0, words=600)  # seeded, whatever the files
     # a small vocabulary cuts words into more pieces; both encoders predict the same masked words
-    fine = score(_encoder(tmp_path / "fine", texts, 60), documents, seq_len=32)
-    coarse = score(_encoder(tmp_path / "coarse", texts, 200), documents, seq_len=32)
+    fine = score(_encoder(tmp_path / "fine", texts, 60), {"bio": documents}, seq_len=32)["bio"]
+    coarse = score(_encoder(tmp_path / "coarse", texts, 200), {"bio": documents}, seq_len=32)["bio"]
     assert fine["masked_words"] == coarse["masked_words"] > 0 and fine["words"] == coarse["words"]
     assert fine["subwords_per_word"] > coarse["subwords_per_word"] >= 1.0
     # a word's loss is the sum of its pieces': per word above per piece where words have several pieces

@@ -62,15 +62,21 @@ def _windows(piece_ids: list[list[int]], limit: int) -> list[tuple[int, int]]:
     return windows
 
 
-@torch.no_grad()
-def score(model_dir: Path, documents: list[tuple[str, list[str]]], seq_len: int, seed: int = 0,
-          batch_size: int = 32) -> dict[str, float]:
+def score(model_dir: Path, corpora: dict[str, list[tuple[str, list[str]]]], seq_len: int,
+          seed: int = 0) -> dict[str, dict[str, float]]:
     """Whole-word masked-LM loss of the encoder in `model_dir` (an HF folder with its masked-LM head and
-    tokenizer) on the documents' words: per word, per masked piece, piece accuracy, pieces per word."""
+    tokenizer) on each corpus's documents (label -> [(doc id, words)]), the model loaded once: per word,
+    per masked piece, piece accuracy, pieces per word."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForMaskedLM.from_pretrained(str(model_dir)).eval()
+    return {label: _score(model, tokenizer, documents, seq_len, seed) for label, documents in corpora.items()}
+
+
+@torch.no_grad()
+def _score(model, tokenizer, documents: list[tuple[str, list[str]]], seq_len: int, seed: int,
+           batch_size: int = 32) -> dict[str, float]:
     sequences: list[tuple[list[int], list[int]]] = []  # (input ids, the word index of each masked piece or -1)
     words_total = pieces_total = 0
     for doc_id, doc_words in documents:

@@ -56,12 +56,12 @@ class Heldout(Stage):
             return {}
         held = {label: heldout_documents(corpus.documents, params.fraction, params.seed, params.words)
                 for label, corpus in zip(params.corpora, inputs["corpora"].values())}
-        matrix = {label: score(model, documents, params.seq_len, params.seed) for label, documents in held.items()}
+        matrix = score(model, held, params.seq_len, params.seed)
         # the pretraining's exports on the way (pretrain.export_steps): how the loss on each corpus moved
         exports = sorted(inputs["encoder"].path.glob("model-step-*"), key=lambda p: int(p.name.rpartition("-")[2]))
-        curve = [{"step": int(export.name.rpartition("-")[2]), "corpus": label,
-                  **score(export, documents, params.seq_len, params.seed)}
-                 for export in exports if params.folder == "model" for label, documents in held.items()]
+        curve = [{"step": int(export.name.rpartition("-")[2]), "corpus": label, **row}
+                 for export in exports if params.folder == "model"
+                 for label, row in score(export, held, params.seq_len, params.seed).items()]
         (output / "matrix.json").write_text(json.dumps({"matrix": matrix, "curve": curve}, indent=2))
         for point in curve:  # a metric history per corpus, beside the final value the runner logs
             env.context.client.log_metric(env.context.run_id, heldout_metric(point["corpus"], "loss_per_word_at_step"),
