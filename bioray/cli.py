@@ -459,7 +459,7 @@ def bench_fanout_command(data, stages, lrs, max_train, epochs, batch_size, as_js
 @click.option("--max-train", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Fine-tune on the first N training sentences of each dataset (0: all of them).")
 @click.option("--max-docs", type=click.IntRange(min=1), default=None,
-              help="Read at most N documents of each corpus source (a quick run: less to ingest and tokenize).")
+              help="Read at most N documents of each corpus source file (a quick run: less to ingest and tokenize).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_quality_command(workflow, workdir, arms, budget_minutes, budget_tokens, seeds, datasets, max_train, max_docs,
                           as_json):

@@ -84,7 +84,8 @@ class SourceConfig(Section):
     id_field: str = Field("id", description="jsonl only: the field holding the document id.")
     documents: Literal["line", "blank_line"] = Field(
         "line", description="text only: one document per line, or per blank-line separated block.")
-    max_docs: int | None = Field(None, ge=1, description="Read at most this many documents (toy runs).")
+    max_docs: int | None = Field(None, ge=1, description="Read at most this many documents of each of its files "
+                                  "(toy runs).")
 
 
 class IngestConfig(Section):
