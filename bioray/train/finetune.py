@@ -134,16 +134,16 @@ def train_epochs(model, task, features: list, config: TrainingConfig, rng: rando
                 on_step(step - len(losses) + i + 1, loss)
         train_loss = sum(losses) / max(1, len(losses))
         metrics = after_epoch(epoch, step, train_loss) if after_epoch else {"finetune/train_loss": train_loss}
-        if should_stop is not None and _agreed(rank == 0 and should_stop(), world):
+        if should_stop is not None and _agreed(rank == 0 and should_stop(), world, device):
             break
     return metrics
 
 
-def _agreed(stop: bool, world: int) -> bool:
-    """Rank 0's decision, on every rank (one broadcast an epoch)."""
+def _agreed(stop: bool, world: int, device) -> bool:
+    """Rank 0's decision, on every rank (one broadcast an epoch; on the training device, as NCCL needs)."""
     if world == 1:
         return stop
-    flag = torch.tensor([1 if stop else 0])
+    flag = torch.tensor([1 if stop else 0], device=device)
     torch.distributed.broadcast(flag, src=0)
     return bool(flag.item())
 
